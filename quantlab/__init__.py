@@ -1,0 +1,87 @@
+"""QuantLab: a Jupyter-native backtesting research environment.
+
+The public API is what this module exports; everything else is internal. Names are loaded on
+first use so that ``import quantlab`` stays cheap (Numba, pandas and Huey load only when needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from quantlab.errors import (
+    ConfigError,
+    DataError,
+    MissingDependency,
+    ProviderError,
+    QuantlabError,
+    QueueFull,
+    RunError,
+    RunNotFound,
+    StrategyError,
+)
+from quantlab.settings import configure_numba_cache
+
+configure_numba_cache()
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "backtest": "quantlab.engine.api",
+    "Result": "quantlab.engine.api",
+    "ENGINE_VERSION": "quantlab.engine.version",
+    "strategy": "quantlab.strategies",
+    "list_strategies": "quantlab.strategies",
+    "BacktestConfig": "quantlab.config",
+    "submit": "quantlab.jobs.api",
+    "get_run": "quantlab.jobs.api",
+    "runs": "quantlab.jobs.api",
+    "Run": "quantlab.jobs.api",
+}
+_SUBMODULES = {"data", "metrics", "notifications"}
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "MissingDependency",
+    "ProviderError",
+    "QuantlabError",
+    "QueueFull",
+    "RunError",
+    "RunNotFound",
+    "StrategyError",
+    "__version__",
+    *_LAZY,
+    *sorted(_SUBMODULES),
+]
+
+if TYPE_CHECKING:
+    from quantlab import data, metrics
+    from quantlab.config import BacktestConfig
+    from quantlab.engine.api import Result, backtest
+    from quantlab.engine.version import ENGINE_VERSION
+    from quantlab.jobs.api import Run, get_run, runs, submit
+    from quantlab.strategies import list_strategies, strategy
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"quantlab.{name}")
+    else:
+        raise AttributeError(f"module 'quantlab' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext quantlab``: register the ``%%backtest`` family of magics."""
+    from quantlab.notebook.magics import register
+
+    register(ipython)

@@ -1,0 +1,218 @@
+"""``Bars``: aligned OHLCV arrays, the one shape of market data the engine takes.
+
+Everything that feeds the engine (a DataFrame, a dict of DataFrames, the data store) produces a
+``Bars``. Arrays are float64 of shape ``(n_symbols, n_bars)`` so that each symbol's series is
+contiguous (indicators walk one symbol at a time). Several symbols are aligned on the union of
+their timestamps; a symbol with no bar at a timestamp has NaN there and is not tradable then
+(never forward-filled into a fake fill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from quantlab.errors import DataError
+
+OHLCV = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    index: pd.DatetimeIndex
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    interval: str = "1d"
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_symbols(self) -> int:
+        return len(self.symbols)
+
+    def frame(self, symbol: str) -> pd.DataFrame:
+        """One symbol's bars as an OHLCV DataFrame (rows where it had no bar dropped)."""
+        i = self.symbols.index(symbol)
+        df = pd.DataFrame(
+            {name: getattr(self, name)[i] for name in OHLCV}, index=self.index
+        )
+        return df[~np.isnan(df["close"].to_numpy())]
+
+    def slice(self, start: int, stop: int) -> Bars:
+        """Bars ``start:stop`` (positions), sharing memory with this one."""
+        return Bars(
+            self.index[start:stop], self.symbols,
+            *(getattr(self, name)[:, start:stop] for name in OHLCV),
+            interval=self.interval, meta=self.meta,
+        )
+
+
+def normalize_ohlcv(df: pd.DataFrame, symbol: str = "data") -> pd.DataFrame:
+    """Check one symbol's OHLCV frame and return it with lower-case float columns.
+
+    Raises :class:`DataError` naming the symbol, the row or column and the fix for: a non-datetime
+    index, missing columns, unsorted or duplicate timestamps, NaN or non-positive prices, and
+    high below low. Volume is optional (zeros when absent).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"{symbol}: expected a pandas DataFrame of OHLCV bars, got {type(df).__name__}",
+            symbol=symbol,
+        )
+    if not isinstance(df.index, pd.DatetimeIndex):
+        raise DataError(
+            f"{symbol}: the index must be a DatetimeIndex of bar timestamps, got "
+            f"{type(df.index).__name__}; use df.set_index(pd.to_datetime(df['date']))",
+            symbol=symbol,
+        )
+    lower = {str(c).lower(): c for c in df.columns}
+    missing = [c for c in PRICE_COLUMNS if c not in lower]
+    if missing:
+        raise DataError(
+            f"{symbol}: missing column(s) {', '.join(missing)}; the data needs open, high, low, "
+            f"close (any case) and optionally volume. Columns found: {list(map(str, df.columns))}",
+            symbol=symbol, column=missing[0],
+        )
+    if len(df) == 0:
+        raise DataError(f"{symbol}: the data has no bars", symbol=symbol)
+    out = pd.DataFrame(index=df.index)
+    for name in OHLCV:
+        if name in lower:
+            try:
+                out[name] = pd.to_numeric(df[lower[name]], errors="raise").astype("float64")
+            except (ValueError, TypeError):
+                raise DataError(
+                    f"{symbol}: column '{lower[name]}' holds values that are not numbers",
+                    symbol=symbol, column=name,
+                ) from None
+        else:
+            out[name] = 0.0
+    _check_index(out.index, symbol)
+    _check_prices(out, symbol)
+    return out
+
+
+def _check_index(index: pd.DatetimeIndex, symbol: str) -> None:
+    if index.hasnans:
+        row = int(np.flatnonzero(index.isna())[0])
+        raise DataError(f"{symbol}: row {row} has no timestamp (NaT); drop or fix it",
+                        symbol=symbol, row=row)
+    values = index.asi8
+    if len(values) > 1:
+        steps = np.diff(values)
+        if (steps == 0).any():
+            row = int(np.flatnonzero(steps == 0)[0]) + 1
+            raise DataError(
+                f"{symbol}: duplicate timestamp {index[row]} at row {row}; keep one bar per "
+                f"timestamp (e.g. df[~df.index.duplicated()])", symbol=symbol, row=row,
+            )
+        if (steps < 0).any():
+            row = int(np.flatnonzero(steps < 0)[0]) + 1
+            raise DataError(
+                f"{symbol}: timestamps are not sorted (row {row}, {index[row]}, comes before the "
+                f"row above it); sort with df.sort_index()", symbol=symbol, row=row,
+            )
+
+
+def _check_prices(df: pd.DataFrame, symbol: str) -> None:
+    prices = df[list(PRICE_COLUMNS)].to_numpy()
+    bad = ~np.isfinite(prices)
+    if bad.any():
+        row, col = (int(x) for x in np.argwhere(bad)[0])
+        raise DataError(
+            f"{symbol}: {PRICE_COLUMNS[col]} is missing (NaN) at row {row} ({df.index[row]}); "
+            f"drop that bar or fill it from the source", symbol=symbol, row=row,
+            column=PRICE_COLUMNS[col],
+        )
+    nonpos = prices <= 0
+    if nonpos.any():
+        row, col = (int(x) for x in np.argwhere(nonpos)[0])
+        raise DataError(
+            f"{symbol}: {PRICE_COLUMNS[col]} is {prices[row, col]:g} at row {row} "
+            f"({df.index[row]}); prices must be positive", symbol=symbol, row=row,
+            column=PRICE_COLUMNS[col],
+        )
+    high, low = prices[:, 1], prices[:, 2]
+    inverted = high < low
+    if inverted.any():
+        row = int(np.flatnonzero(inverted)[0])
+        raise DataError(
+            f"{symbol}: high ({high[row]:g}) is below low ({low[row]:g}) at row {row} "
+            f"({df.index[row]}); the columns may be swapped", symbol=symbol, row=row,
+            column="high",
+        )
+
+
+def infer_interval(index: pd.DatetimeIndex) -> str:
+    """A bar interval label (``1d``, ``1h``, ``1min`` ...) from the median spacing of ``index``."""
+    if len(index) < 2:
+        return "1d"
+    step = pd.Timedelta(int(np.median(np.diff(index.asi8))), unit="ns")
+    if step >= pd.Timedelta(days=20):
+        return "1mo"
+    if step >= pd.Timedelta(days=5):
+        return "1w"
+    if step >= pd.Timedelta(hours=20):
+        return "1d"
+    minutes = max(1, round(step / pd.Timedelta(minutes=1)))
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}min"
+
+
+def from_frame(df: pd.DataFrame, symbol: str = "data", interval: str | None = None) -> Bars:
+    return from_frames({symbol: df}, interval=interval)
+
+
+def from_frames(frames: Mapping[str, pd.DataFrame], interval: str | None = None) -> Bars:
+    """Validate and align several symbols' frames on the union of their timestamps."""
+    if not frames:
+        raise DataError("no symbols given; pass a DataFrame or a dict of symbol -> DataFrame")
+    clean = {str(sym): normalize_ohlcv(df, str(sym)) for sym, df in frames.items()}
+    tz = {str(df.index.tz) for df in clean.values()}
+    if len(tz) > 1:
+        raise DataError(
+            f"symbols mix time zones ({', '.join(sorted(tz))}); convert them to one with "
+            f"df.tz_convert(...) or df.tz_localize(None)"
+        )
+    symbols = tuple(clean)
+    if len(clean) == 1:
+        index = next(iter(clean.values())).index
+        arrays = {name: np.ascontiguousarray(clean[symbols[0]][name].to_numpy()[None, :])
+                  for name in OHLCV}
+    else:
+        index = clean[symbols[0]].index
+        for df in list(clean.values())[1:]:
+            index = index.union(df.index)
+        arrays = {name: np.full((len(symbols), len(index)), np.nan) for name in OHLCV}
+        for i, sym in enumerate(symbols):
+            pos = index.get_indexer(clean[sym].index)
+            for name in OHLCV:
+                arrays[name][i, pos] = clean[sym][name].to_numpy()
+    index = pd.DatetimeIndex(index)
+    return Bars(index, symbols, interval=interval or infer_interval(index), **arrays)
+
+
+def as_bars(data: object, interval: str | None = None) -> Bars:
+    """Accept a DataFrame, a dict of symbol -> DataFrame, or ``Bars``."""
+    if isinstance(data, Bars):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return from_frame(data, interval=interval)
+    if isinstance(data, Mapping):
+        return from_frames(data, interval=interval)
+    raise DataError(
+        f"cannot backtest on {type(data).__name__}; pass a DataFrame of OHLCV bars, a dict of "
+        f"symbol -> DataFrame, or symbol names from the data store"
+    )

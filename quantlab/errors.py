@@ -1,0 +1,93 @@
+"""QuantLab's exception tree.
+
+Every error a user can cause derives from :class:`QuantlabError` and carries the fields a
+program needs to act on it (``field``, ``symbol``, ``row`` ...) as attributes, while ``str(err)``
+is a sentence that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QuantlabError(Exception):
+    """Base of every QuantLab error."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
+class ConfigError(QuantlabError, ValueError):
+    """A backtest config (or an argument of ``ql.backtest``) is invalid.
+
+    ``field`` names the offending key when there is one; ``suggestion`` holds the nearest
+    valid name for a misspelt key.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, **fields: Any) -> None:
+        super().__init__(message, field=field, **fields)
+
+
+class DataError(ConfigError):
+    """Market data is missing or malformed (a CSV, a frame, a provider's answer).
+
+    A subclass of :class:`ConfigError` so that ``except ql.ConfigError`` catches every bad
+    input of a backtest; ``symbol``, ``row`` and ``column`` locate the problem when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        symbol: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message, symbol=symbol, row=row, column=column, **fields)
+
+
+class ProviderError(DataError):
+    """A market-data provider refused or failed a request (bad key, unknown symbol, outage)."""
+
+
+class StrategyError(QuantlabError):
+    """A user strategy raised, or returned signals of the wrong shape or type."""
+
+
+class RunError(QuantlabError):
+    """A run failed, was cancelled, or cannot be found."""
+
+
+class RunNotFound(RunError, KeyError):
+    """No run with that id exists in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class QueueFull(QuantlabError):
+    """The queue already holds ``QUANTLAB_QUEUE_MAX`` runs; nothing was created."""
+
+
+class MissingDependency(QuantlabError, ImportError):
+    """An optional feature needs an extra that is not installed; the message says which."""
+
+
+def require(module: str, extra: str, feature: str) -> Any:
+    """Import an optional dependency, or raise :class:`MissingDependency` with the install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{feature} needs the '{module}' package, which is not installed. "
+            f"Install it with: pip install 'quantlab[{extra}]'",
+            module=module,
+            extra=extra,
+        ) from exc
