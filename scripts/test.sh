@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: set up .venv, install what the tests need
+# (redis-server), then lint, type-check and run pytest. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_venv "dev,mongo"
+ensure_command redis-server redis-server
+
+status=0
+say "ruff"; ruff check quantlab tests bench || status=1
+say "mypy"; mypy || status=1
+say "pytest"; pytest "$@" || status=$?
+exit "$status"

@@ -1,0 +1,93 @@
+"""Shared fixtures: an isolated QUANTLAB_HOME per test and a private redis-server.
+
+Tests never touch the machine's default Redis (port 6379) or the user's ~/.quantlab.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Numba's cache must be writable and shared by the test session (compiled kernels are reused).
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".venv" / "numba-cache")
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ql_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty QUANTLAB_HOME for this test, in embedded mode."""
+    home = tmp_path / "qlhome"
+    home.mkdir()
+    monkeypatch.setenv("QUANTLAB_HOME", str(home))
+    for var in ("QUANTLAB_REDIS_URL", "QUANTLAB_MONGO_URL", "QUANTLAB_QUEUE_MAX",
+                "QUANTLAB_MAX_CONCURRENT", "QUANTLAB_MAX_DURATION", "ALPHAVANTAGE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("QUANTLAB_USER", "tester")
+    return home
+
+
+class RedisServer:
+    def __init__(self, port: int, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+
+def _start_redis(workdir: Path) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed; the test command (bash scripts/test.sh) installs it, "
+            "or run: sudo apt-get install redis-server"
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return RedisServer(port, proc, workdir)
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test session's own, on a free loopback port."""
+    server = _start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The private server's URL, emptied before the test."""
+    redis_server.flush()
+    return redis_server.url
