@@ -38,6 +38,9 @@ _LAZY = {
     "get_run": "quantlab.jobs.api",
     "runs": "quantlab.jobs.api",
     "Run": "quantlab.jobs.api",
+    "compare": "quantlab.analytics",
+    "stats": "quantlab.analytics",
+    "Comparison": "quantlab.analytics",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 
@@ -57,7 +60,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from quantlab import data, metrics
+    from quantlab import data, metrics, notifications
+    from quantlab.analytics import Comparison, compare, stats
     from quantlab.config import BacktestConfig
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
@@ -85,3 +89,13 @@ def load_ipython_extension(ipython: Any) -> None:
     from quantlab.notebook.magics import register
 
     register(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Jupyter Server loads the REST/WebSocket handlers of the Backtests panel from here."""
+    return [{"module": "quantlab.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lives inside the package."""
+    return [{"src": "labextension", "dest": "quantlab"}]
