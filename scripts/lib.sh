@@ -25,11 +25,19 @@ apt_install() {
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing $* with apt-get"
     export DEBIAN_FRONTEND=noninteractive
-    if [ ! -f "$VENV/.apt-updated" ] && [ -z "${QUANTLAB_APT_UPDATED:-}" ]; then
+    if [ -z "${QUANTLAB_APT_UPDATED:-}" ]; then  # once per command
       apt-get update -qq || die "apt-get update failed; check the network and retry"
       export QUANTLAB_APT_UPDATED=1
     fi
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
+    # Packages like redis-server and prometheus start a system daemon on install; the tests start
+    # their own servers on free ports, so keep the daemons from starting (policy-rc.d, exit 101).
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || {
+      [ -z "$added" ] || rm -f "$policy"; die "apt-get install $* failed"; }
+    [ -z "$added" ] || rm -f "$policy"
   else
     die "missing system package(s): $*. Install them with: sudo apt-get install $*  (then run this command again)"
   fi

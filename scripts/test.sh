@@ -6,7 +6,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_venv "dev,mongo"
-ensure_command redis-server redis-server
+ensure_command redis-server redis-server   # tests start private servers on free ports
+ensure_command promtool prometheus         # validates and unit-tests deploy/alerts.yml
 
 status=0
 say "ruff"; ruff check quantlab tests bench || status=1
