@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 from quantlab.errors import (
     ConfigError,
     DataError,
+    EventsUnavailable,
     MissingDependency,
     ProviderError,
     QuantlabError,
     QueueFull,
     RunError,
     RunNotFound,
+    SchemaError,
     StrategyError,
 )
 from quantlab.settings import configure_numba_cache
@@ -47,12 +49,14 @@ _SUBMODULES = {"data", "metrics", "notifications"}
 __all__ = [
     "ConfigError",
     "DataError",
+    "EventsUnavailable",
     "MissingDependency",
     "ProviderError",
     "QuantlabError",
     "QueueFull",
     "RunError",
     "RunNotFound",
+    "SchemaError",
     "StrategyError",
     "__version__",
     *_LAZY,

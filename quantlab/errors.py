@@ -74,6 +74,14 @@ class QueueFull(QuantlabError):
     """The queue already holds ``QUANTLAB_QUEUE_MAX`` runs; nothing was created."""
 
 
+class SchemaError(QuantlabError):
+    """The registry's schema is newer than this QuantLab (upgrade QuantLab), or cannot be migrated."""
+
+
+class EventsUnavailable(QuantlabError):
+    """The event store (Redis) cannot be reached even after retrying."""
+
+
 class MissingDependency(QuantlabError, ImportError):
     """An optional feature needs an extra that is not installed; the message says which."""
 
