@@ -17,6 +17,8 @@ from quantlab.errors import QuantlabError
 COMMANDS = {
     "data": ("quantlab.data.cli:data", "Import, fetch, list and remove market data."),
     "demo": ("quantlab.demo:demo", "Install the sample data and run a first backtest."),
+    "notify": ("quantlab.notify.cli:notify",
+               "Notifications: preferences, in-app list, delivery log, dispatcher."),
     "migrate": ("quantlab.registry.cli:migrate", "Upgrade the run registry's schema in place."),
     "worker": ("quantlab.jobs.cli:worker", "Run backtest workers on this machine."),
     "runs": ("quantlab.jobs.cli:runs", "List and search runs."),

@@ -1,0 +1,608 @@
+"""The dispatcher: a consumer of the all-runs event stream that sends the notifications.
+
+The engine and the workers never call a notifier: they publish events, and the dispatcher — a
+thread of a worker process (:func:`start_dispatcher_thread`) or ``quantlab notify run`` —
+follows the stream, and for every ``completed``/``failed``/``cancelled`` event decides who is
+told (the run's user's preferences, plus the run config's own ``notify`` block) and delivers on a
+small thread pool. A notifier that fails, hangs or retries therefore never fails, slows or
+blocks a run; its errors land in the delivery log.
+
+Nothing is notified twice and nothing is missed across restarts:
+
+- the cursor (the seq of the last event fully handled) is kept in the registry and only moves
+  past an event once all of its deliveries are finished (delivered, or failed for good);
+- every delivery has a deterministic id (run, event, channel, target), and its log document is
+  checked before sending, so an event replayed after a crash is not delivered again. (A crash
+  between a receiver's "200 OK" and the log write can still repeat that one webhook: receivers
+  deduplicate on the ``X-QuantLab-Delivery`` header, which is the same on every retry.)
+
+Only one dispatcher per home (or per team, over Redis) delivers: see :mod:`quantlab.notify.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from quantlab import settings as settings_mod
+from quantlab.errors import ConfigError, RunNotFound
+from quantlab.notify import mail, store, webhook
+from quantlab.notify import settings as notify_settings
+from quantlab.notify.conditions import parse_condition
+from quantlab.notify.delivery import FAILED, FINAL_STATUSES, PENDING, Attempt, DeliveryResult
+from quantlab.notify.lock import lock_for
+from quantlab.notify.summary import RunSummary, is_sweep, summarize
+from quantlab.notify.validation import validate_notify_config
+
+log = logging.getLogger("quantlab.notify")
+
+TERMINAL_EVENTS = ("completed", "failed", "cancelled")
+PLAN_RETRY_WAITS: tuple[float | None, ...] = (0.5, 2.0, 5.0, None)
+CHANNELS = ("in_app", "email", "webhook")
+
+
+# --------------------------------------------------------------------------------------------
+# Who is told what
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification to one target."""
+
+    id: str
+    channel: str  # in_app | email | webhook
+    target: str  # the user (in_app), the address (email) or the URL (webhook)
+    run_id: str
+    event: str
+    user: str | None
+    source: str  # "preferences" or "config"
+    secret: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """A fresh delivery-log document (the secret is never logged)."""
+        now = time.time()
+        return {"id": self.id, "channel": self.channel, "target": self.target,
+                "run_id": self.run_id, "event": self.event, "user": self.user,
+                "source": self.source, "status": PENDING, "attempts": [], "created_at": now,
+                "updated_at": now}
+
+
+def delivery_id(run_id: str, event: str, channel: str, target: str) -> str:
+    digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+    return f"{run_id}.{event}.{channel}.{digest}"
+
+
+def run_notify_block(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config's ``notify`` block, normalised. It was validated at submit time, so DNS is
+    not consulted again here (the send-time check guards the addresses)."""
+    config = run.get("config")
+    block = config.get("notify") if isinstance(config, Mapping) else None
+    try:
+        return validate_notify_config(block, allow_private=True)
+    except ConfigError as exc:
+        log.warning("run %s: ignoring its notify block: %s", run.get("id"), exc)
+        return validate_notify_config(None)
+
+
+def event_kinds(run: Mapping[str, Any], event: str) -> set[str]:
+    """The subscription names an event answers to (a completed sweep is also sweep_finished)."""
+    kinds = {event}
+    if event == "completed" and is_sweep(run):
+        kinds.add("sweep_finished")
+    return kinds
+
+
+def plan_deliveries(
+    run: Mapping[str, Any], event: str, prefs: Mapping[str, Any] | None
+) -> list[Delivery]:
+    """Everything to send for ``event`` of ``run``.
+
+    ``prefs`` are the run's user's preferences (None when the run has no user). The run config's
+    ``notify`` block adds its webhooks and addresses, and its ``events``/``when`` — when given —
+    replace the user's for this run. ``when`` gates only ``completed`` (a failed or cancelled run
+    has no result to test; if you subscribed to failures you hear of every one). A condition on
+    a metric the run does not have is not met.
+    """
+    if event not in TERMINAL_EVENTS:
+        return []
+    block = run_notify_block(run)
+    prefs = dict(prefs or {})
+    events = block["events"] if block["events"] is not None else prefs.get("events") or []
+    when = block["when"] if block["when"] is not None else prefs.get("when")
+    if not event_kinds(run, event) & set(events):
+        return []
+    if event == "completed" and when:
+        try:
+            condition = parse_condition(when)
+        except ConfigError as exc:
+            log.warning("run %s: condition %r does not parse, nothing sent: %s",
+                        run.get("id"), when, exc)
+            return []
+        if not condition.matches(run.get("metrics") or {}):
+            return []
+    run_id = str(run.get("id"))
+    user = run.get("user")
+    planned: dict[str, Delivery] = {}
+
+    def add(channel: str, target: str, source: str, secret: str | None = None) -> None:
+        key = delivery_id(run_id, event, channel, target)
+        planned.setdefault(key, Delivery(key, channel, target, run_id, event, user, source,
+                                         secret))
+
+    if user and prefs.get("in_app"):
+        add("in_app", str(user), "preferences")
+    if prefs.get("email") and prefs.get("email_enabled"):
+        add("email", str(prefs["email"]), "preferences")
+    for hook in prefs.get("webhooks") or []:
+        add("webhook", hook["url"], "preferences", hook.get("secret"))
+    for address in block["email"]:
+        add("email", address, "config")
+    for hook in block["webhooks"]:
+        add("webhook", hook["url"], "config", hook["secret"])
+    return list(planned.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Delivering
+
+
+class Deliverer:
+    """Sends one delivery on its channel and keeps its log document up to date."""
+
+    def __init__(self, reg: Any, settings: notify_settings.NotifySettings) -> None:
+        self.reg = reg
+        self.settings = settings
+
+    def _open_record(self, delivery: Delivery) -> dict[str, Any] | None:
+        """The log document to continue, or None when the delivery is already finished."""
+        existing = store.get_delivery(delivery.id, reg=self.reg)
+        if existing is not None and existing.get("status") in FINAL_STATUSES:
+            return None
+        return existing or delivery.record()
+
+    def _logger(self, record: dict[str, Any]) -> Callable[[Attempt], None]:
+        def on_attempt(attempt: Attempt) -> None:
+            record["attempts"].append(attempt.to_dict())
+            record["updated_at"] = time.time()
+            self._save(record)
+        return on_attempt
+
+    def _save(self, record: dict[str, Any]) -> None:
+        try:
+            store.save_delivery(record, reg=self.reg)
+        except Exception:  # the log is best effort: a registry hiccup must not stop delivery
+            log.exception("could not write delivery log %s", record.get("id"))
+
+    def _finish(self, record: dict[str, Any], result: DeliveryResult) -> dict[str, Any]:
+        record["status"] = result.status
+        record["updated_at"] = time.time()
+        if result.error and result.status != "delivered":
+            record["error"] = result.error
+        self._save(record)
+        return record
+
+    def deliver(self, delivery: Delivery, summary: RunSummary,
+                stop: threading.Event | None = None) -> dict[str, Any] | None:
+        """Deliver a webhook or in-app notification; None when it was already done."""
+        record = self._open_record(delivery)
+        if record is None:
+            return None
+        on_attempt = self._logger(record)
+        if delivery.channel == "webhook":
+            payload = {**summary.to_payload(), "delivery_id": delivery.id}
+            result = webhook.send_webhook(
+                delivery.target, delivery.secret or "", payload, delivery_id=delivery.id,
+                event=delivery.event, settings=self.settings, on_attempt=on_attempt, stop=stop,
+                first_attempt=len(record["attempts"]) + 1,
+            )
+        elif delivery.channel == "in_app":
+            result = self._in_app(delivery, summary, on_attempt)
+        else:
+            raise ValueError(f"deliver() does not send {delivery.channel}; use deliver_email")
+        return self._finish(record, result)
+
+    def _in_app(self, delivery: Delivery, summary: RunSummary,
+                on_attempt: Callable[[Attempt], None]) -> DeliveryResult:
+        started = time.time()
+        error: str | None = None
+        notification_id = "n." + delivery.id
+        try:
+            self.reg.add_notification({
+                "id": notification_id, "user": delivery.target, "run_id": summary.run_id,
+                "kind": summary.event, "title": summary.title, "body": summary.headline(),
+                "level": "error" if summary.event == "failed" else "info",
+                "metrics": summary.to_payload()["metrics"], "links": summary.links,
+            })
+        except Exception as exc:
+            # Already there (a replay after a crash between the insert and the log write)?
+            known = self.reg.list_notifications(delivery.target, limit=500)
+            if not any(n.get("id") == notification_id for n in known):
+                error = f"{type(exc).__name__}: {exc}"
+        attempt = Attempt(1, started, round((time.time() - started) * 1000, 3), None, error)
+        on_attempt(attempt)
+        return DeliveryResult("delivered" if error is None else FAILED, [attempt])
+
+    def deliver_email(self, recipient: str, items: list[tuple[Delivery, RunSummary]],
+                      stop: threading.Event | None = None) -> list[dict[str, Any]]:
+        """One email to ``recipient`` about every not-yet-finished item: a digest if several."""
+        open_items = []
+        for delivery, summary in items:
+            record = self._open_record(delivery)
+            if record is not None:
+                open_items.append((record, summary))
+        if not open_items:
+            return []
+        records = [record for record, _ in open_items]
+        for record in records:
+            record["digest_size"] = len(records)
+
+        def on_attempt(attempt: Attempt) -> None:
+            for record in records:
+                record["attempts"].append(attempt.to_dict())
+                record["updated_at"] = time.time()
+                self._save(record)
+
+        result = mail.send_email(recipient, [s for _, s in open_items], settings=self.settings,
+                                 on_attempt=on_attempt, stop=stop)
+        return [self._finish(record, result) for record in records]
+
+
+# --------------------------------------------------------------------------------------------
+# Cursor bookkeeping
+
+
+class _Progress:
+    """Which events are fully handled; the cursor is the last seq before the first open one."""
+
+    def __init__(self, start: int) -> None:
+        self.cursor = start
+        self._open: OrderedDict[int, int] = OrderedDict()  # seq -> deliveries not finished
+        self._lock = threading.Lock()
+
+    def begin(self, seq: int, count: int) -> None:
+        with self._lock:
+            self._open[seq] = count
+            self._advance()
+
+    def finish(self, seq: int) -> None:
+        with self._lock:
+            if seq in self._open:
+                self._open[seq] -= 1
+                self._advance()
+
+    def _advance(self) -> None:
+        while self._open:
+            seq, remaining = next(iter(self._open.items()))
+            if remaining > 0:
+                return
+            self._open.popitem(last=False)
+            self.cursor = seq
+
+
+class _EmailBatcher:
+    """Holds emails per recipient for ``window`` seconds from the first one, then sends them as
+    one message (a digest when there are several)."""
+
+    def __init__(self, window: float, send: Callable[[str, list[tuple[Delivery, RunSummary, int]]],
+                                                      None]) -> None:
+        self.window = window
+        self._send = send
+        self._pending: dict[str, list[tuple[Delivery, RunSummary, int]]] = {}
+        self._first: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="quantlab-notify-email",
+                                        daemon=True)
+        self._thread.start()
+
+    def add(self, delivery: Delivery, summary: RunSummary, seq: int) -> None:
+        with self._cond:
+            self._pending.setdefault(delivery.target, []).append((delivery, summary, seq))
+            self._first.setdefault(delivery.target, time.monotonic())
+            self._cond.notify()
+
+    def _due(self) -> tuple[list[tuple[str, list[Any]]], float | None]:
+        now = time.monotonic()
+        due = [r for r, first in self._first.items() if now - first >= self.window]
+        batches = [(r, self._pending.pop(r)) for r in due]
+        for recipient in due:
+            del self._first[recipient]
+        wait = min((first + self.window - now for first in self._first.values()), default=None)
+        return batches, wait
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                batches, wait = self._due()
+                if not batches:
+                    if self._closed:
+                        return
+                    self._cond.wait(wait)
+                    continue
+            for recipient, items in batches:
+                self._send(recipient, items)
+
+    def close(self) -> None:
+        """Stop; emails still waiting for their window are not sent (the cursor has not moved
+        past their events, so the next dispatcher sends them)."""
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+            self._first.clear()
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------
+# The dispatcher
+
+
+class Dispatcher:
+    """Follows every run's events and delivers the notifications they call for.
+
+    ``run(stop)`` blocks until ``stop`` is set: it waits for the dispatcher lock (another
+    dispatcher of the same home/team may hold it), then follows the event stream from the cursor
+    saved in the registry. Any error of the stream or the registry is logged and retried; it
+    never ends the loop.
+    """
+
+    def __init__(self, settings: settings_mod.Settings | None = None, *,
+                 notify: notify_settings.NotifySettings | None = None, workers: int = 4) -> None:
+        self.settings = settings or settings_mod.current()
+        self.notify = notify or notify_settings.current()
+        self.workers = workers
+        self.delivering = threading.Event()  # set while this dispatcher holds the lock
+        self._progress: _Progress | None = None
+        self._saved_cursor: int | None = None
+        self._cursor_lock = threading.Lock()
+        self._last_save = 0.0
+
+    @property
+    def registry(self) -> Any:
+        return store.registry(self.settings)
+
+    def events(self) -> Any:
+        from quantlab.events import open_events
+
+        return open_events(self.settings)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        lock = lock_for(self.settings.home, self.settings.redis_url)
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not lock.acquire(stop):
+                    return
+                self.delivering.set()
+                try:
+                    self._serve(stop, lock.lost)
+                    failures = 0
+                finally:
+                    self.delivering.clear()
+                    lock.release()
+            except Exception:
+                failures += 1
+                log.exception("notification dispatcher error; retrying")
+            if not stop.is_set():
+                stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+
+    def _serve(self, stop: threading.Event, lost: threading.Event) -> None:
+        inner = threading.Event()  # set on stop, or when the lock is lost
+
+        def watch() -> None:  # also saves the cursor a throttled _commit() left behind
+            while not inner.wait(0.1):
+                if stop.is_set() or lost.is_set():
+                    inner.set()
+                self._commit()
+
+        reg = self.registry
+        deliverer = Deliverer(reg, self.notify)
+        stream = self.events()
+        cursor = int(store.load_cursor(reg=reg) or 0)
+        if cursor > stream.last_seq():
+            # The event store was emptied or replaced (numbering restarts): start over; the
+            # delivery log keeps anything already sent from being sent again.
+            log.warning("notification cursor %s is past the last event %s; starting over",
+                        cursor, stream.last_seq())
+            cursor = 0
+        progress = _Progress(cursor)
+        self._progress, self._saved_cursor = progress, progress.cursor
+
+        def send_batch(recipient: str, items: list[tuple[Delivery, RunSummary, int]]) -> None:
+            # RuntimeError: shutting down; the cursor has not passed these events.
+            with contextlib.suppress(RuntimeError):
+                pool.submit(self._email_task, deliverer, recipient, items, inner)
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="quantlab-notify")
+        batcher = _EmailBatcher(self.notify.digest_window, send_batch)
+        watcher = threading.Thread(target=watch, name="quantlab-notify-watch", daemon=True)
+        watcher.start()
+        try:
+            for event in stream.follow(None, progress.cursor, stop=inner):
+                if inner.is_set():  # follow() finishes its batch; events left are not ours
+                    break
+                self._handle(event, reg, deliverer, pool, batcher, inner)
+                self._commit()
+        finally:
+            inner.set()
+            batcher.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._commit(force=True)
+            watcher.join(timeout=1)
+
+    # -- one event ---------------------------------------------------------------------------
+
+    def _handle(self, event: Any, reg: Any, deliverer: Deliverer, pool: ThreadPoolExecutor,
+                batcher: _EmailBatcher, stop: threading.Event) -> None:
+        progress = self._progress
+        assert progress is not None
+        planned: list[tuple[Delivery, RunSummary]] = []
+        for wait in PLAN_RETRY_WAITS:  # a registry hiccup should not cost a notification
+            try:
+                planned = self._plan(event, reg)
+                break
+            except Exception:
+                if wait is None:
+                    log.exception("could not plan notifications for event %s of run %s; "
+                                  "skipping it", event.seq, event.run_id)
+                    break
+                if stop.wait(wait):
+                    return  # stopping: the cursor stays before this event for the next one
+        progress.begin(event.seq, len(planned))
+        for delivery, summary in planned:
+            if delivery.channel == "email":
+                batcher.add(delivery, summary, event.seq)
+            else:
+                pool.submit(self._task, deliverer, delivery, summary, event.seq, stop)
+
+    def _plan(self, event: Any, reg: Any) -> list[tuple[Delivery, RunSummary]]:
+        if event.type not in TERMINAL_EVENTS:
+            return []
+        if time.time() - float(event.ts) > self.notify.max_age:
+            return []
+        try:
+            run = reg.get_run(event.run_id)
+        except RunNotFound:  # deleted since: tell what the event itself says
+            run = {"id": event.run_id, "status": event.type, **{
+                k: event.data[k] for k in ("metrics", "error") if k in event.data}}
+        user = run.get("user")
+        prefs = store.load_preferences(reg, user) if user else None
+        deliveries = plan_deliveries(run, event.type, prefs)
+        summary = summarize(run, event.type, public_url=self.notify.public_url)
+        return [(d, summary) for d in deliveries]
+
+    def _task(self, deliverer: Deliverer, delivery: Delivery, summary: RunSummary, seq: int,
+              stop: threading.Event) -> None:
+        try:
+            record = deliverer.deliver(delivery, summary, stop)
+        except Exception:
+            log.exception("delivery %s failed unexpectedly", delivery.id)
+            record = {"status": FAILED}
+        if record is None or record.get("status") in FINAL_STATUSES:
+            self._finish(seq)  # a pending one (interrupted by stop) keeps the cursor back
+
+    def _email_task(self, deliverer: Deliverer, recipient: str,
+                    items: list[tuple[Delivery, RunSummary, int]], stop: threading.Event) -> None:
+        try:
+            records = deliverer.deliver_email(recipient, [(d, s) for d, s, _ in items], stop)
+            statuses = {r["id"]: r["status"] for r in records}
+        except Exception:
+            log.exception("email to %s failed unexpectedly", recipient)
+            statuses = {d.id: FAILED for d, _, _ in items}
+        for delivery, _, seq in items:
+            if statuses.get(delivery.id, FAILED) in FINAL_STATUSES or delivery.id not in statuses:
+                self._finish(seq)
+
+    def _finish(self, seq: int) -> None:
+        if self._progress is not None:
+            self._progress.finish(seq)
+            self._commit()
+
+    def _commit(self, force: bool = False) -> None:
+        """Save the cursor when it moved (at most twice a second unless ``force``)."""
+        progress = self._progress
+        if progress is None:
+            return
+        with self._cursor_lock:
+            cursor = progress.cursor
+            if cursor == self._saved_cursor:
+                return
+            now = time.monotonic()
+            if not force and now - self._last_save < 0.5:
+                return
+            try:
+                store.save_cursor(cursor, reg=self.registry, updated_at=time.time())
+            except Exception:
+                log.exception("could not save the notification cursor")
+                return
+            self._saved_cursor, self._last_save = cursor, now
+
+
+# --------------------------------------------------------------------------------------------
+# A dispatcher thread for worker processes
+
+
+class DispatcherThread:
+    """A dispatcher running in a daemon thread; ``stop()`` ends it."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=dispatcher.run, args=(self.stop_event,),
+                                       name="quantlab-notify-dispatcher", daemon=True)
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+_threads: dict[tuple[Any, ...], DispatcherThread] = {}
+_threads_lock = threading.Lock()
+
+
+def start_dispatcher_thread(settings: settings_mod.Settings | None = None
+                            ) -> DispatcherThread | None:
+    """Start this process's dispatcher thread (once per process and home); returns it.
+
+    Meant for the worker process: every worker may call it, and the dispatcher lock makes sure
+    only one of them delivers while the others stand by. Returns None when
+    ``QUANTLAB_NOTIFY_DISPATCHER=0`` (for installs that run ``quantlab notify run`` elsewhere).
+    """
+    if os.environ.get("QUANTLAB_NOTIFY_DISPATCHER", "1").strip().lower() in ("0", "false", "no",
+                                                                              "off"):
+        return None
+    s = settings or settings_mod.current()
+    key = (os.getpid(), str(s.home), s.redis_url, s.mongo_url, s.mongo_db)
+    with _threads_lock:
+        existing = _threads.get(key)
+        if existing is not None and existing.alive:
+            return existing
+        started = DispatcherThread(Dispatcher(s))
+        _threads[key] = started
+        return started
+
+
+def send_test(user: str | None = None, *, settings: settings_mod.Settings | None = None,
+              notify: notify_settings.NotifySettings | None = None) -> list[dict[str, Any]]:
+    """Send a test notification to every channel of the user's preferences, now, and return
+    the delivery-log documents (status, attempts with status codes, latency and errors)."""
+    s = settings or settings_mod.current()
+    n = notify or notify_settings.current()
+    reg = store.registry(s)
+    name = user or s.user
+    prefs = store.load_preferences(reg, name)
+    run_id = f"test-{uuid.uuid4().hex[:12]}"
+    fake = {"id": run_id, "name": "test", "user": name,
+            "status": "completed", "config": {"notify": None}}
+    summary = summarize(fake, "test", public_url=n.public_url)
+    deliveries = plan_deliveries(fake, "completed", {**prefs, "events": ["completed"],
+                                                     "when": None})
+    deliveries = [Delivery(d.id.replace(".completed.", ".test."), d.channel, d.target, run_id,
+                           "test", name, d.source, d.secret) for d in deliveries]
+    deliverer = Deliverer(reg, n)
+    records: list[dict[str, Any]] = []
+    for delivery in deliveries:
+        if delivery.channel == "email":
+            records += deliverer.deliver_email(delivery.target, [(delivery, summary)])
+        else:
+            record = deliverer.deliver(delivery, summary)
+            if record is not None:
+                records.append(record)
+    return records

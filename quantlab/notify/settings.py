@@ -1,0 +1,127 @@
+"""Notification settings, read from the environment (``QUANTLAB_SMTP_*``, ``QUANTLAB_WEBHOOK_*``).
+
+Like :func:`quantlab.settings.current`, :func:`current` reads the environment on every call so a
+test or a notebook that changes ``os.environ`` is seen at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from quantlab.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(
+        f"environment variable {name}={raw!r} is not a yes/no value; set {name}=1 or {name}=0",
+        field=name,
+    )
+
+
+def _env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a number; set e.g. {name}={default:g} "
+            f"or unset it", field=name,
+        ) from None
+    if value < minimum:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} must be at least {minimum:g}; set e.g. "
+            f"{name}={default:g} or unset it", field=name,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    smtp_host: str | None
+    smtp_port: int
+    smtp_user: str | None
+    smtp_password: str | None
+    smtp_starttls: bool
+    smtp_ssl: bool
+    smtp_from: str
+    smtp_timeout: float
+    webhook_allow_private: bool
+    webhook_timeout: float
+    webhook_retries: int
+    webhook_backoff: float
+    webhook_backoff_max: float
+    digest_window: float
+    max_age: float
+    public_url: str | None
+
+    @property
+    def email_configured(self) -> bool:
+        return bool(self.smtp_host)
+
+
+def _sender(smtp_user: str | None) -> str:
+    explicit = os.environ.get("QUANTLAB_SMTP_FROM", "").strip()
+    if explicit:
+        return explicit
+    if smtp_user and "@" in smtp_user:  # most providers insist on sending as the login
+        return smtp_user
+    return "quantlab@localhost"
+
+
+def current() -> NotifySettings:
+    """The notification settings in force now.
+
+    ``QUANTLAB_SMTP_HOST`` (no email without it), ``QUANTLAB_SMTP_PORT`` (465 with SSL, 587 with
+    STARTTLS, else 25), ``QUANTLAB_SMTP_USER``/``QUANTLAB_SMTP_PASSWORD``,
+    ``QUANTLAB_SMTP_STARTTLS``, ``QUANTLAB_SMTP_SSL``, ``QUANTLAB_SMTP_FROM``;
+    ``QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1`` lets webhooks reach loopback/private addresses;
+    ``QUANTLAB_WEBHOOK_TIMEOUT`` (s, 10), ``QUANTLAB_WEBHOOK_RETRIES`` (4 retries after the first
+    attempt), ``QUANTLAB_WEBHOOK_BACKOFF`` (first wait, 1 s, doubling up to
+    ``QUANTLAB_WEBHOOK_BACKOFF_MAX``, 60 s); ``QUANTLAB_NOTIFY_DIGEST_WINDOW`` (s, 60): emails to
+    one recipient within this window become one digest; ``QUANTLAB_NOTIFY_MAX_AGE`` (s, one day):
+    runs that ended longer ago than this (a dispatcher down for days) are not notified any more;
+    ``QUANTLAB_PUBLIC_URL`` for links.
+    """
+    ssl = _env_bool("QUANTLAB_SMTP_SSL", False)
+    starttls = _env_bool("QUANTLAB_SMTP_STARTTLS", False)
+    if ssl and starttls:
+        raise ConfigError(
+            "QUANTLAB_SMTP_SSL and QUANTLAB_SMTP_STARTTLS are both on; use SSL (port 465) or "
+            "STARTTLS (port 587), not both — unset one of them", field="QUANTLAB_SMTP_SSL",
+        )
+    default_port = 465 if ssl else 587 if starttls else 25
+    host = os.environ.get("QUANTLAB_SMTP_HOST", "").strip() or None
+    user = os.environ.get("QUANTLAB_SMTP_USER", "").strip() or None
+    public_url = os.environ.get("QUANTLAB_PUBLIC_URL", "").strip().rstrip("/") or None
+    return NotifySettings(
+        smtp_host=host,
+        smtp_port=int(_env_number("QUANTLAB_SMTP_PORT", default_port, minimum=1)),
+        smtp_user=user,
+        smtp_password=os.environ.get("QUANTLAB_SMTP_PASSWORD") or None,
+        smtp_starttls=starttls,
+        smtp_ssl=ssl,
+        smtp_from=_sender(user),
+        smtp_timeout=_env_number("QUANTLAB_SMTP_TIMEOUT", 20.0, minimum=0.01),
+        webhook_allow_private=_env_bool("QUANTLAB_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_timeout=_env_number("QUANTLAB_WEBHOOK_TIMEOUT", 10.0, minimum=0.01),
+        webhook_retries=int(_env_number("QUANTLAB_WEBHOOK_RETRIES", 4)),
+        webhook_backoff=_env_number("QUANTLAB_WEBHOOK_BACKOFF", 1.0),
+        webhook_backoff_max=_env_number("QUANTLAB_WEBHOOK_BACKOFF_MAX", 60.0),
+        digest_window=_env_number("QUANTLAB_NOTIFY_DIGEST_WINDOW", 60.0),
+        max_age=_env_number("QUANTLAB_NOTIFY_MAX_AGE", 86400.0),
+        public_url=public_url,
+    )
