@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent

@@ -46,7 +46,11 @@ _LAZY = {
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 
+# Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
+    "ENGINE_VERSION",
+    "BacktestConfig",
+    "Comparison",
     "ConfigError",
     "DataError",
     "EventsUnavailable",
@@ -54,13 +58,24 @@ __all__ = [
     "ProviderError",
     "QuantlabError",
     "QueueFull",
+    "Result",
+    "Run",
     "RunError",
     "RunNotFound",
     "SchemaError",
     "StrategyError",
     "__version__",
-    *_LAZY,
-    *sorted(_SUBMODULES),
+    "backtest",
+    "compare",
+    "data",
+    "get_run",
+    "list_strategies",
+    "metrics",
+    "notifications",
+    "runs",
+    "stats",
+    "strategy",
+    "submit",
 ]
 
 if TYPE_CHECKING:

@@ -65,14 +65,15 @@ TERMINAL = ("completed", "failed", "cancelled")
 def observe_event(event: Any, strategy: str | None = None) -> None:
     """Update this process's counters from one event it published.
 
-    ``event`` has ``type`` and ``data`` (a :class:`quantlab.events.Event`); ``strategy`` labels
-    terminal events (taken from ``data["strategy"]`` when not given).
+    ``event`` has ``type`` and ``data`` (a :class:`quantlab.events.Event`). Terminal events
+    carry ``seconds`` (the run's duration) and ``strategy`` (the label, unless given here);
+    progress events carry ``bars_delta``, the bars simulated since the previous one.
     """
     data = event.data or {}
     if event.type in TERMINAL:
         label = strategy or data.get("strategy") or "unknown"
         BACKTEST_TOTAL.labels(status=event.type, strategy=label).inc()
-        duration = data.get("duration")
+        duration = data.get("seconds")
         if isinstance(duration, int | float) and duration >= 0:
             EXECUTION_SECONDS.labels(strategy=label).observe(duration)
     elif event.type == "progress":

@@ -74,3 +74,12 @@ ensure_command() {
   command -v "$1" >/dev/null 2>&1 || apt_install "$2"
   command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
 }
+
+ensure_node() {
+  # The Lab extension is built with Node >= 20.19 and npm (packages from the npm registry).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' ||
+    die "Node $(node --version) is too old to build the Lab extension: install Node >= 20.19 (e.g. from nodesource or nvm), then run this command again"
+}

@@ -62,3 +62,7 @@ def test_missing_extra_names_the_install_command() -> None:
         require("quantlab_no_such_module", "mongo", "the MongoDB registry")
     assert "pip install 'quantlab[mongo]'" in str(info.value)
     assert info.value.extra == "mongo"
+
+
+def test_every_lazy_name_is_public() -> None:
+    assert set(quantlab._LAZY) | quantlab._SUBMODULES <= set(quantlab.__all__)

@@ -33,8 +33,8 @@ def event(type: str, **data: object) -> Event:
 
 def test_terminal_events_count_runs_and_their_duration() -> None:
     before = sample(telemetry.REGISTRY, "backtest_total", status="failed", strategy="ema_crossover") or 0
-    telemetry.observe_event(event("failed", strategy="ema_crossover", duration=12.5))
-    telemetry.observe_event(event("failed", strategy="ema_crossover", duration=0.5))
+    telemetry.observe_event(event("failed", strategy="ema_crossover", seconds=12.5))
+    telemetry.observe_event(event("failed", strategy="ema_crossover", seconds=0.5))
     after = sample(telemetry.REGISTRY, "backtest_total", status="failed", strategy="ema_crossover")
     assert after == before + 2
     total = sample(telemetry.REGISTRY, "backtest_execution_seconds_sum", strategy="ema_crossover")
@@ -85,7 +85,7 @@ import sys
 from quantlab import telemetry
 from quantlab.events import Event
 for _ in range(int(sys.argv[1])):
-    telemetry.observe_event(Event(1, "r", "completed", 0.0, {"strategy": "momentum", "duration": 1.0}))
+    telemetry.observe_event(Event(1, "r", "completed", 0.0, {"strategy": "momentum", "seconds": 1.0}))
 """
 
 
@@ -105,7 +105,7 @@ def test_multiprocess_workers_are_summed_on_one_endpoint(tmp_path: Path, ql_home
     assert families["backtest_execution_seconds_count"].value == 7
 
 
-@pytest.mark.parametrize("bad", [{"duration": -1}, {"duration": "soon"}])
+@pytest.mark.parametrize("bad", [{"seconds": -1}, {"seconds": "soon"}])
 def test_bad_durations_are_ignored_not_observed(bad: dict[str, object]) -> None:
     before = sample(telemetry.REGISTRY, "backtest_execution_seconds_count", strategy="x") or 0
     telemetry.observe_event(event("completed", strategy="x", **bad))

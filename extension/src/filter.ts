@@ -1,0 +1,90 @@
+/**
+ * The filter box's little language, turned into the query of GET /quantlab/api/runs.
+ *
+ *   status:running,queued  tag:trend  strategy:sma_crossover  symbol:AAA  user:alice
+ *   sharpe>1  max_drawdown_pct>=-20  sort:-sharpe  golden cross
+ *
+ * `key:value` pairs filter (a comma gives several values), `metric<op>number` are thresholds,
+ * and every other word is searched in the run names.
+ */
+
+export const FILTER_KEYS = ['status', 'strategy', 'symbol', 'tag', 'user', 'sort'] as const;
+export type FilterKey = (typeof FILTER_KEYS)[number];
+
+export interface IRunQuery {
+  status?: string[];
+  strategy?: string[];
+  symbol?: string[];
+  tag?: string[];
+  user?: string[];
+  sort?: string;
+  where?: string;
+  text?: string;
+}
+
+const THRESHOLD = /^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|==|!=|>|<)(-?[0-9][0-9_.eE+-]*%?)$/;
+const PAIR = /^([A-Za-z]+):(.+)$/;
+
+/** Parse the filter box; unknown `key:` words raise an Error that names the valid keys. */
+export function parseFilter(input: string): IRunQuery {
+  const query: IRunQuery = {};
+  const thresholds: string[] = [];
+  const words: string[] = [];
+  for (const token of input.trim().split(/\s+/).filter(t => t.length > 0)) {
+    const threshold = THRESHOLD.exec(token);
+    if (threshold) {
+      thresholds.push(token);
+      continue;
+    }
+    const pair = PAIR.exec(token);
+    if (pair) {
+      const key = pair[1].toLowerCase();
+      if (!(FILTER_KEYS as readonly string[]).includes(key)) {
+        throw new Error(
+          `unknown filter '${pair[1]}:'; use one of ${FILTER_KEYS.map(k => k + ':').join(' ')}` +
+            ', a threshold such as sharpe>1, or words of a run name'
+        );
+      }
+      if (key === 'sort') {
+        query.sort = pair[2];
+      } else {
+        const values = pair[2].split(',').filter(v => v.length > 0);
+        const existing = (query[key as Exclude<FilterKey, 'sort'>] ?? []) as string[];
+        query[key as Exclude<FilterKey, 'sort'>] = existing.concat(values);
+      }
+      continue;
+    }
+    words.push(token);
+  }
+  if (thresholds.length > 0) {
+    query.where = thresholds.join(', ');
+  }
+  if (words.length > 0) {
+    query.text = words.join(' ');
+  }
+  return query;
+}
+
+/** The query string of GET /quantlab/api/runs for a query, a page size and an owner filter. */
+export function toSearchParams(query: IRunQuery, limit: number, user?: string): URLSearchParams {
+  const params = new URLSearchParams();
+  for (const key of ['status', 'strategy', 'symbol', 'tag', 'user'] as const) {
+    for (const value of query[key] ?? []) {
+      params.append(key, value);
+    }
+  }
+  if (user && !(query.user && query.user.length)) {
+    params.append('user', user);
+  }
+  if (query.sort) {
+    params.set('sort', query.sort);
+  }
+  if (query.where) {
+    params.set('where', query.where);
+  }
+  if (query.text) {
+    params.set('text', query.text);
+  }
+  params.set('limit', String(limit));
+  return params;
+}

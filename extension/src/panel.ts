@@ -1,0 +1,516 @@
+/**
+ * The Backtests side panel: every run (or the user's), live. A filter box, a list of runs with
+ * status, progress bar, step, ETA and key metrics, per-run Cancel / Rerun / Report buttons and
+ * "Compare selected". The list is loaded over REST and kept current by the event stream, which
+ * runs only while the panel is visible.
+ */
+
+import { Notification } from '@jupyterlab/apputils';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { ApiError, IRun, IRunEvent, QuantlabApi } from './api';
+import { IRunQuery, parseFilter, toSearchParams } from './filter';
+import { formatBars, formatDuration, formatNumber, isTerminal, KEY_METRICS, timeAgo } from './format';
+import { EventStream, StreamState } from './stream';
+
+export interface IPanelSettings {
+  show: 'all' | 'mine';
+  limit: number;
+}
+
+export interface IPanelOptions {
+  api: QuantlabApi;
+  stream: EventStream;
+  /** Open a file of the server's root in Lab (the executed report). */
+  openPath: (path: string) => Promise<void>;
+  /** The current user's name as the server records it (for "mine"). */
+  user: () => Promise<string | null>;
+}
+
+const MAX_COMPARE = 5;
+const RELOAD_DEBOUNCE_MS = 300;
+
+export class BacktestsPanel extends Widget {
+  constructor(options: IPanelOptions) {
+    super();
+    this._api = options.api;
+    this._stream = options.stream;
+    this._openPath = options.openPath;
+    this._user = options.user;
+    this.id = 'quantlab-backtests';
+    this.addClass('jp-QuantlabPanel');
+    this.title.caption = 'Backtests';
+    this._build();
+    this._stream.event.connect(this._onEvent, this);
+    this._stream.stateChanged.connect(this._onStreamState, this);
+  }
+
+  get settings(): IPanelSettings {
+    return this._settings;
+  }
+
+  set settings(value: IPanelSettings) {
+    this._settings = value;
+    if (this.isVisible) {
+      void this.reload();
+    }
+  }
+
+  /** The runs shown, by id (tests and commands read this). */
+  get runs(): ReadonlyMap<string, IRun> {
+    return this._runs;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._stream.event.disconnect(this._onEvent, this);
+    this._stream.stateChanged.disconnect(this._onStreamState, this);
+    this._stream.stop();
+    super.dispose();
+  }
+
+  /** Load the list for the current filter, then follow events from the list's seq. */
+  async reload(): Promise<void> {
+    let query: IRunQuery;
+    try {
+      query = parseFilter(this._filter.value);
+    } catch (error) {
+      this._showMessage((error as Error).message, true);
+      return;
+    }
+    const ticket = ++this._loadTicket;
+    try {
+      const mine = this._settings.show === 'mine' ? (await this._user()) ?? undefined : undefined;
+      const page = await this._api.listRuns(toSearchParams(query, this._settings.limit, mine));
+      if (ticket !== this._loadTicket) {
+        return; // a newer load started meanwhile
+      }
+      this._runs = new Map(page.runs.map(run => [run.id, run]));
+      this._order = page.runs.map(run => run.id);
+      this._total = page.total;
+      this._showMessage(null);
+      this._render();
+      if (this.isVisible) {
+        this._stream.start(page.seq);
+      }
+    } catch (error) {
+      if (ticket === this._loadTicket) {
+        this._showMessage((error as Error).message, true);
+      }
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this.reload();
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._stream.stop(); // nothing streams to a panel nobody sees
+  }
+
+  // -- events ------------------------------------------------------------------------------------
+
+  private _onEvent(_: EventStream, event: IRunEvent): void {
+    const run = this._runs.get(event.run_id);
+    if (!run) {
+      if (event.type === 'queued') {
+        this._scheduleReload(); // a new run: it may belong to this list
+      }
+      return;
+    }
+    const data = event.data ?? {};
+    switch (event.type) {
+      case 'started':
+        run.status = 'running';
+        run.started_at = event.ts;
+        run.step = (data.step as string) ?? 'started';
+        break;
+      case 'progress':
+        run.status = 'running';
+        if (typeof data.percent === 'number') {
+          run.progress = data.percent / 100;
+        } else if (typeof data.progress === 'number') {
+          run.progress = data.progress;
+        }
+        run.step = (data.step as string) ?? run.step;
+        if (typeof data.bars_done === 'number') {
+          run.bars_done = data.bars_done;
+        }
+        run.eta_seconds = typeof data.eta === 'number' ? data.eta : (data.eta_seconds ?? null);
+        break;
+      case 'completed':
+      case 'failed':
+      case 'cancelled':
+        run.status = event.type;
+        run.finished_at = event.ts;
+        run.eta_seconds = null;
+        if (event.type === 'completed') {
+          run.progress = 1;
+        }
+        void this._refreshRun(run.id); // metrics, error, partial: from the registry
+        break;
+      default:
+        return;
+    }
+    this._renderRow(run);
+  }
+
+  private _onStreamState(_: EventStream, state: StreamState): void {
+    this._node('.jp-QuantlabPanel-live').dataset.state = state;
+    this._node('.jp-QuantlabPanel-live').title =
+      state === 'live' ? 'Live: updates stream in' : `Events: ${state}`;
+  }
+
+  private async _refreshRun(id: string): Promise<void> {
+    try {
+      const fresh = await this._api.getRun(id);
+      if (this._runs.has(id)) {
+        this._runs.set(id, fresh);
+        this._renderRow(fresh);
+      }
+    } catch (error) {
+      console.warn(`QuantLab: cannot refresh run ${id}`, error);
+    }
+  }
+
+  private _scheduleReload(): void {
+    if (this._reloadTimer !== null) {
+      return;
+    }
+    this._reloadTimer = window.setTimeout(() => {
+      this._reloadTimer = null;
+      void this.reload();
+    }, RELOAD_DEBOUNCE_MS);
+  }
+
+  // -- actions -----------------------------------------------------------------------------------
+
+  private async _act(label: string, action: () => Promise<void>): Promise<void> {
+    try {
+      await action();
+    } catch (error) {
+      const message = error instanceof ApiError ? error.message : String(error);
+      Notification.error(`${label}: ${message}`, { autoClose: 8000 });
+    }
+  }
+
+  private _cancel(run: IRun): Promise<void> {
+    return this._act('Cancel', async () => {
+      const fresh = await this._api.cancel(run.id);
+      this._runs.set(fresh.id, fresh);
+      this._renderRow(fresh);
+    });
+  }
+
+  private _rerun(run: IRun): Promise<void> {
+    return this._act('Rerun', async () => {
+      const fresh = await this._api.rerun(run.id);
+      Notification.info(`Rerun of "${run.name}" queued as ${fresh.id}`, { autoClose: 4000 });
+      await this.reload();
+    });
+  }
+
+  private _report(run: IRun): Promise<void> {
+    // A tab opened after an await is a popup to the browser: open it now, fill it in later.
+    const tab = window.open('', '_blank');
+    return this._act('Report', async () => {
+      const made = this._api.report(run.id);
+      Notification.promise(made.then(report => report.report_ref), {
+        pending: { message: `Making the report of "${run.name}"…`, options: { autoClose: false } },
+        success: { message: () => `Report of "${run.name}" is ready`, options: { autoClose: 3000 } },
+        error: { message: (e: unknown) => `Report failed: ${(e as Error).message}` }
+      });
+      try {
+        const report = await made;
+        if (tab) {
+          tab.location.href = this._api.url(`runs/${encodeURIComponent(run.id)}/report`);
+        } else if (report.lab_path) {
+          await this._openPath(report.lab_path);
+        }
+      } catch (error) {
+        tab?.close();
+        throw error;
+      }
+    });
+  }
+
+  private _compare(): Promise<void> {
+    const ids = this._order.filter(id => this._selected.has(id));
+    const tab = window.open('', '_blank');
+    return this._act('Compare', async () => {
+      try {
+        const comparison = await this._api.compare(ids);
+        const url = comparison.dashboard_url;
+        if (tab && url) {
+          tab.location.href = url;
+        } else {
+          tab?.close();
+        }
+        Notification.success(`Comparison of ${ids.length} runs saved (${comparison.id})`, {
+          autoClose: 6000,
+          actions: url
+            ? [{ label: 'Open dashboard', callback: () => window.open(url, '_blank') }]
+            : []
+        });
+      } catch (error) {
+        tab?.close();
+        throw error;
+      }
+    });
+  }
+
+  // -- DOM ---------------------------------------------------------------------------------------
+
+  private _node<T extends HTMLElement = HTMLElement>(selector: string): T {
+    return this.node.querySelector(selector) as T;
+  }
+
+  private _build(): void {
+    const header = document.createElement('div');
+    header.className = 'jp-QuantlabPanel-header';
+    const title = document.createElement('h2');
+    title.textContent = 'Backtests';
+    const live = document.createElement('span');
+    live.className = 'jp-QuantlabPanel-live';
+    live.dataset.state = 'stopped';
+    title.appendChild(live);
+    header.appendChild(title);
+
+    this._filter = document.createElement('input');
+    this._filter.type = 'search';
+    this._filter.className = 'jp-QuantlabPanel-filter jp-mod-styled';
+    this._filter.placeholder = 'Filter: status:running tag:trend sharpe>1 name…';
+    this._filter.title =
+      'key:value (status, strategy, symbol, tag, user, sort), thresholds such as sharpe>1, ' +
+      'other words match run names';
+    this._filter.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        void this.reload();
+      }
+    });
+    this._filter.addEventListener('input', () => {
+      if (this._filterTimer !== null) {
+        window.clearTimeout(this._filterTimer);
+      }
+      this._filterTimer = window.setTimeout(() => {
+        this._filterTimer = null;
+        void this.reload();
+      }, 400);
+    });
+    header.appendChild(this._filter);
+
+    const toolbar = document.createElement('div');
+    toolbar.className = 'jp-QuantlabPanel-toolbar';
+    this._compareButton = this._button('Compare selected', 'jp-QuantlabPanel-compare', () =>
+      this._compare()
+    );
+    this._compareButton.disabled = true;
+    toolbar.appendChild(this._compareButton);
+    toolbar.appendChild(this._button('Refresh', 'jp-QuantlabPanel-refresh', () => this.reload()));
+    const count = document.createElement('span');
+    count.className = 'jp-QuantlabPanel-count';
+    toolbar.appendChild(count);
+    header.appendChild(toolbar);
+
+    const message = document.createElement('div');
+    message.className = 'jp-QuantlabPanel-message';
+    message.hidden = true;
+
+    this._list = document.createElement('ul');
+    this._list.className = 'jp-QuantlabPanel-list';
+
+    this.node.append(header, message, this._list);
+  }
+
+  private _button(label: string, className: string, onClick: () => Promise<void>): HTMLButtonElement {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = `jp-Button jp-mod-minimal jp-QuantlabPanel-button ${className}`;
+    button.textContent = label;
+    button.addEventListener('click', event => {
+      event.stopPropagation();
+      button.disabled = true;
+      void onClick().finally(() => {
+        button.disabled = false;
+        this._updateCompare();
+      });
+    });
+    return button;
+  }
+
+  private _showMessage(text: string | null, isError = false): void {
+    const node = this._node('.jp-QuantlabPanel-message');
+    node.hidden = text === null;
+    node.textContent = text ?? '';
+    node.classList.toggle('jp-mod-error', isError);
+  }
+
+  private _render(): void {
+    for (const id of [...this._rows.keys()]) {
+      if (!this._runs.has(id)) {
+        this._rows.get(id)!.remove();
+        this._rows.delete(id);
+        this._selected.delete(id);
+      }
+    }
+    for (const id of this._order) {
+      this._renderRow(this._runs.get(id)!);
+    }
+    // DOM order follows the list order (newest first unless sorted otherwise)
+    this._order.forEach(id => this._list.appendChild(this._rows.get(id)!));
+    const shown = this._order.length;
+    const runs = (n: number) => (n === 1 ? '1 run' : `${n} runs`);
+    this._node('.jp-QuantlabPanel-count').textContent =
+      shown === this._total ? runs(shown) : `${shown} of ${runs(this._total)}`;
+    if (shown === 0) {
+      this._showMessage('No runs match. Submit one with %%backtest in a notebook, or clear the filter.');
+    }
+    this._updateCompare();
+  }
+
+  private _renderRow(run: IRun): void {
+    let row = this._rows.get(run.id);
+    if (!row) {
+      row = this._createRow(run.id);
+      this._rows.set(run.id, row);
+      this._list.appendChild(row);
+    }
+    const part = (name: string) => row!.querySelector(`.jp-QuantlabRun-${name}`) as HTMLElement;
+    row.dataset.status = run.status;
+    part('name').textContent = run.name || run.id;
+    part('name').title = `${run.id}\n${run.strategy ?? ''} on ${(run.symbols ?? []).join(', ')}`;
+    part('status').textContent = run.partial ? `${run.status} (partial)` : run.status;
+    part('status').dataset.status = run.status;
+    const meta = [run.user ?? '', (run.tags ?? []).map(t => `#${t}`).join(' '), timeAgo(run.queued_at)];
+    part('meta').textContent = meta.filter(m => m).join(' · ');
+
+    const percent = Math.max(0, Math.min(100, (run.progress ?? 0) * 100));
+    const bar = part('bar');
+    bar.style.width = `${percent.toFixed(1)}%`;
+    part('progress').setAttribute('aria-valuenow', percent.toFixed(0));
+    part('progress').hidden = run.status === 'completed' && !run.partial;
+    const eta = formatDuration(run.eta_seconds);
+    const queuedAt = run.status === 'queued' && run.position ? `#${run.position} in the queue` : '';
+    const stepBits = [
+      run.status === 'running' ? `${percent.toFixed(0)}%` : '',
+      run.status === 'running' ? run.step ?? '' : '',
+      run.status === 'queued' ? queuedAt || 'queued' : '',
+      run.status === 'running' ? formatBars(run.bars_done) : '',
+      run.status === 'running' && eta ? `~${eta} left` : '',
+      run.status === 'failed' && run.error ? run.error : ''
+    ];
+    part('step').textContent = stepBits.filter(b => b).join(' · ');
+
+    const metrics = part('metrics');
+    metrics.replaceChildren();
+    if (run.metrics && Object.keys(run.metrics).length > 0) {
+      for (const [label, key, digits, suffix] of KEY_METRICS) {
+        if (!(key in run.metrics)) {
+          continue;
+        }
+        const item = document.createElement('span');
+        item.className = 'jp-QuantlabRun-metric';
+        item.dataset.metric = key;
+        item.textContent = `${label} ${formatNumber(run.metrics[key], digits)}${suffix}`;
+        metrics.appendChild(item);
+      }
+    }
+
+    const active = !isTerminal(run.status);
+    (part('cancel') as HTMLButtonElement).hidden = !active;
+    (part('rerun') as HTMLButtonElement).hidden = active;
+    // a cancelled sweep keeps its finished combinations: those can be reported too
+    const reportable = run.status === 'completed' || (run.status === 'cancelled' && run.partial);
+    (part('report') as HTMLButtonElement).hidden = !reportable;
+    (part('select') as HTMLInputElement).disabled = run.status !== 'completed';
+    if (run.status !== 'completed' && this._selected.delete(run.id)) {
+      (part('select') as HTMLInputElement).checked = false;
+      this._updateCompare();
+    }
+  }
+
+  private _createRow(id: string): HTMLLIElement {
+    const row = document.createElement('li');
+    row.className = 'jp-QuantlabRun';
+    row.dataset.runId = id;
+    const line = (className: string, ...children: HTMLElement[]) => {
+      const div = document.createElement('div');
+      div.className = className;
+      div.append(...children);
+      return div;
+    };
+    const span = (name: string) => {
+      const node = document.createElement('span');
+      node.className = `jp-QuantlabRun-${name}`;
+      return node;
+    };
+    const select = document.createElement('input');
+    select.type = 'checkbox';
+    select.className = 'jp-QuantlabRun-select';
+    select.title = 'Select for "Compare selected" (completed runs)';
+    select.addEventListener('change', () => {
+      if (select.checked) {
+        this._selected.add(id);
+      } else {
+        this._selected.delete(id);
+      }
+      this._updateCompare();
+    });
+    const progress = document.createElement('div');
+    progress.className = 'jp-QuantlabRun-progress';
+    progress.setAttribute('role', 'progressbar');
+    progress.setAttribute('aria-valuemin', '0');
+    progress.setAttribute('aria-valuemax', '100');
+    const bar = span('bar');
+    progress.appendChild(bar);
+    const run = () => this._runs.get(id)!;
+    const actions = line(
+      'jp-QuantlabRun-actions',
+      this._button('Cancel', 'jp-QuantlabRun-cancel', () => this._cancel(run())),
+      this._button('Rerun', 'jp-QuantlabRun-rerun', () => this._rerun(run())),
+      this._button('Report', 'jp-QuantlabRun-report', () => this._report(run()))
+    );
+    row.append(
+      line('jp-QuantlabRun-title', select, span('name'), span('status')),
+      line('jp-QuantlabRun-metaLine', span('meta')),
+      progress,
+      line('jp-QuantlabRun-stepLine', span('step')),
+      line('jp-QuantlabRun-metrics'),
+      actions
+    );
+    return row;
+  }
+
+  private _updateCompare(): void {
+    const n = this._selected.size;
+    this._compareButton.disabled = n < 2 || n > MAX_COMPARE;
+    this._compareButton.title =
+      n < 2
+        ? 'Select 2 to 5 completed runs to compare them'
+        : n > MAX_COMPARE
+          ? `At most ${MAX_COMPARE} runs can be compared`
+          : `Compare ${n} runs in the dashboard`;
+  }
+
+  private readonly _api: QuantlabApi;
+  private readonly _stream: EventStream;
+  private readonly _openPath: (path: string) => Promise<void>;
+  private readonly _user: () => Promise<string | null>;
+  private _settings: IPanelSettings = { show: 'all', limit: 50 };
+  private _runs = new Map<string, IRun>();
+  private _order: string[] = [];
+  private _total = 0;
+  private _rows = new Map<string, HTMLLIElement>();
+  private _selected = new Set<string>();
+  private _loadTicket = 0;
+  private _reloadTimer: number | null = null;
+  private _filterTimer: number | null = null;
+  private _filter!: HTMLInputElement;
+  private _list!: HTMLUListElement;
+  private _compareButton!: HTMLButtonElement;
+}

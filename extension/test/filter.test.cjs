@@ -1,0 +1,71 @@
+// Unit tests of the panel's pure logic (node's test runner; `npm test` compiles first).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+
+const { parseFilter, toSearchParams } = require('../lib-test/filter.js');
+const { formatBars, formatDuration, formatNumber, isTerminal, timeAgo } = require('../lib-test/format.js');
+
+test('key:value pairs, thresholds, sort and words', () => {
+  assert.deepEqual(
+    parseFilter('  status:running,queued tag:trend sharpe>1 max_drawdown_pct>=-20 sort:-sharpe golden cross '),
+    {
+      status: ['running', 'queued'],
+      tag: ['trend'],
+      sort: '-sharpe',
+      where: 'sharpe>1, max_drawdown_pct>=-20',
+      text: 'golden cross'
+    }
+  );
+});
+
+test('a key given twice keeps every value', () => {
+  assert.deepEqual(parseFilter('symbol:AAA symbol:BBB,CCC'), { symbol: ['AAA', 'BBB', 'CCC'] });
+});
+
+test('an empty filter is an empty query', () => {
+  assert.deepEqual(parseFilter('   '), {});
+});
+
+test('an unknown key names the valid ones', () => {
+  assert.throws(() => parseFilter('stauts:running'), {
+    message: "unknown filter 'stauts:'; use one of status: strategy: symbol: tag: user: sort:, a threshold such as sharpe>1, or words of a run name"
+  });
+});
+
+test('the query string repeats multi-valued filters and adds the page size', () => {
+  const params = toSearchParams(parseFilter('status:queued,running sharpe>1 my run'), 25);
+  assert.equal(params.toString(), 'status=queued&status=running&where=sharpe%3E1&text=my+run&limit=25');
+});
+
+test('"mine" adds the user unless the filter names users', () => {
+  assert.equal(toSearchParams({}, 50, 'alice').get('user'), 'alice');
+  assert.deepEqual(toSearchParams({ user: ['bob'] }, 50, 'alice').getAll('user'), ['bob']);
+});
+
+test('durations read like a clock', () => {
+  assert.equal(formatDuration(42), '0:42');
+  assert.equal(formatDuration(725), '12:05');
+  assert.equal(formatDuration(3723), '1:02:03');
+  assert.equal(formatDuration(null), null);
+  assert.equal(formatDuration(-1), null);
+  assert.equal(formatDuration(Infinity), null);
+});
+
+test('bars and numbers', () => {
+  assert.equal(formatBars(950), '950 bars');
+  assert.equal(formatBars(12345), '12.3 k bars');
+  assert.equal(formatBars(1.25e6), '1.3 M bars');
+  assert.equal(formatBars(0), '');
+  assert.equal(formatNumber(null), '–');
+  assert.equal(formatNumber(NaN), '–');
+  assert.equal(formatNumber(1.234, 1), (1.2).toLocaleString(undefined, { minimumFractionDigits: 1 }));
+});
+
+test('terminal statuses and ages', () => {
+  assert.ok(isTerminal('completed') && isTerminal('failed') && isTerminal('cancelled'));
+  assert.ok(!isTerminal('running') && !isTerminal('queued'));
+  assert.equal(timeAgo(1000, 1030), '30 s ago');
+  assert.equal(timeAgo(1000, 1000 + 600), '10 min ago');
+  assert.equal(timeAgo(1000, 1000 + 7200), '2 h ago');
+  assert.equal(timeAgo(null, 1000), '');
+});

@@ -1,0 +1,383 @@
+"""The submit side of a run's life, and the reaper every worker runs.
+
+``submit`` validates the config in the caller, answers a cache hit at once, enforces the queue
+limit, records the run ``queued`` and only then enqueues its id. ``cancel`` takes a queued run off
+the queue or asks a running one to stop at its next chunk. ``reap`` puts runs whose worker died
+back on the queue (and re-enqueues queued runs whose queue message was lost).
+
+Every lifecycle transition is one compare-and-set on the registry status (``expect_status``)
+followed by one event, so that two processes racing on a run cannot both win.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from quantlab import settings as settings_mod
+from quantlab.config import BacktestConfig, check_symbols, config_hash, data_fingerprint
+from quantlab.errors import ConfigError, QuantlabError, QueueFull, RunError
+from quantlab.jobs import backends, queue
+from quantlab.settings import Settings
+
+log = logging.getLogger("quantlab.jobs")
+
+TERMINAL = ("completed", "failed", "cancelled")
+# A run whose worker died this many times is failed instead of re-queued (a poison run must
+# not take every worker down in turn).
+MAX_ATTEMPTS = 3
+# Bars per second of simulated work assumed before any run has been timed on this install.
+DEFAULT_THROUGHPUT = 2e7
+# Fixed cost of a run (load data, save results) in the duration estimate.
+RUN_OVERHEAD_SECONDS = 0.05
+
+
+def stale_after() -> float:
+    """Seconds without a heartbeat after which a running run's worker is presumed dead."""
+    return env_seconds("QUANTLAB_HEARTBEAT_TIMEOUT", 10.0)
+
+
+def env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a number of seconds; set e.g. "
+            f"{name}={default:g} or unset it", field=name
+        ) from None
+    if not value > 0:
+        raise ConfigError(f"environment variable {name}={raw!r} must be positive", field=name)
+    return value
+
+
+# -- ids and events ------------------------------------------------------------------------------
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, 26 characters, sortable by time."""
+    millis = int((time.time() if now is None else now) * 1000)
+    value = (millis << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def publish(run_id: str, kind: str, data: Mapping[str, Any] | None = None,
+            settings: Settings | None = None, *, retry_for: float = 5.0) -> Any:
+    """Publish an event, retrying through a short outage of the event store (Redis restart)."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            event = backends.events(settings).publish(run_id, kind, dict(data or {}))
+        except QuantlabError:
+            raise
+        except Exception as exc:  # connection errors of Redis/SQLite
+            if time.monotonic() >= deadline:
+                raise RunError(
+                    f"could not publish the '{kind}' event of run {run_id}: {exc}; check that "
+                    f"the event store (QUANTLAB_REDIS_URL or QUANTLAB_HOME) is reachable",
+                    run_id=run_id,
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            continue
+        from quantlab import telemetry  # imported late: multiprocess mode is chosen at start
+
+        telemetry.observe_event(event)
+        return event
+
+
+def run_log(run_id: str, message: str, level: str = "info",
+            settings: Settings | None = None) -> None:
+    """A line in the run's log and a ``log`` event (the widget's live tail)."""
+    backends.registry(settings).append_log(run_id, message, level)
+    publish(run_id, "log", {"message": message, "level": level}, settings)
+
+
+# -- estimates -----------------------------------------------------------------------------------
+
+_UNIT_TRADING_DAYS = {"d": 1.0, "w": 5.0, "mo": 21.0}
+_UNIT_MINUTES = {"min": 1.0, "h": 60.0}
+
+
+def approx_bars(config: BacktestConfig) -> float:
+    """Bars per symbol the config spans, from its dates and interval (for estimates only)."""
+    import re
+
+    end = config.end.timestamp() if config.end else time.time()
+    start = config.start.timestamp() if config.start else end - 10 * 365.25 * 86400
+    trading_days = max(1.0, (end - start) / 86400) * 252 / 365.25
+    match = re.fullmatch(r"(\d+)(min|h|d|w|mo)", config.interval)
+    if not match:
+        return trading_days
+    n, unit = float(match.group(1)), match.group(2)
+    if unit in _UNIT_TRADING_DAYS:
+        return trading_days / (n * _UNIT_TRADING_DAYS[unit])
+    return trading_days * 390 / (n * _UNIT_MINUTES[unit])  # a 6.5-hour trading day
+
+
+def work_units(config: BacktestConfig, combinations: int) -> float:
+    """Simulated bars: bars x symbols x parameter combinations."""
+    return approx_bars(config) * len(config.symbols) * max(1, combinations)
+
+
+def throughput(settings: Settings | None = None) -> float:
+    """Median simulated bars per second of the recent completed runs on this install."""
+    rates = []
+    for doc in backends.registry(settings).find_runs(status="completed", limit=30):
+        units, start, end = doc.get("work_units"), doc.get("started_at"), doc.get("finished_at")
+        if doc.get("cached_from") or not units or not start or not end or end <= start:
+            continue
+        seconds = end - start - RUN_OVERHEAD_SECONDS
+        rates.append(units / max(seconds, 1e-3))
+    return statistics.median(rates) if rates else DEFAULT_THROUGHPUT
+
+
+def estimate_seconds(units: float, settings: Settings | None = None) -> float:
+    return round(RUN_OVERHEAD_SECONDS + units / throughput(settings), 3)
+
+
+def queue_position(doc: Mapping[str, Any], settings: Settings | None = None) -> int | None:
+    """1-based position of a queued run (higher priority first, then first come), else None."""
+    if doc.get("status") != "queued":
+        return None
+    ahead = 0
+    mine = (-(doc.get("priority") or 0), doc.get("queued_at") or 0.0, doc["id"])
+    for other in backends.registry(settings).find_runs(status="queued", limit=None):
+        key = (-(other.get("priority") or 0), other.get("queued_at") or 0.0, other["id"])
+        if key < mine:
+            ahead += 1
+    return ahead + 1
+
+
+# -- submit ----------------------------------------------------------------------------------------
+
+
+def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | None = None,
+           tags: Any = None, user: str | None = None,
+           settings: Settings | None = None) -> dict[str, Any]:
+    """Validate, answer from the cache or queue the run; returns its registry document."""
+    from quantlab.notebook.usercode import attach_strategy_source
+
+    settings = settings or settings_mod.current()
+    # A strategy defined in this kernel (@ql.strategy in a notebook) travels as source text.
+    config = attach_strategy_source(config)
+    overrides: dict[str, Any] = {"name": name}
+    if tags is not None:
+        overrides["tags"] = tags
+    cfg = BacktestConfig.from_any(config, check=False, **overrides)
+    cfg.check(symbols=False)
+    to_fetch = check_symbols(cfg.symbols, cfg.interval)
+    _check_priority(priority)
+    registry = backends.registry(settings)
+    now = time.time()
+    run_id = new_run_id(now)
+    user = user or settings.user
+    fingerprint = None if to_fetch else data_fingerprint(cfg)
+    digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
+    base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
+    if cache and digest is not None:
+        hit = registry.find_by_hash(digest)
+        if hit is not None:
+            return _cached_run(base, hit, settings)
+    _check_queue_room(settings)
+    combos = cfg.combinations()
+    units = work_units(cfg, combos)
+    message = queue.message(run_id, priority, settings)
+    doc = {
+        **base,
+        "status": "queued", "step": "queued", "work_units": units,
+        "combinations": combos, "fetch_symbols": to_fetch,
+        "estimated_seconds": estimate_seconds(units, settings), "task_id": str(message.id),
+    }
+    doc["position"] = queue_position(doc, settings)
+    registry.insert_run(doc)  # the one registry write of the transition to "queued"
+    publish(run_id, "queued", {"position": doc["position"], "priority": priority,
+                               "estimated_seconds": doc["estimated_seconds"]}, settings)
+    try:
+        queue.send(message, settings)
+    except Exception as exc:
+        registry.delete_run(run_id)
+        raise RunError(
+            f"could not put the run on the queue ({exc}); nothing was created. Check that the "
+            f"queue is reachable ({settings.redis_url or settings.home / queue.QUEUE_FILE})",
+            run_id=run_id,
+        ) from exc
+    if not settings.redis_url:
+        from quantlab.jobs.worker import ensure_worker
+
+        try:
+            ensure_worker(settings)
+        except RunError as exc:
+            raise RunError(f"run {run_id} is queued, but {exc.message}", run_id=run_id) from exc
+    return registry.get_run(run_id)
+
+
+def _check_priority(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError(
+            f"priority must be a whole number (higher runs first, default 0), got {priority!r}",
+            field="priority",
+        )
+
+
+def _base_document(cfg: BacktestConfig, run_id: str, user: str, priority: int, now: float,
+                   digest: str | None, fingerprint: str | None) -> dict[str, Any]:
+    from quantlab.engine import ENGINE_VERSION
+
+    return {
+        "id": run_id,
+        "name": cfg.name or default_name(cfg),
+        "user": user,
+        "tags": list(cfg.tags),
+        "config": cfg.canonical(),
+        "config_hash": digest,
+        "strategy": cfg.strategy,
+        "symbols": list(cfg.symbols),
+        "interval": cfg.interval,
+        "engine_version": str(ENGINE_VERSION),
+        "data_fingerprint": fingerprint,
+        "priority": priority,
+        "queued_at": now,
+    }
+
+
+def default_name(cfg: BacktestConfig) -> str:
+    shown = ", ".join(cfg.symbols[:3]) + (f" +{len(cfg.symbols) - 3}" if len(cfg.symbols) > 3
+                                          else "")
+    kind = " sweep" if cfg.is_sweep else ""
+    return f"{cfg.strategy}{kind} on {shown}"
+
+
+def _check_queue_room(settings: Settings) -> None:
+    if settings.queue_max is None:
+        return
+    queued = backends.registry(settings).count_runs(status="queued")
+    if queued >= settings.queue_max:
+        raise QueueFull(
+            f"the queue is full: {queued} runs are waiting (QUANTLAB_QUEUE_MAX="
+            f"{settings.queue_max}); nothing was created. Wait for runs to finish, cancel "
+            f"some (ql.runs(status='queued')), or raise QUANTLAB_QUEUE_MAX",
+            queued=queued, limit=settings.queue_max,
+        )
+
+
+def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
+                settings: Settings) -> dict[str, Any]:
+    """A new completed run that reuses the result of ``hit`` (same config hash)."""
+    registry = backends.registry(settings)
+    now = base["queued_at"]
+    doc = {
+        **base,
+        "status": "completed", "step": "cached", "progress": 1.0,
+        "started_at": now, "finished_at": now, "heartbeat_at": None,
+        "metrics": hit.get("metrics") or {}, "result_ref": hit.get("result_ref"),
+        "result_blobs": hit.get("result_blobs") or [], "cached_from": hit["id"],
+        "partial": False, "bars_done": hit.get("bars_done") or 0,
+        "best_params": hit.get("best_params"), "estimated_seconds": 0.0,
+    }
+    registry.insert_run(doc)
+    run_id = doc["id"]
+    publish(run_id, "queued", {"position": None, "priority": base["priority"], "cached": True},
+            settings)
+    publish(run_id, "completed", {"cached_from": hit["id"], "metrics": doc["metrics"],
+                                  "seconds": 0.0}, settings)
+    return registry.get_run(run_id)
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+
+
+def cancel(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Cancel a run: a queued one ends ``cancelled`` at once; a running one is asked to stop at
+    its next chunk (its worker records what was finished). A finished run is left as it is."""
+    settings = settings or settings_mod.current()
+    registry = backends.registry(settings)
+    doc = registry.get_run(run_id)
+    if doc["status"] == "queued":
+        now = time.time()
+        fields = {"status": "cancelled", "finished_at": now, "step": "cancelled",
+                  "cancel_requested": True, "error": "cancelled before it started"}
+        if registry.update_run(run_id, fields, expect_status=("queued",)):
+            publish(run_id, "cancelled", {"while": "queued", "partial": False}, settings)
+            try:
+                queue.revoke(doc.get("task_id"), settings)
+            except Exception:  # the status is what counts; a stale message is a no-op anyway
+                log.warning("could not revoke queue message of run %s", run_id, exc_info=True)
+            return registry.get_run(run_id)
+        doc = registry.get_run(run_id)
+    if doc["status"] == "running":
+        registry.update_run(run_id, {"cancel_requested": True}, expect_status=("running",))
+        run_log(run_id, "cancel requested; stopping at the next chunk", settings=settings)
+    return registry.get_run(run_id)
+
+
+# -- reaper ----------------------------------------------------------------------------------------
+
+
+def reap(settings: Settings | None = None, *, now: float | None = None,
+         orphans_older_than: float = 5.0) -> list[str]:
+    """Re-queue running runs whose worker stopped heart-beating, and re-enqueue queued runs whose
+    queue message is gone (a queue restarted without persistence). Returns the re-queued ids."""
+    settings = settings or settings_mod.current()
+    now = time.time() if now is None else now
+    registry = backends.registry(settings)
+    requeued = []
+    for doc in registry.stale_runs(now - stale_after()):
+        if _recover(doc, settings, now):
+            requeued.append(doc["id"])
+    old_queued = [d for d in registry.find_runs(status="queued", limit=None)
+                  if (d.get("queued_at") or now) < now - orphans_older_than]
+    if old_queued:
+        waiting = queue.queued_run_ids(settings)
+        for doc in old_queued:
+            if doc["id"] not in waiting:
+                log.warning("run %s was queued but not on the queue; re-enqueued", doc["id"])
+                task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
+                registry.update_run(doc["id"], {"task_id": task_id}, expect_status=("queued",))
+                requeued.append(doc["id"])
+    return requeued
+
+
+def _recover(doc: Mapping[str, Any], settings: Settings, now: float) -> bool:
+    registry = backends.registry(settings)
+    run_id = doc["id"]
+    lost = f"worker {doc.get('worker')} stopped responding"
+    if doc.get("cancel_requested"):
+        fields = {"status": "cancelled", "finished_at": now, "step": "cancelled",
+                  "error": f"cancelled; {lost}"}
+        if registry.update_run(run_id, fields, expect_status=("running",)):
+            publish(run_id, "cancelled", {"while": "running", "partial": False}, settings)
+        return False
+    if (doc.get("attempts") or 0) >= MAX_ATTEMPTS:
+        message = (f"{lost} on each of {doc.get('attempts')} attempts; the run was given up. "
+                   f"It may exhaust a worker's memory: try fewer symbols, bars or combinations")
+        fields = {"status": "failed", "finished_at": now, "step": "failed", "error": message}
+        if registry.update_run(run_id, fields, expect_status=("running",)):
+            registry.append_log(run_id, message, "error")
+            publish(run_id, "failed", {"error": message, "reason": "worker_lost"}, settings)
+        return False
+    fields = {"status": "queued", "worker": None, "step": "re-queued", "heartbeat_at": None,
+              "requeued_at": now}
+    if not registry.update_run(run_id, fields, expect_status=("running",)):
+        return False
+    publish(run_id, "queued", {"reason": "worker_lost", "attempts": doc.get("attempts"),
+                               "worker": doc.get("worker")}, settings)
+    registry.append_log(run_id, f"{lost}; re-queued to resume from its last checkpoint",
+                        "warning")
+    task_id = queue.enqueue(run_id, doc.get("priority") or 0, settings)
+    registry.update_run(run_id, {"task_id": task_id}, expect_status=("queued",))
+    return True

@@ -1,0 +1,286 @@
+"""A large sweep split into shards that several workers run at once.
+
+The worker that takes the sweep's run is its *coordinator*: it splits the valid combinations
+(``sweep_combinations``, the engine's order) into contiguous shards, enqueues one Huey task per
+shard (only the run id, the shard index and the shard count cross the queue), and then runs
+shards itself too, so that a sweep never waits for a worker that does not exist. Any other
+worker that picks a shard task claims it and runs it. Progress of all shards is told on the
+parent run's one event stream by the coordinator, who also checks for cancel and the time limit.
+
+Claims, heart-beats, done counts, results and the cancel flag of the shards live in the queue's
+key-value store (Redis hash or SQLite table, atomic ``put_if_empty`` for claims); each shard's
+table is a Parquet blob ``runs/<id>/shards/<i>.parquet`` in the registry. A shard whose worker
+stops beating is run again by the coordinator; a coordinator that dies is replaced through the
+reaper (the parent run is re-queued), and its successor keeps every shard already finished.
+
+The merged result is what one worker would give: the shard tables concatenated in combination
+order, the best combination chosen by the same rule as the engine (``select``, first on ties,
+NaN last) and re-run as a single backtest for its equity and trades.
+
+A many-symbol *portfolio* shares one cash account across its symbols, so it is one simulation
+and is never split; only parameter sweeps are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from huey.constants import EmptyData
+
+from quantlab.errors import ConfigError
+from quantlab.jobs import backends, queue
+from quantlab.settings import Settings
+
+MAX_SHARDS = 16
+# Automatic splitting: only sweeps estimated to simulate longer than this, in shards of about
+# SHARD_SECONDS each (a shard re-computes its indicators, so tiny shards would waste work).
+SHARD_MIN_SECONDS = 10.0
+SHARD_SECONDS = 5.0
+
+
+def shard_count(total: int, estimated_seconds: float | None) -> int:
+    """How many shards a sweep of ``total`` combinations is split into (1 = not split).
+
+    ``QUANTLAB_SHARD_COMBINATIONS=N`` forces shards of N combinations; otherwise sweeps
+    estimated to take over ``SHARD_MIN_SECONDS`` are split into shards of ~``SHARD_SECONDS``.
+    """
+    raw = os.environ.get("QUANTLAB_SHARD_COMBINATIONS", "").strip()
+    if raw:
+        try:
+            per = int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"QUANTLAB_SHARD_COMBINATIONS={raw!r} is not a whole number; set the "
+                f"combinations per shard, e.g. 500, or unset it", field="QUANTLAB_SHARD_COMBINATIONS"
+            ) from None
+        count = math.ceil(total / per) if per > 0 else 1
+    elif estimated_seconds and estimated_seconds > SHARD_MIN_SECONDS:
+        count = math.ceil(estimated_seconds / SHARD_SECONDS)
+    else:
+        count = 1
+    return max(1, min(MAX_SHARDS, count, total))
+
+
+def bounds(index: int, count: int, total: int) -> tuple[int, int]:
+    """Combinations ``[start, stop)`` of shard ``index`` of ``count``."""
+    return index * total // count, (index + 1) * total // count
+
+
+def blob_key(run_id: str, index: int) -> str:
+    return f"runs/{run_id}/shards/{index}.parquet"
+
+
+class ShardBoard:
+    """The shared state of one run's shards, in the queue's key-value store."""
+
+    def __init__(self, run_id: str, count: int, settings: Settings) -> None:
+        self.run_id = run_id
+        self.count = count
+        self.storage = queue.huey_app(settings).storage
+
+    def _key(self, index: int | None, what: str) -> str:
+        shard = "all" if index is None else str(index)
+        return f"quantlab.shard.{self.run_id}.{self.count}.{shard}.{what}"
+
+    def _get(self, key: str) -> Any:
+        raw = self.storage.peek_data(key)
+        return None if raw is EmptyData else json.loads(raw)
+
+    def _put(self, key: str, value: Any) -> None:
+        self.storage.put_data(key, json.dumps(value).encode())
+
+    def claim(self, index: int, worker: str) -> bool:
+        """Atomically take shard ``index``; False if someone already has."""
+        value = json.dumps({"worker": worker, "ts": time.time()}).encode()
+        return bool(self.storage.put_if_empty(self._key(index, "claim"), value))
+
+    def claimed_by(self, index: int) -> str | None:
+        """The worker that claimed shard ``index``, if any."""
+        claim = self._get(self._key(index, "claim"))
+        return str(claim["worker"]) if claim else None
+
+    def beat(self, index: int, done: int) -> None:
+        self._put(self._key(index, "beat"), {"ts": time.time(), "done": done})
+
+    def done(self, index: int) -> int:
+        result = self.result(index)
+        if result is not None:
+            return int(result["rows"])
+        beat = self._get(self._key(index, "beat"))
+        return int(beat["done"]) if beat else 0
+
+    def stale(self, index: int, older_than: float) -> bool:
+        """Claimed, unfinished, and no sign of life for ``older_than`` seconds."""
+        last = self._get(self._key(index, "beat")) or self._get(self._key(index, "claim"))
+        if last is None or self.result(index) is not None:
+            return False
+        return bool(time.time() - float(last["ts"]) > older_than)
+
+    def finish(self, index: int, rows: int, complete: bool) -> None:
+        self._put(self._key(index, "result"), {"rows": rows, "complete": complete})
+
+    def fail(self, index: int, worker: str, error: str, trace: str) -> None:
+        self._put(self._key(index, "result"), {"rows": 0, "complete": False, "worker": worker,
+                                               "error": error, "trace": trace})
+
+    def result(self, index: int) -> dict[str, Any] | None:
+        found = self._get(self._key(index, "result"))
+        return dict(found) if found else None
+
+    def cancel(self) -> None:
+        self._put(self._key(None, "cancel"), True)
+
+    def cancelled(self) -> bool:
+        return bool(self._get(self._key(None, "cancel")))
+
+    def clear(self) -> None:
+        for index in range(self.count):
+            for what in ("claim", "beat", "result"):
+                self.storage.delete_data(self._key(index, what))
+        self.storage.delete_data(self._key(None, "cancel"))
+
+
+def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: Settings, *,
+              between: Callable[[], None] | None = None,
+              chunk: Callable[[], Any] | None = None) -> None:
+    """Run shard ``index`` of the sweep of run ``doc`` and record its table.
+
+    ``between`` is called after every engine chunk (the coordinator publishes progress and
+    checks cancel there; it may raise to stop, and the finished part is still recorded). A
+    worker without ``between`` stops when the run is cancelled or no longer running.
+    """
+    from quantlab.config import BacktestConfig
+    from quantlab.engine import Simulation
+    from quantlab.engine.validate import sweep_combinations
+    from quantlab.jobs.runner import (
+        CancelRequested,
+        ChunkSizer,
+        TimedOut,
+        chunk_knobs,
+        engine_kwargs,
+        worker_id,
+    )
+
+    cfg = BacktestConfig.from_any(doc["config"], check=False)
+    kwargs = engine_kwargs(cfg)
+    combos, _ = sweep_combinations(kwargs["strategy"], cfg.params)
+    start, stop = bounds(index, count, len(combos))
+    sim = Simulation(bars, **{**kwargs, "params": combos[start:stop]})
+    board = ShardBoard(doc["id"], count, settings)
+    registry = backends.registry(settings)
+    board.beat(index, 0)
+    cap, delay = chunk_knobs()
+    sizer = ChunkSizer(cap=cap)
+    stopped: Exception | None = None
+    try:
+        sim.prepare()
+        while not sim.finished:
+            units = sizer.next(sim.total_units - sim.done_units)
+            t0 = time.perf_counter()
+            sim.run(units)
+            sizer.observe(units, time.perf_counter() - t0)
+            if delay:
+                time.sleep(delay)
+            board.beat(index, sim.done_units)
+            if between is not None:
+                between()
+            elif _should_stop(board, registry, doc["id"]):
+                break
+    except Exception as exc:
+        stopped = exc
+    if stopped is None or isinstance(stopped, CancelRequested | TimedOut):
+        # finished, or stopped on purpose: the combinations done so far are kept
+        table = cast(pd.DataFrame, sim.result(partial=True).table)  # a sweep always has one
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        registry.put_blob(blob_key(doc["id"], index), buf.getvalue())
+        board.finish(index, len(table), bool(sim.finished))
+    elif between is None:  # a helper: tell the coordinator, which fails the run
+        board.fail(index, worker_id(), f"{type(stopped).__name__}: {stopped}",
+                   "".join(traceback.format_exception(stopped)))
+    if stopped is not None and between is not None:
+        raise stopped
+
+
+def _should_stop(board: ShardBoard, registry: Any, run_id: str) -> bool:
+    if board.cancelled():
+        return True
+    return bool(registry.get_run(run_id).get("status") != "running")
+
+
+def execute_shard(run_id: str, index: int, count: int, settings: Settings | None = None) -> None:
+    """The shard task's body on a helper worker: claim the shard, run it, record its table."""
+    from quantlab import settings as settings_mod
+    from quantlab.errors import RunNotFound
+    from quantlab.jobs.runner import load_bars, worker_id
+
+    settings = settings or settings_mod.current()
+    try:
+        doc = backends.registry(settings).get_run(run_id)
+    except RunNotFound:
+        return
+    board = ShardBoard(run_id, count, settings)
+    if doc["status"] != "running" or board.result(index) is not None:
+        return
+    if not board.claim(index, worker_id()):
+        return
+    bars, _ = load_bars(doc)
+    run_shard(doc, index, count, bars, settings)
+
+
+def merge(doc: dict[str, Any], count: int, bars: Any, sweep: Any, settings: Settings) -> Any:
+    """The sweep's Result from its shards' tables (None if no combination finished)."""
+    from quantlab.config import BacktestConfig
+    from quantlab.engine import Result, Simulation
+    from quantlab.jobs.runner import engine_kwargs
+    from quantlab.metrics import LOWER_IS_BETTER
+
+    board = ShardBoard(doc["id"], count, settings)
+    registry = backends.registry(settings)
+    tables: list[pd.DataFrame] = []
+    positions: list[int] = []
+    partial = False
+    for index in range(count):
+        found = board.result(index)
+        if found is None:
+            partial = True
+            continue
+        partial = partial or not found["complete"]
+        table = pd.read_parquet(io.BytesIO(registry.get_blob(blob_key(doc["id"], index))))
+        start, _ = bounds(index, count, len(sweep.combos))
+        tables.append(table)
+        positions.extend(range(start, start + len(table)))
+    if not positions:
+        return None
+    table = pd.concat(tables, ignore_index=True)
+    select = sweep.select
+    values = table[select].to_numpy(dtype=float)
+    lower = select in LOWER_IS_BETTER
+    filled = np.where(np.isnan(values), np.inf if lower else -np.inf, values)
+    best = int(np.argmin(filled) if lower else np.argmax(filled))
+    params = sweep.combos[positions[best]]
+    cfg = BacktestConfig.from_any(doc["config"], check=False)
+    single = Simulation(bars, **{**engine_kwargs(cfg), "params": params})
+    single.prepare()
+    single.run(single.total_units)
+    res = single.result()
+    config = {**sweep.config, "n_combinations": len(sweep.combos), "skipped": sweep.skipped}
+    return Result(
+        metrics=res.metrics, params=params, config=config, index=bars.index,
+        symbols=bars.symbols, equity=res.equity, trades=res.trades,
+        open_trades=res.open_trades, table=table, partial=partial,
+    )
+
+
+def cleanup(run_id: str, count: int, settings: Settings) -> None:
+    ShardBoard(run_id, count, settings).clear()
+    backends.registry(settings).delete_blobs(f"runs/{run_id}/shards/")

@@ -1,0 +1,40 @@
+"""Jupyter Server extension of QuantLab: the REST + WebSocket API of the Backtests panel.
+
+Enabled by ``jupyter-config/server-config/quantlab.json`` (installed with the package), so
+``jupyter lab`` serves, under ``<base_url>quantlab/api/``:
+
+- ``GET runs`` (search: status, strategy, symbol, tag, user, since, until, text, where, sort,
+  limit, offset), ``POST runs`` (submit a config), ``GET runs/{id}``,
+  ``POST runs/{id}/cancel``, ``POST runs/{id}/rerun``, ``POST runs/{id}/report`` (and ``GET`` it
+  as a page), ``GET compare?ids=a,b``, ``GET notifications``, ``POST notifications/{id}/read``;
+- the WebSocket ``events?after=<seq>&run_id=<id>``.
+
+The handlers call the same Python API a notebook does; docs/lab.md describes every endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_PATH = "quantlab/api"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "quantlab.server"}]
+
+
+def setup_handlers(web_app: Any) -> None:
+    """Add QuantLab's handlers to a Jupyter Server's Tornado application."""
+    from jupyter_server.utils import url_path_join
+
+    from quantlab.server.handlers import routes
+
+    base_url = web_app.settings.get("base_url", "/")
+    prefix = url_path_join(base_url, API_PATH)
+    web_app.add_handlers(".*$", [(url_path_join(prefix, pattern), handler)
+                                 for pattern, handler in routes()])
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    setup_handlers(serverapp.web_app)
+    serverapp.log.info("QuantLab API enabled at %s%s/", serverapp.base_url, API_PATH)

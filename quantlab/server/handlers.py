@@ -1,0 +1,266 @@
+"""REST handlers of the Backtests panel, under ``/quantlab/api/``.
+
+Thin: each handler authenticates (Jupyter's login, token or cookie + XSRF), authorizes against the
+``quantlab`` resource, runs one function of :mod:`quantlab.server.service` in a thread pool and
+writes its JSON. QuantLab errors become JSON errors whose ``message`` is the same sentence the
+notebook shows (it names the problem and the fix), with the status a client can branch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from http.client import responses
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from quantlab.errors import (
+    ConfigError,
+    MissingDependency,
+    QuantlabError,
+    QueueFull,
+    RunNotFound,
+    StrategyError,
+)
+from quantlab.server import service
+from quantlab.settings import current_user as os_user
+
+log = logging.getLogger("quantlab.server")
+
+AUTH_RESOURCE = "quantlab"
+# Blocking registry/queue calls run here, off the IOLoop. A few threads are plenty: each call
+# is short, and a report (papermill) must not take every thread.
+_executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="quantlab-api")
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of a QuantLab error."""
+    if isinstance(exc, RunNotFound | service.NotFound):
+        return 404
+    if isinstance(exc, ConfigError | StrategyError):
+        return 400
+    if isinstance(exc, QueueFull):
+        return 429
+    if isinstance(exc, MissingDependency):
+        return 503
+    return 409  # RunError and the rest: the request is fine but the run's state refuses it
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": str(exc), "type": type(exc).__name__}
+    fields = getattr(exc, "fields", None) or {}
+    body.update({k: service.json_safe(v) for k, v in fields.items() if v is not None})
+    return body
+
+
+def jupyter_username(user: Any) -> str:
+    """The name a run submitted through the server is recorded under: the Jupyter identity.
+
+    A server protected only by its shared token identifies nobody: jupyter_server then makes up
+    an "Anonymous <moon>" user with a random id per browser. Such runs are recorded under the
+    account the server runs as (``QUANTLAB_USER`` or the OS user), the same one its kernels use,
+    so the panel's runs and notifications match the notebook's. Under JupyterHub, or any
+    identity provider that names users, the login name is used.
+    """
+    username = str(getattr(user, "username", "") or "")
+    name = str(getattr(user, "name", "") or "")
+    anonymous = name.startswith("Anonymous ") and len(username) == 32 and all(
+        c in "0123456789abcdef" for c in username)
+    return os_user() if anonymous or not username else username
+
+
+def auth_message(reason: str | None, status_code: int, logged_in: bool) -> str:
+    """What a refused request should do, for the two ways Jupyter refuses one."""
+    token_hint = "open the server's URL with its token, or send 'Authorization: token <token>'"
+    if reason and "xsrf" in reason.lower():
+        if not logged_in:  # Jupyter checks XSRF before it looks for a login
+            return f"not logged in to Jupyter ({reason}): {token_hint}"
+        return (f"{reason}: a POST authenticated by the login cookie must send the X-XSRFToken "
+                f"header with the value of the _xsrf cookie (Jupyter's XSRF rule), or "
+                f"authenticate with 'Authorization: token <token>' instead")
+    return (f"{reason or responses.get(status_code, 'Forbidden')}: not logged in to Jupyter; "
+            f"{token_hint}")
+
+
+class QuantlabHandler(APIHandler):
+    """Base: JSON errors with QuantLab's messages; blocking calls in the thread pool."""
+
+    auth_resource = AUTH_RESOURCE
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking service function off the IOLoop; its errors become JSON errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(_executor, partial(fn, *args))
+        except QuantlabError as exc:
+            raise ApiError(status_for(exc), error_body(exc)) from exc
+        except Exception as exc:
+            log.exception("quantlab API %s %s failed", self.request.method, self.request.path)
+            raise ApiError(500, {
+                "message": f"the server failed to answer {self.request.method} "
+                           f"{self.request.path}: {type(exc).__name__}: {exc}; the Jupyter "
+                           f"server's log has the traceback",
+                "type": type(exc).__name__,
+            }) from exc
+
+    def query(self) -> dict[str, list[str]]:
+        return {name: [v.decode("utf-8", "replace") for v in values]
+                for name, values in self.request.query_arguments.items()}
+
+    def json_body(self) -> Any:
+        raw = self.request.body or b""
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, {"message": f"the request body is not valid JSON ({exc}); send "
+                                            f"e.g. {service.SUBMIT_EXAMPLE}",
+                                 "type": "ConfigError"}) from exc
+
+    def reply(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body, allow_nan=False))
+
+    @property
+    def run_user(self) -> str:
+        return jupyter_username(self.current_user)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(exc.body))
+            return
+        if isinstance(exc, web.HTTPError) and status_code in (401, 403):
+            self.set_header("Content-Type", "application/json")
+            logged_in = getattr(self, "_jupyter_current_user", None) is not None
+            self.finish(json.dumps({
+                "message": auth_message(exc.log_message, status_code, logged_in),
+                "type": "AuthError"}))
+            return
+        super().write_error(status_code, **kwargs)
+
+
+class ApiError(web.HTTPError):
+    """An HTTP error whose JSON body is ready (``message`` always set)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status, str(body.get("message", "")).replace("%", "%%"))
+        self.body = body
+
+
+class RunsHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(service.list_runs, self.query()))
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body()
+        self.reply(await self.call(service.submit_run, body, self.run_user), status=201)
+
+
+class RunHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.call(service.get_run, run_id))
+
+
+class CancelHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.call(service.cancel_run, run_id))
+
+
+class RerunHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.call(service.rerun, run_id, self.run_user), status=201)
+
+
+class ReportHandler(QuantlabHandler):
+    """POST executes the run's report; GET shows the last one as a web page."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str) -> None:
+        root = self.settings.get("server_root_dir") or getattr(self.serverapp, "root_dir", None)
+        self.reply(await self.call(service.make_report, run_id, root), status=201)
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        html = await self.call(service.report_page, run_id)
+        self.finish(html, set_content_type="text/html; charset=utf-8")
+
+
+class CompareHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(service.compare, self.query()))
+
+
+class NotificationsHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(service.list_notifications, self.run_user, self.query()))
+
+
+class NotificationReadHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, notification_id: str) -> None:
+        self.reply(await self.call(service.mark_notification_read, notification_id))
+
+
+class NotFoundHandler(QuantlabHandler):
+    """Anything else under /quantlab/api/: a JSON 404 that lists the endpoints."""
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        raise ApiError(404, {"message": f"no QuantLab endpoint '/quantlab/api/{path}'; the API "
+                                        f"has: {', '.join(ENDPOINTS)}", "type": "NotFound"})
+
+    post = get
+
+
+ID = r"(?P<{}>[A-Za-z0-9_.:-]+)"
+ENDPOINTS = ("GET runs", "POST runs", "GET runs/{id}", "POST runs/{id}/cancel",
+             "POST runs/{id}/rerun", "POST runs/{id}/report", "GET runs/{id}/report",
+             "GET compare?ids=", "GET notifications", "POST notifications/{id}/read",
+             "WebSocket events")
+
+
+def routes() -> list[tuple[str, type[web.RequestHandler]]]:
+    """URL patterns relative to ``/quantlab/api/``."""
+    from quantlab.server.events import EventsSocket
+
+    run = ID.format("run_id")
+    return [
+        (r"runs/?", RunsHandler),
+        (rf"runs/{run}/?", RunHandler),
+        (rf"runs/{run}/cancel/?", CancelHandler),
+        (rf"runs/{run}/rerun/?", RerunHandler),
+        (rf"runs/{run}/report/?", ReportHandler),
+        (r"compare/?", CompareHandler),
+        (r"notifications/?", NotificationsHandler),
+        (rf"notifications/{ID.format('notification_id')}/read/?", NotificationReadHandler),
+        (r"events/?", EventsSocket),
+        (r"(?P<path>.*)", NotFoundHandler),
+    ]

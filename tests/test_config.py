@@ -1,0 +1,178 @@
+"""BacktestConfig: validation messages, canonical form and the config hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import quantlab as ql
+from quantlab.config import BacktestConfig, config_hash
+from quantlab.errors import ConfigError, DataError
+from tests import test_jobs_support as support
+
+# fixtures (pytest finds them in the module's namespace)
+sample_data_dir = support.sample_data_dir
+home = support.home
+
+BASE = {"strategy": "sma_crossover", "symbols": ["AAA", "BBB"], "start": "2020-01-01",
+        "end": "2021-12-31"}
+
+
+def error_of(config: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        BacktestConfig.from_any(config)
+    return info.value
+
+
+@pytest.mark.parametrize(("extra", "field", "message"), [
+    ({"comission": 0.001}, "comission", "unknown key 'comission' — did you mean 'commission'?"),
+    ({"sybmols": ["AAA"]}, "sybmols", "unknown key 'sybmols' — did you mean 'symbols'?"),
+    ({"start": "2020-01-01", "end": "2019-01-01"}, "start",
+     "start 2020-01-01 must be before end 2019-01-01"),
+    ({"cash": "lots"}, "cash", "cash: expected a number, got 'lots'; write e.g. cash: 100_000"),
+    ({"cash": -5}, "cash", "cash must be positive"),
+    ({"commission": 0.7}, "commission", "it is a fraction, so write 0.002 for 0.2%"),
+    ({"fill": "open"}, "fill", "fill: 'open' is not allowed; use one of 'next_open' or 'close'"),
+    ({"allow_short": "maybe"}, "allow_short", "expected true or false, got 'maybe'"),
+    ({"stop_loss": 5}, "stop_loss", "stop_loss must be a fraction of the entry price"),
+    ({"start": "someday"}, "start", "'someday' is not a date; write it as YYYY-MM-DD"),
+    ({"interval": "3x"}, "interval", "unknown interval '3x'"),
+    ({"strategy": "sma_crosover"}, "strategy", "did you mean 'sma_crossover'?"),
+    ({"params": {"fsat": 5}}, "params.fsat", "unknown parameter 'fsat'"),
+    ({"params": {"fast": [50, 60], "slow": [10, 20]}}, "params",
+     "the sweep has no valid combination"),
+    ({"params": {"fast": []}}, "params.fast", "sweeps over an empty list"),
+    ({"weights": {"ZZZ": 0.5}}, "weights", "weights names 'ZZZ', which is not among the symbols"),
+    ({"symbols": []}, "symbols", "give at least one symbol"),
+    ({"symbols": ["AAA", "aaa"]}, "symbols", "listed twice"),
+    ({"tags": {"a": 1}}, "tags", "expected a list"),
+    ({"select": "sharp"}, "select", "did you mean 'sharpe'?"),
+])
+def test_bad_configs_name_the_field_and_the_fix(home: Path, extra: dict[str, object],
+                                                field: str, message: str) -> None:
+    err = error_of({**BASE, **extra})
+    assert err.field == field
+    assert message in str(err)
+    assert "pydantic" not in str(err) and "validation error" not in str(err)
+
+
+def test_misspelt_key_message_is_exact_and_suggests(home: Path) -> None:
+    err = error_of({**BASE, "comission": 0.001})
+    assert str(err) == "unknown key 'comission' — did you mean 'commission'?"
+    assert err.suggestion == "commission"
+
+
+def test_a_key_with_no_near_name_lists_the_valid_keys(home: Path) -> None:
+    err = error_of({**BASE, "zzzzzz": 1})
+    assert str(err).startswith("unknown key 'zzzzzz'; a config takes: name, strategy, params")
+
+
+def test_missing_required_key_says_what_to_add(home: Path) -> None:
+    err = error_of({"strategy": "sma_crossover"})
+    assert err.field == "symbols"
+    assert str(err) == "missing required key 'symbols'; add it, e.g. symbols: [AAA, BBB]"
+
+
+def test_unknown_symbol_without_provider_key_says_how_to_import(home: Path) -> None:
+    err = error_of({**BASE, "symbols": ["AAA", "ZZZ"]})
+    assert isinstance(err, DataError)
+    assert err.field == "symbols" and err.symbol == "ZZZ"
+    assert "unknown symbol 'ZZZ'" in str(err)
+    assert "ql.data.import_csv('ZZZ'" in str(err) and "ql.data.fetch('ZZZ')" in str(err)
+
+
+def test_unknown_symbol_with_a_provider_key_is_left_for_the_worker_to_fetch(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.config import check_symbols
+
+    monkeypatch.setenv("ALPHAVANTAGE_API_KEY", "demo")
+    config = BacktestConfig.from_any({**BASE, "symbols": ["AAA", "ZZZ"]})
+    assert check_symbols(config.symbols, config.interval) == ["ZZZ"]
+
+
+def test_yaml_text_and_models_are_accepted(home: Path) -> None:
+    text = """
+    strategy: sma_crossover
+    symbols: [aaa, BBB]
+    start: 2020-01-01
+    end: 2021-12-31
+    params: {fast: [10, 20], slow: 100}
+    cash: 100_000
+    commission: 0.001
+    """
+    config = BacktestConfig.from_any(text.replace("\n    ", "\n"))
+    assert config.symbols == ["AAA", "BBB"]
+    assert config.cash == 100_000.0
+    assert config.is_sweep and config.combinations() == 2
+    again = BacktestConfig.from_any(config, name="copy")
+    assert again.name == "copy" and again.canonical()["params"] == config.canonical()["params"]
+
+
+def test_invalid_yaml_says_where(home: Path) -> None:
+    err = error_of("strategy: [sma\nsymbols: AAA\n")
+    assert "not valid YAML at line" in str(err)
+
+
+def test_canonical_fills_defaults_and_expands_ranges(home: Path) -> None:
+    a = BacktestConfig.from_any({**BASE, "params": {"fast": range(10, 30, 10)}})
+    b = BacktestConfig.from_any({**BASE, "params": {"fast": [10, 20], "slow": 20},
+                                 "cash": 10_000, "fill": "next_open", "interval": "1D"})
+    assert a.canonical() == b.canonical()
+    canonical = a.canonical()
+    assert canonical["params"] == {"fast": [10, 20], "slow": 20}
+    assert list(canonical) == sorted(canonical)
+    assert canonical["cash"] == 10_000.0 and canonical["start"] == "2020-01-01"
+
+
+def test_hash_ignores_labels_and_follows_what_changes_the_result(home: Path) -> None:
+    base = BacktestConfig.from_any(BASE)
+    labelled = BacktestConfig.from_any({**BASE, "name": "x", "tags": ["t"]})
+    assert config_hash(base) == config_hash(labelled)
+    assert config_hash(base) != config_hash({**BASE, "commission": 0.001})
+    assert config_hash(base) != config_hash({**BASE, "end": "2021-06-30"})
+    assert config_hash(base) != config_hash(base, fingerprint="other data")
+
+
+def test_hash_changes_when_a_bar_of_the_data_changes(home: Path) -> None:
+    before = config_hash(BASE)
+    frame = ql.data.load("AAA", "2020-06-01", "2020-06-30").frame("AAA")
+    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
+    assert config_hash(BASE) != before
+    # ...but not when a bar outside the config's range changes
+    outside = config_hash(BASE)
+    frame = ql.data.load("AAA", "2023-06-01", "2023-06-30").frame("AAA")
+    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
+    assert config_hash(BASE) == outside
+
+
+def test_hash_changes_with_the_strategy_source(home: Path) -> None:
+    notebook = {**BASE, "strategy_source": "def f(bars):\n    return 1\n"}
+    changed = {**BASE, "strategy_source": "def f(bars):\n    return -1\n"}
+    assert config_hash(notebook) != config_hash(changed)
+    assert config_hash(notebook) != config_hash(BASE)
+
+
+def test_engine_kwargs_pass_only_what_was_set(home: Path) -> None:
+    config = BacktestConfig.from_any({**BASE, "commission": 0.001, "allow_short": True})
+    assert config.engine_kwargs() == {"strategy": "sma_crossover", "params": {},
+                                      "commission": 0.001, "allow_short": True}
+
+
+def test_yaml_round_trip_keeps_the_meaning(home: Path) -> None:
+    config = BacktestConfig.from_any({**BASE, "params": {"fast": [5, 10]}, "commission": 0.001,
+                                      "tags": ["a"], "name": "n"})
+    again = BacktestConfig.from_any(config.to_yaml())
+    assert again.canonical() == config.canonical()
+
+
+def test_a_range_without_bars_is_an_error_on_start(home: Path) -> None:
+    from quantlab.config import data_fingerprint
+
+    config = BacktestConfig.from_any({**BASE, "start": "2030-01-01", "end": "2031-01-01"})
+    with pytest.raises(DataError) as info:
+        data_fingerprint(config)
+    assert info.value.field == "start" and info.value.symbol == "AAA"
+    assert "Choose start/end inside that range" in str(info.value)

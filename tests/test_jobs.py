@@ -1,0 +1,611 @@
+"""Runs as jobs in embedded mode (SqliteHuey + SQLite registry/events), with real workers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import quantlab as ql
+from quantlab.errors import ConfigError, QueueFull, RunError, RunNotFound
+from quantlab.jobs import backends, orchestrator, queue
+from quantlab.jobs.worker import worker_alive
+from tests import test_jobs_support as support
+from tests.test_jobs_support import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
+
+MIN_LOOKBACK = 5  # read by a test strategy: a "notebook constant" that travels with its source
+
+# fixtures (pytest finds them in the module's namespace)
+sample_data_dir = support.sample_data_dir
+home = support.home
+workers = support.workers
+no_worker = support.no_worker
+
+
+def backtest_of(config: dict[str, object]) -> ql.Result:
+    return ql.backtest(config["symbols"], config.get("strategy", "sma_crossover"),
+                       config.get("params"), start=config.get("start"), end=config.get("end"),
+                       interval="1d")
+
+
+def test_submit_starts_a_worker_and_gives_the_same_result_as_backtest(home: Path) -> None:
+    run = ql.submit(SINGLE, name="first", tags=["smoke"])
+    assert run.status in ("queued", "running", "completed")
+    assert worker_alive()
+    pid = int((home / "worker.pid").read_text())
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed"
+    assert record["user"] == "tester" and record["name"] == "first" and record["tags"] == ["smoke"]
+    assert record["attempts"] == 1 and record["worker"].split(":")[1] == str(pid)
+    assert record["progress"] == 1.0 and record["cached_from"] is None
+    expected = backtest_of(SINGLE)
+    result = run.result()
+    assert result.metrics == pytest.approx(expected.metrics, nan_ok=True)
+    pd.testing.assert_series_equal(result.equity, expected.equity, check_freq=False)
+    pd.testing.assert_frame_equal(result.trades.reset_index(drop=True),
+                                  expected.trades.reset_index(drop=True))
+    assert record["metrics"]["sharpe"] == pytest.approx(expected.metrics["sharpe"])
+    types = event_types(run)
+    assert types[:2] == ["queued", "started"] and types[-1] == "completed"
+    steps = [e.data["step"] for e in run.events() if e.type == "progress"]
+    assert steps.index("collecting market data") < steps.index("computing indicators") \
+        < steps.index("simulating") < steps.index("saving results")
+    # a second submit reuses the running worker
+    second = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
+    assert second.status == "completed"
+    assert int((home / "worker.pid").read_text()) == pid
+
+
+def test_submitted_sweep_matches_the_backtest_sweep(home: Path) -> None:
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    expected = backtest_of(SWEEP)
+    result = run.result()
+    assert result.table is not None and len(result.table) == 24
+    pd.testing.assert_frame_equal(result.table, expected.table)
+    assert result.params == expected.params
+    assert run.record["best_params"] == expected.params
+
+
+@pytest.mark.parametrize("bad", [
+    {**SINGLE, "comission": 0.001},
+    {**SINGLE, "symbols": ["NOPE"]},
+    {**SINGLE, "params": {"fast": [50], "slow": [10]}},
+    {**SINGLE, "start": "2021-01-01", "end": "2020-01-01"},
+    {**SINGLE, "start": "2031-01-01", "end": "2032-01-01"},
+])
+def test_an_invalid_config_creates_nothing(home: Path, bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        ql.submit(bad)
+    assert backends.registry().count_runs() == 0
+    assert backends.events().last_seq() == 0
+    assert queue.pending_count() == 0
+    assert not (home / "worker.pid").exists() and not worker_alive()
+
+
+def test_bad_priority_and_cache_arguments_are_refused(home: Path) -> None:
+    with pytest.raises(ConfigError, match="priority must be a whole number"):
+        ql.submit(SINGLE, priority="high")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cache must be True or False"):
+        ql.submit(SINGLE, cache="yes")  # type: ignore[arg-type]
+    assert backends.registry().count_runs() == 0
+
+
+def test_queue_full_creates_nothing(home: Path, no_worker: None,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAB_QUEUE_MAX", "2")
+    first = ql.submit(SINGLE)
+    ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}})
+    with pytest.raises(QueueFull) as info:
+        ql.submit({**SINGLE, "params": {"fast": 6, "slow": 40}})
+    assert "QUANTLAB_QUEUE_MAX=2" in str(info.value) and "nothing was created" in str(info.value)
+    assert backends.registry().count_runs() == 2
+    assert queue.pending_count() == 2
+    first.cancel()
+    assert ql.submit({**SINGLE, "params": {"fast": 6, "slow": 40}}).status == "queued"
+
+
+def test_positions_follow_priority_and_the_worker_takes_the_highest_first(
+        home: Path, no_worker: None, workers: Workers) -> None:
+    low = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}) for f in (5, 6, 7)]
+    assert [r.position for r in low] == [1, 2, 3]
+    urgent = ql.submit({**SINGLE, "params": {"fast": 8, "slow": 40}}, priority=5)
+    assert urgent.position == 1 and low[0].position == 2
+    assert urgent.record["estimated_seconds"] > 0
+    workers.start()
+    for run in [*low, urgent]:
+        run.wait(timeout=WAIT)
+    started = sorted([*low, urgent], key=lambda r: r.record["started_at"])
+    assert started == [urgent, *low]
+
+
+def test_cancel_a_queued_run_takes_it_off_the_queue(home: Path, no_worker: None,
+                                                    workers: Workers) -> None:
+    doomed = ql.submit(SINGLE)
+    doomed.cancel()
+    assert doomed.status == "cancelled"
+    assert event_types(doomed) == ["queued", "cancelled"]
+    later = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}})
+    workers.start()
+    later.wait(timeout=WAIT)
+    assert later.status == "completed"
+    assert doomed.status == "cancelled" and event_types(doomed) == ["queued", "cancelled"]
+    with pytest.raises(RunError, match="cancelled before it produced a result"):
+        doomed.result()
+
+
+def test_cancel_a_running_sweep_keeps_its_finished_combinations(home: Path,
+                                                                workers: Workers) -> None:
+    workers.start(env=SLOW)
+    run = ql.submit(SWEEP)
+    wait_for(lambda: any(e.type == "progress" and e.data.get("done_units", 0) >= 4
+                         for e in run.events()), WAIT, "4 combinations done")
+    run.cancel()
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "cancelled" and record["partial"] is True
+    result = run.result()
+    assert result.partial and result.table is not None
+    kept = len(result.table)
+    assert 4 <= kept < 24
+    full = backtest_of(SWEEP).table
+    pd.testing.assert_frame_equal(result.table, full.iloc[:kept])
+    cancelled = [e for e in run.events() if e.type == "cancelled"]
+    assert len(cancelled) == 1 and cancelled[0].data["combinations_done"] == kept
+    assert event_types(run).count("completed") == 0
+
+
+def test_a_failing_strategy_fails_the_run_with_its_traceback_and_the_worker_lives(
+        home: Path, workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "plugins" / "exploding_strategies.py"
+    module.parent.mkdir()
+    module.write_text(textwrap.dedent("""
+        import quantlab as ql
+
+        @ql.strategy
+        def exploding(bars, threshold=1):
+            raise RuntimeError(f"boom at threshold {threshold}")
+    """))
+    monkeypatch.syspath_prepend(str(module.parent))
+    monkeypatch.setenv("PYTHONPATH", str(module.parent))
+    import exploding_strategies  # noqa: F401  (registers the strategy in this kernel too)
+
+    proc = workers.start(args=("--import", "exploding_strategies"))
+    run = ql.submit({**SINGLE, "strategy": "exploding", "params": {"threshold": 3}})
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "failed"
+    assert "boom at threshold 3" in record["error"]
+    # the strategy's source travelled with the config; the traceback names it and its line
+    assert record["config"]["strategy_source"].count("def exploding") == 1
+    assert "<strategy exploding>" in record["traceback"]
+    assert 'raise RuntimeError(f"boom at threshold {threshold}")' in record["traceback"]
+    assert any(line["level"] == "error" and "boom" in line["message"] for line in run.logs())
+    failed = [e for e in run.events() if e.type == "failed"]
+    assert len(failed) == 1 and failed[0].data["reason"] == "error"
+    with pytest.raises(RunError, match="boom at threshold 3"):
+        run.result()
+    after = ql.submit(SINGLE).wait(timeout=WAIT)
+    assert after.status == "completed" and proc.poll() is None
+    assert after.record["worker"].split(":")[1] == str(proc.pid)
+
+
+def test_a_worker_refuses_a_strategy_module_it_cannot_import(home: Path) -> None:
+    from quantlab.jobs.worker import import_strategy_modules
+
+    with pytest.raises(ConfigError, match="cannot import strategy module 'no_such_mod"):
+        import_strategy_modules(["no_such_module_here"])
+
+
+def test_cache_hit_returns_the_result_at_once_and_new_data_misses(home: Path) -> None:
+    first = ql.submit(SINGLE).wait(timeout=WAIT)
+    cached = ql.submit({**SINGLE, "name": "again"})
+    record = cached.record
+    assert record["status"] == "completed" and record["cached_from"] == first.id
+    assert cached.id != first.id and record["name"] == "again"
+    assert event_types(cached) == ["queued", "completed"]
+    pd.testing.assert_series_equal(cached.result().equity, first.result().equity)
+    assert cached.record["metrics"] == first.record["metrics"]
+    fresh = ql.submit(SINGLE, cache=False)
+    assert fresh.record["cached_from"] is None
+    fresh.wait(timeout=WAIT)
+    assert fresh.record["config_hash"] == first.record["config_hash"]
+    # change one bar inside the run's range: the hash changes, the cache misses
+    frame = ql.data.load("AAA", "2020-03-02", "2020-03-31").frame("AAA")
+    frame.iloc[2, frame.columns.get_loc("close")] *= 0.97
+    ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
+    changed = ql.submit(SINGLE)
+    assert changed.record["cached_from"] is None
+    assert changed.record["config_hash"] != first.record["config_hash"]
+    changed.wait(timeout=WAIT)
+    assert changed.status == "completed"
+
+
+def test_max_duration_fails_the_run_with_a_timeout(home: Path, workers: Workers) -> None:
+    workers.start(env={**SLOW, "QUANTLAB_MAX_DURATION": "0.3"})
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "failed"
+    assert record["error"].startswith("timeout: the run took longer than "
+                                      "QUANTLAB_MAX_DURATION=0.3 s")
+    assert [e.data["reason"] for e in run.events() if e.type == "failed"] == ["timeout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "chunk"), [(SWEEP, "2"), (SINGLE, "8")],
+                         ids=["sweep", "single"])
+def test_kill_9_mid_run_resumes_from_the_checkpoint_on_another_worker(
+        home: Path, workers: Workers, config: dict[str, object], chunk: str) -> None:
+    env = {**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": chunk, "QUANTLAB_HEARTBEAT_TIMEOUT": "3",
+           "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
+    procs = [workers.start(env=env), workers.start(env=env)]
+    run = ql.submit(config)
+    wait_for(lambda: "checkpoint" in event_types(run), WAIT, "a checkpoint")
+    victim_pid = int(run.record["worker"].split(":")[1])
+    victim = next(p for p in procs if p.pid == victim_pid)
+    victim.kill()
+    victim.wait(timeout=10)
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed", record["error"]
+    assert record["attempts"] == 2
+    assert record["worker"].split(":")[1] != str(victim_pid)
+    types = event_types(run)
+    assert types.count("completed") == 1 and types.count("started") == 2
+    requeued = [e for e in run.events() if e.type == "queued" and e.data.get("reason")]
+    assert [e.data["reason"] for e in requeued] == ["worker_lost"]
+    assert any("resumed from checkpoint" in line["message"] for line in run.logs())
+    expected = backtest_of(config)
+    result = run.result()
+    assert result.metrics == pytest.approx(expected.metrics, nan_ok=True)
+    pd.testing.assert_series_equal(result.equity, expected.equity, check_freq=False)
+    if expected.table is not None:
+        pd.testing.assert_frame_equal(result.table, expected.table)
+
+
+def test_events_replay_from_any_sequence_number(home: Path) -> None:
+    run = ql.submit(SINGLE).wait(timeout=WAIT)
+    events = run.events()
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    middle = seqs[len(seqs) // 2]
+    assert [e.seq for e in run.events(after=middle)] == [s for s in seqs if s > middle]
+    followed = list(run.follow(after=middle, idle_timeout=5))
+    assert [e.seq for e in followed] == [s for s in seqs if s > middle]
+
+
+def test_get_run_runs_search_and_frame(home: Path) -> None:
+    a = ql.submit(SINGLE, tags=["alpha"]).wait(timeout=WAIT)
+    b = ql.submit({**SINGLE, "symbols": ["BBB"]}, name="bbb run").wait(timeout=WAIT)
+    assert ql.get_run(a.id) == a and ql.get_run(a.id).status == "completed"
+    with pytest.raises(RunNotFound):
+        ql.get_run("01NOPE")
+    assert [r.id for r in ql.runs(tag="alpha")] == [a.id]
+    assert [r.id for r in ql.runs(symbol="BBB")] == [b.id]
+    assert [r.id for r in ql.runs(text="bbb")] == [b.id]
+    found = ql.runs(status="completed", sort="queued_at")
+    assert [r.id for r in found] == [a.id, b.id]
+    frame = found.to_frame()
+    assert list(frame.index) == [a.id, b.id]
+    assert frame.loc[a.id, "metric.sharpe"] == pytest.approx(a.record["metrics"]["sharpe"])
+    assert a.id in repr(found) and "<table" in found._repr_html_()
+    assert f"run {a.id}" in repr(a) and "completed" in a._repr_html_()
+
+
+def test_wait_with_a_timeout_raises_and_the_run_goes_on(home: Path, no_worker: None) -> None:
+    run = ql.submit(SINGLE)
+    with pytest.raises(TimeoutError, match=r"wait longer, or run\.cancel"):
+        run.wait(timeout=0.2)
+    assert run.status == "queued"
+    assert "position 1" in repr(run)
+
+
+def test_reaper_requeues_a_run_whose_worker_stopped_beating(home: Path, no_worker: None) -> None:
+    run = ql.submit(SINGLE)
+    registry = backends.registry()
+    # What a worker that took the run and then died leaves behind:
+    registry.update_run(run.id, {"status": "running", "worker": "gone:1:Worker-1", "attempts": 1,
+                                 "heartbeat_at": time.time() - 60}, expect_status=("queued",))
+    assert queue.pending_count() == 1  # its original message was consumed in real life:
+    queue.huey_app().storage.flush_queue()
+    assert orchestrator.reap() == [run.id]
+    record = run.record
+    assert record["status"] == "queued" and record["worker"] is None
+    assert [e.data.get("reason") for e in run.events() if e.type == "queued"] == [None,
+                                                                                  "worker_lost"]
+    assert queue.queued_run_ids() == {run.id}
+    # a run that lost its worker MAX_ATTEMPTS times is given up
+    registry.update_run(run.id, {"status": "running", "attempts": orchestrator.MAX_ATTEMPTS,
+                                 "heartbeat_at": time.time() - 60}, expect_status=("queued",))
+    assert orchestrator.reap() == []
+    assert run.status == "failed" and "given up" in run.record["error"]
+
+
+def test_reaper_reenqueues_a_queued_run_whose_message_was_lost(home: Path,
+                                                              no_worker: None) -> None:
+    run = ql.submit(SINGLE)
+    queue.huey_app().storage.flush_queue()  # e.g. Redis restarted without persistence
+    assert orchestrator.reap(now=time.time() + 60) == [run.id]
+    assert queue.queued_run_ids() == {run.id}
+    assert orchestrator.reap(now=time.time() + 60) == []  # now it is there: nothing to do
+
+
+def test_a_duplicate_message_never_runs_a_run_twice(home: Path, workers: Workers) -> None:
+    workers.start()
+    run = ql.submit(SINGLE)
+    queue.enqueue(run.id)  # the same run delivered twice
+    run.wait(timeout=WAIT)
+    marker = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
+    assert marker.status == "completed"
+    assert event_types(run).count("started") == 1 and run.record["attempts"] == 1
+
+
+def test_run_ids_sort_by_submit_time() -> None:
+    ids = [orchestrator.new_run_id(now=t) for t in (1.0, 2.0, 1000.0)]
+    assert ids == sorted(ids) and all(len(i) == 26 for i in ids)
+    assert orchestrator.new_run_id(now=5.0) != orchestrator.new_run_id(now=5.0)
+
+
+def test_estimates_scale_with_the_config_shape(home: Path) -> None:
+    from quantlab.config import BacktestConfig
+
+    one = BacktestConfig.from_any(SINGLE)
+    sweep = BacktestConfig.from_any({**SINGLE, "params": {"fast": [5, 10], "slow": [40, 50]}})
+    assert orchestrator.approx_bars(one) == pytest.approx(252, rel=0.02)
+    assert orchestrator.work_units(sweep, 4) == pytest.approx(4 * orchestrator.work_units(one, 1))
+    minutes = BacktestConfig.from_any({**SINGLE, "interval": "1min"}, check=False)
+    assert orchestrator.approx_bars(minutes) == pytest.approx(252 * 390, rel=0.02)
+
+
+def test_chunk_sizer_aims_at_the_target_time() -> None:
+    from quantlab.jobs.runner import ChunkSizer
+
+    sizer = ChunkSizer(target=0.05, first=64)
+    sizer.observe(64, 0.001)  # far too fast: grow, but at most 8x per step
+    assert sizer.next(10_000) == 512
+    sizer.observe(512, 0.1)  # twice too slow: halve
+    assert sizer.next(10_000) == 256
+    assert sizer.next(10) == 10
+    capped = ChunkSizer(cap=2)
+    capped.observe(2, 0.0)
+    assert capped.next(100) == 2
+
+
+def test_environment_knobs_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAB_HEARTBEAT_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="QUANTLAB_HEARTBEAT_TIMEOUT='soon' is not a number"):
+        orchestrator.stale_after()
+    monkeypatch.setenv("QUANTLAB_HEARTBEAT_TIMEOUT", "-1")
+    with pytest.raises(ConfigError, match="must be positive"):
+        orchestrator.stale_after()
+
+
+def test_cli_status_runs_and_cancel(home: Path, no_worker: None) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.jobs import cli
+
+    run = ql.submit(SINGLE, name="cli run")
+    runner = CliRunner()
+    out = runner.invoke(cli.status, [run.id])
+    assert out.exit_code == 0 and f"run {run.id}" in out.output and "queued" in out.output
+    out = runner.invoke(cli.runs, ["--status", "queued"])
+    assert out.exit_code == 0 and run.id in out.output and "cli run" in out.output
+    out = runner.invoke(cli.runs, ["--status", "runing"])
+    assert out.exit_code == 2 and "did you mean 'running'?" in out.output
+    out = runner.invoke(cli.cancel, [run.id])
+    assert out.exit_code == 0 and "cancelled" in out.output
+    assert run.status == "cancelled"
+    out = runner.invoke(cli.status, ["NOPE"])
+    assert out.exit_code == 2 and "NOPE" in out.output
+    assert os.environ["QUANTLAB_HOME"] == str(home)
+
+
+def test_max_concurrent_holds_with_two_worker_processes(home: Path, workers: Workers) -> None:
+    workers.start(2, env={**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "16",
+                          "QUANTLAB_MAX_CONCURRENT": "1"})
+    runs = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}) for f in (5, 6, 7)]
+    for run in runs:
+        run.wait(timeout=WAIT)
+    records = sorted((r.record for r in runs), key=lambda d: d["started_at"])
+    assert all(d["status"] == "completed" and d["attempts"] == 1 for d in records)
+    for earlier, later in itertools.pairwise(records):
+        assert later["started_at"] >= earlier["finished_at"]
+    assert all(event_types(r).count("started") == 1 for r in runs)
+
+
+def test_a_split_sweep_runs_on_several_workers_and_equals_the_whole_sweep(
+        home: Path, workers: Workers) -> None:
+    env = {"QUANTLAB_SHARD_COMBINATIONS": "5", "QUANTLAB_JOBS_MAX_CHUNK": "1",
+           "QUANTLAB_JOBS_CHUNK_DELAY": "0.02"}
+    first, second = workers.start(env=env), workers.start(env=env)
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed", record["error"]
+    assert any("split into 5 shards" in line["message"] for line in run.logs())
+    expected = backtest_of(SWEEP)
+    result = run.result()
+    pd.testing.assert_frame_equal(result.table, expected.table)
+    assert result.params == expected.params and not result.partial
+    assert result.metrics == pytest.approx(expected.metrics, nan_ok=True)
+    pd.testing.assert_series_equal(result.equity, expected.equity, check_freq=False)
+    # one stream: progress aggregated over the shards and monotonic, one completed event
+    done = [e.data["done_units"] for e in run.events()
+            if e.type == "progress" and e.data["step"] == "simulating"]
+    assert done == sorted(done) and done[-1] == 24
+    assert event_types(run).count("completed") == 1
+    # both processes ran shards: each shard's worker beat is gone, but the helper's log shows it
+    helper_logs = workers.log_text()
+    assert "quantlab.execute_shard" in helper_logs
+    assert first.poll() is None and second.poll() is None
+    assert not any(k.startswith(f"runs/{run.id}/shards/") for k in _blob_keys(home, run.id))
+
+
+def _blob_keys(home: Path, run_id: str) -> list[str]:
+    root = home / "blobs"
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+            and run_id in str(p)]
+
+
+def test_cancel_of_a_split_sweep_keeps_the_finished_part_of_every_shard(
+        home: Path, workers: Workers) -> None:
+    env = {"QUANTLAB_SHARD_COMBINATIONS": "8", "QUANTLAB_JOBS_MAX_CHUNK": "1",
+           "QUANTLAB_JOBS_CHUNK_DELAY": "0.1"}
+    workers.start(env=env)
+    workers.start(env=env)
+    run = ql.submit(SWEEP)
+    wait_for(lambda: any(e.type == "progress" and e.data.get("done_units", 0) >= 4
+                         for e in run.events()), WAIT, "4 combinations done")
+    run.cancel().wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "cancelled" and record["partial"] is True
+    table = run.result().table
+    assert 4 <= len(table) < 24
+    full = backtest_of(SWEEP).table
+    # every kept row is the whole sweep's row for the same parameters
+    merged = table.merge(full, on=["fast", "slow"], suffixes=("", "_full"))
+    assert len(merged) == len(table)
+    assert (merged["sharpe"].fillna(-99) == merged["sharpe_full"].fillna(-99)).all()
+
+
+@pytest.mark.slow
+def test_a_shard_whose_worker_is_killed_is_run_again_and_the_sweep_completes(
+        home: Path, workers: Workers) -> None:
+    from quantlab import settings
+    from quantlab.jobs.shards import ShardBoard
+
+    env = {"QUANTLAB_SHARD_COMBINATIONS": "6", "QUANTLAB_JOBS_MAX_CHUNK": "1",
+           "QUANTLAB_JOBS_CHUNK_DELAY": "0.1", "QUANTLAB_HEARTBEAT_TIMEOUT": "3"}
+    procs = [workers.start(env=env), workers.start(env=env)]
+    run = ql.submit(SWEEP)
+    coordinator = wait_for(lambda: run.record["worker"], WAIT, "a coordinator")
+    helper = next(p for p in procs if str(p.pid) != coordinator.split(":")[1])
+    board = ShardBoard(run.id, 4, settings.current())
+
+    def helper_running_a_shard() -> bool:
+        for index in range(4):
+            owner = board.claimed_by(index)
+            if owner and owner.split(":")[1] == str(helper.pid) \
+                    and board.result(index) is None and board.done(index) >= 1:
+                return True
+        return False
+
+    wait_for(helper_running_a_shard, WAIT, "the helper to run a shard")
+    helper.kill()
+    helper.wait(timeout=10)
+    run.wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    assert any("lost its worker; running it here" in line["message"] for line in run.logs())
+    pd.testing.assert_frame_equal(run.result().table, backtest_of(SWEEP).table)
+    assert not run.result().partial
+
+
+def test_cli_worker_refuses_a_strategy_module_it_cannot_import(home: Path) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.jobs import cli
+
+    out = CliRunner().invoke(cli.worker, ["--import", "no_such_module_here", "--no-warm-up"])
+    assert out.exit_code == 2
+    assert "cannot import strategy module 'no_such_module_here'" in out.output
+    assert not worker_alive()
+
+
+def test_a_worker_that_cannot_start_is_reported_by_submit(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAB_WORKER_IMPORTS", "no_such_strategy_pack")
+    with pytest.raises(RunError) as info:
+        ql.submit(SINGLE)
+    message = str(info.value)
+    assert "is queued, but the QuantLab worker exited at start" in message
+    assert "cannot import strategy module 'no_such_strategy_pack'" in message
+    assert "worker.log" in message
+    run = ql.get_run(info.value.run_id)
+    assert run.status == "queued"  # a worker started later takes it
+
+
+def test_the_self_started_worker_leaves_when_idle(home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAB_WORKER_IDLE_EXIT", "1")
+    run = ql.submit(SINGLE).wait(timeout=WAIT)
+    assert run.status == "completed"
+    wait_for(lambda: not worker_alive(), WAIT, "the idle worker to leave")
+    assert "idle for" in (home / "worker.log").read_text()
+    # the next submit starts a new one
+    again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
+    assert again.status == "completed"
+
+
+def test_a_strategy_defined_in_the_kernel_travels_to_the_worker_as_source(
+        home: Path, workers: Workers) -> None:
+    @ql.strategy(name="jobs_test_momentum_flip")
+    def momentum_flip(bars, lookback=10):
+        lookback = max(lookback, MIN_LOOKBACK)
+        close = bars.close[0]
+        signal = np.zeros(len(close), dtype=np.int8)
+        signal[lookback:] = np.where(close[lookback:] > close[:-lookback], 1, -1)
+        return signal
+
+    workers.start()  # a worker that never imported this code
+    config = {**SINGLE, "strategy": "jobs_test_momentum_flip", "params": {"lookback": [10, 20]}}
+    run = ql.submit(config).wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    # the module's import and constant travelled with the source
+    source = run.record["config"]["strategy_source"]
+    assert "import numpy as np" in source and "MIN_LOOKBACK = 5" in source
+    expected = ql.backtest("AAA", momentum_flip, {"lookback": [10, 20]}, start=SINGLE["start"],
+                           end=SINGLE["end"], interval="1d")
+    pd.testing.assert_frame_equal(run.result().table, expected.table)
+
+
+def test_the_worker_bars_cache_is_bounded_by_count_and_bytes(home: Path) -> None:
+    from quantlab.jobs.runner import BarsCache
+
+    small = ql.data.load("AAA", "2020-01-01", "2020-12-31")
+    loads: list[str] = []
+
+    def loader(key: str) -> object:
+        loads.append(key)
+        return small
+
+    cache = BarsCache(size=2, max_bytes=10 * 2**20)
+    for key in ("a", "b", "a", "c", "b"):
+        assert cache.get(key, lambda key=key: loader(key)) is small
+    assert loads == ["a", "b", "c", "b"]  # "a" was used again, so "b" was the oldest
+    assert (cache.hits, cache.misses) == (1, 4)
+    one = BarsCache._nbytes(small)
+    tight = BarsCache(size=8, max_bytes=one + one // 2)
+    tight.get("x", lambda: small)
+    tight.get("y", lambda: small)
+    tight.get("x", lambda: small)  # evicted by the byte budget: loaded again
+    assert tight.misses == 3
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_of_a_multi_process_worker_is_replaced_and_its_run_resumed(
+        home: Path, workers: Workers) -> None:
+    env = {**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "8", "QUANTLAB_HEARTBEAT_TIMEOUT": "3",
+           "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
+    parent = workers.start(2, env=env)
+    run = ql.submit(SINGLE)
+    wait_for(lambda: "checkpoint" in event_types(run), WAIT, "a checkpoint")
+    child = int(run.record["worker"].split(":")[1])
+    assert child != parent.pid  # the run executes in a forked worker process
+    os.kill(child, signal.SIGKILL)
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed", record["error"]
+    assert record["attempts"] == 2 and parent.poll() is None
+    pd.testing.assert_series_equal(run.result().equity, backtest_of(SINGLE).equity,
+                                   check_freq=False)
+    # the consumer replaced the dead process: a new run still completes
+    again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
+    assert again.status == "completed"

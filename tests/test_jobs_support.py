@@ -1,0 +1,153 @@
+"""Fixtures and helpers shared by the jobs tests (this module holds no tests).
+
+Test modules import the fixtures they use by name; pytest registers fixtures found in a test
+module's namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Hang guard of every wait (never a speed threshold): generous, because a worker's first run
+# may compile Numba kernels on a loaded machine.
+WAIT = 300.0
+
+# A sweep big enough to be watched when the worker is slowed down by the test knobs.
+SWEEP = {"strategy": "sma_crossover", "symbols": ["AAA"], "start": "2019-01-01",
+         "end": "2022-12-31", "params": {"fast": list(range(5, 45, 5)), "slow": [50, 100, 150]}}
+SINGLE = {"strategy": "sma_crossover", "symbols": ["AAA"], "start": "2020-01-01",
+          "end": "2020-12-31", "params": {"fast": 10, "slow": 30}}
+# Worker environment that makes a run slow enough to cancel, kill or time out mid-way: at most
+# 2 units (bars or combinations) per engine call and 50 ms between calls.
+SLOW = {"QUANTLAB_JOBS_MAX_CHUNK": "2", "QUANTLAB_JOBS_CHUNK_DELAY": "0.05"}
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic sample store (AAA..JJJ daily), built once per session and copied per test."""
+    home = tmp_path_factory.mktemp("sample-home")
+    old = os.environ.get("QUANTLAB_HOME")
+    os.environ["QUANTLAB_HOME"] = str(home)
+    try:
+        import quantlab as ql
+
+        ql.data.sample(minute=False)
+    finally:
+        if old is None:
+            del os.environ["QUANTLAB_HOME"]
+        else:
+            os.environ["QUANTLAB_HOME"] = old
+    return home / "data"
+
+
+@pytest.fixture
+def home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
+    """A fresh embedded QUANTLAB_HOME holding the sample data; any worker that QuantLab spawned
+    in it is killed at the end."""
+    shutil.copytree(sample_data_dir, ql_home / "data")
+    yield ql_home
+    pid_file = ql_home / "worker.pid"
+    if pid_file.exists():
+        kill_group(int(pid_file.read_text()))
+
+
+def kill_group(pid: int) -> None:
+    """Kill a worker started in its own session, with every process of its group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll for its disappearance
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        else:
+            if finished:
+                return
+        time.sleep(0.02)
+
+
+class Workers:
+    """Worker processes started by a test (``python -m quantlab.jobs.worker``)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n_threads: int = 1, *, env: dict[str, str] | None = None,
+              args: tuple[str, ...] = (), warm_up: bool = True) -> subprocess.Popen[bytes]:
+        from quantlab.jobs.worker import worker_alive
+
+        full_env = dict(os.environ, **(env or {}))
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
+        log = open(self.home / f"test-worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "quantlab.jobs.worker", "--workers", str(n_threads), *args]
+        if not warm_up:
+            cmd.append("--no-warm-up")
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        wait_for(lambda: worker_alive() or proc.poll() is not None, WAIT, "worker start")
+        assert proc.poll() is None, self.log_text()
+        return proc
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace")
+                         for p in sorted(self.home.glob("test-worker-*.log")))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+
+@pytest.fixture
+def workers(home: Path) -> Iterator[Workers]:
+    pool = Workers(home)
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def no_worker(home: Path) -> Iterator[None]:
+    """Hold the worker lock so that ``submit`` believes a worker is alive and starts none: the
+    queue then keeps what is submitted."""
+    fd = os.open(home / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    yield
+    os.close(fd)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def event_types(run: Any) -> list[str]:
+    return [e.type for e in run.events()]

@@ -1,0 +1,695 @@
+"""The Jupyter Server extension, through a real ``jupyter server`` subprocess (token auth, free
+port, its own QUANTLAB_HOME) and a real QuantLab worker: every endpoint, authentication and
+XSRF, validation messages, paging, and the event WebSocket with its resume after a reconnect."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import websocket  # websocket-client
+
+from quantlab.server.handlers import jupyter_username
+from tests.test_server_support import ROOT, JupyterProcess, Worker, quantlab_env
+
+API = "/quantlab/api"
+CONFIG = {"strategy": "sma_crossover", "symbols": ["AAA"], "params": {"fast": 10, "slow": 50}}
+
+
+class Lab(SimpleNamespace):
+    server: JupyterProcess
+    home: Path
+
+    def registry(self) -> Any:
+        from quantlab.registry import open_registry
+
+        return open_registry()
+
+    def events(self) -> Any:
+        from quantlab.events import open_events
+
+        return open_events()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One server + worker for the module, over a home with the sample data installed."""
+    base = tmp_path_factory.mktemp("server")
+    home, root = base / "home", base / "root"
+    root.mkdir()
+    env = quantlab_env(home, base / "jupyter")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("QUANTLAB_HOME", "QUANTLAB_USER", "QUANTLAB_REDIS_URL", "QUANTLAB_MONGO_URL",
+                    "QUANTLAB_QUEUE_MAX"):
+            if key in env:
+                mp.setenv(key, env[key])
+            else:
+                mp.delenv(key, raising=False)
+        import quantlab as ql
+
+        ql.data.sample()
+        worker = Worker(env, base / "worker.log")
+        server = JupyterProcess(env, root, base / "server.log")
+        try:
+            worker.wait_alive(home)
+            server.wait_ready()
+            yield Lab(server=server, home=home, root=root)
+        finally:
+            server.stop()
+            worker.stop()
+
+
+def insert_run(lab: Lab, **fields: Any) -> str:
+    """A run document written straight to the registry (as a worker would have left it)."""
+    from quantlab.jobs.orchestrator import new_run_id
+
+    doc = {"id": new_run_id(), "name": "inserted", "user": "tester", "status": "completed",
+           "strategy": "sma_crossover", "symbols": ["AAA"], "config": dict(CONFIG),
+           "queued_at": time.time(), **fields}
+    lab.registry().insert_run(doc)
+    return str(doc["id"])
+
+
+def wait_status(lab: Lab, run_id: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, record = lab.server.request("GET", f"{API}/runs/{run_id}")
+        assert status == 200, record
+        if record["status"] in statuses:
+            return dict(record)
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} still {record['status']}; worker log:\n"
+                         f"{(lab.home / 'worker.log').read_text()[-2000:]}")
+
+
+# -- installation ---------------------------------------------------------------------------
+
+
+def _jupyter(*commands: tuple[str, ...]) -> list[str]:
+    """Run jupyter commands at once (each takes seconds to import); their uncoloured output."""
+    procs = [subprocess.Popen([sys.executable, "-m", "jupyter", *args], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for args in commands]
+    return [re.sub(r"\x1b\[[0-9;]*m", "", proc.communicate(timeout=120)[0]) for proc in procs]
+
+
+def test_jupyter_lists_both_extensions_enabled_and_ok() -> None:
+    assert (ROOT / "quantlab" / "labextension" / "package.json").exists(), (
+        "the Lab extension is not built: run bash scripts/build-extension.sh")
+    labext, server = _jupyter(("labextension", "list"), ("server", "extension", "list"))
+    assert re.search(r"quantlab v0\.1\.0 enabled\s+OK", labext), labext
+    assert re.search(r"quantlab enabled", server), server
+    assert re.search(r"quantlab 0\.1\.0 OK", server), server
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_lab_extension_and_the_server_config(tmp_path: Path) -> None:
+    import zipfile
+
+    assert (ROOT / "quantlab" / "labextension" / "package.json").exists(), (
+        "the Lab extension is not built: run bash scripts/build-extension.sh")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, timeout=300,
+                   capture_output=True)
+    (wheel,) = tmp_path.glob("quantlab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = "quantlab-0.1.0.data/data/"
+    assert "quantlab/labextension/package.json" in names
+    assert f"{data}share/jupyter/labextensions/quantlab/package.json" in names
+    assert f"{data}share/jupyter/labextensions/quantlab/schemas/quantlab/plugin.json" in names
+    assert any(n.startswith(f"{data}share/jupyter/labextensions/quantlab/static/remoteEntry.")
+               for n in names)
+    config = f"{data}etc/jupyter/jupyter_server_config.d/quantlab.json"
+    assert json.loads(zipfile.ZipFile(wheel).read(config)) == {
+        "ServerApp": {"jpserver_extensions": {"quantlab": True}}}
+
+
+def test_the_server_loads_the_extension(lab: Lab) -> None:
+    assert "quantlab | extension was successfully loaded" in lab.server.log_text()
+
+
+# -- authentication and XSRF -----------------------------------------------------------------
+
+ENDPOINTS = [
+    ("GET", "/runs"), ("POST", "/runs"), ("GET", "/runs/X1"), ("POST", "/runs/X1/cancel"),
+    ("POST", "/runs/X1/rerun"), ("POST", "/runs/X1/report"), ("GET", "/runs/X1/report"),
+    ("GET", "/compare?ids=X1,X2"), ("GET", "/notifications"), ("POST", "/notifications/N1/read"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_every_endpoint_refuses_a_request_without_login(lab: Lab, method: str, path: str) -> None:
+    body = {"config": CONFIG} if method == "POST" else None
+    before = lab.registry().count_runs()
+    status, reply = lab.server.request(method, API + path, body, token=False)
+    assert status in (401, 403)
+    assert "not logged in to Jupyter" in reply["message"]
+    assert "Authorization: token <token>" in reply["message"]
+    assert lab.registry().count_runs() == before
+    status, _ = lab.server.request(method, API + path, body,
+                                   headers={"Authorization": "token wrong-token"}, token=False)
+    assert status in (401, 403)
+
+
+def _cookie_session(lab: Lab) -> tuple[str, str]:
+    """Log in like a browser (token in the URL once) and return (Cookie header, _xsrf)."""
+    import http.cookiejar
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    # Any page sets the _xsrf cookie (jupyter_server alone has no /tree: its 404 page does too);
+    # the token in the URL sets the login cookie.
+    with contextlib.suppress(urllib.error.HTTPError):
+        opener.open(f"{lab.server.base}/login?token={lab.server.token}", timeout=30).close()
+    cookies = {c.name: c.value for c in jar}
+    assert "_xsrf" in cookies, cookies
+    header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    return header, str(cookies["_xsrf"])
+
+
+def test_cookie_login_needs_the_xsrf_token_for_a_post(lab: Lab) -> None:
+    cookie, xsrf = _cookie_session(lab)
+    status, page = lab.server.request("GET", f"{API}/runs", token=False,
+                                      headers={"Cookie": cookie})
+    assert status == 200 and "runs" in page
+    run_id = insert_run(lab, status="queued", name="xsrf target")
+    status, reply = lab.server.request("POST", f"{API}/runs/{run_id}/cancel", token=False,
+                                       headers={"Cookie": cookie})
+    assert status == 403
+    assert "'_xsrf' argument missing" in reply["message"]
+    assert "X-XSRFToken header" in reply["message"]
+    assert lab.registry().get_run(run_id)["status"] == "queued"
+    status, record = lab.server.request("POST", f"{API}/runs/{run_id}/cancel", token=False,
+                                        headers={"Cookie": cookie, "X-XSRFToken": xsrf})
+    assert status == 200
+    assert record["status"] == "cancelled"
+
+
+def test_a_run_submitted_with_a_token_only_is_recorded_under_the_server_account() -> None:
+    anonymous = SimpleNamespace(username="9f" * 16, name="Anonymous Io")
+    assert jupyter_username(anonymous) == os.environ.get("QUANTLAB_USER", jupyter_username(None))
+    named = SimpleNamespace(username="alice", name="Alice Liddell")
+    assert jupyter_username(named) == "alice"
+
+
+# -- submit and validation -------------------------------------------------------------------
+
+
+def test_submit_queues_a_run_that_the_worker_completes(lab: Lab) -> None:
+    status, record = lab.server.request("POST", f"{API}/runs", {
+        "config": CONFIG, "name": "via the API", "tags": ["api"], "cache": False})
+    assert status == 201, record
+    assert record["status"] in ("queued", "running", "completed")
+    assert record["name"] == "via the API" and record["tags"] == ["api"]
+    assert record["user"] == "tester"  # token login: the server's account (QUANTLAB_USER)
+    done = wait_status(lab, record["id"], ("completed", "failed"))
+    assert done["status"] == "completed", done.get("error")
+    assert done["progress"] == 1.0
+    assert isinstance(done["metrics"]["sharpe"], float)
+    assert done["config"]["params"] == {"fast": 10, "slow": 50}
+
+
+def test_submit_accepts_the_text_of_a_backtest_cell(lab: Lab) -> None:
+    text = "strategy: sma_crossover\nsymbols: [BBB]\nparams: {fast: 5..15:5, slow: 60}\n"
+    status, record = lab.server.request("POST", f"{API}/runs", {"config": text})
+    assert status == 201, record
+    assert record["config"]["params"]["fast"] == [5, 10, 15]
+    assert record["symbols"] == ["BBB"]
+
+
+BAD_SUBMISSIONS = [
+    ({"config": {**CONFIG, "comission": 0.001}},
+     "unknown key 'comission' — did you mean 'commission'?", "comission"),
+    ({"config": {**CONFIG, "symbols": ["ZZZZ"]}}, "ZZZZ", "symbols"),
+    ({"config": "strategy: sma_crossover\nsymbols: [AAA\n"}, "line", None),
+    ({"config": CONFIG, "user": "mallory"}, "recorded under your Jupyter login", "user"),
+    ({"config": CONFIG, "priorty": 1}, "did you mean 'priority'?", "priorty"),
+    ({"name": "no config"}, "the request has no config", "config"),
+    ({"config": 42}, "'config' must be an object or YAML text", "config"),
+    ({"config": CONFIG, "priority": "high"}, "priority must be a whole number", "priority"),
+]
+
+
+@pytest.mark.parametrize(("body", "message", "field"), BAD_SUBMISSIONS)
+def test_a_bad_submission_is_a_400_with_the_magics_message(lab: Lab, body: dict, message: str,
+                                                          field: str | None) -> None:
+    before = lab.registry().count_runs()
+    status, reply = lab.server.request("POST", f"{API}/runs", body)
+    assert status == 400, reply
+    assert message in reply["message"]
+    assert reply["type"] in ("ConfigError", "DataError")
+    if field is not None:
+        assert reply["field"] == field
+    assert lab.registry().count_runs() == before  # nothing was created
+
+
+def test_the_api_says_the_same_as_the_notebook(lab: Lab) -> None:
+    import quantlab as ql
+
+    bad = {**CONFIG, "slow": 50}
+    with pytest.raises(ql.ConfigError) as raised:
+        ql.submit(bad)
+    status, reply = lab.server.request("POST", f"{API}/runs", {"config": bad})
+    assert status == 400
+    assert reply["message"] == str(raised.value)
+
+
+def test_a_body_that_is_not_json_is_a_400_that_shows_an_example(lab: Lab) -> None:
+    status, reply = lab.server.request("POST", f"{API}/runs", b"{strategy: oops")
+    assert status == 400
+    assert "not valid JSON" in reply["message"] and '"config"' in reply["message"]
+
+
+# -- listing, paging, one run ------------------------------------------------------------------
+
+
+def test_listing_pages_through_a_search_newest_first(lab: Lab) -> None:
+    tag = f"page-{time.time_ns()}"
+    now = time.time()
+    ids = [insert_run(lab, name=f"paged {i}", tags=[tag], queued_at=now - 100 + i,
+                      metrics={"sharpe": 0.5 * i}) for i in range(7)]
+    newest_first = ids[::-1]
+    seen: list[str] = []
+    for offset in range(0, 7, 3):
+        status, page = lab.server.request("GET", f"{API}/runs?tag={tag}&limit=3&offset={offset}")
+        assert status == 200, page
+        assert page["total"] == 7 and page["limit"] == 3 and page["offset"] == offset
+        assert "config" not in page["runs"][0]  # listings stay small
+        seen += [r["id"] for r in page["runs"]]
+    assert seen == newest_first
+    status, page = lab.server.request(
+        "GET", f"{API}/runs?tag={tag}&where={urllib.parse.quote('sharpe>1.2')}&sort=-sharpe")
+    assert [r["id"] for r in page["runs"]] == [ids[6], ids[5], ids[4], ids[3]]
+    assert page["total"] == 4
+    status, page = lab.server.request("GET", f"{API}/runs?tag={tag}&text=PAGED%203")
+    assert [r["id"] for r in page["runs"]] == [ids[3]]
+    status, page = lab.server.request(
+        "GET", f"{API}/runs?tag={tag}&since={now - 100 + 4.5}&until={now - 100 + 5.5}")
+    assert [r["id"] for r in page["runs"]] == [ids[5]]
+    iso = dt.datetime.fromtimestamp(now - 100 + 5.5, dt.UTC).isoformat()  # ...+00:00
+    status, page = lab.server.request(
+        "GET", f"{API}/runs?tag={tag}&since={urllib.parse.quote(iso)}")
+    assert status == 200, page
+    assert [r["id"] for r in page["runs"]] == [ids[6]]
+
+
+def test_listing_filters_take_several_values(lab: Lab) -> None:
+    tag = f"multi-{time.time_ns()}"
+    queued = insert_run(lab, tags=[tag], status="queued")
+    failed = insert_run(lab, tags=[tag], status="failed", error="boom")
+    insert_run(lab, tags=[tag], status="completed")
+    for query in ("status=queued,failed", "status=queued&status=failed"):
+        status, page = lab.server.request("GET", f"{API}/runs?tag={tag}&{query}")
+        assert status == 200
+        assert {r["id"] for r in page["runs"]} == {queued, failed}
+
+
+def test_the_listing_tells_the_event_seq_it_is_current_to(lab: Lab) -> None:
+    run_id = insert_run(lab, status="running")
+    event = lab.events().publish(run_id, "progress", {"percent": 10.0})
+    _status, page = lab.server.request("GET", f"{API}/runs?limit=1")
+    assert page["seq"] >= event.seq
+
+
+BAD_QUERIES = [
+    ("stauts=queued", "unknown query parameter 'stauts'", "did you mean 'status'?"),
+    ("limit=abc", "'limit' must be a whole number between 0 and 500", "'abc'"),
+    ("limit=100000", "'limit' must be a whole number between 0 and 500", "'100000'"),
+    ("offset=-1", "'offset' must be a whole number >= 0", "'-1'"),
+    ("status=runing", "runing", "running"),
+    ("where=sharpe%3E%3Dabc", "threshold", "sharpe"),
+    ("sort=-sharp", "sort", "sharp"),
+]
+
+
+@pytest.mark.parametrize(("query", "message", "hint"), BAD_QUERIES)
+def test_a_bad_search_is_a_400_that_names_the_fix(lab: Lab, query: str, message: str,
+                                                  hint: str) -> None:
+    insert_run(lab, metrics={"sharpe": 1.0})  # so that metric names are known to the sort
+    status, reply = lab.server.request("GET", f"{API}/runs?{query}")
+    assert status == 400, reply
+    assert message in reply["message"] and hint in reply["message"]
+
+
+def test_one_run_has_its_config_and_an_unknown_one_is_a_404(lab: Lab) -> None:
+    run_id = insert_run(lab, name="single")
+    status, record = lab.server.request("GET", f"{API}/runs/{run_id}")
+    assert status == 200
+    assert record["name"] == "single" and record["config"] == CONFIG
+    status, reply = lab.server.request("GET", f"{API}/runs/01NOSUCHRUN")
+    assert status == 404
+    assert "01NOSUCHRUN" in reply["message"] and reply["type"] == "RunNotFound"
+
+
+def test_an_unknown_endpoint_lists_the_api(lab: Lab) -> None:
+    status, reply = lab.server.request("GET", f"{API}/rnus")
+    assert status == 404
+    assert "GET runs" in reply["message"] and "rnus" in reply["message"]
+
+
+# -- cancel, rerun ---------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_run(lab: Lab) -> None:
+    run_id = insert_run(lab, status="queued", name="to cancel")
+    after = lab.events().last_seq()
+    status, record = lab.server.request("POST", f"{API}/runs/{run_id}/cancel")
+    assert status == 200
+    assert record["status"] == "cancelled"
+    assert [e.type for e in lab.events().read(run_id, after)] == ["cancelled"]
+    status, reply = lab.server.request("POST", f"{API}/runs/01NOSUCHRUN/cancel")
+    assert status == 404 and "01NOSUCHRUN" in reply["message"]
+
+
+def test_cancelling_a_finished_run_leaves_it_as_it_was(lab: Lab) -> None:
+    run_id = insert_run(lab, status="completed", metrics={"sharpe": 2.0})
+    status, record = lab.server.request("POST", f"{API}/runs/{run_id}/cancel")
+    assert status == 200
+    assert record["status"] == "completed" and record["metrics"] == {"sharpe": 2.0}
+
+
+def test_rerun_submits_the_stored_config_again_without_the_cache(lab: Lab) -> None:
+    status, first = lab.server.request("POST", f"{API}/runs", {"config": CONFIG})
+    assert status == 201
+    done = wait_status(lab, first["id"], ("completed", "failed"))
+    assert done["status"] == "completed"
+    status, again = lab.server.request("POST", f"{API}/runs/{first['id']}/rerun")
+    assert status == 201, again
+    assert again["id"] != first["id"]
+    assert again["config"] == done["config"]
+    assert again["cached_from"] is None  # cache=False: really executed again
+    redone = wait_status(lab, again["id"], ("completed", "failed"))
+    assert redone["metrics"]["sharpe"] == pytest.approx(done["metrics"]["sharpe"])
+    status, _reply = lab.server.request("POST", f"{API}/runs/01NOSUCHRUN/rerun")
+    assert status == 404
+
+
+# -- compare, report --------------------------------------------------------------------------------
+
+
+def test_compare_two_completed_runs(lab: Lab) -> None:
+    ids = []
+    for symbol in ("CCC", "DDD"):
+        status, record = lab.server.request("POST", f"{API}/runs", {
+            "config": {**CONFIG, "symbols": [symbol]}, "name": f"cmp {symbol}"})
+        assert status == 201
+        ids.append(record["id"])
+    records = [wait_status(lab, run_id, ("completed", "failed")) for run_id in ids]
+    status, reply = lab.server.request("GET", f"{API}/compare?ids={','.join(ids)}")
+    assert status == 200, reply
+    assert reply["run_ids"] == ids
+    for record in records:
+        assert reply["metrics"][record["id"]]["sharpe"] == pytest.approx(
+            record["metrics"]["sharpe"])
+    assert reply["labels"] == {ids[0]: "cmp CCC", ids[1]: "cmp DDD"}
+    assert reply["id"] and f"comparison={reply['id']}" in reply["dashboard_url"]
+    saved = lab.registry().get_document("comparisons", reply["id"])
+    assert saved["run_ids"] == ids
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ("ids=ONLYONE", 400, "compare needs 2 to 5 run ids, got 1"),
+    ("idz=A,B", 400, "unknown query parameter 'idz'"),
+    ("ids=01NOSUCHRUN,01NOSUCHRUN2", 404, "01NOSUCHRUN"),
+])
+def test_a_bad_comparison_says_why(lab: Lab, query: str, status: int, message: str) -> None:
+    got, reply = lab.server.request("GET", f"{API}/compare?{query}")
+    assert got == status, reply
+    assert message in reply["message"]
+
+
+def test_comparing_an_unfinished_run_is_a_conflict_that_says_to_wait(lab: Lab) -> None:
+    done = insert_run(lab, status="completed")
+    queued = insert_run(lab, status="queued")
+    status, reply = lab.server.request("GET", f"{API}/compare?ids={queued},{done}")
+    assert status == 409
+    assert "queued" in reply["message"] and "wait" in reply["message"]
+
+
+def test_report_of_an_unknown_run_is_a_404(lab: Lab) -> None:
+    status, reply = lab.server.request("POST", f"{API}/runs/01NOSUCHRUN/report")
+    assert status == 404 and "01NOSUCHRUN" in reply["message"]
+    status, reply = lab.server.request("GET", f"{API}/runs/01NOSUCHRUN/report")
+    assert status == 404 and "01NOSUCHRUN" in reply["message"]
+
+
+def test_a_run_without_a_report_says_how_to_make_one(lab: Lab) -> None:
+    run_id = insert_run(lab)
+    status, reply = lab.server.request("GET", f"{API}/runs/{run_id}/report")
+    assert status == 404
+    assert "has no report yet" in reply["message"] and f"runs/{run_id}/report" in reply["message"]
+
+
+def test_a_report_of_a_queued_run_is_a_conflict_that_says_to_wait(lab: Lab) -> None:
+    run_id = insert_run(lab, status="queued")
+    status, reply = lab.server.request("POST", f"{API}/runs/{run_id}/report")
+    assert status == 409
+    assert "queued" in reply["message"] and "wait" in reply["message"]
+
+
+@pytest.mark.slow
+def test_a_report_is_executed_kept_and_shown_as_a_page(lab: Lab) -> None:
+    status, record = lab.server.request("POST", f"{API}/runs", {
+        "config": {**CONFIG, "symbols": ["FFF"]}, "name": "reported run"})
+    assert status == 201
+    wait_status(lab, record["id"], ("completed",))
+    status, report = lab.server.request("POST", f"{API}/runs/{record['id']}/report")
+    assert status == 201, report
+    notebook = Path(report["notebook"])
+    assert notebook.exists() and notebook.suffix == ".ipynb"
+    assert report["lab_path"] is None  # kept under QUANTLAB_HOME, outside the server's root
+    assert report["url"] == f"quantlab/api/runs/{record['id']}/report"
+    assert lab.registry().get_run(record["id"])["report_ref"] == report["report_ref"]
+    status, page = lab.server.request("GET", "/" + report["url"])
+    assert status == 200
+    assert page.lstrip().lower().startswith("<!doctype html") and record["id"] in page
+
+
+# -- notifications ----------------------------------------------------------------------------------
+
+
+def test_notifications_are_the_users_and_can_be_marked_read(lab: Lab) -> None:
+    registry = lab.registry()
+    run_id = insert_run(lab)
+    first = registry.add_notification({"user": "tester", "run_id": run_id, "kind": "completed",
+                                       "title": "run completed", "body": "sharpe 1.2"})
+    second = registry.add_notification({"user": "tester", "run_id": run_id, "kind": "failed",
+                                        "title": "run failed", "body": "boom"})
+    registry.add_notification({"user": "somebody-else", "run_id": run_id, "kind": "completed",
+                               "title": "not yours", "body": ""})
+    status, reply = lab.server.request("GET", f"{API}/notifications?unread_only=true")
+    assert status == 200
+    assert reply["user"] == "tester"
+    unread = [n["id"] for n in reply["notifications"]]
+    assert second in unread and first in unread
+    assert all(n["user"] == "tester" for n in reply["notifications"])
+    status, reply = lab.server.request("POST", f"{API}/notifications/{first}/read")
+    assert status == 200 and reply == {"id": first, "read": True}
+    status, reply = lab.server.request("GET", f"{API}/notifications?unread_only=1")
+    assert first not in [n["id"] for n in reply["notifications"]]
+    status, reply = lab.server.request("GET", f"{API}/notifications")
+    assert {n["id"]: n["read"] for n in reply["notifications"]}[first] is True
+    status, reply = lab.server.request("POST", f"{API}/notifications/nope/read")
+    assert status == 404 and "no notification 'nope'" in reply["message"]
+    status, reply = lab.server.request("GET", f"{API}/notifications?unread_only=maybe")
+    assert status == 400 and "'unread_only' must be true or false" in reply["message"]
+
+
+# -- the events WebSocket ---------------------------------------------------------------------------
+
+
+def ws_url(lab: Lab, query: str = "", token: bool = True) -> str:
+    params = [p for p in (query, f"token={lab.server.token}" if token else "") if p]
+    return f"ws://127.0.0.1:{lab.server.port}{API}/events?{'&'.join(params)}"
+
+
+def receive(ws: websocket.WebSocket, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    ws.settimeout(timeout)
+    return [json.loads(ws.recv()) for _ in range(count)]
+
+
+def nothing_more(ws: websocket.WebSocket, within: float = 0.5) -> bool:
+    ws.settimeout(within)
+    try:
+        ws.recv()
+    except websocket.WebSocketTimeoutException:
+        return True
+    return False
+
+
+def test_the_socket_streams_new_events_and_resumes_after_a_reconnect(lab: Lab) -> None:
+    events = lab.events()
+    run_id = insert_run(lab, status="running")
+    start = events.last_seq()
+    ws = websocket.create_connection(ws_url(lab, f"after={start}"), timeout=30)
+    try:
+        sent = [events.publish(run_id, "progress", {"percent": p, "step": "simulating"})
+                for p in (10.0, 20.0)]
+        got = receive(ws, 2)
+        assert [m["seq"] for m in got] == [e.seq for e in sent]
+        assert got[0] == {"seq": sent[0].seq, "run_id": run_id, "type": "progress",
+                          "ts": sent[0].ts, "data": {"percent": 10.0, "step": "simulating"}}
+    finally:
+        ws.close()
+    last_seen = got[-1]["seq"]
+    # While the client is away, the run goes on.
+    missed = [events.publish(run_id, "progress", {"percent": p}) for p in (30.0, 40.0)]
+    missed.append(events.publish(run_id, "completed", {"metrics": {"sharpe": 1.1}}))
+    ws = websocket.create_connection(ws_url(lab, f"after={last_seen}"), timeout=30)
+    try:
+        got = receive(ws, 3)
+        assert [m["seq"] for m in got] == [e.seq for e in missed]  # no gap, no repeat
+        assert [m["type"] for m in got] == ["progress", "progress", "completed"]
+        live = events.publish(run_id, "log", {"message": "after the replay"})
+        assert receive(ws, 1)[0]["seq"] == live.seq
+        assert nothing_more(ws)
+    finally:
+        ws.close()
+
+
+def test_without_after_the_socket_starts_from_now(lab: Lab) -> None:
+    events = lab.events()
+    run_id = insert_run(lab, status="running")
+    history = events.publish(run_id, "progress", {"percent": 1.0})
+    ws = websocket.create_connection(ws_url(lab), timeout=30)
+    try:
+        # The server subscribes once it has opened the socket: publish until something comes.
+        published: list[int] = []
+        received: dict[str, Any] | None = None
+        for attempt in range(50):
+            published.append(events.publish(run_id, "progress", {"percent": 2.0 + attempt}).seq)
+            ws.settimeout(0.2)
+            try:
+                received = json.loads(ws.recv())
+                break
+            except websocket.WebSocketTimeoutException:
+                continue
+        assert received is not None, "no live event arrived"
+        assert received["seq"] in published and received["seq"] > history.seq
+    finally:
+        ws.close()
+
+
+def test_a_socket_for_one_run_gets_only_that_runs_events(lab: Lab) -> None:
+    events = lab.events()
+    mine, other = insert_run(lab, status="running"), insert_run(lab, status="running")
+    start = events.last_seq()
+    ws = websocket.create_connection(ws_url(lab, f"after={start}&run_id={mine}"), timeout=30)
+    try:
+        events.publish(other, "progress", {"percent": 5.0})
+        wanted = events.publish(mine, "progress", {"percent": 6.0})
+        events.publish(other, "progress", {"percent": 7.0})
+        got = receive(ws, 1)
+        assert got[0]["seq"] == wanted.seq and got[0]["run_id"] == mine
+        assert nothing_more(ws)
+    finally:
+        ws.close()
+
+
+def test_the_socket_follows_a_submitted_run_to_its_end(lab: Lab) -> None:
+    after = lab.events().last_seq()
+    status, record = lab.server.request("POST", f"{API}/runs", {
+        "config": {**CONFIG, "symbols": ["EEE"]}, "cache": False})
+    assert status == 201
+    ws = websocket.create_connection(ws_url(lab, f"after={after}&run_id={record['id']}"),
+                                     timeout=30)
+    try:
+        types: list[str] = []
+        ws.settimeout(120)
+        while not types or types[-1] not in ("completed", "failed", "cancelled"):
+            message = json.loads(ws.recv())
+            assert message["run_id"] == record["id"]
+            types.append(message["type"])
+    finally:
+        ws.close()
+    assert types[0] == "queued" and "started" in types and types[-1] == "completed"
+    assert types.index("started") < len(types) - 1
+
+
+def test_the_socket_refuses_a_client_without_login(lab: Lab) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(ws_url(lab, token=False), timeout=30)
+    assert refused.value.status_code in (401, 403)
+
+
+def test_the_socket_refuses_a_bad_after(lab: Lab) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(ws_url(lab, "after=yesterday"), timeout=30)
+    assert refused.value.status_code == 400
+    assert b"'after' must be the seq of the last event" in (refused.value.resp_body or b"")
+
+
+def test_the_hub_stops_following_when_the_last_socket_closes(tmp_path: Path) -> None:
+    """The hub of a server process: one follower while sockets listen, none after."""
+    import asyncio
+
+    from quantlab.server.events import EventHub, Subscriber
+
+    async def scenario() -> tuple[bool, bool]:
+        hub = EventHub()
+        subscriber = Subscriber(None)
+        hub.subscribe(subscriber, 0)
+        following = hub.following
+        hub.unsubscribe(subscriber)
+        for _ in range(100):  # the follower notices within one wait (1 s)
+            if not hub.following:
+                break
+            await asyncio.sleep(0.05)
+        return following, hub.following
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", str(tmp_path / "home"))
+        started, still = asyncio.run(scenario())
+    assert started is True and still is False
+
+
+@pytest.mark.redis
+def test_the_socket_resumes_over_redis_streams_in_team_mode(
+        tmp_path: Path, redis_url: str) -> None:
+    """Team mode: events are Redis Streams; the same socket contract holds."""
+    env = quantlab_env(tmp_path / "home", tmp_path / "jupyter",
+                       {"QUANTLAB_REDIS_URL": redis_url})
+    (tmp_path / "root").mkdir()
+    server = JupyterProcess(env, tmp_path / "root", tmp_path / "server.log")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", str(tmp_path / "home"))
+        mp.setenv("QUANTLAB_REDIS_URL", redis_url)
+        from quantlab.events import open_events
+
+        events = open_events()
+        team = Lab(server=server, home=tmp_path / "home")
+        try:
+            server.wait_ready()
+            first = events.publish("RUN1", "started", {"worker": "w1"})
+            ws = websocket.create_connection(ws_url(team, f"after={first.seq - 1}"), timeout=30)
+            try:
+                got = receive(ws, 1)
+                assert got[0]["seq"] == first.seq and got[0]["type"] == "started"
+                live = events.publish("RUN1", "progress", {"percent": 50.0})
+                assert receive(ws, 1)[0]["seq"] == live.seq
+            finally:
+                ws.close()
+            missed = [events.publish("RUN1", "progress", {"percent": 75.0}),
+                      events.publish("RUN1", "completed", {"metrics": {}})]
+            ws = websocket.create_connection(ws_url(team, f"after={live.seq}"), timeout=30)
+            try:
+                assert [m["seq"] for m in receive(ws, 2)] == [e.seq for e in missed]
+                assert nothing_more(ws)
+            finally:
+                ws.close()
+        finally:
+            server.stop()
