@@ -162,6 +162,19 @@ class Run:
     def _repr_html_(self) -> str:
         return RENDERERS.run_html(self._cached_record())
 
+    def _ipython_display_(self) -> None:
+        """In a Jupyter kernel, the live widget (even without ``%load_ext quantlab``); in a
+        terminal IPython, the text summary."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if getattr(get_ipython(), "kernel", None) is not None:
+            from quantlab.notebook.display import display_run
+
+            display_run(self)
+        else:
+            display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other.id == self.id
 

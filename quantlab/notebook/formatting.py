@@ -1,0 +1,205 @@
+"""Labels, number formats and small HTML tables shared by the widget, the results view and the
+line magics. Everything returned is an HTML string with user-provided text escaped."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Groups in the order a researcher reads a tear sheet; metrics not listed go under "Other".
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "Returns": ("total_return_pct", "cagr_pct", "buy_hold_return_pct", "equity_final"),
+    "Risk": ("sharpe", "sortino", "calmar", "max_drawdown_pct", "max_drawdown_duration",
+             "volatility_ann_pct"),
+    "Trades": ("n_trades", "win_rate_pct", "profit_factor", "expectancy_pct", "best_trade_pct",
+               "worst_trade_pct", "avg_trade_pct", "exposure_pct", "open_trades", "commissions",
+               "rejected_orders"),
+}
+
+METRIC_LABELS = {
+    "total_return_pct": "Total return",
+    "cagr_pct": "CAGR",
+    "buy_hold_return_pct": "Buy & hold return",
+    "equity_final": "Final equity",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "calmar": "Calmar",
+    "max_drawdown_pct": "Max drawdown",
+    "max_drawdown_duration": "Max drawdown duration",
+    "volatility_ann_pct": "Volatility (ann.)",
+    "n_trades": "Trades",
+    "win_rate_pct": "Win rate",
+    "profit_factor": "Profit factor",
+    "expectancy_pct": "Expectancy",
+    "best_trade_pct": "Best trade",
+    "worst_trade_pct": "Worst trade",
+    "avg_trade_pct": "Average trade",
+    "exposure_pct": "Exposure",
+    "open_trades": "Open trades",
+    "commissions": "Commissions",
+    "rejected_orders": "Rejected orders",
+}
+
+# Metrics for which a smaller value is better; every other metric is "higher is better"
+# (max_drawdown_pct is negative, so higher = shallower already).
+LOWER_IS_BETTER = frozenset({"volatility_ann_pct", "max_drawdown_duration", "commissions",
+                             "rejected_orders"})
+
+HEADLINE_METRICS = ("total_return_pct", "sharpe", "max_drawdown_pct", "n_trades",
+                    "win_rate_pct")
+
+# Inline styles for tables built by hand elsewhere (reports, dashboards), matching html_table's.
+TABLE_STYLE = "border-collapse:collapse;font-size:12px;font-family:sans-serif;"
+CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #eee;text-align:right;"
+HEAD_STYLE = "padding:2px 8px;border-bottom:1px solid #999;text-align:right;font-weight:bold;"
+
+# One small style sheet per table, scoped by the ``ql-t`` class, instead of a style attribute on
+# every cell: a 200-row trades table stays a few tens of kilobytes in the saved widget state.
+TABLE_CSS = (
+    "<style>.ql-t{border-collapse:collapse;font-size:12px;font-family:sans-serif}"
+    ".ql-t td,.ql-t th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}"
+    ".ql-t th{border-bottom:1px solid #999;font-weight:bold}.ql-t .l{text-align:left}</style>"
+)
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.removesuffix("_pct").replace("_", " ").capitalize())
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A metric as a researcher reads it: ``12.34 %``, ``1.52``, ``153 bars``, ``—`` when undefined."""
+    if value is None:
+        return "—"
+    if not is_number(value):
+        return str(value)
+    number = float(value)
+    if math.isnan(number):
+        return "—"
+    if math.isinf(number):
+        return "∞" if number > 0 else "-∞"
+    if name.endswith("_pct"):
+        return f"{number:,.2f} %"
+    if name in {"n_trades", "open_trades", "rejected_orders", "max_drawdown_duration"} or (
+        isinstance(value, int | np.integer)
+    ):
+        return f"{int(number):,}"
+    if name in {"equity_final", "commissions"}:
+        return f"{number:,.2f}"
+    return f"{number:,.3f}"
+
+
+def format_cell(value: Any) -> str:
+    """A table cell: numbers compact, timestamps without a zero time, NaN as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M").removesuffix(" 00:00")
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return "—"
+        magnitude = abs(float(value))
+        if magnitude and (magnitude >= 1e6 or magnitude < 1e-3):
+            return f"{float(value):.4g}"
+        return f"{float(value):,.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _fixed(value: Any, decimals: int) -> Any:
+    if isinstance(value, float | np.floating) and math.isfinite(value):
+        return f"{float(value):,.{decimals}f}"
+    return value
+
+
+def html_table(
+    header: Sequence[str] | list[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    highlight: Mapping[tuple[int, int], str] | None = None,
+    left_columns: int = 1,
+    css_class: str = "ql-table",
+) -> str:
+    """A compact HTML table; cells are escaped; ``highlight`` maps (row, col) to a CSS style."""
+    highlight = highlight or {}
+    left = ' class="l"'
+    head = "".join(
+        f"<th{left if i < left_columns else ''}>{html.escape(str(h))}</th>"
+        for i, h in enumerate(header)
+    )
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for c, value in enumerate(row):
+            text = value if isinstance(value, str) else format_cell(value)
+            klass = left if c < left_columns else ""
+            style = f' style="{highlight[(r, c)]}"' if (r, c) in highlight else ""
+            cells.append(f"<td{klass}{style}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'{TABLE_CSS}<table class="ql-t {css_class}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def metrics_table_html(metrics: Mapping[str, Any]) -> str:
+    """The key metrics, grouped side by side (Returns | Risk | Trades | Other)."""
+    seen: set[str] = set()
+    columns: list[tuple[str, list[str]]] = []
+    for group, names in METRIC_GROUPS.items():
+        present = [n for n in names if n in metrics]
+        seen.update(present)
+        if present:
+            columns.append((group, present))
+    others = sorted(n for n in metrics if n not in seen and is_number(metrics[n]))
+    if others:
+        columns.append(("Other", others))
+    blocks = []
+    for group, shown in columns:
+        rows = [(metric_label(n), format_metric(n, metrics[n])) for n in shown]
+        table = html_table([group, ""], rows, css_class="ql-metrics")
+        blocks.append(f'<div style="margin-right:24px">{table}</div>')
+    return ('<div class="ql-metrics-block" style="display:flex;flex-wrap:wrap;'
+            'align-items:flex-start">' + "".join(blocks) + "</div>")
+
+
+def frame_html(frame: pd.DataFrame, *, max_rows: int = 200, index: bool = False,
+               left_columns: int = 1, decimals: int | None = None) -> str:
+    """A DataFrame as a compact table, truncated to ``max_rows`` with a note saying so;
+    ``decimals`` fixes the decimals of float cells (prices, P&L), else they are compact."""
+    shown = frame.head(max_rows)
+    header = [str(shown.index.name or "")] if index else []
+    header += [str(c) for c in shown.columns]
+    rows = []
+    for idx, row in zip(shown.index, shown.itertuples(index=False)):
+        values = [_fixed(v, decimals) for v in row] if decimals is not None else list(row)
+        rows.append(([idx] if index else []) + values)
+    note = ""
+    if len(frame) > max_rows:
+        note = (f'<div style="font-size:11px;color:#666">showing {max_rows} of {len(frame):,} '
+                "rows; the full table is on the result object</div>")
+    return html_table(header, rows, left_columns=left_columns) + note
+
+
+def status_color(status: str) -> str:
+    return {
+        "queued": "#6c757d",
+        "running": "#1f77b4",
+        "completed": "#2ca02c",
+        "failed": "#d62728",
+        "cancelled": "#ff7f0e",
+    }.get(status, "#6c757d")
+
+
+def status_badge(status: str, extra: str = "") -> str:
+    label = html.escape(status + (f" {extra}" if extra else ""))
+    return (f'<span class="ql-status ql-status-{html.escape(status)}" style="background:'
+            f'{status_color(status)};color:white;border-radius:3px;padding:1px 6px;'
+            f'font-size:11px">{label}</span>')

@@ -1,0 +1,238 @@
+"""The results view: metrics, equity and drawdown, trades, and for a sweep a heatmap.
+
+Built from a ``Result`` (``ql.backtest`` or ``run.result()``) as plain ipywidgets holding HTML
+and self-contained SVG (see :mod:`quantlab.notebook.svg`), so it renders offline in JupyterLab,
+Voila and executed notebooks, and its state (what it shows) is saved with the notebook.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+
+from quantlab.notebook import svg
+from quantlab.notebook.formatting import (
+    HEADLINE_METRICS,
+    LOWER_IS_BETTER,
+    format_metric,
+    frame_html,
+    html_table,
+    is_number,
+    metric_label,
+    metrics_table_html,
+)
+
+# Slider stops for zooming the equity chart; a few hundred is plenty to pick a period.
+MAX_ZOOM_STOPS = 240
+BEST_ROWS = 10
+TRADES_ROWS = 200
+NONE_PARAM = "(none)"
+
+
+def sweep_columns(result: Any) -> tuple[list[str], list[str]]:
+    """(parameter columns, metric columns) of a sweep's table."""
+    table: pd.DataFrame = result.table
+    declared = [str(name) for name in (getattr(result, "params", None) or {})]
+    params = [c for c in table.columns if c in declared]
+    if not params:  # a result without .params: every non-numeric-metric column before metrics
+        metrics = set(getattr(result, "metrics", {}) or {})
+        params = [c for c in table.columns if c not in metrics]
+    numeric = [c for c in table.columns
+               if c not in params and pd.api.types.is_numeric_dtype(table[c])]
+    return params, numeric
+
+
+def better(metric: str) -> str:
+    """``"min"`` for metrics where smaller is better, else ``"max"``."""
+    return "min" if metric in LOWER_IS_BETTER else "max"
+
+
+def sweep_matrix(table: pd.DataFrame, metric: str, x: str, y: str | None) -> pd.DataFrame:
+    """The heatmap's values: ``metric`` over ``y`` (rows) x ``x`` (columns).
+
+    Other parameters are reduced by taking their best value of the metric (for each (x, y)
+    cell: the best combination with that x and y), so the map answers "how good can it get
+    here". Combinations the strategy skipped as invalid are NaN.
+    """
+    if y is None or y == x:
+        best = table.groupby(x, sort=True)[metric].agg(better(metric))
+        return pd.DataFrame([best.to_numpy()], index=pd.Index([metric]),
+                            columns=best.index)
+    grouped = table.groupby([y, x], sort=True)[metric].agg(better(metric))
+    return grouped.unstack(x).sort_index()
+
+
+def best_rows(table: pd.DataFrame, metric: str, n: int = BEST_ROWS) -> pd.DataFrame:
+    """The ``n`` best combinations by ``metric`` (NaN last)."""
+    ascending = better(metric) == "min"
+    return table.sort_values(metric, ascending=ascending, na_position="last").head(n)
+
+
+def equity_svg(equity: pd.Series, drawdown: pd.Series | None, *, width: int = 760) -> str:
+    """Equity above drawdown, on the same dates."""
+    charts = [svg.line_chart(equity, title="Equity", width=width, height=240,
+                             value_format="{:,.0f}")]
+    if drawdown is not None and len(drawdown):
+        charts.append(svg.line_chart(drawdown, title="Drawdown (%)", width=width, height=150,
+                                     color="#d62728", area=True, value_format="{:.1f}"))
+    return '<div class="ql-charts">' + "<br>".join(charts) + "</div>"
+
+
+def _zoom_stops(index: pd.DatetimeIndex) -> list[tuple[str, int]]:
+    n = len(index)
+    positions = np.unique(np.linspace(0, n - 1, min(n, MAX_ZOOM_STOPS)).astype(np.int64))
+    fmt = "%Y-%m-%d" if (index[-1] - index[0]) > pd.Timedelta(days=3) else "%m-%d %H:%M"
+    return [(index[p].strftime(fmt), int(p)) for p in positions]
+
+
+class EquityPanel(widgets.VBox):
+    """Equity and drawdown charts with a date-range slider to zoom on a period."""
+
+    def __init__(self, equity: pd.Series, drawdown: pd.Series | None) -> None:
+        self._equity = equity
+        self._drawdown = drawdown
+        self.chart = widgets.HTML(equity_svg(equity, drawdown))
+        children: list[widgets.Widget] = []
+        if len(equity) > 2:
+            stops = _zoom_stops(pd.DatetimeIndex(equity.index))
+            self.zoom = widgets.SelectionRangeSlider(
+                options=stops, index=(0, len(stops) - 1), description="Period",
+                continuous_update=False, layout=widgets.Layout(width="760px"),
+            )
+            self.zoom.observe(self._on_zoom, names="value")
+            children.append(self.zoom)
+        children.append(self.chart)
+        super().__init__(children)
+
+    def _on_zoom(self, change: dict[str, Any]) -> None:
+        start, stop = change["new"]
+        self.show_period(start, stop)
+
+    def show_period(self, start: int, stop: int) -> None:
+        """Redraw for bars ``start..stop`` (positions, inclusive)."""
+        equity = self._equity.iloc[start:stop + 1]
+        drawdown = None
+        if self._drawdown is not None:
+            # Drawdown within the period: measured from the period's own running peak.
+            peak = equity.cummax()
+            drawdown = (equity / peak - 1.0) * 100.0
+        self.chart.value = equity_svg(equity, drawdown)
+
+
+class SweepPanel(widgets.VBox):
+    """Heatmap of a metric over two parameters (dropdowns) and the best combinations."""
+
+    def __init__(self, result: Any) -> None:
+        self.table: pd.DataFrame = result.table
+        self.params, self.metrics = sweep_columns(result)
+        default_metric = "sharpe" if "sharpe" in self.metrics else (self.metrics or [""])[0]
+        self.metric = widgets.Dropdown(
+            options=[(metric_label(m), m) for m in self.metrics], value=default_metric,
+            description="Metric")
+        x_default = self.params[0] if self.params else None
+        y_options = [*self.params, NONE_PARAM]
+        y_default = self.params[1] if len(self.params) > 1 else NONE_PARAM
+        self.x_param = widgets.Dropdown(options=self.params, value=x_default, description="x")
+        self.y_param = widgets.Dropdown(options=y_options, value=y_default, description="y")
+        self.heatmap = widgets.HTML()
+        self.best = widgets.HTML()
+        self.summary = widgets.HTML(self._summary(result))
+        for control in (self.metric, self.x_param, self.y_param):
+            control.observe(self._redraw, names="value")
+        self._redraw()
+        super().__init__([
+            self.summary,
+            widgets.HBox([self.metric, self.x_param, self.y_param]),
+            self.heatmap,
+            widgets.HTML("<b>Best combinations</b>"),
+            self.best,
+        ])
+
+    def _summary(self, result: Any) -> str:
+        chosen = getattr(result, "params", None) or {}
+        text = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        partial = " (partial: the run was cancelled; finished combinations only)" if getattr(
+            result, "partial", False) else ""
+        return ('<div style="font-family:sans-serif;font-size:13px">'
+                f"{len(self.table):,} combinations{html.escape(partial)}. Equity, trades and "
+                f"headline metrics are those of the best: <b>{html.escape(text)}</b></div>")
+
+    def _redraw(self, _change: dict[str, Any] | None = None) -> None:
+        metric = self.metric.value
+        x = self.x_param.value
+        y = None if self.y_param.value == NONE_PARAM else self.y_param.value
+        if not metric or x is None:
+            self.heatmap.value = "<i>this sweep has no parameter or metric column to map</i>"
+            self.best.value = ""
+            return
+        matrix = sweep_matrix(self.table, metric, x, y)
+        reduced = [p for p in self.params if p not in {x, y}]
+        note = (f" (best over {', '.join(reduced)})" if reduced else "")
+        self.heatmap.value = svg.heatmap(
+            matrix, title=f"{metric_label(metric)} by {x}" + (f" × {y}" if y else "") + note,
+            x_name=x, y_name=y or "", metric=metric_label(metric), best=better(metric))
+        columns = [*self.params] + [m for m in (metric, *HEADLINE_METRICS)
+                                    if m in self.metrics and m not in self.params]
+        columns = list(dict.fromkeys(columns))
+        top = best_rows(self.table, metric)[columns]
+        rows = [[*(row[p] for p in self.params),
+                 *(format_metric(m, row[m]) for m in columns[len(self.params):])]
+                for _, row in top.iterrows()]
+        header = [*self.params, *(metric_label(m) for m in columns[len(self.params):])]
+        self.best.value = html_table(header, rows, left_columns=len(self.params))
+
+
+def trades_html(trades: pd.DataFrame | None, open_trades: pd.DataFrame | None) -> str:
+    parts = []
+    if trades is None or trades.empty:
+        parts.append("<div><i>no closed trades</i></div>")
+    else:
+        parts.append(f"<div><b>{len(trades):,} closed trades</b></div>")
+        parts.append(frame_html(trades, max_rows=TRADES_ROWS, decimals=2))
+    if open_trades is not None and not open_trades.empty:
+        parts.append(f"<div><b>{len(open_trades):,} open at the end</b> (marked to market, "
+                     "left out of trade statistics)</div>")
+        parts.append(frame_html(open_trades, max_rows=TRADES_ROWS, decimals=2))
+    return "".join(parts)
+
+
+class ResultsView(widgets.VBox):
+    """Metrics, equity/drawdown, trades and (for a sweep) the sweep panel, in tabs."""
+
+    def __init__(self, result: Any, *, heading: str | None = None) -> None:
+        self.result = result
+        metrics = dict(getattr(result, "metrics", {}) or {})
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics))
+        self.metrics_html.add_class("ql-metrics")
+        tabs: list[tuple[str, widgets.Widget]] = []
+        table = getattr(result, "table", None)
+        self.sweep: SweepPanel | None = None
+        if isinstance(table, pd.DataFrame) and not table.empty:
+            self.sweep = SweepPanel(result)
+            tabs.append(("Sweep", self.sweep))
+        equity = getattr(result, "equity", None)
+        self.equity_panel: EquityPanel | None = None
+        if isinstance(equity, pd.Series) and len(equity):
+            self.equity_panel = EquityPanel(equity, getattr(result, "drawdown", None))
+            tabs.append(("Equity & drawdown", self.equity_panel))
+        self.trades_html = widgets.HTML(trades_html(getattr(result, "trades", None),
+                                                    getattr(result, "open_trades", None)))
+        tabs.append(("Trades", self.trades_html))
+        self.tabs = widgets.Tab(children=[w for _, w in tabs], titles=[t for t, _ in tabs])
+        children: list[widgets.Widget] = []
+        if heading:
+            children.append(widgets.HTML(heading))
+        children.extend([self.metrics_html, self.tabs])
+        super().__init__(children)
+        self.add_class("ql-results")
+
+
+def headline(metrics: dict[str, Any], names: Sequence[str] = HEADLINE_METRICS) -> str:
+    """``Total return 12.3 % · Sharpe 1.21 · ...`` for one-line summaries."""
+    return " · ".join(f"{metric_label(n)} {format_metric(n, metrics[n])}"
+                      for n in names if n in metrics and is_number(metrics[n]))

@@ -1,0 +1,194 @@
+"""Fixtures and helpers shared by the notebook tests (this module holds no tests).
+
+Test modules import the fixtures they use by name. Workers are real processes
+(``python -m quantlab.jobs.worker``), notebooks run in a real kernel (nbclient), and every
+process a test starts is stopped at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic sample data (AAA..JJJ daily), built once and copied into each test home."""
+    home = tmp_path_factory.mktemp("nb-sample-home")
+    old = os.environ.get("QUANTLAB_HOME")
+    os.environ["QUANTLAB_HOME"] = str(home)
+    try:
+        import quantlab as ql
+
+        ql.data.sample(minute=False)
+    finally:
+        if old is None:
+            del os.environ["QUANTLAB_HOME"]
+        else:
+            os.environ["QUANTLAB_HOME"] = old
+    return home / "data"
+
+
+@pytest.fixture
+def nb_home(ql_home: Path, sample_store: Path) -> Iterator[Path]:
+    """A fresh embedded QUANTLAB_HOME holding the sample data. A worker that QuantLab spawned
+    by itself in this home (``worker.pid``) is stopped at the end."""
+    shutil.copytree(sample_store, ql_home / "data")
+    yield ql_home
+    pid_file = ql_home / "worker.pid"
+    if pid_file.exists():
+        stop_group(int(pid_file.read_text()))
+
+
+def stop_group(pid: int) -> None:
+    """Stop a worker started in its own session (it and its threads' group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        else:
+            if finished:
+                return
+        time.sleep(0.02)
+
+
+class Worker:
+    """One worker process of the test's home."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        from quantlab.jobs.worker import worker_alive
+
+        full_env = dict(os.environ, **(env or {}))
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
+        self.log_path = home / "test-worker.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "quantlab.jobs.worker", "--workers", "1"],
+                env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: worker_alive() or self.proc.poll() is not None, 60, "the worker")
+        assert self.proc.poll() is None, self.log_path.read_text()
+
+    def stop(self) -> None:
+        stop_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def worker(nb_home: Path) -> Iterator[Worker]:
+    proc = Worker(nb_home)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def slow_worker(nb_home: Path) -> Iterator[Worker]:
+    """A worker slowed down (2 units per engine call, 50 ms apart) so a run can be watched and
+    cancelled mid-way (knobs of quantlab.jobs.runner)."""
+    proc = Worker(nb_home, env={"QUANTLAB_JOBS_MAX_CHUNK": "2",
+                                "QUANTLAB_JOBS_CHUNK_DELAY": "0.05"})
+    yield proc
+    proc.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# -- executed notebooks -------------------------------------------------------------------------
+
+
+def execute_notebook(nb: Any, cwd: Path, timeout: int = 300) -> Any:
+    """Run every cell in a fresh python3 kernel (environment of this process: QUANTLAB_HOME
+    of the test); widget state is stored in the notebook's metadata."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(cwd)}},
+                            store_widget_state=True)
+    client.execute()
+    return nb
+
+
+class WidgetTree:
+    """The widget models an executed notebook stored, navigable from a cell's output."""
+
+    def __init__(self, nb: Any) -> None:
+        self.state: dict[str, Any] = nb.metadata["widgets"][WIDGET_STATE]["state"]
+
+    def root(self, cell: Any) -> str:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view:
+                return str(view["model_id"])
+        raise AssertionError(f"no widget in the outputs of cell: {cell.source[:80]!r}")
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return self.state[model_id]["state"]
+
+    def name(self, model_id: str) -> str:
+        return str(self.state[model_id]["model_name"])
+
+    def children(self, model_id: str) -> list[str]:
+        return [c.removeprefix("IPY_MODEL_") for c in self.model(model_id).get("children", [])]
+
+    def descendants(self, model_id: str) -> Iterator[str]:
+        yield model_id
+        for child in self.children(model_id):
+            yield from self.descendants(child)
+
+    def find(self, model_id: str, model_name: str) -> list[dict[str, Any]]:
+        return [self.model(m) for m in self.descendants(model_id)
+                if self.name(m) == model_name]
+
+    def html(self, model_id: str) -> str:
+        """All HTML widget values under ``model_id``, joined."""
+        return "\n".join(m["value"] for m in self.find(model_id, "HTMLModel"))
+
+    def with_class(self, model_id: str, css_class: str) -> list[dict[str, Any]]:
+        return [self.model(m) for m in self.descendants(model_id)
+                if css_class in self.model(m).get("_dom_classes", [])]
+
+
+def cell_stdout(cell: Any) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+def cell_html(cell: Any) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in cell.get("outputs", []))
+
+
+def last_json_line(cell: Any) -> dict[str, Any]:
+    lines = [line for line in cell_stdout(cell).splitlines() if line.startswith("{")]
+    return dict(json.loads(lines[-1]))

@@ -1,0 +1,477 @@
+"""Unit tests of the notebook pieces that need no worker: cell parsing, ranges, the run state
+machine driven by events, the SVG charts, failure display, comparison and run-list filters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantlab.errors import ConfigError
+from quantlab.notebook import svg
+from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
+from quantlab.notebook.compare import comparison_from_records
+from quantlab.notebook.failure import failure_html, failure_text, user_frames
+from quantlab.notebook.formatting import format_metric, metrics_table_html
+from quantlab.notebook.results import best_rows, sweep_matrix
+from quantlab.notebook.runlist import parse_filters
+from quantlab.notebook.state import RunState, format_duration, summary_line
+from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
+
+# -- cell body ---------------------------------------------------------------------------------
+
+
+def test_body_yaml_and_json_give_the_same_config() -> None:
+    yaml_body = "strategy: sma_crossover\nsymbols: [AAA, BBB]\nparams: {fast: 10, slow: 50}\n"
+    json_body = '{"strategy": "sma_crossover", "symbols": ["AAA", "BBB"], ' \
+                '"params": {"fast": 10, "slow": 50}}'
+    assert parse_body(yaml_body) == parse_body(json_body) == {
+        "strategy": "sma_crossover", "symbols": ["AAA", "BBB"], "params": {"fast": 10, "slow": 50}}
+
+
+def test_body_yaml_error_names_the_line_of_the_cell() -> None:
+    body = "strategy: sma_crossover\nsymbols: [AAA, BBB\ncash: 1000\n"
+    with pytest.raises(ConfigError) as info:
+        parse_body(body)
+    message = str(info.value)
+    assert "YAML error on line 3 of the cell body" in message
+    assert "(while parsing a flow sequence that starts on line 2)" in message
+    assert "close the list with ']'" in message
+    assert info.value.line == 3
+
+
+def test_body_with_unquoted_colon_points_at_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_body("strategy: sma_crossover\nname: a: b\n")
+    assert "line 2" in str(info.value)
+    assert "must be quoted" in str(info.value)
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("", "the %%backtest cell is empty"),
+    ("   \n", "the %%backtest cell is empty"),
+    ("- a\n- b\n", "must be a mapping of config keys"),
+    ("just words", "must be a mapping of config keys"),
+    ("1: x\n", "config keys must be names"),
+])
+def test_body_shapes_that_are_not_a_config(body: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_body(body)
+
+
+def test_yaml_dates_and_underscored_numbers_parse() -> None:
+    config = parse_body("start: 2015-01-01\ncash: 100_000\ncommission: 0.001\n")
+    assert str(config["start"]) == "2015-01-01"
+    assert config["cash"] == 100_000
+    assert config["commission"] == 0.001
+
+
+# -- ranges ------------------------------------------------------------------------------------
+
+
+def test_text_range_includes_both_ends() -> None:
+    assert parse_range("5..10", field="params.fast") == [5, 6, 7, 8, 9, 10]
+    assert parse_range("5..50:15", field="params.fast") == [5, 20, 35, 50]
+    assert parse_range(" 10 .. 20 : 5 ", field="params.fast") == [10, 15, 20]
+
+
+def test_float_range_has_no_binary_noise() -> None:
+    assert parse_range("0.1..0.5:0.1", field="params.k") == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert parse_range({"start": 1.0, "stop": 2.0, "step": 0.25}, field="params.k") == [
+        1.0, 1.25, 1.5, 1.75]
+
+
+def test_mapping_range_follows_python_range() -> None:
+    assert parse_range({"start": 5, "stop": 51, "step": 5}, field="p") == list(range(5, 51, 5))
+    assert parse_range({"start": 5, "stop": 50, "step": 5}, field="p") == list(range(5, 50, 5))
+    assert parse_range({"start": 3, "stop": 6}, field="p") == [3, 4, 5]
+
+
+def test_values_that_are_not_ranges_pass_through() -> None:
+    assert parse_range("fast", field="p") is None
+    assert parse_range(10, field="p") is None
+    assert parse_range([1, 2], field="p") is None
+    assert expand_param_ranges({"fast": "5..7", "slow": [50, 100], "k": 2.0}) == {
+        "fast": [5, 6, 7], "slow": [50, 100], "k": 2.0}
+    combos = [{"fast": 5, "slow": 50}]
+    assert expand_param_ranges(combos) is combos
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("50..5", "is empty (it goes from 50 towards 5 with step 1); swap the ends"),
+    ("5..50:0", "has a step of 0; use a positive step"),
+    ({"start": 5}, "a range needs 'start' and 'stop'"),
+    ({"start": "a", "stop": 5}, "range start must be a number, got 'a'"),
+    ("1..100000000", "more than 1,000,000); use a larger step"),
+    ({"start": 5, "stop": 5}, "contains no value; widen it"),
+])
+def test_bad_ranges_say_how_to_fix_them(value: Any, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)) as info:
+        parse_range(value, field="params.fast")
+    assert info.value.field == "params.fast"
+    assert str(info.value).startswith("params.fast: ")
+
+
+# -- run state driven by events ----------------------------------------------------------------
+
+
+@dataclass
+class Ev:
+    seq: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = 1000.0
+    run_id: str = "R1"
+
+
+def _queued_state() -> RunState:
+    return RunState.from_record({"id": "R1", "name": "golden cross", "status": "queued",
+                                 "queued_at": 990.0, "position": 3, "estimated_seconds": 4.0})
+
+
+def test_state_walks_queued_running_completed() -> None:
+    state = _queued_state()
+    assert state.queue_position == 3
+    assert "position 3 in the queue" in summary_line(state, now=1000.0)
+    assert "0:10 waiting" in summary_line(state, now=1000.0)
+    assert "~0:04 to run" in summary_line(state, now=1000.0)
+
+    assert state.apply(Ev(1, "started", {"worker": "w1", "attempts": 1}, ts=1001.0))
+    assert state.status == "running" and state.queue_position is None
+    assert state.apply(Ev(2, "progress", {"percent": 62.0, "step": "simulating",
+                                          "bars_done": 1_200_000, "eta": 2.0}, ts=1004.0))
+    assert state.progress == pytest.approx(0.62)
+    line = summary_line(state, now=1004.0)
+    assert line == "simulating · 1.2 M bars · 0:03 elapsed · ~0:02 left"
+
+    assert state.apply(Ev(3, "log", {"message": "chunk 4 done", "level": "info"}, ts=1004.5))
+    assert [entry.message for entry in state.log] == ["chunk 4 done"]
+
+    assert state.apply(Ev(4, "completed", {"metrics": {"sharpe": 1.2}}, ts=1006.0))
+    assert state.terminal and state.progress == 1.0
+    assert state.elapsed(now=5000.0) == pytest.approx(5.0)  # frozen at the end
+    assert summary_line(state) == "completed · 1.2 M bars · 0:05 elapsed"
+
+
+def test_state_ignores_replayed_and_post_terminal_events() -> None:
+    state = _queued_state()
+    state.apply(Ev(5, "started", ts=1001.0))
+    assert not state.apply(Ev(5, "progress", {"percent": 90.0}))  # same seq: a replay
+    assert not state.apply(Ev(4, "progress", {"percent": 90.0}))  # older
+    state.apply(Ev(6, "cancelled", {"partial": True}, ts=1002.0))
+    assert state.status == "cancelled" and state.partial
+    assert not state.apply(Ev(7, "progress", {"percent": 95.0}))
+    assert state.status == "cancelled"
+    # a stale record never reopens a finished run either
+    state.update_from_record({"id": "R1", "status": "running", "progress": 0.5})
+    assert state.status == "cancelled"
+
+
+def test_state_requeued_after_worker_death_resumes() -> None:
+    state = _queued_state()
+    state.apply(Ev(1, "started", {"attempts": 1}, ts=1001.0))
+    state.apply(Ev(2, "progress", {"percent": 40.0, "step": "simulating"}, ts=1002.0))
+    state.apply(Ev(3, "queued", {"reason": "worker_lost", "attempts": 1}, ts=1010.0))
+    assert state.status == "queued" and not state.terminal
+    assert "resuming (attempt 2)" in summary_line(state, now=1011.0)
+    state.apply(Ev(4, "started", {"attempts": 2}, ts=1012.0))
+    assert state.status == "running" and state.attempts == 2
+
+
+def test_state_failure_keeps_error_and_traceback() -> None:
+    state = _queued_state()
+    state.apply(Ev(1, "failed", {"error": "strategy 'x' raised ZeroDivisionError",
+                                 "traceback": "Traceback ...\nZeroDivisionError: boom"}))
+    assert state.status == "failed" and state.error.startswith("strategy 'x'")
+    assert state.traceback.endswith("boom")
+
+
+def test_state_from_record_with_logs_deduplicates_log_events() -> None:
+    state = RunState.from_record({"id": "R1", "status": "running", "started_at": 1.0},
+                                 [{"ts": 2.0, "level": "info", "message": "loaded 3 symbols"}])
+    state.apply(Ev(9, "log", {"message": "loaded 3 symbols", "level": "info"}, ts=2.0))
+    assert len(state.log) == 1
+
+
+def test_durations_format() -> None:
+    assert format_duration(3.4) == "0:03"
+    assert format_duration(3723) == "1:02:03"
+    assert format_duration(None) == "—"
+    assert format_duration(0.42) == "0.4 s"  # a quick run does not read "0:00"
+
+
+# -- formatting, svg, sweep matrix -------------------------------------------------------------
+
+
+def test_metric_formats() -> None:
+    assert format_metric("total_return_pct", 12.345) == "12.35 %"
+    assert format_metric("sharpe", 1.23456) == "1.235"
+    assert format_metric("n_trades", 42) == "42"
+    assert format_metric("profit_factor", float("inf")) == "∞"
+    assert format_metric("sharpe", float("nan")) == "—"
+    html = metrics_table_html({"sharpe": 1.5, "total_return_pct": 10.0, "my_metric": 3.0})
+    assert html.index("Total return") < html.index("Sharpe") < html.index("Other")
+
+
+def test_line_chart_is_self_contained_svg_with_tooltips() -> None:
+    index = pd.date_range("2020-01-01", periods=5000, freq="D")
+    values = pd.Series(np.linspace(100, 200, 5000), index=index)
+    values.iloc[2500] = 50.0  # a spike the downsampling must keep
+    out = svg.line_chart(values, title="Equity")
+    assert out.startswith("<svg") and out.endswith("</svg>")
+    assert "http" not in out.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no CDN
+    assert out.count("<title>") == svg.MAX_HOVER_BANDS
+    points = re.search(r'<polyline points="([^"]+)"', out)[1].split()
+    assert len(points) <= svg.MAX_LINE_POINTS
+    ys = [float(p.split(",")[1]) for p in points]
+    assert max(ys) > 200  # the 50.0 spike is the lowest point, drawn lowest (largest y)
+
+
+def test_heatmap_cells_and_nan_for_invalid_combinations() -> None:
+    table = pd.DataFrame({"fast": [5, 5, 10, 10], "slow": [10, 20, 10, 20],
+                          "sharpe": [np.nan, 1.0, np.nan, -0.5]})
+    matrix = sweep_matrix(table, "sharpe", "fast", "slow")
+    assert list(matrix.columns) == [5, 10] and list(matrix.index) == [10, 20]
+    assert matrix.loc[20, 5] == 1.0 and np.isnan(matrix.loc[10, 10])
+    out = svg.heatmap(matrix, title="Sharpe", x_name="fast", y_name="slow", metric="Sharpe")
+    assert "fast=5, slow=20: Sharpe = 1.00" in out
+    assert "fast=10, slow=10: Sharpe = n/a" in out
+    assert 'fill="#cccccc"' in out  # NaN cells are grey
+    tiny = svg.heatmap(pd.DataFrame([[-0.001, 0.5]], index=[1], columns=[1, 2]), title="t",
+                       x_name="x", y_name="y", metric="m")
+    assert ">0.00</text>" in tiny and ">-0.00<" not in tiny
+
+
+def test_sweep_matrix_reduces_other_params_to_their_best() -> None:
+    table = pd.DataFrame({"a": [1, 1, 2, 2], "b": [1, 1, 1, 1], "c": [0, 1, 0, 1],
+                          "sharpe": [0.1, 0.9, 0.3, 0.2],
+                          "volatility_ann_pct": [10.0, 30.0, 5.0, 8.0]})
+    assert sweep_matrix(table, "sharpe", "a", "b").loc[1].tolist() == [0.9, 0.3]
+    # lower volatility is better: the best is the minimum
+    assert sweep_matrix(table, "volatility_ann_pct", "a", "b").loc[1].tolist() == [10.0, 5.0]
+    one_param = sweep_matrix(table, "sharpe", "a", None)
+    assert one_param.shape == (1, 2)
+    assert best_rows(table, "sharpe", 2)["sharpe"].tolist() == [0.9, 0.3]
+
+
+# -- failures in the researcher's code ---------------------------------------------------------
+
+SHIPPED = "\n".join([
+    "import numpy as np",
+    "import quantlab as ql",
+    SOURCE_MARKER,
+    "@ql.strategy",
+    "def fragile(bars, n=3):",
+    "    x = float(bars.close[0, 0])",
+    "    y = x / 0",
+    "    return np.sign(y)",
+    "",
+])
+
+TRACE = """Traceback (most recent call last):
+  File "/work/main/quantlab/strategies/base.py", line 140, in signals
+    raw = self.func(bars, **kwargs)
+  File "<strategy fragile>", line 7, in fragile
+ZeroDivisionError: division by zero
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/work/main/.venv/lib/python3.11/site-packages/numpy/core/x.py", line 1, in f
+quantlab.errors.StrategyError: strategy 'fragile' raised ZeroDivisionError: division by zero
+"""
+
+
+def test_user_frames_are_numbered_from_the_strategy_source() -> None:
+    assert source_line_offset(SHIPPED) == 3
+    frames = user_frames(TRACE, SHIPPED)
+    assert len(frames) == 1
+    frame = frames[0]
+    assert frame.function == "fragile" and frame.line == 4
+    assert dict(frame.excerpt)[4] == "    y = x / 0"
+    assert min(dict(frame.excerpt)) == 2 and max(dict(frame.excerpt)) == 5
+
+
+def test_failure_views_show_the_users_line() -> None:
+    config = {"strategy": "fragile", "strategy_source": SHIPPED}
+    text = failure_text("strategy 'fragile' raised ZeroDivisionError", TRACE, config)
+    assert "in fragile, line 4 of strategy 'fragile':" in text
+    assert "->    4 |     y = x / 0" in text
+    html = failure_html("strategy 'fragile' raised ZeroDivisionError", TRACE, config)
+    assert "line 4 of strategy &#x27;fragile&#x27;" in html
+    assert "full traceback (worker)" in html
+
+
+def test_shipped_strategy_loads_and_its_traceback_names_the_line(ql_home: Any) -> None:
+    from quantlab.bars import Bars
+
+    strat = load_shipped_strategy("fragile", SHIPPED)
+    assert strat.name == "fragile" and strat.params == {"n": 3}
+    index = pd.date_range("2020-01-01", periods=4, freq="D")
+    close = np.array([[1.0, 2.0, 3.0, 4.0]])
+    bars = Bars(index=index, symbols=("AAA",), open=close, high=close, low=close, close=close,
+                volume=close, interval="1d", meta={})
+    import traceback
+
+    with pytest.raises(Exception) as info:
+        strat.signals(bars, {"n": 3})
+    trace = "".join(traceback.format_exception(info.value))
+    assert 'File "<strategy fragile>", line 7, in fragile' in trace
+    assert "y = x / 0" in trace  # the source is in linecache: tracebacks show the line
+
+
+# -- comparison and run list -------------------------------------------------------------------
+
+
+def _record(run_id: str, sharpe: float, dd: float, name: str) -> dict[str, Any]:
+    return {"id": run_id, "name": name, "status": "completed", "strategy": "sma_crossover",
+            "symbols": ["AAA"], "user": "tester",
+            "config": {"strategy": "sma_crossover", "params": {"fast": 10, "slow": 50},
+                       "start": "2015-01-01", "end": None, "interval": "1d",
+                       "commission": 0.001},
+            "metrics": {"sharpe": sharpe, "max_drawdown_pct": dd, "volatility_ann_pct": 12.0}}
+
+
+def test_comparison_table_and_best_values() -> None:
+    comp = comparison_from_records([_record("A", 0.5, -30.0, "slow one"),
+                                    _record("B", 1.5, -10.0, "fast one")])
+    assert list(comp.table.columns) == ["A", "B"]
+    assert comp.table.loc["sharpe"].tolist() == [0.5, 1.5]
+    assert comp.best("sharpe") == "B"
+    assert comp.best("max_drawdown_pct") == "B"  # -10 % is the shallower drawdown
+    html = comp._repr_html_()
+    assert "fast one" in html and "2015-01-01 → last bar" in html
+    assert html.count("background:#e6f4e6") == 2  # sharpe and drawdown; volatility ties
+
+
+def test_run_list_filters_parse_like_a_search_box() -> None:
+    assert parse_filters('status=completed,failed tag=trend sharpe>1 "golden cross" limit=5') == {
+        "status": ["completed", "failed"], "tag": "trend", "where": "sharpe>1",
+        "text": "golden cross", "limit": 5}
+    assert parse_filters("where=max_drawdown_pct>=-20 sharpe>=1")["where"] == (
+        "max_drawdown_pct>=-20, sharpe>=1")
+    assert parse_filters("")["limit"] == 20
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("stauts=completed", "unknown filter 'stauts' — did you mean 'status'?"),
+    ("limit=ten", "limit must be a whole number, got 'ten'"),
+    ("offset=-1", "offset must not be negative"),
+    ('text="unclosed', "close the quotes"),
+])
+def test_run_list_filter_errors(line: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_filters(line)
+
+
+def test_attach_strategy_source_to_a_dict_and_a_config_model(ql_home: Any) -> None:
+    import quantlab as ql
+    from quantlab.notebook.usercode import attach_strategy_source
+
+    @ql.strategy(name="unit_always_long")
+    def unit_always_long(bars: Any, k: int = 1) -> Any:
+        return np.ones(bars.close.shape, dtype=np.int8) * k
+
+    as_dict = attach_strategy_source({"strategy": "unit_always_long", "symbols": ["AAA"]})
+    assert "def unit_always_long(bars: Any, k: int = 1) -> Any:" in as_dict["strategy_source"]
+    assert "import numpy as np" in as_dict["strategy_source"]
+    model = ql.BacktestConfig.from_any({"strategy": "unit_always_long", "symbols": ["AAA"]},
+                                       check=False)
+    shipped = attach_strategy_source(model)
+    assert shipped.strategy_source == as_dict["strategy_source"]
+    assert model.strategy_source is None  # the caller's config is not changed
+    builtin = {"strategy": "sma_crossover", "symbols": ["AAA"]}
+    assert attach_strategy_source(builtin) is builtin
+
+
+def test_a_large_heatmap_is_one_embedded_png_with_row_tooltips() -> None:
+    import base64
+    import zlib
+
+    fast, slow = np.arange(5, 51), np.arange(10, 201)
+    grid = pd.DataFrame([(f, s, float(np.sin(f) + s / 100)) for f in fast for s in slow],
+                        columns=["fast", "slow", "sharpe"])
+    matrix = sweep_matrix(grid, "sharpe", "fast", "slow")
+    assert matrix.size == 46 * 191 > svg.MAX_VECTOR_CELLS
+    out = svg.heatmap(matrix, title="Sharpe", x_name="fast", y_name="slow", metric="Sharpe")
+    assert len(out) < 200_000  # one rectangle per cell would be megabytes
+    assert out.count("<image") == 1 and out.count("<title>") == 191
+    best_fast = int(matrix.columns[int(np.argmax(matrix.loc[200].to_numpy()))])
+    assert f"slow=200: best Sharpe = {matrix.loc[200].max():.2f} at fast={best_fast}" in out
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", out)[1])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (46, 191)
+    idat_start = png.index(b"IDAT") + 4
+    idat_length = int.from_bytes(png[idat_start - 8:idat_start - 4], "big")
+    raw = zlib.decompress(png[idat_start:idat_start + idat_length])
+    assert len(raw) == height * (1 + width * 3)
+    # the top row of the image is the largest slow, as on an axis
+    top_left = raw[1:4]
+    assert "#" + top_left.hex() == svg.heat_color(float(matrix.loc[200, 5]),
+                                                  float(np.nanmin(matrix.to_numpy())),
+                                                  float(np.nanmax(matrix.to_numpy())))
+
+
+@pytest.mark.parametrize("body, message", [
+    ("    return None", "strategy 'shaped' returned NoneType; it must return a NumPy array"),
+    ("    return np.ones(3)", "strategy 'shaped' returned signals of shape (3,); expected (4,)"),
+])
+def test_a_shipped_strategy_with_a_bad_return_value_says_so(ql_home: Any, body: str,
+                                                            message: str) -> None:
+    from quantlab.bars import Bars
+    from quantlab.errors import StrategyError
+
+    source = "\n".join(["import numpy as np", "import quantlab as ql", SOURCE_MARKER,
+                        "@ql.strategy(name='shaped')", "def shaped(bars):", body, ""])
+    strat = load_shipped_strategy("shaped", source)
+    close = np.array([[1.0, 2.0, 3.0, 4.0]])
+    bars = Bars(index=pd.date_range("2020-01-01", periods=4, freq="D"), symbols=("AAA",),
+                open=close, high=close, low=close, close=close, volume=close, interval="1d",
+                meta={})
+    with pytest.raises(StrategyError, match=re.escape(message)):
+        strat.signals(bars, {})
+
+
+def test_a_shipped_source_that_does_not_load_names_the_strategy(ql_home: Any) -> None:
+    from quantlab.errors import StrategyError
+
+    with pytest.raises(StrategyError, match=re.escape(
+            "the source of strategy 'broken' failed to load on the worker: "
+            "ModuleNotFoundError: No module named 'not_installed_anywhere'")):
+        load_shipped_strategy("broken", "import not_installed_anywhere\n")
+    with pytest.raises(StrategyError, match=re.escape(
+            "the shipped source does not define strategy 'absent'")):
+        load_shipped_strategy("absent", "x = 1\n")
+
+
+def test_charts_and_tables_are_well_formed_markup() -> None:
+    import xml.etree.ElementTree as ET
+
+    from quantlab.notebook.formatting import html_table
+
+    index = pd.date_range("2020-01-01 09:30", periods=3000, freq="min")
+    series = pd.Series(np.cumsum(np.ones(3000)), index=index)
+    for chart in (svg.line_chart(series, title="A <b> & 'c'"),
+                  svg.line_chart(series.iloc[:0], title="empty"),
+                  svg.line_chart(-series, title="dd", area=True, zero_line=True)):
+        assert ET.fromstring(chart).tag.endswith("svg")
+    small = pd.DataFrame([[1.0, np.nan], [-2.0, 3.0]], index=[1, 2], columns=["a", "b"])
+    ET.fromstring(svg.heatmap(small, title="t", x_name="x <1>", y_name="y", metric="m"))
+    table = html_table(["name", "value"], [["<script>", 1.5]])
+    assert "&lt;script&gt;" in table and "<script>" not in table
+    ET.fromstring(table.split("</style>", 1)[1])
+
+
+def test_the_root_cause_is_named_only_when_the_error_does_not_say_it() -> None:
+    from quantlab.notebook.failure import root_exception_line
+
+    assert root_exception_line(TRACE) == "ZeroDivisionError: division by zero"
+    said = failure_html("StrategyError: strategy 'fragile' raised ZeroDivisionError", TRACE, {})
+    assert "caused by" not in said
+    unsaid = failure_html("RunError: the run failed", TRACE, {})
+    assert "caused by: <code>ZeroDivisionError: division by zero</code>" in unsaid

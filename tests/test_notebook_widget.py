@@ -1,0 +1,258 @@
+"""The live run widget, driven by real events.
+
+A scripted worker (real registry updates and real events on the embedded event stream, in the
+same order as ``quantlab.jobs.runner`` makes them) walks a run through its states so that every
+transition can be checked as it happens; real worker processes then check the same view
+end to end, including the Cancel button.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import quantlab as ql
+from quantlab.notebook.formatting import format_metric
+from quantlab.notebook.usercode import attach_strategy_source, source_line_offset
+from quantlab.notebook.widget import RunWidget, wait_for_outcome
+from tests import test_notebook_support as support
+from tests.test_notebook_support import Worker, wait_for
+
+# fixtures (pytest finds them in the module's namespace)
+sample_store = support.sample_store
+nb_home = support.nb_home
+worker = support.worker
+slow_worker = support.slow_worker
+
+SINGLE = {"strategy": "sma_crossover", "symbols": ["AAA"], "start": "2020-01-01",
+          "end": "2021-12-31", "params": {"fast": 10, "slow": 30}}
+
+
+@pytest.fixture
+def no_worker(nb_home: Path) -> Iterator[None]:
+    """Hold the worker lock so that submit starts no worker: the test plays the worker."""
+    fd = os.open(nb_home / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    yield
+    os.close(fd)
+
+
+class ScriptedWorker:
+    """Moves one run through its life like quantlab.jobs.runner does: one compare-and-set
+    registry update, then one event, per transition."""
+
+    def __init__(self, run_id: str) -> None:
+        from quantlab.jobs import backends
+
+        self.run_id = run_id
+        self.registry = backends.registry()
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        from quantlab.jobs.orchestrator import publish
+
+        publish(self.run_id, kind, data)
+
+    def start(self) -> None:
+        fields = {"status": "running", "started_at": time.time(), "worker": "scripted",
+                  "attempts": 1, "step": "collecting market data", "position": None}
+        assert self.registry.update_run(self.run_id, fields, expect_status=("queued",))
+        self.publish("started", {"worker": "scripted", "attempts": 1})
+
+    def progress(self, fraction: float, step: str, bars: int, eta: float) -> None:
+        self.registry.update_run(self.run_id, {"progress": fraction, "step": step,
+                                               "bars_done": bars, "eta_seconds": eta})
+        self.publish("progress", {"percent": 100 * fraction, "progress": fraction, "step": step,
+                                  "bars_done": bars, "eta": eta})
+
+    def log(self, message: str, level: str = "info") -> None:
+        from quantlab.jobs.orchestrator import run_log
+
+        run_log(self.run_id, message, level)
+
+    def fail(self, error: str, trace: str) -> None:
+        fields = {"status": "failed", "finished_at": time.time(), "step": "failed",
+                  "error": error, "traceback": trace}
+        assert self.registry.update_run(self.run_id, fields, expect_status=("running",))
+        self.publish("failed", {"error": error, "reason": "error", "traceback": trace})
+
+
+@ql.strategy(name="fragile_test_strategy")
+def fragile_test_strategy(bars: Any, n: int = 3) -> Any:
+    import numpy as np
+
+    ratio = float(bars.close[0, 0]) / 0
+    return np.sign(bars.close * ratio)
+
+
+def _queued_user_run() -> Any:
+    config = attach_strategy_source({"strategy": "fragile_test_strategy", "symbols": ["AAA"],
+                                     "params": {"n": 3}})
+    return ql.submit(config)
+
+
+def _trace_through(source: str) -> tuple[str, int]:
+    """A worker's traceback through the shipped source's division by zero, and the line of
+    that division counted from the strategy's own first line."""
+    lines = source.splitlines()
+    shipped_line = next(i for i, line in enumerate(lines, 1) if "/ 0" in line)
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "/work/main/quantlab/strategies/base.py", line 142, in signals\n'
+        "    raw = self.func(bars, **kwargs)\n"
+        f'  File "<strategy fragile_test_strategy>", line {shipped_line}, in '
+        "fragile_test_strategy\n"
+        "ZeroDivisionError: float division by zero\n")
+    return trace, shipped_line - source_line_offset(source)
+
+
+def test_widget_follows_each_state_from_the_event_stream(
+        nb_home: Path, no_worker: None, capfd: pytest.CaptureFixture[str]) -> None:
+    run = _queued_user_run()
+    widget = RunWidget(run)
+    assert widget.following
+    assert widget.state.status == "queued"
+    assert "position 1 of 1 in the queue" in widget.info.value
+    assert "ql-run-queued" in widget._dom_classes
+    script = ScriptedWorker(run.id)
+
+    script.start()
+    wait_for(lambda: widget.state.status == "running", 10, "running")
+    wait_for(lambda: "ql-run-running" in widget._dom_classes, 10, "the running class")
+    assert widget.progress.bar_style == "info"
+    assert widget.cancel_button.layout.display is None  # Cancel is offered while it runs
+
+    script.progress(0.5, "simulating", 1234, 3.0)
+    wait_for(lambda: widget.progress.value == 0.5, 10, "progress 50 %")
+    wait_for(lambda: "simulating · 1,234 bars" in widget.info.value, 10, "the step line")
+    assert "~0:03 left" in widget.info.value
+    assert widget.progress.description == "50%"
+
+    script.log("chunk 7 of 14 done")
+    wait_for(lambda: "chunk 7 of 14 done" in widget.log_html.value, 10, "the log tail")
+
+    # a second view of the same run (another cell, or a kernel restart) starts from the present
+    again = RunWidget(ql.get_run(run.id))
+    assert again.state.status == "running" and again.progress.value == 0.5
+    assert "chunk 7 of 14 done" in again.log_html.value
+
+    source = run.record["config"]["strategy_source"]
+    trace, user_line = _trace_through(source)
+    script.fail("StrategyError: strategy 'fragile_test_strategy' raised ZeroDivisionError", trace)
+    for view in (widget, again):
+        assert wait_for_outcome(view, 10)
+        wait_for(lambda v=view: not v.following, 10, "the follower thread to end")
+        assert view.state.status == "failed"
+        assert view.progress.bar_style == "danger"
+        error_html = view.body.children[0].value
+        assert "Run failed:</b> StrategyError: strategy &#x27;fragile_test_strategy&#x27;" in (
+            error_html)
+        assert (f"line {user_line} of strategy &#x27;fragile_test_strategy&#x27;"
+                in error_html)
+        assert "ratio = float(bars.close[0, 0]) / 0" in error_html
+        assert "ql-run-failed" in view._dom_classes
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # the follower threads never print
+
+
+def test_queue_position_is_live(nb_home: Path, no_worker: None) -> None:
+    first = ql.submit(SINGLE)
+    second = ql.submit({**SINGLE, "params": {"fast": 12, "slow": 30}})
+    widget = RunWidget(second)
+    wait_for(lambda: "position 2 of 2 in the queue" in widget.info.value, 10, "position 2")
+    first.cancel()
+    wait_for(lambda: "position 1 of 1 in the queue" in widget.info.value, 10, "position 1")
+    second.cancel()
+    assert wait_for_outcome(widget, 10)
+    assert widget.state.status == "cancelled"
+    assert "cancelled before any result was kept" in widget.body.children[0].value
+
+
+@pytest.mark.slow
+def test_a_live_sweep_ends_as_its_results_view(nb_home: Path, worker: Worker) -> None:
+    run = ql.submit({**SINGLE, "params": {"fast": [5, 10, 20], "slow": [30, 60]}})
+    widget = RunWidget(run)
+    assert wait_for_outcome(widget, 120)
+    result = run.result()
+    view = widget.body.children[0]
+    assert widget.state.status == "completed" and widget.progress.value == 1.0
+    assert widget.live.layout.display == "none"
+    assert format_metric("sharpe", result.metrics["sharpe"]) in view.metrics_html.value
+    assert view.tabs.titles == ("Sweep", "Equity & drawdown", "Trades")
+    assert view.sweep is not None and len(view.sweep.table) == 6
+    # the metric dropdown redraws the heatmap
+    view.sweep.metric.value = "total_return_pct"
+    assert "Total return by fast × slow" in view.sweep.heatmap.value
+    view.sweep.y_param.value = "(none)"
+    assert "Total return by fast" in view.sweep.heatmap.value
+    # zooming on a period redraws the charts over that period only
+    slider = view.equity_panel.zoom
+    full = view.equity_panel.chart.value
+    slider.index = (0, len(slider.options) // 2)
+    assert view.equity_panel.chart.value != full
+    from quantlab.jobs import backends
+
+    assert widget.state.last_seq == backends.events().last_seq(run.id)
+
+
+@pytest.mark.slow
+def test_cancel_button_stops_a_sweep_and_keeps_its_finished_part(
+        nb_home: Path, slow_worker: Worker) -> None:
+    grid = {"fast": list(range(5, 45)), "slow": [50, 100, 150, 200]}
+    run = ql.submit({**SINGLE, "params": grid})
+    widget = RunWidget(run)
+    wait_for(lambda: widget.state.status == "running" and widget.state.progress > 0.1, 60,
+             "the sweep to be under way")
+    widget.cancel_button.click()
+    assert widget.cancel_button.disabled
+    assert wait_for_outcome(widget, 30)
+    assert widget.state.status == "cancelled" and widget.state.partial
+    view = widget.body.children[0]
+    finished = len(view.sweep.table)
+    assert 0 < finished < 160
+    assert "partial: the run was cancelled" in view.sweep.summary.value
+    assert run.result().partial
+
+
+@pytest.mark.slow
+def test_a_raising_notebook_strategy_shows_the_users_line(nb_home: Path,
+                                                           worker: Worker) -> None:
+    run = _queued_user_run()
+    widget = RunWidget(run)
+    assert wait_for_outcome(widget, 60)
+    assert widget.state.status == "failed"
+    source = run.record["config"]["strategy_source"]
+    _, user_line = _trace_through(source)
+    error_html = widget.body.children[0].value
+    assert f"line {user_line} of strategy &#x27;fragile_test_strategy&#x27;" in error_html
+    assert "ZeroDivisionError" in error_html
+
+
+def test_a_deleted_run_stops_the_follower_with_a_note(nb_home: Path, no_worker: None) -> None:
+    from quantlab.jobs import backends
+
+    run = ql.submit(SINGLE)
+    widget = RunWidget(run)
+    backends.registry().delete_run(run.id)
+    wait_for(lambda: not widget.following, 10, "the follower to stop")
+    assert f"run {run.id} is no longer in the registry (deleted)" in widget.info.value
+
+
+def test_apply_drives_a_widget_without_a_thread(nb_home: Path, no_worker: None) -> None:
+    from quantlab.events import Event
+
+    run = ql.submit(SINGLE)
+    widget = RunWidget(run, follow=False)
+    assert not widget.following
+    base = widget.state.last_seq
+    assert widget.apply(Event(base + 1, run.id, "started", time.time(), {"attempts": 1}))
+    assert widget.apply(Event(base + 2, run.id, "progress", time.time(),
+                              {"percent": 25.0, "step": "computing indicators"}))
+    assert widget.progress.value == 0.25 and "computing indicators" in widget.info.value
+    assert not widget.apply(Event(base + 2, run.id, "progress", time.time(), {"percent": 90}))
+    assert widget.progress.value == 0.25  # a replayed event changes nothing
