@@ -129,6 +129,13 @@ class Run:
         self._record = orchestrator.cancel(self.id, self.settings)
         return self
 
+    def report(self, output: str | None = None, html: bool = True) -> Any:
+        """Execute the papermill report of this run; the notebook and its HTML are kept and
+        linked from the run's record (``report_ref``). Returns the files written."""
+        from quantlab.reports.runner import run_report
+
+        return run_report(self.id, output, html)
+
     def events(self, after: int = 0, limit: int = 1000) -> list[Any]:
         """This run's events after sequence number ``after`` (replayable from any point)."""
         return list(backends.events(self.settings).read(self.id, after=after, limit=limit))

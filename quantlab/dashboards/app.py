@@ -1,0 +1,314 @@
+"""The widgets of the Voila dashboards: comparing runs, and statistics over all runs.
+
+Each dashboard is one ipywidgets box that the notebook displays; the views are the same HTML
+as ``ql.compare(...)`` and ``ql.stats(...)`` show in a notebook (:mod:`quantlab.reports.html`),
+so a stakeholder sees exactly the researcher's numbers. Pages take their initial state from the
+URL's query string (``?comparison=<id>``, ``?runs=<id>,<id>``, ``?period=6M&strategy=x``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+import ipywidgets as widgets
+
+from quantlab.errors import QuantlabError
+
+RUN_CHOICES = 300  # the most recent completed runs offered in the picker
+ALL = "(all)"
+PERIODS = (("last 30 days", "30D"), ("last 3 months", "3M"), ("last 6 months", "6M"),
+           ("last year", "1Y"), ("year to date", "YTD"), ("all time", "all"))
+MESSAGE_STYLE = "font-family:sans-serif;font-size:13px;color:#555;margin:6px 0"
+ERROR_STYLE = "font-family:sans-serif;font-size:13px;color:#b00020;margin:6px 0"
+
+
+def parse_query(query: str | None) -> dict[str, str]:
+    """``"comparison=abc&x=1"`` -> ``{"comparison": "abc", "x": "1"}`` (last value wins)."""
+    parsed = parse_qs((query or "").lstrip("?"), keep_blank_values=False)
+    return {key: values[-1] for key, values in parsed.items() if values}
+
+
+def _message(text: str, error: bool = False) -> str:
+    return f'<p class="ql-dashboard-message" style="{ERROR_STYLE if error else MESSAGE_STYLE}">' \
+           f"{html.escape(text)}</p>"
+
+
+def _run_label(doc: Mapping[str, Any]) -> str:
+    metrics = doc.get("metrics") or {}
+    ret = metrics.get("total_return_pct")
+    shown = "—" if ret is None or (isinstance(ret, float) and math.isnan(ret)) else f"{ret:+.2f} %"
+    name = doc.get("name") or "(unnamed)"
+    return f"{name} · {doc.get('strategy') or '?'} · {shown} · {doc['id']}"
+
+
+# --------------------------------------------------------------------------- compare
+
+
+class CompareDashboard(widgets.VBox):
+    """Pick 2 to 5 completed runs; see their metrics, equity overlay, drawdowns, correlation
+    and config differences; save the comparison to share its URL."""
+
+    def __init__(self, query: str | None = None) -> None:
+        self.picker = widgets.SelectMultiple(
+            options=[], rows=10, description="Runs", layout=widgets.Layout(width="95%"),
+        )
+        self.picker.add_class("ql-run-picker")
+        self.refresh_button = widgets.Button(description="Refresh list", icon="refresh")
+        self.save_button = widgets.Button(description="Save comparison", icon="save",
+                                          disabled=True)
+        self.save_button.add_class("ql-save")
+        self.status = widgets.HTML()
+        self.status.add_class("ql-status")
+        self.view = widgets.HTML()
+        self.view.add_class("ql-view")
+        self.comparison: Any = None
+        self.comparison_id: str | None = None  # the saved comparison the page shows, if any
+        self.title: str | None = None
+        self._loading = False
+        super().__init__([
+            widgets.HTML('<h2 style="font-family:sans-serif;margin:4px 0">Compare runs</h2>'),
+            self.picker,
+            widgets.HBox([self.refresh_button, self.save_button]),
+            self.status,
+            self.view,
+        ])
+        self.add_class("ql-compare-dashboard")
+        self.refresh_button.on_click(lambda _: self.load_choices())
+        self.save_button.on_click(lambda _: self.save())
+        self.picker.observe(self._on_pick, names="value")
+        self.load_choices()
+        self.open_query(parse_query(query))
+
+    def load_choices(self, extra_ids: Sequence[str] = ()) -> None:
+        """Offer the latest completed runs (plus ``extra_ids`` if older), keeping the
+        selection."""
+        from quantlab.registry import open_registry
+
+        registry = open_registry()
+        docs = registry.find_runs(status="completed", sort="-finished_at", limit=RUN_CHOICES)
+        known = {d["id"] for d in docs}
+        for run_id in extra_ids:
+            if run_id not in known:
+                try:
+                    docs.append(registry.get_run(run_id))
+                except QuantlabError:
+                    continue
+        selected = self.picker.value
+        self._loading = True
+        try:
+            self.picker.options = [(_run_label(d), d["id"]) for d in docs]
+            self.picker.value = tuple(v for v in selected if v in {d["id"] for d in docs})
+        finally:
+            self._loading = False
+        if not docs:
+            self.status.value = _message("no completed runs yet: submit some with ql.submit or "
+                                         "%%backtest, then press Refresh list")
+
+    def open_query(self, params: Mapping[str, str]) -> None:
+        """Preselect the runs of ``?comparison=<id>`` (a saved comparison) or ``?runs=a,b``."""
+        from quantlab.analytics import COMPARISONS
+        from quantlab.registry import open_registry
+
+        run_ids: list[str] = []
+        if params.get("comparison"):
+            try:
+                doc = open_registry().get_document(COMPARISONS, params["comparison"])
+            except QuantlabError as exc:
+                self.status.value = _message(str(exc), error=True)
+                return
+            run_ids = list(doc.get("run_ids") or [])
+            self.comparison_id = params["comparison"]
+            self.title = doc.get("title")
+        elif params.get("runs"):
+            run_ids = [r.strip() for r in params["runs"].split(",") if r.strip()]
+        if run_ids:
+            self.load_choices(extra_ids=run_ids)
+            available = {value for _, value in self.picker.options}
+            self.picker.value = tuple(r for r in run_ids if r in available)
+
+    def _on_pick(self, change: Mapping[str, Any]) -> None:
+        if not self._loading:
+            self.update(list(change["new"]))
+
+    def update(self, run_ids: Sequence[str]) -> None:
+        """Recompute the comparison for ``run_ids`` and redraw."""
+        from quantlab.analytics import MAX_RUNS, MIN_RUNS, compare
+        from quantlab.reports.html import comparison_html
+
+        self.save_button.disabled = True
+        if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
+            self.comparison = None
+            self.view.value = ""
+            self.status.value = _message(
+                f"select {MIN_RUNS} to {MAX_RUNS} runs to compare ({len(run_ids)} selected; "
+                f"ctrl/cmd-click adds a run)")
+            return
+        self.status.value = _message(f"comparing {len(run_ids)} runs…")
+        saved = self.comparison_id
+        try:
+            cmp = compare(list(run_ids))
+        except QuantlabError as exc:
+            self.comparison = None
+            self.view.value = ""
+            self.status.value = _message(str(exc), error=True)
+            return
+        if saved is not None and self._saved_runs(saved) == list(run_ids):
+            cmp.id, cmp.title = saved, self.title
+        self.comparison = cmp
+        self.view.value = comparison_html(cmp)
+        self.status.value = ""
+        self.save_button.disabled = False
+
+    @staticmethod
+    def _saved_runs(comparison_id: str) -> list[str]:
+        from quantlab.analytics import COMPARISONS
+        from quantlab.registry import open_registry
+
+        try:
+            return list(open_registry().get_document(COMPARISONS, comparison_id)["run_ids"])
+        except QuantlabError:
+            return []
+
+    def save(self) -> str | None:
+        """Save the comparison shown; the status line gives its shareable URL."""
+        if self.comparison is None:
+            return None
+        comparison_id = str(self.comparison.save())
+        self.comparison_id, self.title = comparison_id, self.comparison.title
+        url = self.comparison.url
+        self.status.value = (
+            f'<p class="ql-saved" style="{MESSAGE_STYLE}">saved as <code>{html.escape(comparison_id)}'
+            f'</code>: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></p>'
+        )
+        return comparison_id
+
+
+# --------------------------------------------------------------------------- analytics
+
+
+def _distinct(docs: Sequence[Mapping[str, Any]], key: str) -> list[str]:
+    values: set[str] = set()
+    for doc in docs:
+        value = doc.get(key)
+        if isinstance(value, list):
+            values.update(str(v) for v in value)
+        elif value:
+            values.add(str(value))
+    return sorted(values)
+
+
+class AnalyticsDashboard(widgets.VBox):
+    """Statistics over the registry's runs with filters: period, strategy, tag, user."""
+
+    def __init__(self, query: str | None = None) -> None:
+        params = parse_query(query)
+        self.period = widgets.Dropdown(options=list(PERIODS), value="1Y", description="Period")
+        self.strategy = widgets.Dropdown(options=[ALL], value=ALL, description="Strategy")
+        self.tag = widgets.Dropdown(options=[ALL], value=ALL, description="Tag")
+        self.user = widgets.Dropdown(options=[ALL], value=ALL, description="User")
+        for name, box in (("period", self.period), ("strategy", self.strategy),
+                          ("tag", self.tag), ("user", self.user)):
+            box.add_class(f"ql-filter-{name}")
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.status = widgets.HTML()
+        self.view = widgets.HTML()
+        self.view.add_class("ql-view")
+        self._loading = False
+        super().__init__([
+            widgets.HTML('<h2 style="font-family:sans-serif;margin:4px 0">Backtest analytics'
+                         "</h2>"),
+            widgets.HBox([self.period, self.strategy]),
+            widgets.HBox([self.tag, self.user, self.refresh_button]),
+            self.status,
+            self.view,
+        ])
+        self.add_class("ql-analytics-dashboard")
+        self.load_choices()
+        self._apply_query(params)
+        for box in (self.period, self.strategy, self.tag, self.user):
+            box.observe(lambda _: self.update(), names="value")
+        self.refresh_button.on_click(self._refresh)
+        self.update()
+
+    def _refresh(self, _: Any = None) -> None:
+        self.load_choices()
+        self.update()
+
+    def load_choices(self) -> None:
+        """Fill the strategy, tag and user filters from the runs in the registry."""
+        from quantlab.registry import open_registry
+
+        docs = open_registry().find_runs(limit=None)
+        self._loading = True
+        try:
+            for box, key in ((self.strategy, "strategy"), (self.tag, "tags"),
+                             (self.user, "user")):
+                current = box.value
+                options = [ALL, *_distinct(docs, key)]
+                box.options = options
+                box.value = current if current in options else ALL
+        finally:
+            self._loading = False
+
+    def _apply_query(self, params: Mapping[str, str]) -> None:
+        self._loading = True
+        try:
+            periods = {value for _, value in PERIODS}
+            if params.get("period") in periods:
+                self.period.value = params["period"]
+            for box, key in ((self.strategy, "strategy"), (self.tag, "tag"), (self.user, "user")):
+                if params.get(key) in box.options:
+                    box.value = params[key]
+        finally:
+            self._loading = False
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "period": self.period.value,
+            "strategy": None if self.strategy.value == ALL else self.strategy.value,
+            "tag": None if self.tag.value == ALL else self.tag.value,
+            "user": None if self.user.value == ALL else self.user.value,
+        }
+
+    def update(self) -> None:
+        from quantlab.analytics import stats
+        from quantlab.reports.html import stats_html
+
+        if self._loading:
+            return
+        try:
+            result = stats(**self.filters())
+        except QuantlabError as exc:
+            self.status.value = _message(str(exc), error=True)
+            return
+        self.status.value = ""
+        self.view.value = stats_html(result)
+
+
+def query_string(retry_every: float = 0.5) -> str:
+    """The page's query string inside Voila, or "" outside Voila.
+
+    A pre-heated kernel runs the notebook before anyone asks, then waits here for the request
+    that takes it. Voila's helper gives up when its websocket to the server does not open
+    within 5 s (a busy server) and the page would then ignore its query string
+    (``?comparison=...``), so this keeps asking until the request info arrives.
+    """
+    import os
+    import time
+    import warnings
+
+    if os.environ.get("VOILA_PREHEAT", "False") == "False":
+        return os.environ.get("QUERY_STRING", "")
+    from voila.utils import wait_for_request
+
+    while "QUERY_STRING" not in os.environ:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Failed to connect": we try again
+            wait_for_request()
+        if "QUERY_STRING" not in os.environ:
+            time.sleep(retry_every)
+    return os.environ["QUERY_STRING"]

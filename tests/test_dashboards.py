@@ -1,0 +1,382 @@
+"""The Voila dashboards, served for real and driven in headless Chromium: the pages must show
+the runs' numbers, follow a change of selection, open a saved comparison by its URL, and load
+nothing from the network."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import quantlab as ql
+from quantlab.dashboards.serve import ServeOptions, notebook_path, voila_argv
+from quantlab.notebook.formatting import format_metric
+from tests.conftest import free_port
+from tests.test_analytics_support import RUN_SPECS, populated_home
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+PAGE_TIMEOUT_MS = 90_000  # a cold kernel on a busy 2-core machine; never a pass/fail threshold
+
+
+# --------------------------------------------------------------------------- no browser
+
+
+def test_voila_command_line() -> None:
+    argv = voila_argv("compare", ServeOptions(port=9999, cull_idle_timeout=120))
+    assert argv[0] == str(notebook_path("compare"))
+    assert "--port=9999" in argv and "--no-browser" in argv
+    assert "--preheat_kernel=True" in argv and "--pool_size=1" in argv
+    assert "--MappingKernelManager.cull_idle_timeout=120" in argv
+    assert "--template=quantlab" in argv
+    cold = voila_argv("analytics", ServeOptions(preheat=False))
+    assert not any(a.startswith("--preheat_kernel") for a in cold)
+
+
+def test_serve_errors() -> None:
+    with pytest.raises(ql.ConfigError, match="unknown dashboard 'comapre' — did you mean "
+                                             "'compare'\\?; choose compare or analytics"):
+        notebook_path("comapre")
+    with pytest.raises(ql.ConfigError, match="port 70000 is not a TCP port"):
+        voila_argv("compare", ServeOptions(port=70000))
+
+
+def test_voila_env_drops_request_variables_and_adds_the_template() -> None:
+    from quantlab.dashboards.serve import TEMPLATE_ROOT, voila_env
+
+    env = voila_env({"QUERY_STRING": "comparison=old", "VOILA_PREHEAT": "True", "HOME": "/h",
+                     "JUPYTER_PATH": "/extra"})
+    assert "QUERY_STRING" not in env and "VOILA_PREHEAT" not in env and env["HOME"] == "/h"
+    assert env["JUPYTER_PATH"] == os.pathsep.join([str(TEMPLATE_ROOT), "/extra"])
+
+
+def test_dashboard_template_has_no_cdn_links() -> None:
+    from quantlab.dashboards.serve import TEMPLATE_ROOT
+
+    text = (TEMPLATE_ROOT / "voila" / "templates" / "quantlab" / "index.html.j2").read_text()
+    assert "https://" not in text and "super.super()" in text
+
+
+def test_query_parsing() -> None:
+    from quantlab.dashboards.app import parse_query
+
+    assert parse_query("comparison=abc&runs=a,b") == {"comparison": "abc", "runs": "a,b"}
+    assert parse_query("?period=6M&period=1Y") == {"period": "1Y"}
+    assert parse_query(None) == {}
+
+
+def test_preheated_kernel_keeps_asking_for_its_query_string(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Voila's helper gives up when the server's websocket is not there; the dashboard asks
+    again until the visitor's request info arrives."""
+    import json
+    import threading
+
+    from websockets.sync.server import serve
+
+    from quantlab.dashboards.app import query_string
+
+    port = free_port()
+    for name, value in {"VOILA_PREHEAT": "True", "VOILA_APP_PORT": str(port),
+                        "VOILA_KERNEL_ID": "k1", "VOILA_SERVER_URL": "/"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("QUERY_STRING", raising=False)
+    monkeypatch.delenv("VOILA_WS_BASE_URL", raising=False)
+    paths: list[str] = []
+
+    def handler(ws: Any) -> None:
+        paths.append(ws.request.path)
+        ws.send(json.dumps({"QUERY_STRING": "comparison=abc"}))
+
+    started = threading.Event()
+    servers: list[Any] = []
+
+    def late_server() -> None:
+        time.sleep(1.0)  # the first attempts find no server, as with a busy Voila
+        with serve(handler, "127.0.0.1", port) as server:
+            servers.append(server)
+            started.set()
+            server.serve_forever()
+
+    thread = threading.Thread(target=late_server, daemon=True)
+    thread.start()
+    try:
+        assert query_string(retry_every=0.05) == "comparison=abc"
+    finally:
+        os.environ.pop("QUERY_STRING", None)  # set by Voila's helper, not by monkeypatch
+        started.wait(10)
+        for server in servers:
+            server.shutdown()
+        thread.join(10)
+    assert paths == ["/voila/query/k1"]
+
+
+def test_query_string_outside_a_preheated_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import query_string
+
+    monkeypatch.setenv("VOILA_PREHEAT", "False")
+    monkeypatch.setenv("QUERY_STRING", "runs=a,b")
+    assert query_string() == "runs=a,b"
+    monkeypatch.delenv("QUERY_STRING")
+    assert query_string() == ""
+
+
+# --------------------------------------------------------------------------- served
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.url = f"http://127.0.0.1:{port}/"
+
+
+def start_dashboard(name: str, home: Path, *options: str) -> Server:
+    port = free_port()
+    log = home / f"voila-{name}.log"
+    env = dict(os.environ, QUANTLAB_HOME=str(home), QUANTLAB_USER="tester",
+               QUANTLAB_DASHBOARD_URL=f"http://127.0.0.1:{port}")
+    with open(log, "wb") as out:
+        # its own session, so that stopping it stops its kernels too
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quantlab.dashboards", name, "--port", str(port), *options],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"voila exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return Server(proc, port, log)
+        except OSError:
+            time.sleep(0.1)
+    stop(Server(proc, port, log))
+    pytest.fail(f"voila did not listen on port {port}:\n{log.read_text()[-3000:]}")
+
+
+def wait_for_log(server: Server, text: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in server.log.read_text(errors="replace"):
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"voila never logged {text!r}:\n"
+                        f"{server.log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+
+
+def stop(server: Server) -> None:
+    try:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+    with populated_home(tmp_path_factory.mktemp("dash"), RUN_SPECS) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def compare_server(home: tuple[Path, list[str]]) -> Iterator[Server]:
+    server = start_dashboard("compare", home[0])
+    # the pool's kernel has run the imports and waits for a visitor
+    wait_for_log(server, "Kernel pool of compare.ipynb is filled")
+    yield server
+    stop(server)
+
+
+@pytest.fixture(scope="module")
+def analytics_server(home: tuple[Path, list[str]]) -> Iterator[Server]:
+    # visitors' kernels idle for 15 s are shut down (checked every second)
+    server = start_dashboard("analytics", home[0], "--cull-idle", "15", "--cull-interval", "1")
+    yield server
+    stop(server)
+
+
+class Page:
+    """A browser page that records every request leaving the dashboard's server."""
+
+    def __init__(self, browser: Any, server: Server) -> None:
+        self.server = server
+        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
+        self.page.set_default_timeout(PAGE_TIMEOUT_MS)
+        self.outside: list[str] = []
+        local = (f"http://127.0.0.1:{server.port}", f"ws://127.0.0.1:{server.port}", "data:",
+                 "blob:", "about:")
+        self.page.on("request", lambda r: None if r.url.startswith(local)
+                     else self.outside.append(r.url))
+
+    def text(self, selector: str) -> str:
+        return str(self.page.inner_text(selector))
+
+    def wait_for(self, selector: str) -> Any:
+        """The element, once shown; on a timeout the failure carries Voila's log."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            return self.page.wait_for_selector(selector)
+        except PlaywrightTimeout:
+            log = self.server.log.read_text(errors="replace")[-4000:]
+            shown = self.page.inner_text("body")[-2000:]
+            pytest.fail(f"{selector} never appeared on {self.page.url}; the page shows:\n"
+                        f"{shown}\nvoila log:\n{log}")
+
+
+def metric_row(page: Page, label: str) -> list[str]:
+    row = page.page.locator(".ql-compare-metrics tr", has_text=label).first
+    return [c.strip() for c in row.inner_text().split("\t")]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
+        home: tuple[Path, list[str]], compare_server: Server, browser: Any) -> None:
+    _, ids = home
+    saved = ql.compare(ids[:2])
+    comparison_id = saved.save()
+    records = [ql.get_run(i).record for i in ids]
+    view = Page(browser, compare_server)
+    view.page.goto(f"{compare_server.url}?comparison={comparison_id}")
+    view.wait_for(".ql-compare-metrics")
+    # the first visitor got the pre-heated kernel, which read the query string of the request
+    assert "Using pre-heated kernel" in compare_server.log.read_text(errors="replace")
+    header = view.text(".ql-compare-metrics thead")
+    assert records[0]["name"] in header and records[1]["name"] in header
+    assert records[2]["name"] not in header
+    returns = metric_row(view, "Total return")
+    assert returns[1:] == [format_metric("total_return_pct", r["metrics"]["total_return_pct"])
+                           for r in records[:2]]
+    sharpe = metric_row(view, "Sharpe")
+    assert sharpe[1:] == [format_metric("sharpe", r["metrics"]["sharpe"]) for r in records[:2]]
+    corr = view.text(".ql-compare-correlation")
+    assert f"{saved.correlation.iloc[0, 1]:.2f}" in corr
+    assert comparison_id in view.text(".ql-comparison")
+
+    # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1
+    picker = view.page.locator(".ql-run-picker select")
+    labels = {o.get_attribute("value") or o.inner_text(): o.inner_text()
+              for o in picker.locator("option").all()}
+    wanted = [text for text in labels.values() if ids[1] in text or ids[2] in text]
+    picker.select_option(label=wanted)
+    view.page.wait_for_function(
+        "name => document.querySelector('.ql-compare-metrics thead').innerText.includes(name)",
+        arg=records[2]["name"])
+    header = view.text(".ql-compare-metrics thead")
+    assert records[0]["name"] not in header
+    columns = [c.strip() for c in header.split("\t")][1:]  # the picker's order
+    by_name = {r["name"]: r for r in records}
+    assert sorted(columns) == sorted(r["name"] for r in records[1:])
+    returns = metric_row(view, "Total return")
+    assert returns[1:] == [format_metric("total_return_pct",
+                                         by_name[c]["metrics"]["total_return_pct"])
+                           for c in columns]
+    diff = view.text(".ql-compare-config")
+    assert "rsi_reversion" in diff and "params.fast" in diff
+
+    # one run is not a comparison: the page says what to do
+    picker.select_option(label=[wanted[0]])
+    view.wait_for("text=select 2 to 5 runs to compare")
+    assert view.page.locator(".ql-compare-metrics").count() == 0
+    assert view.outside == [], f"the page loaded from the network: {view.outside}"
+    # the JupyterLab side panel's extension is not loaded into dashboards
+    assert "labextensions/quantlab/" not in compare_server.log.read_text(errors="replace")
+    view.page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_compare_dashboard_saves_a_comparison_that_opens_by_url(
+        home: tuple[Path, list[str]], compare_server: Server, browser: Any) -> None:
+    from quantlab.registry import open_registry
+
+    _, ids = home
+    view = Page(browser, compare_server)
+    view.page.goto(f"{compare_server.url}?runs={ids[0]},{ids[2]}")
+    view.wait_for(".ql-compare-metrics")
+    view.page.locator(".ql-save button, button.ql-save").first.click()
+    link = view.wait_for(".ql-saved a")
+    url = link.get_attribute("href")
+    assert url is not None and url.startswith(f"{compare_server.url}?comparison=")
+    comparison_id = url.split("comparison=", 1)[1]
+    assert open_registry().get_document("comparisons", comparison_id)["run_ids"] == [ids[0],
+                                                                                    ids[2]]
+    view.page.close()
+    again = Page(browser, compare_server)
+    again.page.goto(url)
+    again.wait_for(".ql-compare-metrics")
+    header = again.text(".ql-compare-metrics thead")
+    names = [ql.get_run(i).record["name"] for i in ids]
+    assert names[0] in header and names[2] in header and names[1] not in header
+    again.page.close()
+
+
+def stat(view: Page, label: str) -> str:
+    return view.text(f'.ql-stat[data-stat="{label}"] .ql-stat-value').strip()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_analytics_dashboard_shows_statistics_and_follows_filters(
+        home: tuple[Path, list[str]], analytics_server: Server, browser: Any) -> None:
+    everything = ql.stats("1Y")
+    rsi = ql.stats("1Y", strategy="rsi_reversion")
+    view = Page(browser, analytics_server)
+    view.page.goto(analytics_server.url)
+    view.wait_for(".ql-stats-summary")
+    assert stat(view, "runs") == str(everything.n_runs) == "3"
+    assert stat(view, "success rate") == "100.00 %"
+    assert stat(view, "mean return") == format_metric("mean_return_pct",
+                                                      everything.mean_return_pct)
+    best = view.text(".ql-stats-best")
+    assert everything.best(1)["name"].iloc[0] in best
+
+    view.page.locator(".ql-filter-strategy select").select_option(label="rsi_reversion")
+    view.page.wait_for_function(
+        "() => document.querySelector('.ql-stat[data-stat=\"runs\"] .ql-stat-value')"
+        ".innerText.trim() === '1'")
+    assert stat(view, "mean return") == format_metric("mean_return_pct", rsi.mean_return_pct)
+    assert "strategy=rsi_reversion" in view.text(".ql-stats")
+    assert view.outside == [], f"the page loaded from the network: {view.outside}"
+    view.page.close()
+
+    filtered = Page(browser, analytics_server)
+    filtered.page.goto(f"{analytics_server.url}?tag=trend&period=all")
+    filtered.wait_for(".ql-stats-summary")
+    assert stat(filtered, "runs") == "2"
+    filtered.page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_idle_dashboard_kernels_are_culled(
+        home: tuple[Path, list[str]], analytics_server: Server, browser: Any) -> None:
+    view = Page(browser, analytics_server)
+    view.page.goto(f"{analytics_server.url}?period=all")
+    view.wait_for(".ql-stats-summary")
+    view.page.close()
+    wait_for_log(analytics_server, "due to 15 seconds of inactivity", seconds=120)
