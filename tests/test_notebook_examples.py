@@ -49,9 +49,17 @@ def test_portfolio_and_risk_example(nb_home: Path, tmp_path: Path) -> None:
     assert "Sharpe by lookback × top_n" in tree.html(rotation_view)
 
     compare = cell_html(nb.cells[6])
+    labels, rows = support.comparison_metrics(compare)
+    assert labels == ["momentum rotation", "crossover long/short with stops"]
+    assert rows["Sharpe"] == [format_metric("sharpe", run.record["metrics"]["sharpe"])
+                              for run in (rotation, hedged)]
+    assert rows["Total return"] == [
+        format_metric("total_return_pct", run.record["metrics"]["total_return_pct"])
+        for run in (rotation, hedged)]
     for run in (rotation, hedged):
         assert run.id in compare
-        assert format_metric("sharpe", run.record["metrics"]["sharpe"]) in compare
+    config = {row[0][0] for row in support.table_cells(compare, "ql-compare-config")[1:]}
+    assert {"strategy", "symbols", "allow_short"} <= config
     history = cell_html(nb.cells[8])
     assert "momentum rotation" in history and "crossover long/short with stops" in history
 

@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from quantlab.errors import ConfigError, QuantlabError
+from quantlab.errors import ConfigError, QuantlabError, RunError, RunNotFound
 from quantlab.notebook.formatting import format_metric
 from tests import test_notebook_support as support
 from tests.test_notebook_support import Worker
@@ -300,10 +300,9 @@ def test_backtests_lists_and_filters_runs(ip: InteractiveShell, no_worker: None)
     assert "unknown filter 'stauts' — did you mean 'status'?" in str(err)
 
 
-def test_status_cancel_and_compare(ip: InteractiveShell, no_worker: None,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_and_cancel(ip: InteractiveShell, no_worker: None,
+                           capsys: pytest.CaptureFixture[str]) -> None:
     a = _queue(ip, "alpha", 10, "t")
-    b = _queue(ip, "beta", 20, "t")
     shown = run_cell(ip, f"%backtest_status {a.id}").result
     assert shown.id == a.id
 
@@ -313,18 +312,157 @@ def test_status_cancel_and_compare(ip: InteractiveShell, no_worker: None,
     run_cell(ip, f"%backtest_cancel {a.id}")
     assert "had already ended (cancelled); nothing to cancel" in capsys.readouterr().out
 
-    comparison = run_cell(ip, f"%backtest_compare {a.id} {b.id}").result
-    assert list(comparison.table.columns) == [a.id, b.id]
-    assert comparison.table.loc["params"].tolist() == ["fast=10, slow=50", "fast=20, slow=50"]
-    assert comparison.table.loc["status"].tolist() == ["cancelled", "queued"]
-
     err = short_error(run_cell(ip, "%backtest_status NOSUCHRUN"))
     assert "no run 'NOSUCHRUN'" in str(err)
     result = run_cell(ip, "%backtest_cancel")
     assert isinstance(result.error_in_exec, UsageError)
     assert re.search(r"takes one run id", str(result.error_in_exec))
-    err = short_error(run_cell(ip, f"%backtest_compare {a.id}"))
-    assert "compare needs at least two different run ids" in str(err)
+
+
+def test_compare_refuses_what_it_cannot_compare(ip: InteractiveShell, no_worker: None) -> None:
+    a = _queue(ip, "alpha", 10, "t")
+    b = _queue(ip, "beta", 20, "t")
+    run_cell(ip, f"%backtest_cancel {a.id}")
+    cases = [
+        (f"{a.id}", ConfigError, "a comparison takes 2 to 5 runs, got 1; add runs to compare"),
+        ("", ConfigError, "a comparison takes 2 to 5 runs, got 0; add runs to compare"),
+        (f"{a.id} {b.id} {a.id}", ConfigError,
+         f"run {a.id} is listed more than once; list each run once"),
+        (" ".join(f"R{i}" for i in range(6)), ConfigError,
+         "a comparison takes 2 to 5 runs, got 6; pick the 5 you want to see side by side"),
+        (f"{a.id} {b.id}", RunError,
+         f"run '{a.id}' is cancelled, so it has no result to compare; compare completed runs "
+         f"only"),
+        (f"{b.id}, {a.id}", RunError,
+         f"run '{b.id}' is queued, so it has no result to compare; wait for it with "
+         f"ql.get_run('{b.id}').wait()"),
+        (f"NOSUCHRUN {a.id}", RunNotFound, "no run 'NOSUCHRUN' — list runs with ql.runs()"),
+    ]
+    for ids, kind, message in cases:
+        err = short_error(run_cell(ip, f"%backtest_compare {ids}"))
+        assert isinstance(err, kind), (ids, err)
+        assert message in str(err), ids
+
+
+def _completed(ip: InteractiveShell, name: str, fast: int) -> Any:
+    run_cell(ip, f"%%backtest --wait --name \"{name}\" --out tmp\n" + GOOD.replace(
+        "fast: 10", f"fast: {fast}"))
+    run = ip.user_ns["tmp"]
+    assert run.status == "completed", run.record.get("error")
+    return run
+
+
+def _shown_html(ip: InteractiveShell, value: Any) -> str:
+    """What the notebook shows for a cell's value (its text/html)."""
+    bundle, _ = ip.display_formatter.format(value)
+    return str(bundle["text/html"])
+
+
+@pytest.mark.slow
+def test_compare_shows_the_runs_metrics_side_by_side(ip: InteractiveShell,
+                                                     worker: Worker) -> None:
+    from quantlab.analytics import Comparison
+
+    a = _completed(ip, "fast crossover", 10)
+    b = _completed(ip, "slow crossover", 20)
+    comparison = run_cell(ip, f"%backtest_compare {a.id}, {b.id}").result
+    assert isinstance(comparison, Comparison)
+    assert comparison.run_ids == [a.id, b.id]
+
+    page = _shown_html(ip, comparison)
+    labels, rows = support.comparison_metrics(page)
+    assert labels == ["fast crossover", "slow crossover"]
+    sharpe = [a.record["metrics"]["sharpe"], b.record["metrics"]["sharpe"]]
+    assert sharpe[0] != sharpe[1]
+    assert rows["Sharpe"] == [format_metric("sharpe", v) for v in sharpe]
+    assert support.comparison_best(page, "Sharpe") == [format_metric("sharpe", max(sharpe))]
+    assert rows["Total return"] == [format_metric("total_return_pct", r.record["metrics"][
+        "total_return_pct"]) for r in (a, b)]
+    assert a.id in page and b.id in page
+    # the parts the registry-record table did not have: correlation, drawdowns, config diff
+    correlation = support.table_cells(page, "ql-compare-correlation")
+    assert [text for text, _ in correlation[1]] == [
+        "fast crossover", "1.00", f"{comparison.correlation.iloc[0, 1]:.2f}"]
+    assert "all runs were in drawdown together on" in page
+    config = support.table_cells(page, "ql-compare-config")
+    assert [text for text, _ in config[1]] == ["params.fast", "params", "10", "20"]
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, message", [
+    ("", "%backtest_report takes one run id, e.g. %backtest_report 01J8ZQ4...; list runs with "
+         "%backtests"),
+    ("ID1 ID2", "%backtest_report takes one run id"),
+    ("ID1 --output", "argument --output: expected one argument"),
+    ("ID1 --output \"unclosed", "%backtest_report options: No closing quotation; close the "
+                                "quotes around the value"),
+    ("ID1 --colour red", "unrecognized arguments: --colour red"),
+])
+def test_report_usage_errors(ip: InteractiveShell, line: str, message: str) -> None:
+    result = run_cell(ip, f"%backtest_report {line}")
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    assert message in str(result.error_in_exec)
+
+
+def test_report_of_an_unknown_or_unfinished_run_says_what_to_do(ip: InteractiveShell,
+                                                                 no_worker: None) -> None:
+    err = short_error(run_cell(ip, "%backtest_report NOSUCHRUN"))
+    assert isinstance(err, RunNotFound)
+    assert str(err) == "no run 'NOSUCHRUN' — list runs with ql.runs()"
+    queued = _queue(ip, "alpha", 10, "t")
+    err = short_error(run_cell(ip, f"%backtest_report {queued.id}"))
+    assert isinstance(err, RunError)
+    assert str(err) == (f"run '{queued.id}' is queued, so there is nothing to report yet; wait "
+                        f"for it to finish (ql.get_run(id).wait())")
+    assert not (_home() / "reports").exists()
+
+
+def _home() -> Path:
+    from quantlab.settings import current
+
+    return current().home.resolve()
+
+
+@pytest.mark.slow
+def test_report_writes_the_files_links_them_and_records_the_ref(
+        ip: InteractiveShell, worker: Worker, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.notebook import reportview
+    from quantlab.registry import open_registry
+
+    run = _completed(ip, "reported", 10)
+    notebooks = tmp_path / "notebooks"  # the notebook's folder: the kernel's working directory
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)
+    monkeypatch.setattr(reportview, "served_roots", lambda: [])
+
+    view = run_cell(ip, f"%backtest_report {run.id} --output out/").result
+    notebook, page = notebooks / "out" / f"{run.id}.ipynb", notebooks / "out" / f"{run.id}.html"
+    assert (view.files.notebook.resolve(), view.files.html.resolve()) == (notebook, page)
+    assert notebook.is_file() and page.is_file()
+    assert format_metric("sharpe", run.record["metrics"]["sharpe"]) in page.read_text()
+    assert run.record["report_ref"] == f"runs/{run.id}/report.html"
+    assert open_registry().get_blob(f"runs/{run.id}/report.html") == page.read_bytes()
+    shown = _shown_html(ip, view)
+    assert f'<a href="out/{run.id}.html"' in shown and f'<a href="out/{run.id}.ipynb"' in shown
+    assert repr(view) == (f"report of run {run.id}\n  HTML report: {page}\n"
+                          f"  executed notebook: {notebook}")
+
+    # without HTML, in the default place: outside what the server serves, so absolute paths
+    view = run_cell(ip, f"%backtest_report {run.id} --no-html").result
+    default = _home() / "reports" / f"{run.id}.ipynb"
+    assert view.files.notebook.resolve() == default and default.is_file()
+    assert view.files.html is None and not default.with_suffix(".html").exists()
+    assert run.record["report_ref"] == f"runs/{run.id}/report.ipynb"
+    shown = _shown_html(ip, view)
+    assert f"<code>{default}</code>" in shown and "<a " not in shown
+    assert "HTML report" not in shown
+    assert repr(view) == f"report of run {run.id}\n  executed notebook: {default}"
+
+    err = short_error(run_cell(ip, f"%backtest_report {run.id} --output report.txt"))
+    assert "report output 'report.txt' must be a .ipynb file or a folder" in str(err)
 
 
 def test_a_result_displays_as_the_results_view(ip: InteractiveShell) -> None:

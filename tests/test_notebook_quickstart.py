@@ -21,9 +21,11 @@ from tests.test_notebook_support import (
     WidgetTree,
     cell_html,
     cell_stdout,
+    comparison_metrics,
     execute_notebook,
     last_json_line,
     stop_group,
+    table_cells,
 )
 
 pytestmark = pytest.mark.slow
@@ -195,9 +197,19 @@ def test_comparison_and_run_list(in_home: Any) -> None:
 
     nb, ids = in_home
     compare = cell_html(_cell(nb, "%backtest_compare"))
-    first = ql.get_run(ids["first"]).record
+    first, mine = ql.get_run(ids["first"]).record, ql.get_run(ids["mine"]).record
     assert ids["first"] in compare and ids["mine"] in compare
-    assert format_metric("sharpe", first["metrics"]["sharpe"]) in compare
+    labels, rows = comparison_metrics(compare)
+    assert labels == ["golden cross on AAA", "z-score reversion on AAA"]
+    assert rows["Sharpe"] == [format_metric("sharpe", first["metrics"]["sharpe"]),
+                              format_metric("sharpe", mine["metrics"]["sharpe"])]
+    assert rows["Max drawdown"] == [
+        format_metric("max_drawdown_pct", first["metrics"]["max_drawdown_pct"]),
+        format_metric("max_drawdown_pct", mine["metrics"]["max_drawdown_pct"])]
+    # the correlation of their daily returns, as ql.compare computes it here
+    cmp = ql.compare([ids["first"], ids["mine"]])
+    correlation = table_cells(compare, "ql-compare-correlation")
+    assert correlation[1][2][0] == f"{cmp.correlation.iloc[0, 1]:.2f}"
     listing = cell_html(_cell(nb, "%backtests tag=quickstart"))
     for run_id in ids.values():
         assert run_id in listing

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,65 @@ def cell_html(cell: Any) -> str:
 def last_json_line(cell: Any) -> dict[str, Any]:
     lines = [line for line in cell_stdout(cell).splitlines() if line.startswith("{")]
     return dict(json.loads(lines[-1]))
+
+
+# -- comparisons as a researcher reads them ------------------------------------------------------
+
+
+class _TableReader(HTMLParser):
+    """The rows (header first) of the tables of one CSS class in an HTML string, as text."""
+
+    def __init__(self, css_class: str) -> None:
+        super().__init__()
+        self.css_class = css_class
+        self.tables: list[list[list[tuple[str, str]]]] = []
+        self._depth = 0  # > 0 inside a matching table
+        self._cell: list[str] | None = None
+        self._style = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            if self._depth:
+                self._depth += 1
+            elif self.css_class in (found.get("class") or "").split():
+                self._depth = 1
+                self.tables.append([])
+        elif self._depth == 1 and tag == "tr":
+            self.tables[-1].append([])
+        elif self._depth == 1 and tag in ("td", "th"):
+            self._cell, self._style = [], found.get("style") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self._depth:
+            self._depth -= 1
+        elif self._depth == 1 and tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(("".join(self._cell).strip(), self._style))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_cells(page: str, css_class: str) -> list[list[tuple[str, str]]]:
+    """The one table of ``css_class`` in ``page``: rows of (text, inline style) cells."""
+    reader = _TableReader(css_class)
+    reader.feed(page)
+    assert len(reader.tables) == 1, f"{len(reader.tables)} tables of class {css_class!r}"
+    return reader.tables[0]
+
+
+def comparison_metrics(page: str) -> tuple[list[str], dict[str, list[str]]]:
+    """A comparison's metrics table as shown: the run labels of its header, and each row's
+    values by the row's label (``"Sharpe"``, ``"Max drawdown"``...)."""
+    header, *rows = table_cells(page, "ql-compare-metrics")
+    return ([text for text, _ in header[1:]],
+            {row[0][0]: [text for text, _ in row[1:]] for row in rows})
+
+
+def comparison_best(page: str, row_label: str) -> list[str]:
+    """The values of the metrics row ``row_label`` that the comparison shows in bold."""
+    _, *rows = table_cells(page, "ql-compare-metrics")
+    (row,) = [r for r in rows if r[0][0] == row_label]
+    return [text for text, style in row[1:] if "font-weight:bold" in style]

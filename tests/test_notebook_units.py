@@ -14,13 +14,13 @@ import pytest
 from quantlab.errors import ConfigError
 from quantlab.notebook import svg
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
-from quantlab.notebook.compare import comparison_from_records
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.formatting import format_metric, metrics_table_html
 from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import parse_filters
 from quantlab.notebook.state import RunState, format_duration, summary_line
 from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
+from tests import test_notebook_support as support
 
 # -- cell body ---------------------------------------------------------------------------------
 
@@ -327,25 +327,77 @@ def test_shipped_strategy_loads_and_its_traceback_names_the_line(ql_home: Any) -
 # -- comparison and run list -------------------------------------------------------------------
 
 
-def _record(run_id: str, sharpe: float, dd: float, name: str) -> dict[str, Any]:
-    return {"id": run_id, "name": name, "status": "completed", "strategy": "sma_crossover",
-            "symbols": ["AAA"], "user": "tester",
-            "config": {"strategy": "sma_crossover", "params": {"fast": 10, "slow": 50},
-                       "start": "2015-01-01", "end": None, "interval": "1d",
-                       "commission": 0.001},
-            "metrics": {"sharpe": sharpe, "max_drawdown_pct": dd, "volatility_ann_pct": 12.0}}
+def _compared(sharpe: float, dd: float, fast: int, moves: list[float]) -> Any:
+    """A result as ql.compare reads it from the registry: an equity curve, metrics, config."""
+    from types import SimpleNamespace
+
+    equity = pd.Series(moves, index=pd.date_range("2020-01-01", periods=len(moves)))
+    config = {"strategy": "sma_crossover", "symbols": ["AAA"], "params": {"fast": fast,
+                                                                          "slow": 50}}
+    return SimpleNamespace(equity=equity, config=config, metrics={
+        "sharpe": sharpe, "max_drawdown_pct": dd, "volatility_ann_pct": 12.0})
 
 
-def test_comparison_table_and_best_values() -> None:
-    comp = comparison_from_records([_record("A", 0.5, -30.0, "slow one"),
-                                    _record("B", 1.5, -10.0, "fast one")])
-    assert list(comp.table.columns) == ["A", "B"]
-    assert comp.table.loc["sharpe"].tolist() == [0.5, 1.5]
-    assert comp.best("sharpe") == "B"
-    assert comp.best("max_drawdown_pct") == "B"  # -10 % is the shallower drawdown
-    html = comp._repr_html_()
-    assert "fast one" in html and "2015-01-01 → last bar" in html
-    assert html.count("background:#e6f4e6") == 2  # sharpe and drawdown; volatility ties
+def test_comparison_shows_labels_formatted_metrics_and_the_best_in_bold() -> None:
+    """What %backtest_compare shows (the ql.compare Comparison): a column per run named after
+    it, each metric formatted as in the results view, the better value of each in bold."""
+    from quantlab.analytics import Comparison
+
+    results = {"A": _compared(0.5, -30.0, 10, [100.0, 90.0, 95.0, 70.0, 80.0]),
+               "B": _compared(1.5, -10.0, 20, [100.0, 101.0, 91.0, 99.0, 104.0])}
+    records = {"A": {"name": "slow one"}, "B": {"name": "fast one"}}
+    page = Comparison.from_results(results, records=records)._repr_html_()
+
+    labels, rows = support.comparison_metrics(page)
+    assert labels == ["slow one", "fast one"]
+    assert rows["Sharpe"] == [format_metric("sharpe", 0.5), format_metric("sharpe", 1.5)]
+    assert rows["Sharpe"] == ["0.500", "1.500"]
+    assert rows["Max drawdown"] == ["-30.00 %", "-10.00 %"]
+    assert support.comparison_best(page, "Sharpe") == ["1.500"]
+    assert support.comparison_best(page, "Max drawdown") == ["-10.00 %"]  # the shallower one
+    assert support.comparison_best(page, "Volatility (ann.)") == ["12.00 %", "12.00 %"]  # a tie
+    config = support.table_cells(page, "ql-compare-config")
+    assert [text for text, _ in config[1]] == ["params.fast", "params", "10", "20"]
+    assert "Correlation" in page and "Drawdowns" in page
+
+
+# -- report links --------------------------------------------------------------------------------
+
+
+def test_report_links_are_relative_to_the_notebook_when_the_server_can_serve_them(
+        tmp_path: Any) -> None:
+    from quantlab.notebook.reportview import link_href
+
+    root, here = tmp_path / "root", tmp_path / "root" / "research"
+    here.mkdir(parents=True)
+    assert link_href(here / "out" / "r 1.html", here, []) == "out/r%201.html"
+    # elsewhere under the server's root: up from the notebook's folder
+    assert link_href(root / "reports" / "r.html", here, [root]) == "../reports/r.html"
+    assert link_href(root / "reports" / "r.html", here, []) is None  # no server known
+    # Jupyter does not serve hidden folders, nor anything outside its root
+    assert link_href(root / ".quantlab" / "reports" / "r.html", here, [root]) is None
+    assert link_href(tmp_path / "elsewhere" / "r.html", here, [root]) is None
+    # a root that does not hold the notebook is another server's: its files are not linked
+    other = tmp_path / "other"
+    assert link_href(other / "r.html", here, [other]) is None
+
+
+def test_report_view_links_what_it_can_and_names_the_rest(tmp_path: Any) -> None:
+    from quantlab.notebook.reportview import ReportView
+    from quantlab.reports.runner import ReportFiles
+
+    here = tmp_path / "nb"
+    here.mkdir()
+    files = ReportFiles("01RUN", tmp_path / "home" / "reports" / "01RUN.ipynb",
+                        here / "01RUN.html", "runs/01RUN/report.html")
+    view = ReportView.of(files, cwd=here, roots=[])
+    page = view._repr_html_()
+    assert '<a href="01RUN.html" title="' + str(here / "01RUN.html") + '">01RUN.html</a>' in page
+    assert f"executed notebook: <code>{tmp_path / 'home' / 'reports' / '01RUN.ipynb'}</code>" in (
+        page)
+    assert "runs/01RUN/report.html" in page
+    assert repr(view) == (f"report of run 01RUN\n  HTML report: {here / '01RUN.html'}\n"
+                          f"  executed notebook: {tmp_path / 'home' / 'reports' / '01RUN.ipynb'}")
 
 
 def test_run_list_filters_parse_like_a_search_box() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compare_runs", "display_result", "display_run"]
+__all__ = ["display_result", "display_run"]
 
 
 def display_run(run: Any) -> Any:
@@ -25,9 +25,3 @@ def display_result(result: Any) -> Any:
 
     return _display_result(result)
 
-
-def compare_runs(run_ids: Any) -> Any:
-    """Runs side by side (see :func:`quantlab.notebook.compare.compare_runs`)."""
-    from quantlab.notebook.compare import compare_runs as _compare_runs
-
-    return _compare_runs(run_ids)

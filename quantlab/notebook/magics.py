@@ -70,7 +70,7 @@ def build_config(body: str, *, tags: list[str] | None = None) -> dict[str, Any]:
 @magics_class
 class BacktestMagics(Magics):
     """``%%backtest``, ``%backtests``, ``%backtest_status``, ``%backtest_cancel``,
-    ``%backtest_compare``."""
+    ``%backtest_compare``, ``%backtest_report``."""
 
     @magic_arguments()
     @argument("--name", help="a name for the run (searchable with %%backtests)")
@@ -156,19 +156,42 @@ class BacktestMagics(Magics):
     @line_magic
     @_short_errors
     def backtest_compare(self, line: str) -> Any:
-        """``%backtest_compare ID ID [ID ...]``: the runs' settings and metrics side by side."""
-        from quantlab.notebook.compare import compare_runs
+        """``%backtest_compare ID ID [ID ...]``: 2 to 5 completed runs side by side (``ql.compare``):
+        metrics with the best in bold, equity rebased to 100, drawdowns, the correlation of daily
+        returns and what differs in their configs. The value is the ``Comparison``."""
+        from quantlab.analytics import compare
 
-        return compare_runs(line.replace(",", " ").split())
+        return compare(line.replace(",", " ").split())
+
+    @magic_arguments()
+    @argument("run_id", nargs="*", help="the id of a completed run")
+    @argument("--output", default=None,
+              help="a .ipynb file or a folder for the executed notebook (default "
+                   "QUANTLAB_HOME/reports/<id>.ipynb); the HTML goes next to it")
+    @argument("--no-html", action="store_true", help="keep only the executed notebook")
+    @line_magic
+    def backtest_report(self, line: str) -> Any:
+        """``%backtest_report ID [--output PATH] [--no-html]``: execute the run's report notebook
+        (papermill) and keep it; shows where the notebook and its HTML page went."""
+        args = _parse_options(self.backtest_report, line, "backtest_report")
+        run_id = _one_id(" ".join(args.run_id), "backtest_report")
+        return self._make_report(run_id, args.output, not args.no_html)
+
+    @_short_errors
+    def _make_report(self, run_id: str, output: str | None, html: bool) -> Any:
+        from quantlab.notebook.reportview import ReportView
+        from quantlab.reports.runner import run_report
+
+        return ReportView.of(run_report(run_id, output, html))
 
 
-def _parse_options(magic: Any, line: str) -> Any:
+def _parse_options(magic: Any, line: str, name: str = "%backtest") -> Any:
     """The magic's options; quotes group words as in a shell (``--name "golden cross"``), which
     IPython's own ``parse_argstring`` would keep as part of the value."""
     try:
         tokens = shlex.split(line)
     except ValueError as exc:
-        raise UsageError(f"%%backtest options: {exc}; close the quotes around the value") from None
+        raise UsageError(f"%{name} options: {exc}; close the quotes around the value") from None
     return magic.parser.parse_args(tokens)
 
 
