@@ -76,6 +76,9 @@ def observe_event(event: Any, strategy: str | None = None) -> None:
         duration = data.get("seconds")
         if isinstance(duration, int | float) and duration >= 0:
             EXECUTION_SECONDS.labels(strategy=label).observe(duration)
+    elif event.type == "queued" and data.get("cached") is not None:
+        # "cached" is told only when the cache was consulted (not with cache=False)
+        CACHE_REQUESTS.labels(result="hit" if data["cached"] else "miss").inc()
     elif event.type == "progress":
         done = data.get("bars_delta")
         if isinstance(done, int | float) and done > 0:

@@ -693,3 +693,36 @@ def test_the_socket_resumes_over_redis_streams_in_team_mode(
                 ws.close()
         finally:
             server.stop()
+
+
+# -- Prometheus metrics ---------------------------------------------------------------------------
+
+def test_metrics_need_login_and_report_the_registry_and_the_lab_stream(lab: Lab) -> None:
+    status, reply = lab.server.request("GET", "/quantlab/metrics", token=False)
+    assert status == 403
+    assert "QUANTLAB_METRICS_PUBLIC=1" in reply["message"]
+    # a live event streamed to a Lab client is a delivery whose latency is measured
+    events, run_id = lab.events(), insert_run(lab, status="running")
+    ws = websocket.create_connection(ws_url(lab), timeout=30)
+    try:
+        ws.settimeout(0.2)
+        for _ in range(50):  # until the server has subscribed (as in the test above)
+            events.publish(run_id, "log", {"message": "hello"})
+            with contextlib.suppress(websocket.WebSocketTimeoutException):
+                ws.recv()
+                break
+        # the socket is now streaming live: this one goes through the hub, not the backlog
+        sent = events.publish(run_id, "log", {"message": "live"})
+        ws.settimeout(30)
+        while json.loads(ws.recv())["seq"] != sent.seq:
+            pass
+    finally:
+        ws.close()
+    status, body = lab.server.request("GET", "/quantlab/metrics")
+    assert status == 200
+    queued = lab.registry().count_runs(status="queued")
+    assert f"backtest_queue_size {float(queued)}" in body
+    assert "active_backtests_count" in body
+    assert 'quantlab_event_latency_seconds_count{client="lab"}' in body
+    count = float(body.split('quantlab_event_latency_seconds_count{client="lab"} ')[1].split()[0])
+    assert count >= 1

@@ -206,7 +206,9 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     doc["position"] = queue_position(doc, settings)
     registry.insert_run(doc)  # the one registry write of the transition to "queued"
     publish(run_id, "queued", {"position": doc["position"], "priority": priority,
-                               "estimated_seconds": doc["estimated_seconds"]}, settings)
+                               "estimated_seconds": doc["estimated_seconds"],
+                               "cached": False if cache and digest is not None else None},
+            settings)
     try:
         queue.send(message, settings)
     except Exception as exc:

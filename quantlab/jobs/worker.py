@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,39 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
     log.info("QuantLab worker pid %s, %s worker(s), queue %s", os.getpid(), workers, where)
     if warm:
         log.info("warm-up took %.3f s", warm_up())
+    stop_services = start_services(workers, metrics_port)
+    try:
+        make_consumer(settings, workers, idle_exit).run()
+    finally:
+        stop_services()
+    return 0
+
+
+def start_services(workers: int, metrics_port: int | None) -> Callable[[], None]:
+    """Start what a worker serves besides runs: the notification dispatcher (one per home or
+    team delivers; the others stand by) and the metrics endpoint. Returns their stop.
+
+    With one worker they are threads of this process. With ``-w N`` Huey forks the worker
+    processes, and a fork taken while another thread holds a lock (an import, a connection)
+    leaves the child deadlocked: so they run in a *spawned* side process instead.
+    """
+    if workers == 1:
+        return run_services(metrics_port)
+    import multiprocessing
+
+    side = multiprocessing.get_context("spawn").Process(
+        target=_services_process, args=(metrics_port,), name="quantlab-worker-services",
+        daemon=True)
+    side.start()
+
+    def stop() -> None:
+        side.terminate()
+        side.join(timeout=10)
+
+    return stop
+
+
+def run_services(metrics_port: int | None) -> Callable[[], None]:
     if metrics_port is not None:
         from quantlab import telemetry
 
@@ -338,13 +371,19 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
         log.info("Prometheus metrics on port %s", metrics_port)
     from quantlab.notify import start_dispatcher_thread
 
-    dispatcher = start_dispatcher_thread(settings)  # one per home/team delivers; others stand by
-    try:
-        make_consumer(settings, workers, idle_exit).run()
-    finally:
-        if dispatcher is not None:
-            dispatcher.stop()
-    return 0
+    dispatcher = start_dispatcher_thread()
+    return dispatcher.stop if dispatcher is not None else (lambda: None)
+
+
+def _services_process(metrics_port: int | None) -> None:
+    import signal
+    import threading
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    stop = run_services(metrics_port)
+    done.wait()
+    stop()
 
 
 def use_multiprocess_metrics() -> None:

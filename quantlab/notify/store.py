@@ -139,6 +139,10 @@ def get_delivery(delivery_id: str, *, reg: Any = None) -> dict[str, Any] | None:
 
 def save_delivery(doc: Mapping[str, Any], *, reg: Any = None) -> None:
     (reg or registry()).save_document(DELIVERIES, dict(doc))
+    if doc.get("status") == "failed":  # a final failure, after its retries
+        from quantlab import telemetry
+
+        telemetry.NOTIFIER_FAILURES.labels(channel=str(doc.get("channel"))).inc()
 
 
 def list_deliveries(

@@ -7,7 +7,9 @@ Enabled by ``jupyter-config/server-config/quantlab.json`` (installed with the pa
   limit, offset), ``POST runs`` (submit a config), ``GET runs/{id}``,
   ``POST runs/{id}/cancel``, ``POST runs/{id}/rerun``, ``POST runs/{id}/report`` (and ``GET`` it
   as a page), ``GET compare?ids=a,b``, ``GET notifications``, ``POST notifications/{id}/read``;
-- the WebSocket ``events?after=<seq>&run_id=<id>``.
+- the WebSocket ``events?after=<seq>&run_id=<id>``;
+
+and Prometheus metrics at ``<base_url>quantlab/metrics`` (docs/operations.md).
 
 The handlers call the same Python API a notebook does; docs/lab.md describes every endpoint.
 """
@@ -27,12 +29,14 @@ def setup_handlers(web_app: Any) -> None:
     """Add QuantLab's handlers to a Jupyter Server's Tornado application."""
     from jupyter_server.utils import url_path_join
 
-    from quantlab.server.handlers import routes
+    from quantlab.server.handlers import MetricsHandler, routes
 
     base_url = web_app.settings.get("base_url", "/")
     prefix = url_path_join(base_url, API_PATH)
-    web_app.add_handlers(".*$", [(url_path_join(prefix, pattern), handler)
-                                 for pattern, handler in routes()])
+    web_app.add_handlers(".*$", [
+        (url_path_join(base_url, "quantlab", "metrics"), MetricsHandler),
+        *((url_path_join(prefix, pattern), handler) for pattern, handler in routes()),
+    ])
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

@@ -27,6 +27,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from quantlab import telemetry
 from quantlab.errors import QuantlabError
 
 log = logging.getLogger("quantlab.server")
@@ -198,6 +199,7 @@ class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                     continue
                 await self._write(event)
                 last_sent = int(event.seq)
+                telemetry.observe_delivery(event, "lab")  # live only: a replay is no delay
         except WebSocketClosedError:
             return
         except asyncio.CancelledError:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.client import responses
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
@@ -227,6 +228,36 @@ class NotificationReadHandler(QuantlabHandler):
     @authorized
     async def post(self, notification_id: str) -> None:
         self.reply(await self.call(service.mark_notification_read, notification_id))
+
+
+class MetricsHandler(APIHandler):
+    """``GET /quantlab/metrics``: Prometheus metrics of this server process (event delivery to
+    the Lab panel, runs submitted here, cache hits) and the registry's gauges. Needs Jupyter's
+    authentication (a scraper sends ``Authorization: token ...``) unless
+    ``QUANTLAB_METRICS_PUBLIC=1``."""
+
+    _track_activity = False  # a scraper must not keep an idle server alive
+
+    @allow_unauthenticated
+    async def get(self) -> None:
+        if not metrics_public():
+            if not self.current_user:
+                raise web.HTTPError(403, "the metrics need Jupyter's token (Authorization: "
+                                         "token ...) or QUANTLAB_METRICS_PUBLIC=1 on the server")
+            if not self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE):
+                raise web.HTTPError(403)
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from quantlab import telemetry
+
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(
+            _executor, lambda: generate_latest(telemetry.exposition_registry()))
+        self.finish(body, set_content_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_public() -> bool:
+    return os.environ.get("QUANTLAB_METRICS_PUBLIC", "").strip().lower() in ("1", "true", "yes")
 
 
 class NotFoundHandler(QuantlabHandler):

@@ -1,0 +1,53 @@
+"""What a worker serves besides runs: the notification dispatcher and the Prometheus endpoint,
+with one worker (threads) and with ``-w 2`` (forked processes, services in a spawned process)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import quantlab as ql
+from tests import test_jobs_support as support
+from tests.conftest import free_port
+from tests.test_jobs_support import SINGLE, WAIT, Workers, wait_for
+
+# fixtures (pytest finds them in the module's namespace)
+sample_data_dir = support.sample_data_dir
+home = support.home
+workers = support.workers
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body) for s in f.samples}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_worker_notifies_and_serves_metrics_of_all_its_processes(
+        home: Path, workers: Workers, n: int) -> None:
+    port = free_port()
+    workers.start(n, args=("--metrics-port", str(port)))
+    runs = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}, cache=False)
+            for f in (5, 6, 7)]
+    for run in runs:
+        assert run.wait(timeout=WAIT).status == "completed"
+    # the dispatcher (a thread, or the side process with -w 2) tells the user in the app
+    notes = wait_for(lambda: len(ql.notifications.list(user="tester")) >= 3 and
+                     ql.notifications.list(user="tester"), WAIT, "in-app notifications")
+    assert {n["run_id"] for n in notes} >= {r.id for r in runs}
+    # every process's runs are counted on the one endpoint
+    samples = wait_for(lambda: (s := scrape(port)).get(
+        ("backtest_total", (("status", "completed"), ("strategy", "sma_crossover")))) == 3 and s,
+        WAIT, "the three completed runs in the metrics")
+    assert samples[("backtest_execution_seconds_count", (("strategy", "sma_crossover"),))] == 3
+    assert samples[("backtest_bars_processed_total", ())] > 0
+    assert samples[("backtest_queue_size", ())] == 0
+    beats = [v for (name, _), v in samples.items()
+             if name == "quantlab_worker_heartbeat_timestamp_seconds"]
+    assert beats and abs(max(beats) - time.time()) < 60
