@@ -53,8 +53,9 @@ class Bars:
         """Bars ``start:stop`` (positions), sharing memory with this one."""
         return Bars(
             self.index[start:stop], self.symbols,
-            *(getattr(self, name)[:, start:stop] for name in OHLCV),
-            interval=self.interval, meta=self.meta,
+            open=self.open[:, start:stop], high=self.high[:, start:stop],
+            low=self.low[:, start:stop], close=self.close[:, start:stop],
+            volume=self.volume[:, start:stop], interval=self.interval, meta=self.meta,
         )
 
 
@@ -98,7 +99,7 @@ def normalize_ohlcv(df: pd.DataFrame, symbol: str = "data") -> pd.DataFrame:
                 ) from None
         else:
             out[name] = 0.0
-    _check_index(out.index, symbol)
+    _check_index(pd.DatetimeIndex(out.index), symbol)
     _check_prices(out, symbol)
     return out
 
@@ -158,7 +159,12 @@ def infer_interval(index: pd.DatetimeIndex) -> str:
     """A bar interval label (``1d``, ``1h``, ``1min`` ...) from the median spacing of ``index``."""
     if len(index) < 2:
         return "1d"
-    step = pd.Timedelta(int(np.median(np.diff(index.asi8))), unit="ns")
+    # asi8 counts in the index's own unit (pandas 3 defaults to microseconds, not ns)
+    values = index.asi8
+    if len(values) > 20_001:  # the median spacing of a sample says the same, much faster
+        values = values[:20_001]
+    per_ns = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[index.unit]
+    step = pd.Timedelta(int(np.median(np.diff(values))) * per_ns, unit="ns")
     if step >= pd.Timedelta(days=20):
         return "1mo"
     if step >= pd.Timedelta(days=5):
@@ -172,36 +178,91 @@ def infer_interval(index: pd.DatetimeIndex) -> str:
 
 
 def from_frame(df: pd.DataFrame, symbol: str = "data", interval: str | None = None) -> Bars:
+    fast = _fast_bars(df, symbol, interval)
+    if fast is not None:
+        return fast
     return from_frames({symbol: df}, interval=interval)
+
+
+def _fast_bars(df: object, symbol: str, interval: str | None) -> Bars | None:
+    """NumPy-only path for the common case (float columns, a clean index, valid prices): a
+    backtest on a small frame must not spend milliseconds in pandas. Anything unusual returns
+    None and goes through :func:`normalize_ohlcv`, which explains the problem."""
+    if not isinstance(df, pd.DataFrame) or not isinstance(df.index, pd.DatetimeIndex):
+        return None
+    index = df.index
+    if len(index) == 0 or index.hasnans or not index.is_monotonic_increasing \
+            or not index.is_unique:
+        return None
+    position: dict[str, int] = {}
+    for i, column in enumerate(df.columns.tolist()):
+        key = str(column).lower()
+        if key in OHLCV and key not in position:
+            position[key] = i
+    if any(name not in position for name in PRICE_COLUMNS):
+        return None
+    try:
+        values = df.to_numpy(dtype=np.float64)
+    except (ValueError, TypeError):  # a non-numeric column: the slow path says which
+        return None
+    take = [position[name] for name in PRICE_COLUMNS]
+    # values.T is usually the frame's own (columns, rows) block: taking rows is a plain copy
+    prices = np.ascontiguousarray(values.T[take])
+    if not (np.isfinite(prices).all() and (prices > 0).all()
+            and (prices[1] >= prices[2]).all()):
+        return None
+    volume = (np.ascontiguousarray(values.T[position["volume"]][None, :])
+              if "volume" in position else np.zeros((1, len(index))))
+    return Bars(index, (symbol,), open=prices[0:1], high=prices[1:2], low=prices[2:3],
+                close=prices[3:4], volume=volume,
+                interval=interval or infer_interval(index))
 
 
 def from_frames(frames: Mapping[str, pd.DataFrame], interval: str | None = None) -> Bars:
     """Validate and align several symbols' frames on the union of their timestamps."""
     if not frames:
         raise DataError("no symbols given; pass a DataFrame or a dict of symbol -> DataFrame")
-    clean = {str(sym): normalize_ohlcv(df, str(sym)) for sym, df in frames.items()}
-    tz = {str(df.index.tz) for df in clean.values()}
+    if len(frames) == 1:
+        sym, df = next(iter(frames.items()))
+        fast = _fast_bars(df, str(sym), interval)
+        if fast is not None:
+            return fast
+    parts: dict[str, tuple[pd.DatetimeIndex, dict[str, np.ndarray]]] = {}
+    for sym, df in frames.items():
+        quick = _fast_bars(df, str(sym), "-")  # the interval is inferred once, below
+        if quick is not None:
+            parts[str(sym)] = (quick.index, {name: getattr(quick, name)[0] for name in OHLCV})
+        else:
+            clean = normalize_ohlcv(df, str(sym))
+            parts[str(sym)] = (pd.DatetimeIndex(clean.index),
+                               {name: clean[name].to_numpy() for name in OHLCV})
+    tz = {str(index.tz) for index, _ in parts.values()}
     if len(tz) > 1:
         raise DataError(
             f"symbols mix time zones ({', '.join(sorted(tz))}); convert them to one with "
             f"df.tz_convert(...) or df.tz_localize(None)"
         )
-    symbols = tuple(clean)
-    if len(clean) == 1:
-        index = next(iter(clean.values())).index
-        arrays = {name: np.ascontiguousarray(clean[symbols[0]][name].to_numpy()[None, :])
+    symbols = tuple(parts)
+    indexes = [index for index, _ in parts.values()]
+    first = indexes[0]
+    if all(index is first or index.equals(first) for index in indexes[1:]):
+        # the usual case (one calendar): stack, no alignment needed
+        index = first
+        arrays = {name: np.ascontiguousarray(np.stack([cols[name] for _, cols in parts.values()]))
                   for name in OHLCV}
     else:
-        index = clean[symbols[0]].index
-        for df in list(clean.values())[1:]:
-            index = index.union(df.index)
+        index = first
+        for other in indexes[1:]:
+            index = index.union(other)
         arrays = {name: np.full((len(symbols), len(index)), np.nan) for name in OHLCV}
-        for i, sym in enumerate(symbols):
-            pos = index.get_indexer(clean[sym].index)
+        for i, (own, cols) in enumerate(parts.values()):
+            pos = index.get_indexer(own)
             for name in OHLCV:
-                arrays[name][i, pos] = clean[sym][name].to_numpy()
+                arrays[name][i, pos] = cols[name]
     index = pd.DatetimeIndex(index)
-    return Bars(index, symbols, interval=interval or infer_interval(index), **arrays)
+    return Bars(index, symbols, open=arrays["open"], high=arrays["high"], low=arrays["low"],
+                close=arrays["close"], volume=arrays["volume"],
+                interval=interval or infer_interval(index))
 
 
 def as_bars(data: object, interval: str | None = None) -> Bars:

@@ -1,0 +1,377 @@
+"""``Simulation``: a backtest (or sweep) that advances in chunks and can checkpoint.
+
+Workers drive it: ``prepare()`` (indicators/signals), then ``run(max_units)`` repeatedly,
+reporting progress and checking for cancellation between calls, ``state_bytes()`` for a
+checkpoint, ``result()`` at the end. The unit of progress is a bar for a single run and a
+parameter combination for a sweep. ``ql.backtest`` is exactly this with one big chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quantlab import metrics as M
+from quantlab.bars import Bars, as_bars
+from quantlab.engine import kernel as K
+from quantlab.engine import validate as V
+from quantlab.engine.result import Result
+from quantlab.engine.version import ENGINE_VERSION
+from quantlab.errors import ConfigError, RunError
+from quantlab.strategies.base import Indicators, get_strategy
+
+# a sweep batch holds at most this many signal bytes (k x symbols x bars int8)
+_BATCH_BYTES = 8 << 20
+
+
+class Simulation:
+    """One backtest or sweep over ``bars``; keyword arguments as :func:`quantlab.backtest`."""
+
+    def __init__(
+        self,
+        bars: Bars | Any,
+        strategy: str = "sma_crossover",
+        params: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
+        *,
+        cash: float = 10_000.0,
+        commission: float = 0.0,
+        commission_fixed: float = 0.0,
+        slippage: float = 0.0,
+        fill: str = "next_open",
+        units: str = "whole",
+        allow_short: bool = False,
+        size: float = 1.0,
+        weights: Mapping[str, float] | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        close_at_end: bool = False,
+        select: str = "sharpe",
+        threads: int | None = None,
+    ) -> None:
+        self.bars = bars if isinstance(bars, Bars) else as_bars(bars)
+        if self.bars.n_bars == 0:
+            raise ConfigError("the data has no bars in the requested range; widen start/end",
+                              field="start")
+        self.strategy = get_strategy(strategy)
+        cash_f = V.check_cash(cash)
+        comm, fixed = V.check_commission(commission, commission_fixed)
+        slip = V.check_slippage(slippage)
+        fill = V.check_choice(fill, "fill", V.FILLS)
+        units = V.check_choice(units, "units", V.UNITS)
+        allow_short = V.check_bool(allow_short, "allow_short")
+        close_at_end = V.check_bool(close_at_end, "close_at_end")
+        size_f = V.check_size(size)
+        sl = V.check_fraction(stop_loss, "stop_loss")
+        tp = V.check_fraction(take_profit, "take_profit")
+        self.select = V.check_choice(select, "select", V.SELECTABLE)
+        self.threads = V.check_threads(threads)
+        self.weights_given = V.check_weights(weights, self.bars.symbols)
+
+        self.is_sweep = V.is_sweep(params)
+        if self.is_sweep:
+            self.combos, self.skipped = V.sweep_combinations(self.strategy, params)
+            self.params: dict[str, Any] = {}
+        else:
+            self.params = V.check_params(self.strategy, params)  # type: ignore[arg-type]
+            self.combos, self.skipped = [self.params], 0
+
+        cfg = np.zeros(K.C_N)
+        cfg[K.C_CASH] = cash_f
+        cfg[K.C_COMM] = comm
+        cfg[K.C_FIXED] = fixed
+        cfg[K.C_SLIP] = slip / 10_000.0
+        cfg[K.C_SIZE] = size_f
+        cfg[K.C_FILL_CLOSE] = fill == "close"
+        cfg[K.C_WHOLE] = units == "whole"
+        cfg[K.C_SHORT] = allow_short
+        cfg[K.C_SL] = sl or 0.0
+        cfg[K.C_TP] = tp or 0.0
+        cfg[K.C_CLOSE_AT_END] = close_at_end
+        cfg[K.C_N_TOTAL] = self.bars.n_bars
+        self.cfg = cfg
+        self.ppy = M.periods_per_year(self.bars.interval, self.bars.index)
+        self.config: dict[str, Any] = {
+            "strategy": self.strategy.name,
+            "params": _jsonable_params(params) if self.is_sweep else dict(self.params),
+            "symbols": list(self.bars.symbols),
+            "start": _iso(self.bars.index, 0),
+            "end": _iso(self.bars.index, -1),
+            "interval": self.bars.interval,
+            "n_bars": self.bars.n_bars,
+            "cash": cash_f, "commission": comm, "commission_fixed": fixed, "slippage": slip,
+            "fill": fill, "units": units, "allow_short": allow_short, "size": size_f,
+            "weights": self.weights_given, "stop_loss": sl, "take_profit": tp,
+            "close_at_end": close_at_end, "select": self.select,
+            "periods_per_year": self.ppy,
+            "engine_version": ENGINE_VERSION,
+            "strategy_source_hash": self.strategy.source_hash,
+        }
+        self.total_units = len(self.combos) if self.is_sweep else self.bars.n_bars
+        self.done_units = 0
+        self._prepared = False
+        # the single-symbol kernel; False forces the general one (tests compare the two)
+        self.fast_path = True
+        self._arrays = tuple(np.ascontiguousarray(getattr(self.bars, f))
+                             for f in ("open", "high", "low", "close"))
+
+    # -- shared helpers ---------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.done_units >= self.total_units
+
+    def _weights(self, params: Mapping[str, Any]) -> np.ndarray:
+        syms = self.bars.symbols
+        if self.weights_given is not None:
+            return np.array([self.weights_given.get(s, 0.0) for s in syms])
+        slots = self.strategy.slots(params, len(syms))
+        return np.full(len(syms), 1.0 / slots)
+
+    def _buy_hold(self) -> float:
+        return M.buy_hold_return_pct(self.bars.close)
+
+    def _set_threads(self) -> None:
+        threads = self.threads
+        if threads is None and os.environ.get("QUANTLAB_THREADS", "").strip():
+            threads = V.check_threads(int(os.environ["QUANTLAB_THREADS"]))
+        if threads is not None:
+            import numba
+            numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Compute indicators and signals (a single run) or set up the sweep's table."""
+        self.ind = Indicators(self.bars)
+        if self.is_sweep:
+            self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
+        else:
+            self.sig = self.strategy.signals(self.bars, self.params, self.ind)
+            self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
+            self.equity = np.empty(self.bars.n_bars)
+            # room for a typical run's trades; the log grows if a run needs more
+            self.log = np.empty((3 * self.bars.n_symbols + 8 + max(1024, self.bars.n_bars // 32),
+                                 K.L_N))
+            self.weights = self._weights(self.params)
+        self._prepared = True
+
+    def run(self, max_units: int) -> int:
+        """Advance by up to ``max_units`` bars (or combinations); returns how many were done."""
+        if not self._prepared:
+            raise RunError("call prepare() before run()")
+        if max_units < 1:
+            raise ConfigError(f"max_units must be at least 1, got {max_units}",
+                              field="max_units")
+        stop = min(self.total_units, self.done_units + int(max_units))
+        start = self.done_units
+        if self.is_sweep:
+            self._run_sweep(start, stop)
+        else:
+            self._run_bars(start, stop)
+        self.done_units = stop
+        return stop - start
+
+    def _run_bars(self, start: int, stop: int) -> None:
+        o, h, lo, c = self._arrays
+        kernel = K.simulate1 if self.bars.n_symbols == 1 and self.fast_path else K.simulate
+        i = start
+        while i < stop:
+            i = kernel(o, h, lo, c, self.sig, i, stop, self.cfg, self.weights, self.acct,
+                       self.pos, self.acc, True, self.equity, self.log)
+            if i < stop:  # the trade log is full: grow it and carry on
+                bigger = np.empty((2 * len(self.log), K.L_N))
+                bigger[: len(self.log)] = self.log
+                self.log = bigger
+
+    def _signals_batch(self, combos: list[dict[str, Any]]) -> np.ndarray:
+        out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
+        for j, combo in enumerate(combos):
+            out[j] = self.strategy.signals(self.bars, combo, self.ind)
+        return out
+
+    def _run_sweep(self, start: int, stop: int) -> None:
+        self._set_threads()
+        o, h, lo, c = self._arrays
+        per_combo = self.bars.n_symbols * self.bars.n_bars
+        batch = max(1, _BATCH_BYTES // per_combo)
+        bh = self._buy_hold()
+        lines_fn = self.strategy.crossover_lines
+        per_params = self.weights_given is None and self.strategy.weights_follow_params
+        if lines_fn is not None and not per_params:
+            weights = self._weights(self.combos[start])
+            for g0, g1 in _line_groups(self.combos, start, stop, per_combo * 8,
+                                       self.ind.max_bytes // 2):
+                lines, fast, slow = lines_fn(self.ind, self.combos[g0:g1])
+                K.sweep_crossover(o, h, lo, c, lines, fast, slow, self.cfg, weights, self.ppy,
+                                  self.rows[g0:g1])
+            self.rows[start:stop, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
+            return
+        for b0 in range(start, stop, batch):
+            b1 = min(stop, b0 + batch)
+            combos = self.combos[b0:b1]
+            sigs = self._signals_batch(combos)
+            if per_params:
+                # weights depend on the params: run combination by combination
+                for j, combo in enumerate(combos):
+                    K.sweep_batch(o, h, lo, c, sigs[j:j + 1], self.cfg, self._weights(combo),
+                                  self.ppy, self.rows[b0 + j:b0 + j + 1])
+            else:
+                K.sweep_batch(o, h, lo, c, sigs, self.cfg, self._weights(combos[0]), self.ppy,
+                              self.rows[b0:b1])
+            self.rows[b0:b1, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _fingerprint(self) -> np.ndarray:
+        return np.array([self.bars.n_bars, self.bars.n_symbols, len(self.combos),
+                         int(self.is_sweep)], dtype=np.int64)
+
+    def state_bytes(self) -> bytes:
+        """A checkpoint of everything done so far (load it with :meth:`load_state`)."""
+        if not self._prepared:
+            raise RunError("call prepare() before state_bytes()")
+        done = self.done_units
+        arrays: dict[str, np.ndarray] = {"fingerprint": self._fingerprint(),
+                                         "done": np.array([done])}
+        if self.is_sweep:
+            arrays["rows"] = self.rows[:done]
+        else:
+            rows = int(self.acct[K.A_LOG_ROWS])
+            arrays.update(acct=self.acct, pos=self.pos, acc=self.acc,
+                          equity=self.equity[:done], log=self.log[:rows])
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    def load_state(self, data: bytes) -> None:
+        """Resume from :meth:`state_bytes` output (after :meth:`prepare`)."""
+        if not self._prepared:
+            raise RunError("call prepare() before load_state()")
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            fingerprint = z["fingerprint"]
+        except Exception as exc:
+            raise RunError(f"the checkpoint is not a QuantLab engine state ({exc})") from exc
+        if not np.array_equal(fingerprint, self._fingerprint()):
+            raise RunError(
+                "the checkpoint belongs to a different run (bars, symbols or combinations "
+                "differ); start the run from the beginning")
+        done = int(z["done"][0])
+        if self.is_sweep:
+            self.rows[:done] = z["rows"]
+        else:
+            self.acct[:] = z["acct"]
+            self.pos[:] = z["pos"]
+            self.acc[:] = z["acc"]
+            self.equity[:done] = z["equity"]
+            log = z["log"]
+            if len(log) + 3 * self.bars.n_symbols > len(self.log):
+                self.log = np.empty((2 * len(log) + 3 * self.bars.n_symbols + 8, K.L_N))
+            self.log[: len(log)] = log
+        self.done_units = done
+
+    # -- results ----------------------------------------------------------------------------
+    def _metrics_row(self) -> np.ndarray:
+        row = np.empty(len(M.METRICS))
+        open_count = float(np.count_nonzero(self.pos[:, K.P_UNITS]))
+        M.finalize(self.acc, self.acct, self.cfg[K.C_CASH], open_count, self.ppy, row)
+        row[M.METRIC_INDEX["buy_hold_return_pct"]] = self._buy_hold()
+        return row
+
+    def result(self, partial: bool = False) -> Result:
+        """The Result; ``partial=True`` accepts an unfinished sweep (finished rows only)."""
+        if not self._prepared:
+            raise RunError("call prepare() and run() before result()")
+        if not self.finished and not (partial and self.is_sweep):
+            raise RunError(
+                f"the simulation is not finished ({self.done_units}/{self.total_units} "
+                f"{'combinations' if self.is_sweep else 'bars'}); call run() until finished, "
+                f"or result(partial=True) for a cancelled sweep")
+        if self.is_sweep:
+            return self._sweep_result(partial=not self.finished)
+        rows = int(self.acct[K.A_LOG_ROWS])
+        return Result(
+            metrics=M.as_dict(self._metrics_row()), params=self.params, config=self.config,
+            index=self.bars.index, symbols=self.bars.symbols, equity=self.equity,
+            log=self.log[:rows].copy(), positions=self.pos.copy(),
+        )
+
+    def _sweep_result(self, partial: bool) -> Result:
+        done = self.done_units
+        names = list(self.strategy.params)
+        table = pd.DataFrame([self.combos[j] for j in range(done)], columns=names)
+        for k, name in enumerate(M.METRICS):
+            column = self.rows[:done, k]
+            table[name] = column.astype(np.int64) if name in _INT_METRICS else column
+        config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped}
+        if done == 0:
+            return Result(metrics={}, params={}, config=config, index=self.bars.index[:0],
+                          symbols=self.bars.symbols, table=table, partial=partial)
+        best = _best(self.rows[:done, M.METRIC_INDEX[self.select]], self.select)
+        params = self.combos[best]
+        single = Simulation.__new__(Simulation)
+        single.__dict__.update(self.__dict__)
+        single.is_sweep = False
+        single.params = params
+        single.total_units = self.bars.n_bars
+        single.done_units = 0
+        single.prepare()
+        single.run(single.total_units)
+        res = single.result()
+        return Result(
+            metrics=res.metrics, params=params, config=config, index=self.bars.index,
+            symbols=self.bars.symbols, equity=single.equity,
+            log=single.log[: int(single.acct[K.A_LOG_ROWS])].copy(),
+            positions=single.pos.copy(), table=table, partial=partial,
+        )
+
+
+def _line_groups(combos: list[dict[str, Any]], start: int, stop: int, line_bytes: int,
+                 budget: int) -> list[tuple[int, int]]:
+    """Split combinations ``start:stop`` into consecutive groups whose distinct windows fit in
+    ``budget`` bytes of lines: memory stays bounded however long the data (short data: one
+    group)."""
+    max_lines = max(2, budget // max(1, line_bytes))
+    groups = []
+    g0 = start
+    windows: set[int] = set()
+    for j in range(start, stop):
+        new = {int(combos[j]["fast"]), int(combos[j]["slow"])} - windows
+        if len(windows) + len(new) > max_lines and j > g0:
+            groups.append((g0, j))
+            g0, windows = j, set()
+            new = {int(combos[j]["fast"]), int(combos[j]["slow"])}
+        windows |= new
+    groups.append((g0, stop))
+    return groups
+
+
+def _iso(index: pd.DatetimeIndex, i: int) -> str:
+    # numpy's ISO 8601 string is much cheaper than building a Timestamp
+    if index.tz is not None:
+        return index[i].isoformat()
+    return str(np.datetime_as_string(index.values[i], unit="s"))
+
+
+_INT_METRICS = ("n_trades", "open_trades", "rejected_orders", "max_drawdown_duration")
+
+
+def _best(values: np.ndarray, metric: str) -> int:
+    """Index of the best finite value (first one on ties); the first row if none is finite."""
+    finite = np.where(np.isnan(values), -np.inf if metric not in M.LOWER_IS_BETTER else np.inf,
+                      values)
+    if metric in M.LOWER_IS_BETTER:
+        return int(np.argmin(finite))
+    return int(np.argmax(finite))
+
+
+def _jsonable_params(params: Any) -> Any:
+    if isinstance(params, Mapping):
+        return {k: list(v) if isinstance(v, range | tuple | np.ndarray) else v
+                for k, v in params.items()}
+    return [dict(p) for p in params]
+
+
+__all__ = ["Simulation"]

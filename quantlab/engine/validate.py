@@ -1,0 +1,288 @@
+"""Argument checks shared by ``ql.backtest``, ``Simulation`` and the pydantic ``BacktestConfig``.
+
+Each check raises :class:`~quantlab.errors.ConfigError` with ``field`` set and a message that
+names the problem and the fix. They are plain functions over plain values so the config model
+can call exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from quantlab.errors import ConfigError
+from quantlab.strategies.base import Strategy, get_strategy
+
+FILLS = ("next_open", "close")
+UNITS = ("whole", "fractional")
+SELECTABLE = ("sharpe", "sortino", "calmar", "total_return_pct", "cagr_pct", "equity_final",
+              "max_drawdown_pct", "win_rate_pct", "profit_factor", "expectancy_pct")
+
+_SWEEP_TYPES = (list, tuple, range, np.ndarray)
+
+
+def _real(value: Any, field: str, example: str) -> float:
+    if (type(value) is float or type(value) is int) and math.isfinite(value):
+        return float(value)  # the common case, checked cheaply
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{field} must be a number, got {value!r}; e.g. {field}={example}",
+                          field=field)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{field} must be a finite number, got {value!r}", field=field)
+    return number
+
+
+def check_cash(cash: Any) -> float:
+    value = _real(cash, "cash", "10_000")
+    if value <= 0:
+        raise ConfigError(f"cash must be positive, got {cash!r}; e.g. cash=10_000", field="cash")
+    return value
+
+
+def check_commission(commission: Any, fixed: Any = 0.0) -> tuple[float, float]:
+    value = _real(commission, "commission", "0.001")
+    if value < 0:
+        raise ConfigError(
+            f"commission must not be negative, got {commission!r}; it is a fraction of the "
+            f"traded value, e.g. commission=0.001 for 0.1%", field="commission")
+    if value >= 0.5:
+        raise ConfigError(
+            f"commission={commission!r} is {value:.0%} of every trade; it is a fraction, so "
+            f"write 0.002 for 0.2%", field="commission")
+    fee = _real(fixed, "commission_fixed", "1.0")
+    if fee < 0:
+        raise ConfigError(
+            f"commission_fixed must not be negative, got {fixed!r}; it is a fee in cash per "
+            f"order, e.g. commission_fixed=1.0", field="commission_fixed")
+    return value, fee
+
+
+def check_slippage(slippage: Any) -> float:
+    value = _real(slippage, "slippage", "5 (basis points)")
+    if value < 0:
+        raise ConfigError(
+            f"slippage must not be negative, got {slippage!r}; it is in basis points moving "
+            f"each fill against you, e.g. slippage=5 for 0.05%", field="slippage")
+    if value >= 10_000:
+        raise ConfigError(
+            f"slippage={slippage!r} basis points is 100% or more of the price; use e.g. "
+            f"slippage=5 for 0.05%", field="slippage")
+    return value
+
+
+def check_choice(value: Any, field: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), list(choices), n=1)
+        hint = f" -- did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"{field}={value!r} is not valid{hint}; choose one of "
+            f"{', '.join(repr(c) for c in choices)}", field=field)
+    return str(value)
+
+
+def check_size(size: Any) -> float:
+    value = _real(size, "size", "1.0")
+    if not 0 < value <= 1:
+        raise ConfigError(
+            f"size must be a fraction of equity in (0, 1], got {size!r}; e.g. size=0.5 invests "
+            f"half of equity per entry", field="size")
+    return value
+
+
+def check_fraction(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    number = _real(value, field, "0.05")
+    if not 0 < number < 1:
+        raise ConfigError(
+            f"{field} must be a fraction of the entry price between 0 and 1, got {value!r}; "
+            f"e.g. {field}=0.05 for 5%", field=field)
+    return number
+
+
+def check_bool(value: Any, field: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{field} must be True or False, got {value!r}", field=field)
+    return bool(value)
+
+
+def check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive whole number, got {threads!r}",
+                          field="threads")
+    return threads
+
+
+def check_weights(weights: Any, symbols: Sequence[str]) -> dict[str, float] | None:
+    """Target weights per symbol (fractions of equity; each in (0, 1], summing to <= 1)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ConfigError(
+            f"weights must be a dict of symbol -> fraction of equity, got "
+            f"{type(weights).__name__}; e.g. weights={{'AAA': 0.6, 'BBB': 0.4}}", field="weights")
+    out: dict[str, float] = {}
+    for sym, w in weights.items():
+        if sym not in symbols:
+            close = difflib.get_close_matches(str(sym), list(symbols), n=1)
+            hint = f" -- did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"weights names '{sym}', which is not among the symbols "
+                f"({', '.join(symbols)}){hint}", field="weights")
+        value = _real(w, f"weights[{sym!r}]", "0.5")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"weights[{sym!r}] must be between 0 and 1, got {w!r}",
+                              field="weights")
+        out[str(sym)] = value
+    total = sum(out.values())
+    if total > 1 + 1e-9:
+        raise ConfigError(
+            f"weights add up to {total:g}, more than all of equity; make them sum to at most 1",
+            field="weights")
+    return out
+
+
+def _is_sweep_value(value: Any) -> bool:
+    return isinstance(value, _SWEEP_TYPES)
+
+
+def _scalar(value: Any) -> Any:
+    # numpy scalars become Python scalars so params hash and serialise the same everywhere
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_names(strat: Strategy, names: Sequence[str]) -> None:
+    for key in names:
+        if key not in strat.params:
+            close = difflib.get_close_matches(str(key), list(strat.params), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else ""
+            known = ", ".join(strat.params) or "none"
+            raise ConfigError(
+                f"unknown parameter '{key}' for strategy '{strat.name}' -- {hint} "
+                f"(its parameters: {known})".replace(" --  (", " -- ("),
+                field=f"params.{key}", suggestion=close[0] if close else None)
+
+
+def _full(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:
+    combo = {**strat.params, **{k: _scalar(v) for k, v in given.items()}}
+    missing = [k for k in strat.required if given.get(k) is None]
+    if missing:
+        raise ConfigError(
+            f"strategy '{strat.name}' needs parameter(s) {', '.join(missing)}; pass them in "
+            f"params={{...}}", field=f"params.{missing[0]}")
+    return combo
+
+
+def is_sweep(params: Any) -> bool:
+    """A sweep: a list of dicts, or any parameter given as a list/tuple/range/array."""
+    if isinstance(params, list | tuple):
+        return True
+    return isinstance(params, Mapping) and any(_is_sweep_value(v) for v in params.values())
+
+
+def check_params(strategy: str | Strategy, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A single run's full parameter set (defaults filled in), checked: unknown names (nearest
+    suggested), missing ones, nonsense values, and the strategy's validity rule."""
+    strat = get_strategy(strategy)
+    given = dict(params or {})
+    _check_names(strat, list(given))
+    combo = _full(strat, given)
+    strat.check(combo)
+    if not strat.is_valid(combo):
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "the defaults"
+        rule = f" requires {strat.rule}" if strat.rule else " rejects this combination"
+        raise ConfigError(
+            f"strategy '{strat.name}'{rule}, got {shown}; change the parameters so that "
+            f"{strat.rule or 'the rule holds'}", field="params")
+    return combo
+
+
+def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict[str, Any]], int]:
+    """The valid combinations of a sweep, in the engine's order, and how many were skipped.
+
+    ``params`` is a dict whose list/range values span a grid (product in the strategy's
+    parameter order, last parameter fastest), or a list of dicts (exactly those combinations,
+    in that order). Invalid combinations (the strategy's rule, e.g. fast < slow) are skipped
+    and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
+    """
+    strat = get_strategy(strategy)
+    if isinstance(params, list | tuple):
+        if not params:
+            raise ConfigError("params is an empty list of combinations; give at least one dict",
+                              field="params")
+        raw = []
+        for item in params:
+            if not isinstance(item, Mapping):
+                raise ConfigError(
+                    f"a list of params must hold dicts of scalars, got {type(item).__name__}",
+                    field="params")
+            if any(_is_sweep_value(v) for v in item.values()):
+                raise ConfigError(
+                    "in a list of combinations each dict holds single values, not lists",
+                    field="params")
+            _check_names(strat, list(item))
+            raw.append(dict(item))
+    elif isinstance(params, Mapping):
+        _check_names(strat, list(params))
+        axes: list[tuple[str, list[Any]]] = []
+        for name in strat.params:
+            if name not in params:
+                continue
+            value = params[name]
+            values = list(value) if _is_sweep_value(value) else [value]
+            if not values:
+                raise ConfigError(
+                    f"parameter '{name}' sweeps over an empty list/range; give at least one "
+                    f"value", field=f"params.{name}")
+            axes.append((name, values))
+        # a value that makes no sense alone (fast=0) is checked once per value, not per combo
+        first = {name: values[0] for name, values in axes}
+        for name, values in axes:
+            for value in values:
+                strat.check(_full(strat, {**first, name: value}))
+        names = [a[0] for a in axes]
+        base = {**strat.params}
+        valid_grid: list[dict[str, Any]] = []
+        skipped = 0
+        for values_ in itertools.product(*([_scalar(v) for v in a[1]] for a in axes)):
+            full = {**base, **dict(zip(names, values_))}
+            if strat.is_valid(full):
+                valid_grid.append(full)
+            else:
+                skipped += 1
+        if not valid_grid:
+            raise _no_valid(strat, skipped)
+        return valid_grid, skipped
+    else:
+        raise ConfigError(
+            f"params must be a dict (or a list of dicts), got {type(params).__name__}",
+            field="params")
+    valid: list[dict[str, Any]] = []
+    skipped = 0
+    for given in raw:
+        combo = _full(strat, given)
+        strat.check(combo)
+        if strat.is_valid(combo):
+            valid.append(combo)
+        else:
+            skipped += 1
+    if not valid:
+        raise _no_valid(strat, skipped)
+    return valid, skipped
+
+
+def _no_valid(strat: Strategy, skipped: int) -> ConfigError:
+    rule = f" ({strat.rule})" if strat.rule else ""
+    return ConfigError(
+        f"the sweep has no valid combination: all {skipped} violate strategy "
+        f"'{strat.name}''s rule{rule}; widen the ranges", field="params")

@@ -1,0 +1,234 @@
+"""Numba indicators over ``(n_symbols, n_bars)`` arrays.
+
+Every indicator walks each symbol's row over its *valid* bars only: a NaN (no bar for that
+symbol on that date) is skipped, so a window of ``n`` always means ``n`` real bars of that
+symbol, and the output is NaN where the input is NaN or the window is not full yet.
+
+``sma`` reproduces ``pandas.Series.rolling(n).mean()`` bit for bit (same running sum with
+Kahan compensation, same reset rules), because the peers (backtesting.py's ``SMA`` helper and
+most notebooks) compute their averages with pandas, and a crossover that compares two nearly
+equal averages must flip on the same bar as theirs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _sma_row(x: np.ndarray, n: int, out: np.ndarray) -> None:
+    # pandas' roll_mean: add/remove with separate Kahan compensations, and the
+    # "same value n times" rule that returns that value exactly.
+    nobs = 0
+    neg_ct = 0
+    sum_x = 0.0
+    comp_add = 0.0
+    comp_rem = 0.0
+    same = 0
+    prev_value = np.nan
+    m = x.shape[0]
+    # positions of valid values (the window slides over these)
+    pos = np.empty(m, np.int64)
+    k = 0
+    for i in range(m):
+        if x[i] == x[i]:
+            pos[k] = i
+            k += 1
+        else:
+            out[i] = np.nan
+    for j in range(k):
+        # pandas removes the value leaving the window first
+        if j >= n:
+            old = x[pos[j - n]]
+            nobs -= 1
+            y = -old - comp_rem
+            t = sum_x + y
+            comp_rem = t - sum_x - y
+            sum_x = t
+            if old < 0.0:
+                neg_ct -= 1
+        # then add the new one
+        val = x[pos[j]]
+        nobs += 1
+        y = val - comp_add
+        t = sum_x + y
+        comp_add = t - sum_x - y
+        sum_x = t
+        if val < 0.0:
+            neg_ct += 1
+        if val == prev_value:
+            same += 1
+        else:
+            same = 1
+        prev_value = val
+        if nobs >= n:
+            result = sum_x / nobs
+            if same >= nobs:
+                result = prev_value
+            elif (neg_ct == 0 and result < 0.0) or (neg_ct == nobs and result > 0.0):
+                result = 0.0
+            out[pos[j]] = result
+        else:
+            out[pos[j]] = np.nan
+
+
+@njit(cache=True)
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average of the last ``n`` valid bars: ``mean(x[t-n+1..t])``."""
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        _sma_row(x[r], n, out[r])
+    return out
+
+
+@njit(cache=True)
+def ema(x: np.ndarray, n: int) -> np.ndarray:
+    """Exponential moving average, ``alpha = 2/(n+1)``, seeded with the first valid value
+    (pandas ``ewm(span=n, adjust=False)``), NaN for the first ``n-1`` valid bars (warm-up)."""
+    out = np.empty_like(x)
+    alpha = 2.0 / (n + 1.0)
+    for r in range(x.shape[0]):
+        count = 0
+        value = np.nan
+        for i in range(x.shape[1]):
+            v = x[r, i]
+            if np.isnan(v):
+                out[r, i] = np.nan
+                continue
+            if count == 0:
+                value = v
+            else:
+                value = value + alpha * (v - value)
+            count += 1
+            out[r, i] = value if count >= n else np.nan
+    return out
+
+
+@njit(cache=True)
+def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
+    """Sample standard deviation (ddof=1) of the last ``n`` valid bars (two-pass per window)."""
+    out = np.full_like(x, np.nan)
+    for r in range(x.shape[0]):
+        pos = np.empty(x.shape[1], np.int64)
+        k = 0
+        for i in range(x.shape[1]):
+            if not np.isnan(x[r, i]):
+                pos[k] = i
+                k += 1
+        for j in range(n - 1, k):
+            mean = 0.0
+            for q in range(j - n + 1, j + 1):
+                mean += x[r, pos[q]]
+            mean /= n
+            ss = 0.0
+            for q in range(j - n + 1, j + 1):
+                d = x[r, pos[q]] - mean
+                ss += d * d
+            out[r, pos[j]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+    return out
+
+
+@njit(cache=True)
+def rsi(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI: ``100 - 100/(1 + avg_gain/avg_loss)``, averages seeded with the simple mean
+    of the first ``n`` changes and smoothed with ``alpha = 1/n``; NaN for the first ``n`` valid
+    bars; 100 when there was no loss in the window."""
+    out = np.full_like(x, np.nan)
+    for r in range(x.shape[0]):
+        prev = np.nan
+        count = 0
+        gain = 0.0
+        loss = 0.0
+        for i in range(x.shape[1]):
+            v = x[r, i]
+            if np.isnan(v):
+                continue
+            if np.isnan(prev):
+                prev = v
+                continue
+            change = v - prev
+            prev = v
+            up = change if change > 0.0 else 0.0
+            down = -change if change < 0.0 else 0.0
+            count += 1
+            if count <= n:
+                gain += up / n
+                loss += down / n
+            else:
+                gain = (gain * (n - 1) + up) / n
+                loss = (loss * (n - 1) + down) / n
+            if count >= n:
+                out[r, i] = 100.0 if loss == 0.0 else 100.0 - 100.0 / (1.0 + gain / loss)
+    return out
+
+
+@njit(cache=True)
+def crossover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """+1 where ``a`` crosses above ``b`` (strictly: ``a[p] < b[p]`` and ``a[t] > b[t]``, with
+    ``p`` the symbol's previous valid bar), -1 where it crosses below, else 0."""
+    out = np.zeros(a.shape, np.int8)
+    for r in range(a.shape[0]):
+        _cross_row(a[r], b[r], out[r])
+    return out
+
+
+@njit(cache=True)
+def _cross_row(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    pa = np.nan
+    pb = np.nan
+    for i in range(a.shape[0]):
+        ca = a[i]
+        cb = b[i]
+        if np.isnan(ca) or np.isnan(cb):
+            # no bar for this symbol, or a warm-up bar: not a comparison point
+            continue
+        if pa < pb and ca > cb:
+            out[i] = 1
+        elif pa > pb and ca < cb:
+            out[i] = -1
+        pa = ca
+        pb = cb
+
+
+@njit(cache=True)
+def threshold_cross(x: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    """+1 where ``x`` crosses up through ``lower`` (previous < lower <= now... strictly: prev
+    below ``lower``, now above it), -1 where it crosses down through ``upper``."""
+    out = np.zeros(x.shape, np.int8)
+    for r in range(x.shape[0]):
+        prev = np.nan
+        for i in range(x.shape[1]):
+            v = x[r, i]
+            if np.isnan(v):
+                continue
+            if prev < lower and v > lower:
+                out[r, i] = 1
+            elif prev > upper and v < upper:
+                out[r, i] = -1
+            prev = v
+    return out
+
+
+@njit(cache=True)
+def band_breakout(close: np.ndarray, mid: np.ndarray, sd: np.ndarray, k: float) -> np.ndarray:
+    """+1 where close crosses above ``mid + k*sd``, -1 where it crosses below ``mid``."""
+    out = np.zeros(close.shape, np.int8)
+    for r in range(close.shape[0]):
+        p_close = np.nan
+        p_up = np.nan
+        p_mid = np.nan
+        for i in range(close.shape[1]):
+            c = close[r, i]
+            if np.isnan(c):
+                continue
+            up = mid[r, i] + k * sd[r, i]
+            m = mid[r, i]
+            if p_close <= p_up and c > up:
+                out[r, i] = 1
+            elif p_close >= p_mid and c < m:
+                out[r, i] = -1
+            p_close = c
+            p_up = up
+            p_mid = m
+    return out

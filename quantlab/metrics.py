@@ -1,0 +1,201 @@
+"""Performance and risk metrics, each defined once.
+
+Notation: ``C`` initial cash; ``E_t`` the portfolio value (cash + positions marked at the close)
+at the close of bar ``t = 0..N-1``, ``E_{-1} = C``; bar returns ``r_t = E_t / E_{t-1} - 1``;
+``P`` periods per year (:func:`periods_per_year`); closed trades ``i = 1..n`` with cash profit
+``pnl_i`` (after both commissions) and return ``q_i = pnl_i / (|size_i| * entry_price_i)``.
+
+The engine computes the metrics *streaming* (accumulators updated bar by bar inside the Numba
+loop, :func:`finalize` at the end), so a sweep never stores an equity curve per combination and
+a sweep row is bit-identical to the single run of the same parameters.
+
+Undefined values: a ratio whose denominator is zero is ``nan`` when its numerator is also zero
+(or there is nothing to measure, e.g. no closed trades) and ``inf`` when only the denominator is
+(profit factor with no losing trade, Sortino with no losing bar). See docs/metrics.md.
+
+Metrics (``METRICS`` order; ``res.metrics[name]``):
+
+``equity_final``
+    ``E_{N-1}``, open positions marked at the last close.
+``total_return_pct``
+    ``100 * (E_{N-1} / C - 1)``.
+``cagr_pct``
+    ``100 * ((E_{N-1} / C) ** (1 / Y) - 1)`` with ``Y = N / P`` years (the same clock as the
+    annualised volatility); ``-100`` if the account was wiped out.
+``volatility_ann_pct``
+    ``100 * std(r, ddof=1) * sqrt(P)``.
+``sharpe``
+    ``mean(r) / std(r, ddof=1) * sqrt(P)`` (risk-free rate 0).
+``sortino``
+    ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P)`` (downside deviation over all bars, target 0).
+``calmar``
+    ``cagr_pct / |max_drawdown_pct|``.
+``max_drawdown_pct``
+    ``100 * min_t (E_t / max_{s<=t} E_s - 1)`` with the running peak starting at ``C``; <= 0.
+``max_drawdown_duration``
+    The longest run of consecutive bars spent below the running peak, in **bars**.
+``n_trades``
+    Number of closed trades (a trade still open at the end is not counted).
+``open_trades``
+    Number of positions still open after the last bar.
+``win_rate_pct``
+    ``100 * #{pnl_i > 0} / n``.
+``profit_factor``
+    ``sum(pnl_i > 0) / |sum(pnl_i < 0)|`` in cash.
+``expectancy_pct``
+    ``100 * mean(q_i)`` (arithmetic mean trade return).
+``best_trade_pct`` / ``worst_trade_pct``
+    ``100 * max(q_i)`` / ``100 * min(q_i)``.
+``avg_trade_pct``
+    ``100 * (prod(1 + q_i) ** (1/n) - 1)`` (geometric mean trade return, as backtesting.py).
+``exposure_pct``
+    ``100 * (bars closing with any open position) / N``.
+``buy_hold_return_pct``
+    ``100 * mean_s(close_s[last] / close_s[first] - 1)`` over symbols (first/last valid bar).
+``commissions``
+    Total commission paid (proportional + fixed), entries and exits, open positions included.
+``rejected_orders``
+    Entries refused because the budget could not buy one whole unit (or any fraction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+METRICS: tuple[str, ...] = (
+    "equity_final", "total_return_pct", "cagr_pct", "volatility_ann_pct", "sharpe", "sortino",
+    "calmar", "max_drawdown_pct", "max_drawdown_duration", "n_trades", "open_trades",
+    "win_rate_pct", "profit_factor", "expectancy_pct", "best_trade_pct", "worst_trade_pct",
+    "avg_trade_pct", "exposure_pct", "buy_hold_return_pct", "commissions", "rejected_orders",
+)
+METRIC_INDEX = {name: i for i, name in enumerate(METRICS)}
+# metrics where smaller is better (used when a sweep selects its best combination)
+LOWER_IS_BETTER = frozenset({"max_drawdown_duration", "volatility_ann_pct", "commissions",
+                             "rejected_orders"})
+
+# streaming accumulators (filled by quantlab.engine.kernel)
+(M_N, M_SUM, M_SUM2, M_DOWN2, M_PEAK, M_MAX_DD, M_DD_LEN, M_MAX_DD_LEN, M_EXPOSED, M_PREV,
+ M_TRADES, M_WINS, M_GROSS_PROFIT, M_GROSS_LOSS, M_SUM_RET, M_SUM_LOG, M_BEST, M_WORST,
+ M_LAST, M_N_ACC) = range(20)
+_BUY_HOLD = METRICS.index("buy_hold_return_pct")
+
+_FIXED_PERIODS = {"1d": 252.0, "1w": 52.0, "1mo": 12.0, "1q": 4.0, "1y": 1.0}
+
+
+def periods_per_year(interval: str, index: object = None) -> float:
+    """Bars per year, for annualisation.
+
+    Daily and longer bars use fixed counts (``1d`` 252 trading days, ``1w`` 52, ``1mo`` 12).
+    Intraday bars are counted from the data: the median number of bars per calendar day that
+    has bars (over the first 100,000 bars), times 252 -- so a 6.5-hour equity session of
+    1-minute bars gives 390 * 252, and
+    24-hour FX or crypto hourly bars give 24 * 252. Without data, a 6.5-hour session is assumed.
+    """
+    if interval in _FIXED_PERIODS:
+        return _FIXED_PERIODS[interval]
+    if index is not None and len(index) > 1:  # type: ignore[arg-type]
+        # the first 100,000 bars tell the session length as well as a million do
+        values = np.asarray(index.values[:100_000])  # type: ignore[attr-defined]
+        days = values.astype("datetime64[D]")
+        # the index is sorted: a day's bars are one run; run lengths from the day changes
+        starts = np.flatnonzero(np.concatenate(([True], days[1:] != days[:-1])))
+        counts = np.diff(np.append(starts, len(days)))
+        return float(np.median(counts)) * 252.0
+    minutes = _interval_minutes(interval)
+    return 252.0 * 390.0 / minutes if minutes else 252.0
+
+
+def _interval_minutes(interval: str) -> float:
+    if interval.endswith("min"):
+        return float(interval[:-3] or 1)
+    if interval.endswith("h"):
+        return 60.0 * float(interval[:-1] or 1)
+    return 0.0
+
+
+def buy_hold_return_pct(close: np.ndarray) -> float:
+    """``100 * mean_s(last valid close / first valid close - 1)`` over the rows of ``close``."""
+    rets = []
+    for row in close:
+        first, last = row[0], row[-1]
+        if first != first or last != last:  # a symbol starting late or ending early
+            valid = np.flatnonzero(~np.isnan(row))
+            if not len(valid):
+                continue
+            first, last = row[valid[0]], row[valid[-1]]
+        rets.append(last / first - 1.0)
+    return 100.0 * float(np.mean(rets)) if rets else math.nan
+
+
+@njit(cache=True)
+def _nb_ratio(num, den):
+    if den == 0.0:
+        if num == 0.0 or num != num:
+            return np.nan
+        return np.inf if num > 0 else -np.inf
+    return num / den
+
+
+@njit(cache=True)
+def finalize(acc, acct, cash, open_count, ppy, out):
+    """Turn the accumulators into the metric row ``out`` (``METRICS`` order, buy & hold NaN:
+    it depends only on the data and is filled in by the caller)."""
+    n = acc[M_N]
+    final = acc[M_LAST]
+    out[0] = final
+    out[1] = 100.0 * (final / cash - 1.0)
+    years = n / ppy
+    if final <= 0.0:
+        out[2] = -100.0
+    elif years > 0:
+        out[2] = 100.0 * ((final / cash) ** (1.0 / years) - 1.0)
+    else:
+        out[2] = np.nan
+    mean = acc[M_SUM] / n if n > 0 else np.nan
+    # sum of squares minus n*mean^2: bar returns are small, so no cancellation to fear
+    var = (acc[M_SUM2] - acc[M_SUM] * mean) / (n - 1.0) if n > 1 else np.nan
+    std = np.sqrt(var) if var > 0.0 else 0.0 if n > 1 else np.nan
+    root = np.sqrt(ppy)
+    out[3] = 100.0 * std * root
+    out[4] = _nb_ratio(mean, std) * root if n > 1 else np.nan
+    down = np.sqrt(acc[M_DOWN2] / n) if n > 0 else np.nan
+    out[5] = _nb_ratio(mean, down) * root if n > 1 else np.nan
+    max_dd = 100.0 * acc[M_MAX_DD]
+    out[6] = _nb_ratio(out[2], -max_dd)
+    out[7] = max_dd
+    out[8] = acc[M_MAX_DD_LEN]
+    trades = acc[M_TRADES]
+    out[9] = trades
+    out[10] = open_count
+    if trades > 0:
+        out[11] = 100.0 * acc[M_WINS] / trades
+        out[12] = _nb_ratio(acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS])
+        out[13] = 100.0 * acc[M_SUM_RET] / trades
+        out[14] = 100.0 * acc[M_BEST]
+        out[15] = 100.0 * acc[M_WORST]
+        out[16] = 100.0 * (np.exp(acc[M_SUM_LOG] / trades) - 1.0)
+    else:
+        for j in range(11, 17):
+            out[j] = np.nan
+    out[17] = 100.0 * acc[M_EXPOSED] / n if n > 0 else np.nan
+    out[18] = np.nan
+    out[19] = acct[1]
+    out[20] = acct[2]
+
+
+def as_dict(row: np.ndarray) -> dict[str, float]:
+    """A metric row as ``{name: float}`` (counts as ``int``)."""
+    out: dict[str, float] = {}
+    for name, value in zip(METRICS, row.tolist()):
+        if name in ("n_trades", "open_trades", "rejected_orders", "max_drawdown_duration"):
+            out[name] = int(value)
+        else:
+            out[name] = value
+    return out
+
+
+__all__ = ["LOWER_IS_BETTER", "METRICS", "as_dict", "buy_hold_return_pct", "finalize",
+           "periods_per_year"]

@@ -1,0 +1,177 @@
+"""Parameter sweeps: grid order, validity skipping, the table, best selection, chunks."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import quantlab as ql
+from quantlab.engine import Simulation, sweep_combinations
+from quantlab.errors import ConfigError
+from quantlab.metrics import METRICS
+from tests.test_engine_helpers import random_walk
+
+backtesting_test = pytest.importorskip("backtesting.test")
+GOOG = backtesting_test.GOOG
+
+
+def test_grid_order_and_skipped_combinations() -> None:
+    combos, skipped = sweep_combinations("sma_crossover", {"fast": [5, 10, 20], "slow": [10, 20]})
+    assert combos == [{"fast": 5, "slow": 10}, {"fast": 5, "slow": 20},
+                      {"fast": 10, "slow": 20}]
+    assert skipped == 3  # (10,10), (20,10), (20,20)
+
+
+def test_the_issue_grid_has_7925_valid_combinations() -> None:
+    combos, skipped = sweep_combinations("sma_crossover",
+                                         {"fast": range(5, 51), "slow": range(10, 201)})
+    assert len(combos) == 7925 and skipped == 46 * 191 - 7925
+
+
+def test_explicit_list_of_combinations_keeps_its_order() -> None:
+    combos, skipped = sweep_combinations(
+        "sma_crossover", [{"fast": 20, "slow": 50}, {"fast": 60, "slow": 50}, {"fast": 5}])
+    assert combos == [{"fast": 20, "slow": 50}, {"fast": 5, "slow": 20}]
+    assert skipped == 1
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"fast": [], "slow": 20}, "empty list"),
+    ({"fast": range(30, 40), "slow": range(10, 20)}, "no valid combination"),
+    ([], "empty list of combinations"),
+    ({"fats": [1, 2]}, "did you mean 'fast'"),
+    ({"fast": [0, 5], "slow": 20}, "at least 1"),
+])
+def test_bad_sweeps_say_what_to_fix(params: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sweep_combinations("sma_crossover", params)
+
+
+def test_sweep_table_best_row_and_single_run_agree() -> None:
+    res = ql.backtest(GOOG, "sma_crossover", {"fast": range(5, 15), "slow": range(10, 40, 5)},
+                      commission=0.001)
+    table = res.table
+    assert table is not None and len(table) == 10 * 6 - 5  # fast >= slow skipped for slow=10
+    assert list(table.columns) == ["fast", "slow", *METRICS]
+    assert res.config["skipped"] == 5
+    best = int(np.nanargmax(table["sharpe"].to_numpy()))
+    assert res.params == {"fast": int(table["fast"][best]), "slow": int(table["slow"][best])}
+    single = ql.backtest(GOOG, "sma_crossover", res.params, commission=0.001)
+    assert single.metrics == res.metrics
+    row = table.iloc[best]
+    for name in METRICS:
+        assert row[name] == single.metrics[name] or np.isnan(row[name]), name
+    assert len(res.trades) == single.metrics["n_trades"]
+    # every row is the single run of its combination
+    other = table.iloc[7]
+    again = ql.backtest(GOOG, "sma_crossover", {"fast": int(other["fast"]),
+                                                "slow": int(other["slow"])}, commission=0.001)
+    assert again.metrics["equity_final"] == other["equity_final"]
+
+
+def test_select_another_metric() -> None:
+    res = ql.backtest(GOOG, "sma_crossover", {"fast": [5, 10], "slow": [20, 40]},
+                      select="total_return_pct")
+    assert res.metrics["total_return_pct"] == res.table["total_return_pct"].max()
+    with pytest.raises(ConfigError, match="did you mean 'sharpe'"):
+        ql.backtest(GOOG, "sma_crossover", {"fast": [5, 10], "slow": 20}, select="sharp")
+
+
+def test_generic_strategies_sweep_through_the_same_engine() -> None:
+    res = ql.backtest(GOOG, "rsi_reversion", {"period": [7, 14], "lower": [20, 30],
+                                              "upper": [70, 80]})
+    assert len(res.table) == 8
+    single = ql.backtest(GOOG, "rsi_reversion", res.params)
+    assert single.metrics == res.metrics
+
+
+def test_sweep_chunks_and_partial_result() -> None:
+    params = {"fast": range(3, 12), "slow": range(8, 30, 3)}
+    whole = ql.backtest(GOOG, "sma_crossover", params)
+    sim = Simulation(GOOG, "sma_crossover", params)
+    assert sim.is_sweep and sim.total_units == len(whole.table)
+    sim.prepare()
+    sim.run(10)
+    partial = sim.result(partial=True)
+    assert partial.partial and len(partial.table) == 10
+    pd.testing.assert_frame_equal(partial.table, whole.table.iloc[:10])
+    blob = sim.state_bytes()
+    resumed = Simulation(GOOG, "sma_crossover", params)
+    resumed.prepare()
+    resumed.load_state(blob)
+    while not resumed.finished:
+        resumed.run(7)
+    final = resumed.result()
+    assert not final.partial
+    pd.testing.assert_frame_equal(final.table, whole.table)
+    assert final.params == whole.params and final.metrics == whole.metrics
+
+
+def test_a_cancelled_sweep_with_nothing_finished() -> None:
+    sim = Simulation(GOOG, "sma_crossover", {"fast": [5, 6], "slow": 20})
+    sim.prepare()
+    res = sim.result(partial=True)
+    assert res.partial and res.table is not None and res.table.empty and res.metrics == {}
+
+
+def test_sweep_memory_does_not_grow_with_combinations() -> None:
+    data = random_walk(5000, seed=3)
+    ql.backtest(data, "sma_crossover", {"fast": [5, 6], "slow": [20, 21]})  # warm up
+    tracemalloc.start()
+    res = ql.backtest(data, "sma_crossover", {"fast": range(2, 42), "slow": range(10, 60)})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n = len(res.table)
+    assert n > 1400
+    # one equity curve per combination would be n * 5000 * 8 bytes = 60+ MB
+    assert peak < 20 * 2**20
+    assert peak < n * 5000 * 8 / 3
+
+
+def test_momentum_rotates_across_symbols() -> None:
+    frames = {f"S{i}": random_walk(300, seed=10 + i) for i in range(4)}
+    res = ql.backtest(frames, "momentum", {"lookback": 20, "top_n": 2}, commission=0.001)
+    assert res.metrics["n_trades"] > 10
+    held = res.open_trades
+    assert len(held) <= 2
+    # each holding was sized with a 1/top_n weight: about half of equity at entry
+    t = res.trades
+    entry_value = (t["size"] * t["entry_price"]).to_numpy()
+    assert entry_value.max() < 0.75 * res.equity.max()
+    sweep = ql.backtest(frames, "momentum", {"lookback": [10, 20], "top_n": [1, 2]})
+    assert len(sweep.table) == 4
+    again = ql.backtest(frames, "momentum", sweep.params)
+    assert again.metrics == sweep.metrics
+
+
+@pytest.mark.parametrize("strategy", ["sma_crossover", "ema_crossover"])
+def test_crossover_fast_path_rows_equal_single_runs(strategy: str) -> None:
+    # crossover sweeps cross precomputed lines inside the parallel kernel; every row must be
+    # the single run of its combination, for one symbol and for a portfolio
+    frames = {f"S{i}": random_walk(400, seed=30 + i) for i in range(3)}
+    frames["S1"] = frames["S1"].drop(frames["S1"].index[50:60])
+    for data in (frames["S0"], frames):
+        res = ql.backtest(data, strategy, {"fast": [3, 8], "slow": [12, 30]}, commission=0.001,
+                          allow_short=True, stop_loss=0.05)
+        for _, row in res.table.iterrows():
+            single = ql.backtest(data, strategy, {"fast": int(row["fast"]),
+                                                  "slow": int(row["slow"])},
+                                 commission=0.001, allow_short=True, stop_loss=0.05)
+            for name in METRICS:
+                assert row[name] == single.metrics[name] or (
+                    np.isnan(row[name]) and np.isnan(single.metrics[name])), name
+
+
+def test_a_small_indicator_budget_splits_the_grid_without_changing_it() -> None:
+    data = random_walk(1000, seed=8)
+    params = {"fast": range(2, 12), "slow": range(5, 40, 2)}
+    whole = ql.backtest(data, "sma_crossover", params)
+    sim = Simulation(data, "sma_crossover", params)
+    sim.prepare()
+    sim.ind.max_bytes = 6 * 1000 * 8  # room for 6 averages: many groups, many evictions
+    sim.run(sim.total_units)
+    assert sim.ind._bytes <= sim.ind.max_bytes
+    pd.testing.assert_frame_equal(sim.result().table, whole.table)

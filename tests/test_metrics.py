@@ -1,0 +1,97 @@
+"""Metric formulas against direct computations on the equity curve and the trades."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import quantlab as ql
+from quantlab.metrics import METRICS, periods_per_year
+from tests.test_engine_helpers import fixed_signals, frame, random_walk
+
+
+def test_every_metric_is_reported_and_documented() -> None:
+    res = ql.backtest(random_walk(300, seed=1), "sma_crossover", {"fast": 5, "slow": 20})
+    assert tuple(res.metrics) == METRICS
+    doc = ql.metrics.__doc__ or ""
+    with open("docs/metrics.md") as fh:
+        page = fh.read()
+    for name in METRICS:
+        assert f"``{name}``" in doc
+        assert f"`{name}`" in page
+
+
+def test_metrics_match_their_formulas() -> None:
+    data = random_walk(800, seed=21)
+    res = ql.backtest(data, "sma_crossover", {"fast": 4, "slow": 12}, commission=0.001,
+                      allow_short=True)
+    m = res.metrics
+    cash = 10_000.0
+    eq = res.equity.to_numpy()
+    r = np.diff(np.concatenate(([cash], eq))) / np.concatenate(([cash], eq[:-1]))
+    ppy = 252.0
+    assert m["total_return_pct"] == pytest.approx(100 * (eq[-1] / cash - 1))
+    assert m["volatility_ann_pct"] == pytest.approx(100 * r.std(ddof=1) * math.sqrt(ppy))
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(ppy))
+    down = math.sqrt(np.mean(np.minimum(r, 0) ** 2))
+    assert m["sortino"] == pytest.approx(r.mean() / down * math.sqrt(ppy))
+    cagr = 100 * ((eq[-1] / cash) ** (ppy / len(eq)) - 1)
+    assert m["cagr_pct"] == pytest.approx(cagr)
+    peak = np.maximum.accumulate(np.concatenate(([cash], eq)))[1:]
+    assert m["max_drawdown_pct"] == pytest.approx(100 * (eq / peak - 1).min())
+    assert m["calmar"] == pytest.approx(cagr / abs(m["max_drawdown_pct"]))
+    below = eq < peak
+    longest = max((len(run) for run in "".join("1" if b else "0" for b in below).split("0")),
+                  default=0)
+    assert m["max_drawdown_duration"] == longest
+    t = res.trades
+    q = t["return_pct"].to_numpy() / 100
+    assert m["n_trades"] == len(t)
+    assert m["win_rate_pct"] == pytest.approx(100 * (t["pnl"] > 0).mean())
+    assert m["profit_factor"] == pytest.approx(t["pnl"][t["pnl"] > 0].sum()
+                                               / -t["pnl"][t["pnl"] < 0].sum())
+    assert m["expectancy_pct"] == pytest.approx(100 * q.mean())
+    assert m["avg_trade_pct"] == pytest.approx(100 * (np.prod(1 + q) ** (1 / len(q)) - 1))
+    assert m["best_trade_pct"] == pytest.approx(100 * q.max())
+    assert m["worst_trade_pct"] == pytest.approx(100 * q.min())
+    assert m["exposure_pct"] == pytest.approx(100 * np.mean(eq != eq) + 100 * (
+        1 - np.mean(np.arange(len(eq)) < t["entry_bar"].min())), abs=1)
+    close = data["Close"].to_numpy()
+    assert m["buy_hold_return_pct"] == pytest.approx(100 * (close[-1] / close[0] - 1))
+    assert m["commissions"] == pytest.approx(t["commission"].sum()
+                                             + res.open_trades["commission"].sum())
+
+
+def test_undefined_metrics_are_nan_or_inf_as_documented() -> None:
+    flat = ql.backtest(frame([10.0] * 5), fixed_signals("m_none", [0] * 5))
+    assert flat.metrics["n_trades"] == 0
+    for name in ("win_rate_pct", "profit_factor", "expectancy_pct", "avg_trade_pct",
+                 "sharpe", "calmar"):
+        assert math.isnan(flat.metrics[name]), name
+    assert flat.metrics["max_drawdown_pct"] == 0.0 and flat.metrics["exposure_pct"] == 0.0
+    winner = ql.backtest(frame([10.0, 10.0, 11.0, 12.0]), fixed_signals("m_win", [1, 0, -1, 0]))
+    assert winner.metrics["profit_factor"] == math.inf
+    assert winner.metrics["sortino"] == math.inf
+    assert winner.metrics["win_rate_pct"] == 100.0
+
+
+def test_periods_per_year() -> None:
+    assert periods_per_year("1d") == 252 and periods_per_year("1w") == 52
+    assert periods_per_year("1mo") == 12
+    session = pd.date_range("2024-01-02 09:30", periods=390, freq="min")
+    two_days = session.append(session + pd.Timedelta(days=1))
+    assert periods_per_year("1min", two_days) == 390 * 252
+    fx = pd.date_range("2024-01-01", periods=24 * 10, freq="h")
+    assert periods_per_year("1h", fx) == 24 * 252
+    assert periods_per_year("1h") == 6.5 * 252
+
+
+def test_intraday_annualisation_follows_the_data() -> None:
+    data = random_walk(390 * 3, seed=2)
+    data.index = pd.DatetimeIndex(np.concatenate([
+        pd.date_range(f"2024-01-0{d} 09:30", periods=390, freq="min") for d in (2, 3, 4)]))
+    res = ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30})
+    assert res.config["interval"] == "1min" and res.config["periods_per_year"] == 390 * 252
