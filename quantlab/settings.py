@@ -16,33 +16,57 @@ from pathlib import Path
 from quantlab.errors import ConfigError
 
 
-def _env_int(name: str, default: int | None) -> int | None:
+def env_number(name: str, default: float, *, integer: bool = False,
+               minimum: float | None = None, positive: bool = False,
+               example: str | None = None) -> float:
+    """A numeric setting from the environment (``default`` when unset or blank).
+
+    A value that is not a number, is below ``minimum``, or is not above zero when ``positive``
+    raises :class:`ConfigError` naming the variable and an example of a good value.
+    """
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    hint = f"set e.g. {name}={example or f'{default:g}'} or unset it"
     try:
-        value = int(raw)
+        value: float = int(raw) if integer else float(raw)
     except ValueError:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} is not a whole number; set it to e.g. {name}=4 "
-            f"or unset it", field=name
-        ) from None
-    if value < 0:
-        raise ConfigError(f"environment variable {name}={raw!r} must not be negative", field=name)
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"environment variable {name}={raw!r} is not {kind}; {hint}",
+                          field=name) from None
+    if positive and not value > 0:
+        raise ConfigError(f"environment variable {name}={raw!r} must be positive; {hint}",
+                          field=name)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r} must be at least {minimum:g}; "
+                          f"{hint}", field=name)
     return value
 
 
-def _env_float(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no setting from the environment (1/true/yes/on or 0/false/no/off)."""
+    raw = os.environ.get(name)
+    if raw is None:
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} is not a number of seconds; set e.g. "
-            f"{name}=1800 or unset it", field=name
-        ) from None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(
+        f"environment variable {name}={raw!r} is not a yes/no value; set {name}=1 or {name}=0",
+        field=name,
+    )
+
+
+def _optional(name: str, *, integer: bool, example: str) -> float | None:
+    if not os.environ.get(name, "").strip():
+        return None
+    return env_number(name, 0, integer=integer, minimum=0, example=example)
 
 
 def default_home() -> Path:
@@ -98,11 +122,16 @@ def current() -> Settings:
         mongo_url=os.environ.get("QUANTLAB_MONGO_URL") or None,
         mongo_db=os.environ.get("QUANTLAB_MONGO_DB") or "quantlab",
         user=current_user(),
-        max_concurrent=_env_int("QUANTLAB_MAX_CONCURRENT", None),
-        queue_max=_env_int("QUANTLAB_QUEUE_MAX", None),
-        max_duration=_env_float("QUANTLAB_MAX_DURATION", None),
+        max_concurrent=_int_or_none(_optional("QUANTLAB_MAX_CONCURRENT", integer=True,
+                                              example="4")),
+        queue_max=_int_or_none(_optional("QUANTLAB_QUEUE_MAX", integer=True, example="100")),
+        max_duration=_optional("QUANTLAB_MAX_DURATION", integer=False, example="1800"),
         alphavantage_api_key=os.environ.get("ALPHAVANTAGE_API_KEY") or None,
     )
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def configure_numba_cache() -> None:

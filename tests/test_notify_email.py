@@ -237,7 +237,7 @@ def test_smtp_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         notify_settings.current()
     monkeypatch.setenv("QUANTLAB_SMTP_STARTTLS", "0")
     monkeypatch.setenv("QUANTLAB_SMTP_PORT", "twenty-five")
-    with pytest.raises(Exception, match=r"QUANTLAB_SMTP_PORT='twenty-five' is not a number"):
+    with pytest.raises(Exception, match=r"QUANTLAB_SMTP_PORT='twenty-five' is not a whole number"):
         notify_settings.current()
 
 

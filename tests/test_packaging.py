@@ -66,3 +66,37 @@ def test_missing_extra_names_the_install_command() -> None:
 
 def test_every_lazy_name_is_public() -> None:
     assert set(quantlab._LAZY) | quantlab._SUBMODULES <= set(quantlab.__all__)
+
+
+@pytest.mark.parametrize(("value", "kwargs", "message"), [
+    ("soon", {}, "QUANTLAB_X='soon' is not a number; set e.g. QUANTLAB_X=2 or unset it"),
+    ("2.5", {"integer": True}, "QUANTLAB_X='2.5' is not a whole number"),
+    ("0", {"positive": True}, "QUANTLAB_X='0' must be positive"),
+    ("-1", {"minimum": 0}, "QUANTLAB_X='-1' must be at least 0"),
+])
+def test_numeric_settings_name_the_variable_and_a_good_value(
+        monkeypatch: pytest.MonkeyPatch, value: str, kwargs: dict, message: str) -> None:
+    from quantlab.errors import ConfigError
+    from quantlab.settings import env_number
+
+    monkeypatch.setenv("QUANTLAB_X", value)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as info:
+        env_number("QUANTLAB_X", 2, **kwargs)
+    assert info.value.field == "QUANTLAB_X"
+    monkeypatch.setenv("QUANTLAB_X", " ")
+    assert env_number("QUANTLAB_X", 2, **kwargs) == 2
+
+
+def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.errors import ConfigError
+    from quantlab.settings import current, env_flag
+
+    monkeypatch.setenv("QUANTLAB_QUEUE_MAX", "100")
+    monkeypatch.setenv("QUANTLAB_MAX_DURATION", "90.5")
+    assert (current().queue_max, current().max_duration) == (100, 90.5)
+    monkeypatch.setenv("QUANTLAB_MAX_CONCURRENT", "-3")
+    with pytest.raises(ConfigError, match="QUANTLAB_MAX_CONCURRENT='-3' must be at least 0"):
+        current()
+    monkeypatch.setenv("QUANTLAB_FLAG", "maybe")
+    with pytest.raises(ConfigError, match="is not a yes/no value; set QUANTLAB_FLAG=1"):
+        env_flag("QUANTLAB_FLAG", False)

@@ -41,17 +41,6 @@ KEY_HELP = ("the API key is invalid or missing: set ALPHAVANTAGE_API_KEY=... (ge
 _LIMITERS: dict[tuple[Any, ...], RateLimiter] = {}
 
 
-def _env_limit(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set e.g. {name}={default}",
-                          field=name) from None
-
-
 class AlphaVantage(Provider):
     """``fetch(..., provider="alphavantage")``. All arguments are optional keywords."""
 
@@ -91,10 +80,10 @@ class AlphaVantage(Provider):
         self.rate_limit_wait = rate_limit_wait
         self.timeout = timeout
         self.session = session or requests.Session()
-        per_minute = calls_per_minute if calls_per_minute is not None else _env_limit(
-            "QUANTLAB_ALPHAVANTAGE_PER_MINUTE", 5)
-        per_day = calls_per_day if calls_per_day is not None else _env_limit(
-            "QUANTLAB_ALPHAVANTAGE_PER_DAY", 25)
+        per_minute = calls_per_minute if calls_per_minute is not None else int(
+            settings.env_number("QUANTLAB_ALPHAVANTAGE_PER_MINUTE", 5, integer=True, minimum=1))
+        per_day = calls_per_day if calls_per_day is not None else int(
+            settings.env_number("QUANTLAB_ALPHAVANTAGE_PER_DAY", 25, integer=True, minimum=1))
         if limiter is None:
             # One budget per key, shared by every process through a file in the data folder.
             digest = hashlib.sha256(f"{self.base_url} {key}".encode()).hexdigest()[:16]

@@ -267,15 +267,8 @@ class _SeriesCache:
 
     @staticmethod
     def limit() -> int:
-        raw = os.environ.get("QUANTLAB_DATA_CACHE_MB", "").strip()
-        try:
-            return int(float(raw) * 2**20) if raw else 512 * 2**20
-        except ValueError:
-            raise ConfigError(
-                f"QUANTLAB_DATA_CACHE_MB={raw!r} is not a number of megabytes; set e.g. "
-                f"QUANTLAB_DATA_CACHE_MB=512 (0 turns the cache off)",
-                field="QUANTLAB_DATA_CACHE_MB",
-            ) from None
+        # 0 turns the cache off
+        return int(settings.env_number("QUANTLAB_DATA_CACHE_MB", 512, minimum=0) * 2**20)
 
     def get(self, path: Path, st: os.stat_result) -> Series | None:
         with self._lock:

@@ -12,7 +12,6 @@ followed by one event, so that two processes racing on a run cannot both win.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import statistics
 import time
@@ -23,7 +22,7 @@ from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig, check_symbols, config_hash, data_fingerprint
 from quantlab.errors import ConfigError, QuantlabError, QueueFull, RunError
 from quantlab.jobs import backends, queue
-from quantlab.settings import Settings
+from quantlab.settings import Settings, env_number
 
 log = logging.getLogger("quantlab.jobs")
 
@@ -39,23 +38,7 @@ RUN_OVERHEAD_SECONDS = 0.05
 
 def stale_after() -> float:
     """Seconds without a heartbeat after which a running run's worker is presumed dead."""
-    return env_seconds("QUANTLAB_HEARTBEAT_TIMEOUT", 10.0)
-
-
-def env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} is not a number of seconds; set e.g. "
-            f"{name}={default:g} or unset it", field=name
-        ) from None
-    if not value > 0:
-        raise ConfigError(f"environment variable {name}={raw!r} must be positive", field=name)
-    return value
+    return env_number("QUANTLAB_HEARTBEAT_TIMEOUT", 10.0, positive=True)
 
 
 # -- ids and events ------------------------------------------------------------------------------

@@ -27,10 +27,10 @@ from typing import Any
 
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig, config_hash, iso
-from quantlab.errors import ConfigError, RunNotFound
+from quantlab.errors import RunNotFound
 from quantlab.jobs import backends, orchestrator, queue
 from quantlab.jobs.orchestrator import publish
-from quantlab.settings import Settings
+from quantlab.settings import Settings, env_number
 
 log = logging.getLogger("quantlab.jobs")
 
@@ -47,33 +47,21 @@ PROGRESS_EVERY = 0.05  # seconds between two progress events
 RECORD_EVERY = 0.25  # seconds between two progress writes to the registry
 
 
-def _knob(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} is not a number; set e.g. {name}={default:g} "
-            f"or unset it", field=name
-        ) from None
-
-
 def checkpoint_every() -> float:
     """Seconds between two checkpoints of a running run (``QUANTLAB_CHECKPOINT_SECONDS``)."""
-    return _knob("QUANTLAB_CHECKPOINT_SECONDS", 2.0)
+    return env_number("QUANTLAB_CHECKPOINT_SECONDS", 2.0)
 
 
 def heartbeat_every() -> float:
-    return _knob("QUANTLAB_HEARTBEAT_SECONDS", 1.0)
+    return env_number("QUANTLAB_HEARTBEAT_SECONDS", 1.0)
 
 
 def chunk_knobs() -> tuple[int | None, float]:
     """Test/demo knobs: ``QUANTLAB_JOBS_MAX_CHUNK`` caps the units per engine call and
     ``QUANTLAB_JOBS_CHUNK_DELAY`` sleeps between calls, to make a short run long enough to
     watch, cancel or kill."""
-    return int(_knob("QUANTLAB_JOBS_MAX_CHUNK", 0)) or None, _knob("QUANTLAB_JOBS_CHUNK_DELAY", 0.0)
+    cap = int(env_number("QUANTLAB_JOBS_MAX_CHUNK", 0, integer=True, minimum=0))
+    return cap or None, env_number("QUANTLAB_JOBS_CHUNK_DELAY", 0.0, minimum=0)
 
 
 def engine_kwargs(cfg: BacktestConfig) -> dict[str, Any]:
@@ -145,7 +133,7 @@ class BarsCache:
     def _budget(self) -> int:
         if self.max_bytes is not None:
             return self.max_bytes
-        return int(_knob("QUANTLAB_WORKER_CACHE_MB", 512) * 2**20)
+        return int(env_number("QUANTLAB_WORKER_CACHE_MB", 512) * 2**20)
 
     @staticmethod
     def _nbytes(bars: Any) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -36,9 +35,8 @@ import numpy as np
 import pandas as pd
 from huey.constants import EmptyData
 
-from quantlab.errors import ConfigError
 from quantlab.jobs import backends, queue
-from quantlab.settings import Settings
+from quantlab.settings import Settings, env_number
 
 MAX_SHARDS = 16
 # Automatic splitting: only sweeps estimated to simulate longer than this, in shards of about
@@ -53,16 +51,10 @@ def shard_count(total: int, estimated_seconds: float | None) -> int:
     ``QUANTLAB_SHARD_COMBINATIONS=N`` forces shards of N combinations; otherwise sweeps
     estimated to take over ``SHARD_MIN_SECONDS`` are split into shards of ~``SHARD_SECONDS``.
     """
-    raw = os.environ.get("QUANTLAB_SHARD_COMBINATIONS", "").strip()
-    if raw:
-        try:
-            per = int(raw)
-        except ValueError:
-            raise ConfigError(
-                f"QUANTLAB_SHARD_COMBINATIONS={raw!r} is not a whole number; set the "
-                f"combinations per shard, e.g. 500, or unset it", field="QUANTLAB_SHARD_COMBINATIONS"
-            ) from None
-        count = math.ceil(total / per) if per > 0 else 1
+    per = int(env_number("QUANTLAB_SHARD_COMBINATIONS", 0, integer=True, minimum=0,
+                         example="500"))
+    if per:
+        count = math.ceil(total / per)
     elif estimated_seconds and estimated_seconds > SHARD_MIN_SECONDS:
         count = math.ceil(estimated_seconds / SHARD_SECONDS)
     else:

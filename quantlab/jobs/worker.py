@@ -131,9 +131,9 @@ def _last_error(path: Path) -> str:
 
 def idle_exit() -> float:
     """Seconds the self-started worker waits idle before leaving (QUANTLAB_WORKER_IDLE_EXIT)."""
-    from quantlab.jobs.orchestrator import env_seconds
+    from quantlab.settings import env_number
 
-    return env_seconds("QUANTLAB_WORKER_IDLE_EXIT", 1800.0)
+    return env_number("QUANTLAB_WORKER_IDLE_EXIT", 1800.0, positive=True)
 
 
 def spawn_worker(settings: Settings, workers: int = 1) -> subprocess.Popen[bytes]:

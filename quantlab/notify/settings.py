@@ -10,43 +10,7 @@ import os
 from dataclasses import dataclass
 
 from quantlab.errors import ConfigError
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(
-        f"environment variable {name}={raw!r} is not a yes/no value; set {name}=1 or {name}=0",
-        field=name,
-    )
-
-
-def _env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} is not a number; set e.g. {name}={default:g} "
-            f"or unset it", field=name,
-        ) from None
-    if value < minimum:
-        raise ConfigError(
-            f"environment variable {name}={raw!r} must be at least {minimum:g}; set e.g. "
-            f"{name}={default:g} or unset it", field=name,
-        )
-    return value
+from quantlab.settings import env_flag, env_number
 
 
 @dataclass(frozen=True)
@@ -96,8 +60,8 @@ def current() -> NotifySettings:
     runs that ended longer ago than this (a dispatcher down for days) are not notified any more;
     ``QUANTLAB_PUBLIC_URL`` for links.
     """
-    ssl = _env_bool("QUANTLAB_SMTP_SSL", False)
-    starttls = _env_bool("QUANTLAB_SMTP_STARTTLS", False)
+    ssl = env_flag("QUANTLAB_SMTP_SSL", False)
+    starttls = env_flag("QUANTLAB_SMTP_STARTTLS", False)
     if ssl and starttls:
         raise ConfigError(
             "QUANTLAB_SMTP_SSL and QUANTLAB_SMTP_STARTTLS are both on; use SSL (port 465) or "
@@ -109,19 +73,19 @@ def current() -> NotifySettings:
     public_url = os.environ.get("QUANTLAB_PUBLIC_URL", "").strip().rstrip("/") or None
     return NotifySettings(
         smtp_host=host,
-        smtp_port=int(_env_number("QUANTLAB_SMTP_PORT", default_port, minimum=1)),
+        smtp_port=int(env_number("QUANTLAB_SMTP_PORT", default_port, integer=True, minimum=1)),
         smtp_user=user,
         smtp_password=os.environ.get("QUANTLAB_SMTP_PASSWORD") or None,
         smtp_starttls=starttls,
         smtp_ssl=ssl,
         smtp_from=_sender(user),
-        smtp_timeout=_env_number("QUANTLAB_SMTP_TIMEOUT", 20.0, minimum=0.01),
-        webhook_allow_private=_env_bool("QUANTLAB_WEBHOOK_ALLOW_PRIVATE", False),
-        webhook_timeout=_env_number("QUANTLAB_WEBHOOK_TIMEOUT", 10.0, minimum=0.01),
-        webhook_retries=int(_env_number("QUANTLAB_WEBHOOK_RETRIES", 4)),
-        webhook_backoff=_env_number("QUANTLAB_WEBHOOK_BACKOFF", 1.0),
-        webhook_backoff_max=_env_number("QUANTLAB_WEBHOOK_BACKOFF_MAX", 60.0),
-        digest_window=_env_number("QUANTLAB_NOTIFY_DIGEST_WINDOW", 60.0),
-        max_age=_env_number("QUANTLAB_NOTIFY_MAX_AGE", 86400.0),
+        smtp_timeout=env_number("QUANTLAB_SMTP_TIMEOUT", 20.0, minimum=0.01),
+        webhook_allow_private=env_flag("QUANTLAB_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_timeout=env_number("QUANTLAB_WEBHOOK_TIMEOUT", 10.0, minimum=0.01),
+        webhook_retries=int(env_number("QUANTLAB_WEBHOOK_RETRIES", 4, integer=True, minimum=0)),
+        webhook_backoff=env_number("QUANTLAB_WEBHOOK_BACKOFF", 1.0, minimum=0),
+        webhook_backoff_max=env_number("QUANTLAB_WEBHOOK_BACKOFF_MAX", 60.0, minimum=0),
+        digest_window=env_number("QUANTLAB_NOTIFY_DIGEST_WINDOW", 60.0, minimum=0),
+        max_age=env_number("QUANTLAB_NOTIFY_MAX_AGE", 86400.0, minimum=0),
         public_url=public_url,
     )
