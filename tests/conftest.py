@@ -5,8 +5,10 @@ Tests never touch the machine's default Redis (port 6379) or the user's ~/.quant
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -91,3 +93,36 @@ def redis_url(redis_server: RedisServer) -> str:
     """The private server's URL, emptied before the test."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic sample store (AAA..JJJ daily), built once per session; tests copy it into
+    their own QUANTLAB_HOME."""
+    home = tmp_path_factory.mktemp("sample-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", str(home))
+        import quantlab as ql
+
+        ql.data.sample(minute=False)
+    return home / "data"
+
+
+def kill_group(pid: int) -> None:
+    """Kill a process started in its own session (a worker), with every process of its group,
+    and wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll for its disappearance
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        else:
+            if finished:
+                return
+        time.sleep(0.02)

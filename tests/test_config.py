@@ -12,7 +12,6 @@ from quantlab.errors import ConfigError, DataError
 from tests import test_jobs_support as support
 
 # fixtures (pytest finds them in the module's namespace)
-sample_data_dir = support.sample_data_dir
 home = support.home
 
 BASE = {"strategy": "sma_crossover", "symbols": ["AAA", "BBB"], "start": "2020-01-01",

@@ -23,7 +23,6 @@ from tests.test_jobs_support import SINGLE, SLOW, SWEEP, WAIT, Workers, event_ty
 MIN_LOOKBACK = 5  # read by a test strategy: a "notebook constant" that travels with its source
 
 # fixtures (pytest finds them in the module's namespace)
-sample_data_dir = support.sample_data_dir
 home = support.home
 workers = support.workers
 no_worker = support.no_worker

@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import kill_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,24 +37,6 @@ SINGLE = {"strategy": "sma_crossover", "symbols": ["AAA"], "start": "2020-01-01"
 SLOW = {"QUANTLAB_JOBS_MAX_CHUNK": "2", "QUANTLAB_JOBS_CHUNK_DELAY": "0.05"}
 
 
-@pytest.fixture(scope="session")
-def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic sample store (AAA..JJJ daily), built once per session and copied per test."""
-    home = tmp_path_factory.mktemp("sample-home")
-    old = os.environ.get("QUANTLAB_HOME")
-    os.environ["QUANTLAB_HOME"] = str(home)
-    try:
-        import quantlab as ql
-
-        ql.data.sample(minute=False)
-    finally:
-        if old is None:
-            del os.environ["QUANTLAB_HOME"]
-        else:
-            os.environ["QUANTLAB_HOME"] = old
-    return home / "data"
-
-
 @pytest.fixture
 def home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
     """A fresh embedded QUANTLAB_HOME holding the sample data; any worker that QuantLab spawned
@@ -63,25 +46,6 @@ def home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
     pid_file = ql_home / "worker.pid"
     if pid_file.exists():
         kill_group(int(pid_file.read_text()))
-
-
-def kill_group(pid: int) -> None:
-    """Kill a worker started in its own session, with every process of its group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: poll for its disappearance
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        else:
-            if finished:
-                return
-        time.sleep(0.02)
 
 
 class Workers:

@@ -19,7 +19,6 @@ from tests import test_jobs_support as support
 from tests.test_jobs_support import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
-sample_data_dir = support.sample_data_dir
 home = support.home
 workers = support.workers
 

@@ -18,7 +18,6 @@ from tests.test_notebook_support import (
 )
 
 # fixtures (pytest finds them in the module's namespace)
-sample_store = support.sample_store
 nb_home = support.nb_home
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,6 @@ from tests import test_notebook_support as support
 from tests.test_notebook_support import WidgetTree, Worker, cell_stdout, execute_notebook
 
 # fixtures (pytest finds them in the module's namespace)
-sample_store = support.sample_store
 nb_home = support.nb_home
 slow_worker = support.slow_worker
 

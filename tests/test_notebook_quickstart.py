@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from quantlab.notebook.formatting import format_metric
+from tests.conftest import kill_group
 from tests.test_notebook_support import (
     NOTEBOOKS,
     WidgetTree,
@@ -24,7 +25,6 @@ from tests.test_notebook_support import (
     comparison_metrics,
     execute_notebook,
     last_json_line,
-    stop_group,
     table_cells,
 )
 
@@ -59,7 +59,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Pa
     finally:
         pid_file = home / "worker.pid"
         if pid_file.exists():
-            stop_group(int(pid_file.read_text()))
+            kill_group(int(pid_file.read_text()))
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

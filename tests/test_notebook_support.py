@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,58 +21,23 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import kill_group
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-@pytest.fixture(scope="session")
-def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic sample data (AAA..JJJ daily), built once and copied into each test home."""
-    home = tmp_path_factory.mktemp("nb-sample-home")
-    old = os.environ.get("QUANTLAB_HOME")
-    os.environ["QUANTLAB_HOME"] = str(home)
-    try:
-        import quantlab as ql
-
-        ql.data.sample(minute=False)
-    finally:
-        if old is None:
-            del os.environ["QUANTLAB_HOME"]
-        else:
-            os.environ["QUANTLAB_HOME"] = old
-    return home / "data"
-
-
 @pytest.fixture
-def nb_home(ql_home: Path, sample_store: Path) -> Iterator[Path]:
+def nb_home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
     """A fresh embedded QUANTLAB_HOME holding the sample data. A worker that QuantLab spawned
     by itself in this home (``worker.pid``) is stopped at the end."""
-    shutil.copytree(sample_store, ql_home / "data")
+    shutil.copytree(sample_data_dir, ql_home / "data")
     yield ql_home
     pid_file = ql_home / "worker.pid"
     if pid_file.exists():
-        stop_group(int(pid_file.read_text()))
-
-
-def stop_group(pid: int) -> None:
-    """Stop a worker started in its own session (it and its threads' group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        else:
-            if finished:
-                return
-        time.sleep(0.02)
+        kill_group(int(pid_file.read_text()))
 
 
 class Worker:
@@ -94,7 +58,7 @@ class Worker:
         assert self.proc.poll() is None, self.log_path.read_text()
 
     def stop(self) -> None:
-        stop_group(self.proc.pid)
+        kill_group(self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
 

@@ -25,7 +25,6 @@ from tests import test_notebook_support as support
 from tests.test_notebook_support import Worker, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
-sample_store = support.sample_store
 nb_home = support.nb_home
 worker = support.worker
 slow_worker = support.slow_worker

@@ -16,7 +16,6 @@ from tests import test_jobs_support as support
 from tests.test_jobs_support import SINGLE, SWEEP
 from tests.test_notify_webhook import SECRET, Receiver
 
-sample_data_dir = support.sample_data_dir
 home = support.home
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ from tests.conftest import free_port
 from tests.test_jobs_support import SINGLE, WAIT, Workers, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
-sample_data_dir = support.sample_data_dir
 home = support.home
 workers = support.workers
 
