@@ -726,3 +726,11 @@ def test_metrics_need_login_and_report_the_registry_and_the_lab_stream(lab: Lab)
     assert 'quantlab_event_latency_seconds_count{client="lab"}' in body
     count = float(body.split('quantlab_event_latency_seconds_count{client="lab"} ')[1].split()[0])
     assert count >= 1
+
+
+def test_a_token_in_the_url_is_authentication_not_a_filter(lab: Lab) -> None:
+    insert_run(lab, name="token in the url")
+    status, reply = lab.server.request(
+        "GET", f"{API}/runs?text=token+in+the+url&token={lab.server.token}", token=False)
+    assert status == 200, reply
+    assert [r["name"] for r in reply["runs"]] == ["token in the url"]

@@ -36,6 +36,7 @@ from quantlab.settings import current_user as os_user
 log = logging.getLogger("quantlab.server")
 
 AUTH_RESOURCE = "quantlab"
+JUPYTER_QUERY_PARAMETERS = frozenset({"token", "_xsrf"})
 # Blocking registry/queue calls run here, off the IOLoop. A few threads are plenty: each call
 # is short, and a report (papermill) must not take every thread.
 _executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="quantlab-api")
@@ -112,8 +113,11 @@ class QuantlabHandler(APIHandler):
             }) from exc
 
     def query(self) -> dict[str, list[str]]:
+        """The request's own parameters; Jupyter's authentication ones (``?token=``, as a
+        browser link carries it, and ``_xsrf``) are the server's business, not a filter."""
         return {name: [v.decode("utf-8", "replace") for v in values]
-                for name, values in self.request.query_arguments.items()}
+                for name, values in self.request.query_arguments.items()
+                if name not in JUPYTER_QUERY_PARAMETERS}
 
     def json_body(self) -> Any:
         raw = self.request.body or b""
