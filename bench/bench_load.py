@@ -4,7 +4,7 @@
 
 Team mode on loopback only: a private redis-server on a free port (queue and event streams), the
 SQLite registry in a throwaway QUANTLAB_HOME, and real ``quantlab worker -w N`` processes. Each
-researcher is a thread that submits its runs at once (so 20 x 6 = 120 runs: up to
+researcher is a process that submits its runs at once (so 20 x 6 = 120 runs: up to
 QUANTLAB_MAX_CONCURRENT=20 running and the rest queued) and follows each run's events until it
 ends. Bounded: every wait has a timeout, and the script stops by itself.
 
@@ -18,11 +18,11 @@ run was lost (every run ends completed, with one started and one completed event
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,10 @@ from bench_jobs import ROOT, pct, start_redis, start_worker, stop
 FOLLOW_TIMEOUT = 600.0  # seconds a researcher waits for one run at most
 
 
-class Researcher(threading.Thread):
+class Researcher:
+    """One researcher: a process of its own, as a notebook kernel is."""
+
     def __init__(self, index: int, runs_each: int) -> None:
-        super().__init__(name=f"researcher-{index}", daemon=True)
         self.index, self.runs_each = index, runs_each
         self.submitted: list[tuple[str, float]] = []
         self.first_progress: list[float] = []
@@ -59,7 +60,7 @@ class Researcher(threading.Thread):
                                 cache=False)
                 self.submitted.append((run.id, t0))
             self._follow(events, after)
-        except BaseException as exc:  # reported by the main thread
+        except Exception as exc:  # reported by the main process
             self.error = exc
 
     def _follow(self, events: Any, after: int) -> None:
@@ -84,6 +85,16 @@ class Researcher(threading.Thread):
             self.ends.setdefault(run_id, "lost")
 
 
+def _ready(_: int) -> None:
+    import quantlab.jobs.api  # noqa: F401  (imports paid before the clock starts)
+
+
+def _research(args: tuple[int, int]) -> Researcher:
+    researcher = Researcher(*args)
+    researcher.run()
+    return researcher
+
+
 def one_round(home: Path, env: dict[str, str], n_workers: int, researchers: int,
               runs_each: int) -> None:
     from quantlab.jobs import backends
@@ -96,13 +107,12 @@ def one_round(home: Path, env: dict[str, str], n_workers: int, researchers: int,
         for fast in range(3, 3 + n_workers):  # every worker process warm before the crowd comes
             ql.submit({"strategy": "sma_crossover", "symbols": ["CCC"], "start": "2020-01-01",
                        "params": {"fast": fast, "slow": 30}}, cache=False).wait(timeout=120)
-        crowd = [Researcher(i, runs_each) for i in range(researchers)]
-        t0 = time.perf_counter()
-        for r in crowd:
-            r.start()
-        for r in crowd:
-            r.join(FOLLOW_TIMEOUT * runs_each)
-        elapsed = time.perf_counter() - t0
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(researchers) as pool:
+            pool.map(_ready, range(researchers))  # processes started and quantlab imported
+            t0 = time.perf_counter()
+            crowd = pool.map(_research, [(i, runs_each) for i in range(researchers)])
+            elapsed = time.perf_counter() - t0
     finally:
         stop(worker)
         while worker_alive():
