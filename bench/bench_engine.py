@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's progress bars
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
@@ -69,7 +70,7 @@ def vectorbt_single(close: pd.Series, fast: int, slow: int, commission: float) -
                                     init_cash=10_000, fees=commission, freq="1D")
     pf.sharpe_ratio()
     pf.max_drawdown()
-    return float(pf.final_value())
+    return float(np.asarray(pf.final_value()).sum())  # one column per symbol
 
 
 def vectorbt_sweep(close: pd.Series, fast_range: range, slow_range: range,
@@ -103,12 +104,12 @@ def bench_single(ql, df: pd.DataFrame) -> None:
     row("backtesting.py", btp, f"QuantLab {common.ratio(ours.median, btp.median)}")
 
 
-def bench_sweep(ql, df: pd.DataFrame, quick: bool) -> None:
+def bench_sweep(ql, df: pd.DataFrame, quick: bool, threads_max: int) -> None:
     fr, sr = range(5, 51), range(10, 201)
     n = sum(1 for f in fr for s in sr if f < s)
     print(f"\n2. Sweep fast 5..50 x slow 10..200 on GOOG: {n:,} valid combinations, per-combination metrics")
     params = {"fast": fr, "slow": sr}
-    for threads in (1, os.cpu_count() or 1):
+    for threads in sorted({1, threads_max}):
         run = lambda t=threads: ql.backtest(df, strategy="sma_crossover", params=params,  # noqa: E731
                                             cash=10_000, commission=0.002, threads=t)
         res, mem = common.peak_extra_memory(run)
@@ -168,14 +169,16 @@ def bench_portfolio(ql) -> None:
 
 def bench_minutes(ql) -> None:
     print("\n4. 1 symbol x 1,000,000 minute bars, SMA crossover 50/200")
-    df = common.synthetic_ohlcv(1_000_000, seed=7, freq="min", vol=0.0008)
+    df = common.synthetic_ohlcv(1_000_000, seed=7, freq="min", vol=0.0008, drift=0.0)
     from quantlab.bars import from_frame
 
     bars = from_frame(df)
     params = {"fast": 50, "slow": 200}
-    ours = common.timeit(lambda: ql.backtest(bars, strategy="sma_crossover", params=params,
-                                             cash=10_000, commission=0.0), min_runs=5)
-    row("QuantLab", ours, "(aligned Bars given)")
+    run = lambda: ql.backtest(bars, strategy="sma_crossover", params=params,  # noqa: E731
+                              cash=10_000, commission=0.0)
+    trades = run().metrics["n_trades"]
+    ours = common.timeit(run, min_runs=5)
+    row("QuantLab", ours, f"(aligned Bars given; {trades:,} trades)")
     ours_df = common.timeit(lambda: ql.backtest(df, strategy="sma_crossover", params=params,
                                                 cash=10_000, commission=0.0), min_runs=3)
     row("QuantLab from a DataFrame", ours_df, "(validation included)")
@@ -215,6 +218,8 @@ def bench_startup() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the slowest peer runs")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="the multi-threaded sweep's thread count (default: all cores)")
     args = parser.parse_args()
     import quantlab as ql
 
@@ -222,7 +227,7 @@ def main() -> None:
     df = common.goog()
     ql.backtest(df, strategy="sma_crossover", params={"fast": 10, "slow": 20})  # compile/warm
     bench_single(ql, df)
-    bench_sweep(ql, df, args.quick)
+    bench_sweep(ql, df, args.quick, args.threads)
     bench_portfolio(ql)
     bench_minutes(ql)
     bench_startup()

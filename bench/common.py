@@ -105,10 +105,11 @@ def goog() -> pd.DataFrame:
 
 
 def synthetic_ohlcv(n_bars: int, seed: int, freq: str = "B", start: str = "2010-01-01",
-                    vol: float = 0.015) -> pd.DataFrame:
-    """A seeded geometric random walk with consistent OHLC."""
+                    vol: float = 0.015, drift: float = 0.0003) -> pd.DataFrame:
+    """A seeded geometric random walk with consistent OHLC (``drift``: mean log return per
+    bar; keep it 0 for long minute series, or the trend is so strong nothing ever crosses)."""
     rng = np.random.default_rng(seed)
-    rets = rng.normal(0.0003, vol, n_bars)
+    rets = rng.normal(drift, vol, n_bars)
     close = 100 * np.exp(np.cumsum(rets))
     open_ = close * np.exp(rng.normal(0, vol / 4, n_bars))
     high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 3, n_bars)))

@@ -17,69 +17,139 @@ from numba import njit
 
 
 @njit(cache=True)
-def _sma_row(x: np.ndarray, n: int, out: np.ndarray) -> None:
-    # pandas' roll_mean: add/remove with separate Kahan compensations, and the
-    # "same value n times" rule that returns that value exactly.
-    nobs = 0
-    neg_ct = 0
-    sum_x = 0.0
-    comp_add = 0.0
-    comp_rem = 0.0
-    same = 0
-    prev_value = np.nan
+def _valid_positions(x):
+    """Positions of the non-NaN values of ``x`` (the window slides over these)."""
     m = x.shape[0]
-    # positions of valid values (the window slides over these)
-    pos = np.empty(m, np.int64)
+    at = np.empty(m, np.int64)
     k = 0
     for i in range(m):
         if x[i] == x[i]:
-            pos[k] = i
+            at[k] = i
             k += 1
-        else:
-            out[i] = np.nan
+    return at, k
+
+
+@njit(cache=True)
+def _sma_pair(x, at, k, dense, n0, n1, o0, o1):
+    """pandas' roll_mean (add/remove with separate Kahan compensations, and the "same value n
+    times" rule that returns that value exactly) over the valid values ``x[at[:k]]``, for
+    windows ``n0`` and ``n1`` at once: each average is a chain of dependent additions, so two
+    interleaved chains take about the time of one. ``n1 == 0``: ``n0`` only. ``dense``: no
+    NaN in ``x`` (``at`` is not used, position ``j`` is bar ``j``)."""
+    both = n1 > 0
+    s0 = 0.0
+    ca0 = 0.0
+    cr0 = 0.0
+    nobs0 = 0
+    neg0 = 0
+    s1 = 0.0
+    ca1 = 0.0
+    cr1 = 0.0
+    nobs1 = 0
+    neg1 = 0
+    same = 0
+    prev_value = np.nan
     for j in range(k):
-        # pandas removes the value leaving the window first
-        if j >= n:
-            old = x[pos[j - n]]
-            nobs -= 1
-            y = -old - comp_rem
-            t = sum_x + y
-            comp_rem = t - sum_x - y
-            sum_x = t
-            if old < 0.0:
-                neg_ct -= 1
-        # then add the new one
-        val = x[pos[j]]
-        nobs += 1
-        y = val - comp_add
-        t = sum_x + y
-        comp_add = t - sum_x - y
-        sum_x = t
-        if val < 0.0:
-            neg_ct += 1
+        i = j if dense else at[j]
+        val = x[i]
+        # the run of equal values is the same for both windows
         if val == prev_value:
             same += 1
         else:
             same = 1
         prev_value = val
-        if nobs >= n:
-            result = sum_x / nobs
-            if same >= nobs:
-                result = prev_value
-            elif (neg_ct == 0 and result < 0.0) or (neg_ct == nobs and result > 0.0):
+        # pandas removes the value leaving the window first, then adds the new one
+        if j >= n0:
+            old = x[j - n0] if dense else x[at[j - n0]]
+            nobs0 -= 1
+            y = -old - cr0
+            t = s0 + y
+            cr0 = t - s0 - y
+            s0 = t
+            if old < 0.0:
+                neg0 -= 1
+        nobs0 += 1
+        y = val - ca0
+        t = s0 + y
+        ca0 = t - s0 - y
+        s0 = t
+        if val < 0.0:
+            neg0 += 1
+        if nobs0 >= n0:
+            result = s0 / nobs0
+            if same >= nobs0:
+                result = val
+            elif (neg0 == 0 and result < 0.0) or (neg0 == nobs0 and result > 0.0):
                 result = 0.0
-            out[pos[j]] = result
+            o0[i] = result
         else:
-            out[pos[j]] = np.nan
+            o0[i] = np.nan
+        if both:
+            if j >= n1:
+                old = x[j - n1] if dense else x[at[j - n1]]
+                nobs1 -= 1
+                y = -old - cr1
+                t = s1 + y
+                cr1 = t - s1 - y
+                s1 = t
+                if old < 0.0:
+                    neg1 -= 1
+            nobs1 += 1
+            y = val - ca1
+            t = s1 + y
+            ca1 = t - s1 - y
+            s1 = t
+            if val < 0.0:
+                neg1 += 1
+            if nobs1 >= n1:
+                result = s1 / nobs1
+                if same >= nobs1:
+                    result = val
+                elif (neg1 == 0 and result < 0.0) or (neg1 == nobs1 and result > 0.0):
+                    result = 0.0
+                o1[i] = result
+            else:
+                o1[i] = np.nan
 
 
 @njit(cache=True)
-def sma(x: np.ndarray, n: int) -> np.ndarray:
-    """Simple moving average of the last ``n`` valid bars: ``mean(x[t-n+1..t])``."""
-    out = np.empty_like(x)
+def _sma_rows(x, n0, n1, out0, out1):
+    """``out0 = sma(x, n0)`` and, if ``n1 > 0``, ``out1 = sma(x, n1)``, in one pass per row."""
     for r in range(x.shape[0]):
-        _sma_row(x[r], n, out[r])
+        row = x[r]
+        dense = True
+        for i in range(row.shape[0]):
+            if row[i] != row[i]:
+                dense = False
+                break
+        # `dense` is passed as a variable, never a literal: a literal would compile a second
+        # specialisation of _sma_pair (cold start time)
+        if dense:  # the usual case: no position table to build
+            _sma_pair(row, np.empty(0, np.int64), row.shape[0], dense, n0, n1, out0[r],
+                      out1[r])
+            continue
+        at, k = _valid_positions(row)
+        for i in range(row.shape[0]):
+            if row[i] != row[i]:
+                out0[r, i] = np.nan
+                out1[r, i] = np.nan
+        _sma_pair(row, at, k, dense, n0, n1, out0[r], out1[r])
+
+
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average of the last ``n`` valid bars: ``mean(x[t-n+1..t])``; bit for bit
+    pandas' ``rolling(n).mean()``."""
+    out = np.empty_like(x)
+    _sma_rows(x, int(n), 0, out, out)
     return out
+
+
+def sma_pair(x: np.ndarray, n0: int, n1: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sma(x, n0), sma(x, n1))`` computed together, in about the time of one."""
+    out0 = np.empty_like(x)
+    out1 = np.empty_like(x)
+    _sma_rows(x, int(n0), int(n1), out0, out1)
+    return out0, out1
 
 
 @njit(cache=True)

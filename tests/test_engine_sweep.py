@@ -175,3 +175,78 @@ def test_a_small_indicator_budget_splits_the_grid_without_changing_it() -> None:
     sim.run(sim.total_units)
     assert sim.ind._bytes <= sim.ind.max_bytes
     pd.testing.assert_frame_equal(sim.result().table, whole.table)
+
+
+def _random_options(rng: np.random.Generator) -> dict:
+    options: dict = {
+        "cash": float(rng.choice([300.0, 2_000.0, 10_000.0, 1e6])),
+        "commission": float(rng.choice([0.0, 0.001, 0.01])),
+        "commission_fixed": float(rng.choice([0.0, 0.0, 1.5])),
+        "slippage": float(rng.choice([0.0, 0.0, 5.0])),
+        "fill": str(rng.choice(["next_open", "close"])),
+        "units": str(rng.choice(["whole", "fractional"])),
+        "allow_short": bool(rng.random() < 0.5),
+        "size": float(rng.choice([1.0, 0.5, 0.9])),
+        "close_at_end": bool(rng.random() < 0.5),
+    }
+    return options
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fused_crossover_sweep_equals_the_general_kernel(seed: int) -> None:
+    # one-symbol crossover sweeps without stops run on a fused kernel (crossing, filling and
+    # measuring in one loop, skipping work whose result is known); every row must equal the
+    # general kernel's bit for bit, whatever the options
+    rng = np.random.default_rng(seed)
+    data = random_walk(int(rng.integers(150, 700)), seed=100 + seed)
+    if seed % 4 == 3:  # a rally against a short: ruin
+        data = data.copy()
+        data.iloc[len(data) // 2:, :4] *= np.linspace(1, 40, len(data) - len(data) // 2)[:, None]
+    options = _random_options(rng)
+    strategy = "sma_crossover" if seed % 3 else "ema_crossover"
+    params = {"fast": list(range(2, 14, 2)), "slow": list(range(5, 60, 6))}
+    tables = []
+    for fused in (True, False):
+        sim = Simulation(data, strategy, params, **options)
+        sim.fast_path = fused
+        assert sim._fused_crossover() is fused
+        sim.prepare()
+        sim.run(sim.total_units)
+        tables.append(sim.result().table)
+    assert tables[0]["n_trades"].sum() > 0
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_fused_sweep_covers_ruin_and_rejections() -> None:
+    data = random_walk(400, seed=5)
+    data.iloc[200:, :4] *= 30.0  # a gap up: a short held through it is wiped out
+    params = {"fast": [2, 3, 5], "slow": [8, 13, 21]}
+    tables = []
+    for fused in (True, False):
+        sim = Simulation(data, "sma_crossover", params, cash=150.0, allow_short=True,
+                         commission_fixed=1.0)
+        sim.fast_path = fused
+        sim.prepare()
+        sim.run(sim.total_units)
+        tables.append(sim.result().table)
+    assert (tables[0]["equity_final"] == 0.0).any()  # some combination was ruined
+    assert tables[0]["rejected_orders"].sum() > 0
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_moving_averages_computed_in_pairs_equal_single_ones() -> None:
+    from quantlab.indicators import sma, sma_pair
+
+    rng = np.random.default_rng(4)
+    x = np.cumsum(rng.normal(0, 1, (3, 500)), axis=1) + 20
+    x[1, 100:120] = np.nan
+    x[2, :40] = np.nan
+    x[0, 300:320] = 5.0  # a run of equal values: pandas returns the value itself
+    for n0, n1 in [(1, 2), (3, 50), (200, 7), (499, 600)]:
+        a, b = sma_pair(x, n0, n1)
+        np.testing.assert_array_equal(a, sma(x, n0))
+        np.testing.assert_array_equal(b, sma(x, n1))
+        for r in range(3):
+            valid = ~np.isnan(x[r])
+            expected = pd.Series(x[r][valid]).rolling(n0).mean().to_numpy()
+            np.testing.assert_array_equal(a[r][valid], expected)

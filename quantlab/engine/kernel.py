@@ -82,20 +82,22 @@ def new_state(n_symbols: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 @njit(cache=True, error_model="numpy")
-def _close(s, price, bar, reason, cfg, acct, pos, acc, detail, log):
-    units = pos[s, P_UNITS]
-    slip = cfg[C_SLIP]
+def _exit_fill(units, price, entry, entry_comm, slip, rate, fixed):
+    """The float arithmetic of closing ``units`` at ``price``: (fill, commission, total
+    commission of the trade, pnl, return). Shared by every kernel, so all agree bit for bit."""
     # the closing order trades against the position: a sell for a long, a buy for a short
     fill = price * (1.0 - slip) if units > 0 else price * (1.0 + slip)
-    comm = cfg[C_FIXED] + abs(units) * fill * cfg[C_COMM]
-    acct[A_CASH] += units * fill - comm
-    acct[A_COMMISSIONS] += comm
-    entry = pos[s, P_ENTRY_PRICE]
-    total_comm = comm + pos[s, P_ENTRY_COMM]
+    comm = fixed + abs(units) * fill * rate
+    total_comm = comm + entry_comm
     pnl = units * (fill - entry) - total_comm
     sign = 1.0 if units > 0 else -1.0
     # backtesting.py's Trade.pl_pct: gross return per unit minus commissions per entry value
     ret = sign * (fill / entry - 1.0) - total_comm / (abs(units) * entry)
+    return fill, comm, total_comm, pnl, ret
+
+
+@njit(cache=True, error_model="numpy")
+def _record_trade(acc, pnl, ret):
     acc[M_TRADES] += 1.0
     if pnl > 0:
         acc[M_WINS] += 1.0
@@ -108,6 +110,47 @@ def _close(s, price, bar, reason, cfg, acct, pos, acc, detail, log):
         acc[M_BEST] = ret
     if ret < acc[M_WORST]:
         acc[M_WORST] = ret
+
+
+@njit(cache=True, error_model="numpy")
+def _entry_size(direction, price, equity, available, weight, cfg):
+    """The float arithmetic of an entry: (fill price, signed units, commission); units 0.0
+    when the order cannot buy one unit (whole) or anything (fractional): a rejection."""
+    slip = cfg[C_SLIP]
+    fill = price * (1.0 + slip) if direction > 0 else price * (1.0 - slip)
+    budget = weight * equity
+    if budget > available:
+        budget = available
+    c = cfg[C_COMM]
+    fixed = cfg[C_FIXED]
+    if cfg[C_WHOLE] > 0:
+        f = cfg[C_SIZE] if cfg[C_SIZE] < FULL else FULL
+        # backtesting.py: units = margin * size // (price + commission(size, price) / size),
+        # the same floats when there is no fixed fee. The fixed fee is paid once per order, so
+        # it comes off the budget (backtesting.py divides it by the size fraction instead).
+        per_unit = fill + (f * fill * c) / f
+        spend = budget * f - fixed
+        units = spend // per_unit if spend > 0 else 0.0
+        ok = units >= 1.0
+    else:
+        spend = budget * cfg[C_SIZE] - fixed
+        units = spend / (fill * (1.0 + c)) if spend > 0 else 0.0
+        ok = units > 0.0
+    if not ok:
+        return fill, 0.0, 0.0
+    units = units * direction
+    return fill, units, fixed + abs(units) * fill * c
+
+
+@njit(cache=True, error_model="numpy")
+def _close(s, price, bar, reason, cfg, acct, pos, acc, detail, log):
+    units = pos[s, P_UNITS]
+    entry = pos[s, P_ENTRY_PRICE]
+    fill, comm, total_comm, pnl, ret = _exit_fill(units, price, entry, pos[s, P_ENTRY_COMM],
+                                                  cfg[C_SLIP], cfg[C_COMM], cfg[C_FIXED])
+    acct[A_CASH] += units * fill - comm
+    acct[A_COMMISSIONS] += comm
+    _record_trade(acc, pnl, ret)
     if detail:
         row = int(acct[A_LOG_ROWS])
         log[row, L_SYMBOL] = s
@@ -129,8 +172,6 @@ def _close(s, price, bar, reason, cfg, acct, pos, acc, detail, log):
 
 @njit(cache=True, error_model="numpy")
 def _open(s, direction, price, bar, marks, cfg, acct, pos, weights):
-    slip = cfg[C_SLIP]
-    fill = price * (1.0 + slip) if direction > 0 else price * (1.0 - slip)
     # equity and margin in use, every position marked at its price of this moment
     equity = acct[A_CASH]
     used = 0.0
@@ -139,30 +180,10 @@ def _open(s, direction, price, bar, marks, cfg, acct, pos, weights):
         if u != 0.0:
             equity += u * marks[q]
             used += abs(u) * marks[q]
-    available = equity - used
-    budget = weights[s] * equity
-    if budget > available:
-        budget = available
-    c = cfg[C_COMM]
-    fixed = cfg[C_FIXED]
-    if cfg[C_WHOLE] > 0:
-        f = cfg[C_SIZE] if cfg[C_SIZE] < FULL else FULL
-        # backtesting.py: units = margin * size // (price + commission(size, price) / size),
-        # the same floats when there is no fixed fee. The fixed fee is paid once per order, so
-        # it comes off the budget (backtesting.py divides it by the size fraction instead).
-        per_unit = fill + (f * fill * c) / f
-        spend = budget * f - fixed
-        units = spend // per_unit if spend > 0 else 0.0
-        ok = units >= 1.0
-    else:
-        spend = budget * cfg[C_SIZE] - fixed
-        units = spend / (fill * (1.0 + c)) if spend > 0 else 0.0
-        ok = units > 0.0
-    if not ok:
+    fill, units, comm = _entry_size(direction, price, equity, equity - used, weights[s], cfg)
+    if units == 0.0:
         acct[A_REJECTED] += 1.0
         return
-    units = units * direction
-    comm = fixed + abs(units) * fill * c
     acct[A_CASH] -= units * fill + comm
     acct[A_COMMISSIONS] += comm
     pos[s, P_UNITS] = units
@@ -187,7 +208,7 @@ def _fill_orders(prices, orders, bar, cfg, acct, pos, acc, weights, marks, detai
             continue
         u = pos[s, P_UNITS]
         if (a > 0 and u < 0) or (a < 0 and u > 0):
-            _close(s, prices[s], bar, R_SIGNAL, cfg, acct, pos, acc, detail, log)
+            _close(s, prices[s], bar, np.int64(R_SIGNAL), cfg, acct, pos, acc, detail, log)
     for s in range(n):
         a = orders[s]
         if a == 0 or np.isnan(prices[s]):
@@ -240,6 +261,9 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     """Advance bars ``start..stop-1``; returns the first bar not processed (``stop`` unless
     the trade log ran out of room, then the caller grows it and calls again)."""
     n = pos.shape[0]
+    # "gap allowed" as a variable, not a literal: a literal argument compiles another
+    # specialisation of the callee (cold start time)
+    ALWAYS = np.bool_(True)
     fill_close = cfg[C_FILL_CLOSE] > 0
     has_stops = cfg[C_SL] > 0 or cfg[C_TP] > 0
     last_bar = int(cfg[C_N_TOTAL]) - 1
@@ -308,7 +332,7 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
                     u = pos[s, P_UNITS]
                     if u != 0.0 and close[s, i] == close[s, i] and _touched(
                             u, pos[s, P_SL], pos[s, P_TP], high[s, i], low[s, i]):
-                        _check_stops(s, i, open_[s, i], high[s, i], low[s, i], True, cfg, acct,
+                        _check_stops(s, i, open_[s, i], high[s, i], low[s, i], ALWAYS, cfg, acct,
                                      pos, acc, detail, log)
                 # 2. signals fill at this close
                 any_order = False
@@ -329,7 +353,7 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
             if i == last_bar and cfg[C_CLOSE_AT_END] > 0:
                 for s in range(n):
                     if pos[s, P_UNITS] != 0.0:
-                        _close(s, pos[s, P_LAST], i, R_END, cfg, acct, pos, acc, detail, log)
+                        _close(s, pos[s, P_LAST], i, np.int64(R_END), cfg, acct, pos, acc, detail, log)
             # mark to market at the close (a symbol without a bar keeps its last close)
             equity = acct[A_CASH]
             exposed = False
@@ -342,7 +366,7 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
                 # ruin (as backtesting.py): close everything at this close, the account is empty
                 for s in range(n):
                     if pos[s, P_UNITS] != 0.0:
-                        _close(s, pos[s, P_LAST], i, R_RUIN, cfg, acct, pos, acc, detail, log)
+                        _close(s, pos[s, P_LAST], i, np.int64(R_RUIN), cfg, acct, pos, acc, detail, log)
                     pos[s, P_PENDING] = 0.0
                 acct[A_CASH] = 0.0
                 acct[A_RUINED] = 1.0
@@ -396,6 +420,10 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
     bookkeeping between events is lighter, which makes a single-symbol bar about 3x cheaper.
     ``tests/test_engine_chunks.py`` checks both give identical results.
     """
+    # symbol 0 and "gap allowed" as variables, not literals: a literal argument compiles
+    # another specialisation of the callee (cold start time)
+    ZERO = np.int64(0)
+    ALWAYS = np.bool_(True)
     fill_close = cfg[C_FILL_CLOSE] > 0
     has_stops = cfg[C_SL] > 0 or cfg[C_TP] > 0
     close_at_end = cfg[C_CLOSE_AT_END] > 0
@@ -419,7 +447,8 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
     m_exposed = acc[M_EXPOSED]
     m_prev = acc[M_PREV]
     reached = stop
-    for i in range(start, stop):
+    i = start
+    while i < stop:
         if detail and acct[A_LOG_ROWS] + 3 > log.shape[0]:
             reached = i
             break
@@ -444,7 +473,7 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
                     if has_stops and units != 0.0 and _touched(
                             units, pos[0, P_SL], pos[0, P_TP], high[0, i], low[0, i]):
                         gap_ok = pos[0, P_ENTRY_BAR] != i
-                        _check_stops(0, i, open_[0, i], high[0, i], low[0, i], gap_ok, cfg,
+                        _check_stops(ZERO, i, open_[0, i], high[0, i], low[0, i], gap_ok, cfg,
                                      acct, pos, acc, detail, log)
                         units = pos[0, P_UNITS]
                         cash = acct[A_CASH]
@@ -454,7 +483,7 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
                 else:
                     if has_stops and units != 0.0 and _touched(
                             units, pos[0, P_SL], pos[0, P_TP], high[0, i], low[0, i]):
-                        _check_stops(0, i, open_[0, i], high[0, i], low[0, i], True, cfg,
+                        _check_stops(ZERO, i, open_[0, i], high[0, i], low[0, i], ALWAYS, cfg,
                                      acct, pos, acc, detail, log)
                         units = pos[0, P_UNITS]
                         cash = acct[A_CASH]
@@ -470,7 +499,7 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
                         cash = acct[A_CASH]
             if i == last_bar and close_at_end and units != 0.0:
                 pos[0, P_LAST] = last
-                _close(0, last, i, R_END, cfg, acct, pos, acc, detail, log)
+                _close(ZERO, last, i, np.int64(R_END), cfg, acct, pos, acc, detail, log)
                 units = 0.0
                 cash = acct[A_CASH]
             equity = cash
@@ -479,7 +508,7 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
                 equity += units * last
                 if equity <= 0.0:
                     pos[0, P_LAST] = last
-                    _close(0, last, i, R_RUIN, cfg, acct, pos, acc, detail, log)
+                    _close(ZERO, last, i, np.int64(R_RUIN), cfg, acct, pos, acc, detail, log)
                     pending = 0.0
                     acct[A_CASH] = 0.0
                     acct[A_RUINED] = 1.0
@@ -510,6 +539,61 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
         m_prev = equity
         if detail:
             equity_out[i] = equity
+        i += 1
+        # -- then the bars on which nothing can happen but the marking to market (no order
+        # to fill, no signal, no stop to watch, a bar for the symbol, not the last bar), in
+        # a tight loop: the same statistics, minus the operations whose result is known
+        # (an unchanged equity adds exactly 0 to the sums; a drawdown no deeper than one
+        # already seen since the peak cannot be a new maximum, `equity / peak - 1` being
+        # monotone in equity)
+        if ruined or pending != 0.0 or has_stops:
+            continue
+        j = i
+        end = stop if stop < last_bar else last_bar
+        dd_len = int(m_dd_len)
+        max_dd_len = int(m_max_dd_len)
+        # the bar just done measured its drawdown against the current peak
+        low_seen = m_prev if m_prev < m_peak else np.inf
+        while j < end:
+            c = close[0, j]
+            if c != c or sig[0, j] != 0:
+                break
+            equity = cash
+            if units != 0.0:
+                equity += units * c
+                if not equity > 0.0:
+                    break  # ruin: the full path handles it
+            last = c
+            if equity != m_prev:
+                r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
+                m_sum += r
+                r2 = r * r
+                m_sum2 += r2
+                if r < 0.0:
+                    m_down2 += r2
+            if equity >= m_peak:
+                m_peak = equity
+                dd_len = 0
+                low_seen = np.inf
+            else:
+                dd_len += 1
+                if equity < low_seen:
+                    dd = equity / m_peak - 1.0
+                    if dd < m_max_dd:
+                        m_max_dd = dd
+                    low_seen = equity
+                if dd_len > max_dd_len:
+                    max_dd_len = dd_len
+            m_prev = equity
+            if detail:
+                equity_out[j] = equity
+            j += 1
+        m_n += j - i
+        if units != 0.0:
+            m_exposed += j - i
+        m_dd_len = float(dd_len)
+        m_max_dd_len = float(max_dd_len)
+        i = j
     pos[0, P_LAST] = last
     pos[0, P_PENDING] = pending
     acc[M_N] = m_n
@@ -575,3 +659,254 @@ def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfg, wei
     for j in prange(fast_row.shape[0]):
         sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
         _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out[j])
+
+
+# --- the crossover sweep of one symbol -------------------------------------------------------
+#
+# The most common sweep (a crossover grid on one symbol, no stops) runs on a fused kernel: the
+# crossover is taken bar by bar inside the simulation loop (no signal array), the position
+# lives in scalars, fills use the same float arithmetic as the general kernel
+# (`_exit_fill`/`_entry_size`/`_record_trade`), and the streaming metrics skip the work whose
+# result is known (a bar whose equity did not change adds exactly 0 to the sums; a drawdown
+# is measured only when equity makes a new low since the last peak, since the drawdown
+# `equity / peak - 1` is monotone in equity). Rows equal `simulate1`'s bit for bit
+# (tests/test_engine_sweep.py compares them on many random configurations).
+
+
+@njit(cache=True, error_model="numpy")
+def _exit1(units, price, entry, entry_comm, cfg, acct, acc):
+    """Close one symbol's position of ``units`` at ``price`` (``_close`` without the position
+    table and the log); returns the cash it brings in."""
+    fill, comm, _, pnl, ret = _exit_fill(units, price, entry, entry_comm, cfg[C_SLIP],
+                                         cfg[C_COMM], cfg[C_FIXED])
+    acct[A_COMMISSIONS] += comm
+    _record_trade(acc, pnl, ret)
+    return units * fill - comm
+
+
+@njit(cache=True, error_model="numpy")
+def _trade1(direction, price, units, cash, entry, entry_comm, cfg, weight, acct, acc):
+    """One symbol's order at ``price`` (``_fill_orders`` for a single symbol): close an
+    opposite position, then open in ``direction`` if flat (and allowed). Returns the new
+    (units, cash, entry price, entry commission)."""
+    if price != price:
+        return units, cash, entry, entry_comm
+    if (direction > 0 and units < 0) or (direction < 0 and units > 0):
+        cash += _exit1(units, price, entry, entry_comm, cfg, acct, acc)
+        units = 0.0
+        entry_comm = 0.0
+    if units == 0.0 and (direction > 0 or cfg[C_SHORT] > 0):
+        d = 1.0 if direction > 0 else -1.0
+        fill, new_units, comm = _entry_size(d, price, cash, cash, weight, cfg)
+        if new_units == 0.0:
+            acct[A_REJECTED] += 1.0
+        else:
+            cash -= new_units * fill + comm
+            acct[A_COMMISSIONS] += comm
+            units = new_units
+            entry = fill
+            entry_comm = comm
+    return units, cash, entry, entry_comm
+
+
+@njit(cache=True, error_model="numpy")
+def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
+    """All bars of one symbol (no NaN close, no stops) trading the cross of ``fast`` over
+    ``slow``; fills ``acct``/``acc`` as ``simulate1`` would and returns the units held at the
+    end."""
+    n = close.shape[0]
+    fill_close = cfg[C_FILL_CLOSE] > 0
+    close_at_end = cfg[C_CLOSE_AT_END] > 0
+    allow_short = cfg[C_SHORT] > 0
+    last_bar = int(cfg[C_N_TOTAL]) - 1
+    cash = acct[A_CASH]
+    units = 0.0
+    entry = 0.0
+    entry_comm = 0.0
+    pending = 0.0
+    ruined = False
+    pa = np.nan
+    pb = np.nan
+    m_sum = acc[M_SUM]
+    m_sum2 = acc[M_SUM2]
+    m_down2 = acc[M_DOWN2]
+    m_peak = acc[M_PEAK]
+    m_max_dd = acc[M_MAX_DD]
+    m_prev = acc[M_PREV]
+    # bar counts as integers: a float += 1.0 chain would cost 4 cycles a bar (exact either way)
+    dd_len = int(acc[M_DD_LEN])
+    max_dd_len = int(acc[M_MAX_DD_LEN])
+    n_exposed = 0
+    # the lowest equity since the last peak whose drawdown is already in m_max_dd
+    low_seen = np.inf
+    i = 0
+    while i < n:
+        # -- bar i through every rule (fills, signals, end of data, ruin) ----------------
+        if ruined:
+            equity = 0.0
+            exposed = False
+        else:
+            c = close[i]
+            if pending != 0.0:
+                units, cash, entry, entry_comm = _trade1(pending, open_[i], units, cash, entry,
+                                                         entry_comm, cfg, weight, acct, acc)
+                pending = 0.0
+            f = fast[i]
+            s = slow[i]
+            if f == f and s == s:
+                sig = 0.0
+                if pa < pb and f > s:
+                    sig = 1.0
+                elif pa > pb and f < s:
+                    sig = -1.0
+                pa = f
+                pb = s
+                if sig != 0.0:
+                    if fill_close:
+                        units, cash, entry, entry_comm = _trade1(sig, c, units, cash, entry,
+                                                                 entry_comm, cfg, weight, acct,
+                                                                 acc)
+                    else:
+                        pending = sig
+            if i == last_bar and close_at_end and units != 0.0:
+                cash += _exit1(units, c, entry, entry_comm, cfg, acct, acc)
+                units = 0.0
+            equity = cash
+            exposed = units != 0.0
+            if exposed:
+                equity += units * c
+                if equity <= 0.0:
+                    # ruin: close at this close, the account is empty, nothing trades any more
+                    _exit1(units, c, entry, entry_comm, cfg, acct, acc)
+                    acct[A_RUINED] = 1.0
+                    ruined = True
+                    units = 0.0
+                    cash = 0.0
+                    equity = 0.0
+                    exposed = False
+        # simulate1's streaming statistics, minus the operations whose result is known:
+        # an unchanged equity adds exactly 0 to the sums, and a drawdown no deeper than one
+        # already seen since the peak cannot be a new maximum
+        if equity != m_prev:
+            r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
+            m_sum += r
+            r2 = r * r
+            m_sum2 += r2
+            if r < 0.0:
+                m_down2 += r2
+        if equity >= m_peak:
+            m_peak = equity
+            dd_len = 0
+            low_seen = np.inf
+        else:
+            dd_len += 1
+            if equity < low_seen:
+                dd = equity / m_peak - 1.0
+                if dd < m_max_dd:
+                    m_max_dd = dd
+                low_seen = equity
+            if dd_len > max_dd_len:
+                max_dd_len = dd_len
+        if exposed:
+            n_exposed += 1
+        m_prev = equity
+        i += 1
+        # -- then the bars up to the next crossover in one tight loop: nothing can happen
+        # on them but the marking to market (the last bar always takes the full path)
+        if ruined or pending != 0.0:
+            continue
+        j = i
+        if units == 0.0:
+            # flat: equity stays `cash`, each bar adds a zero return; long only, a sell
+            # signal changes nothing when flat, so only a buy ends the stretch
+            while j < last_bar:
+                f = fast[j]
+                s = slow[j]
+                if f == f and s == s:
+                    if (pa < pb and f > s) or (allow_short and pa > pb and f < s):
+                        break
+                    pa = f
+                    pb = s
+                j += 1
+            if j > i and m_prev < m_peak:
+                dd_len += j - i
+                if dd_len > max_dd_len:
+                    max_dd_len = dd_len
+        else:
+            while j < last_bar:
+                f = fast[j]
+                s = slow[j]
+                if f == f and s == s and ((pa < pb and f > s) or (pa > pb and f < s)):
+                    break
+                equity = cash + units * close[j]
+                if not equity > 0.0:
+                    break  # ruin: the full path handles it
+                if f == f and s == s:
+                    pa = f
+                    pb = s
+                if equity != m_prev:
+                    r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
+                    m_sum += r
+                    r2 = r * r
+                    m_sum2 += r2
+                    if r < 0.0:
+                        m_down2 += r2
+                if equity >= m_peak:
+                    m_peak = equity
+                    dd_len = 0
+                    low_seen = np.inf
+                else:
+                    dd_len += 1
+                    if equity < low_seen:
+                        dd = equity / m_peak - 1.0
+                        if dd < m_max_dd:
+                            m_max_dd = dd
+                        low_seen = equity
+                    if dd_len > max_dd_len:
+                        max_dd_len = dd_len
+                m_prev = equity
+                j += 1
+            n_exposed += j - i
+        i = j
+    acct[A_CASH] = cash
+    acc[M_N] += n
+    acc[M_SUM] = m_sum
+    acc[M_SUM2] = m_sum2
+    acc[M_DOWN2] = m_down2
+    acc[M_PEAK] = m_peak
+    acc[M_MAX_DD] = m_max_dd
+    acc[M_DD_LEN] = dd_len
+    acc[M_MAX_DD_LEN] = max_dd_len
+    acc[M_EXPOSED] += n_exposed
+    acc[M_PREV] = m_prev
+    acc[M_LAST] = m_prev
+    return units
+
+
+# combinations per task of the parallel loop: their scratch arrays are allocated once
+_BLOCK = 32
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def sweep_cross1(open_, close, lines, fast_row, slow_row, cfg, weight, ppy, out):
+    """A crossover sweep of one symbol without stops (``open_``/``close`` 1-d, no NaN close):
+    combination ``j`` trades the cross of ``lines[fast_row[j]]`` over ``lines[slow_row[j]]``;
+    ``out[j]`` gets its metric row, equal to ``sweep_crossover``'s."""
+    n_combos = fast_row.shape[0]
+    n_blocks = (n_combos + _BLOCK - 1) // _BLOCK
+    cash0 = cfg[C_CASH]
+    for b in prange(n_blocks):
+        acct = np.empty(A_N)
+        acc = np.empty(M_N_ACC)
+        for j in range(b * _BLOCK, min(n_combos, (b + 1) * _BLOCK)):
+            acct[:] = 0.0
+            acct[A_CASH] = cash0
+            acc[:] = 0.0
+            acc[M_PEAK] = cash0
+            acc[M_PREV] = cash0
+            acc[M_LAST] = cash0
+            acc[M_BEST] = -np.inf
+            acc[M_WORST] = np.inf
+            units = _cross1(open_, close, lines[fast_row[j]], lines[slow_row[j]], cfg, weight,
+                            acct, acc)
+            finalize(acc, acct, cash0, 1.0 if units != 0.0 else 0.0, ppy, out[j])

@@ -114,7 +114,8 @@ class Simulation:
         self.total_units = len(self.combos) if self.is_sweep else self.bars.n_bars
         self.done_units = 0
         self._prepared = False
-        # the single-symbol kernel; False forces the general one (tests compare the two)
+        # the single-symbol kernels (simulate1, sweep_cross1); False forces the general ones
+        # (tests compare the two)
         self.fast_path = True
         self._arrays = tuple(np.ascontiguousarray(getattr(self.bars, f))
                              for f in ("open", "high", "low", "close"))
@@ -149,6 +150,8 @@ class Simulation:
         if self.is_sweep:
             self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
         else:
+            if self.strategy.prefetch is not None:
+                self.strategy.prefetch(self.ind, self.params)
             self.sig = self.strategy.signals(self.bars, self.params, self.ind)
             self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
             self.equity = np.empty(self.bars.n_bars)
@@ -186,6 +189,15 @@ class Simulation:
                 bigger[: len(self.log)] = self.log
                 self.log = bigger
 
+    def _fused_crossover(self) -> bool:
+        """Whether a crossover sweep can run on the fused one-symbol kernel: one symbol with a
+        bar at every timestamp, no stops."""
+        if not (self.fast_path and self.bars.n_symbols == 1):
+            return False
+        if self.cfg[K.C_SL] > 0 or self.cfg[K.C_TP] > 0:
+            return False
+        return not bool(np.isnan(self._arrays[3]).any())
+
     def _signals_batch(self, combos: list[dict[str, Any]]) -> np.ndarray:
         out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
         for j, combo in enumerate(combos):
@@ -202,11 +214,16 @@ class Simulation:
         per_params = self.weights_given is None and self.strategy.weights_follow_params
         if lines_fn is not None and not per_params:
             weights = self._weights(self.combos[start])
+            fused = self._fused_crossover()
             for g0, g1 in _line_groups(self.combos, start, stop, per_combo * 8,
                                        self.ind.max_bytes // 2):
                 lines, fast, slow = lines_fn(self.ind, self.combos[g0:g1])
-                K.sweep_crossover(o, h, lo, c, lines, fast, slow, self.cfg, weights, self.ppy,
-                                  self.rows[g0:g1])
+                if fused:
+                    K.sweep_cross1(o[0], c[0], np.ascontiguousarray(lines[:, 0, :]), fast, slow,
+                                   self.cfg, weights[0], self.ppy, self.rows[g0:g1])
+                else:
+                    K.sweep_crossover(o, h, lo, c, lines, fast, slow, self.cfg, weights,
+                                      self.ppy, self.rows[g0:g1])
             self.rows[start:stop, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
             return
         for b0 in range(start, stop, batch):
@@ -301,7 +318,9 @@ class Simulation:
     def _sweep_result(self, partial: bool) -> Result:
         done = self.done_units
         names = list(self.strategy.params)
-        table = pd.DataFrame([self.combos[j] for j in range(done)], columns=names)
+        chosen = self.combos[:done]
+        table = pd.DataFrame({name: [c[name] for c in chosen] for name in names},
+                             columns=names)
         for k, name in enumerate(M.METRICS):
             column = self.rows[:done, k]
             table[name] = column.astype(np.int64) if name in _INT_METRICS else column
@@ -334,6 +353,9 @@ def _line_groups(combos: list[dict[str, Any]], start: int, stop: int, line_bytes
     ``budget`` bytes of lines: memory stays bounded however long the data (short data: one
     group)."""
     max_lines = max(2, budget // max(1, line_bytes))
+    chosen = combos[start:stop]
+    if len({c["fast"] for c in chosen} | {c["slow"] for c in chosen}) <= max_lines:
+        return [(start, stop)]  # the usual case: every line fits at once
     groups = []
     g0 = start
     windows: set[int] = set()

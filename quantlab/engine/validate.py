@@ -7,10 +7,12 @@ can call exactly the same rules.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -250,16 +252,19 @@ def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict
         for name, values in axes:
             for value in values:
                 strat.check(_full(strat, {**first, name: value}))
-        names = [a[0] for a in axes]
-        base = {**strat.params}
+        # every parameter of the strategy as an axis (a default is an axis of one value), so
+        # each combination is one dict(zip(...)) in the strategy's parameter order
+        swept = {name: [_scalar(v) for v in values] for name, values in axes}
+        keys = list(strat.params)
+        grid = [swept.get(name, [default]) for name, default in strat.params.items()]
         valid_grid: list[dict[str, Any]] = []
-        skipped = 0
-        for values_ in itertools.product(*([_scalar(v) for v in a[1]] for a in axes)):
-            full = {**base, **dict(zip(names, values_))}
-            if strat.is_valid(full):
-                valid_grid.append(full)
-            else:
-                skipped += 1
+        rule = strat.valid_rule
+        with _no_gc():  # thousands of small dicts: the cyclic GC would rescan them repeatedly
+            for values_ in itertools.product(*grid):
+                full = dict(zip(keys, values_))
+                if rule is None or rule(full):
+                    valid_grid.append(full)
+        skipped = math.prod(len(values) for values in grid) - len(valid_grid)
         if not valid_grid:
             raise _no_valid(strat, skipped)
         return valid_grid, skipped
@@ -279,6 +284,18 @@ def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict
     if not valid:
         raise _no_valid(strat, skipped)
     return valid, skipped
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector (dicts of numbers hold no cycles)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _no_valid(strat: Strategy, skipped: int) -> ConfigError:

@@ -401,6 +401,9 @@ class Job:
                 pending = [i for i in range(count) if board.result(i) is None]
                 self._raise_shard_errors(board)
                 if not pending:
+                    # every shard has its result: tell 100% (the shards' done counters are
+                    # written at a bounded rate and may lag their results)
+                    self._progress(Progress(STEP_SIMULATING, total, total, 0.0))
                     break
                 index: int | None = next((i for i in pending if board.claim(i, self.me)),
                                          None)

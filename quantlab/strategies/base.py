@@ -42,12 +42,32 @@ class Indicators:
         value = self._cache.pop(key, None)
         if value is None:
             value = compute(self.bars.close, int(n))
-            self._bytes += value.nbytes
-            while self._cache and self._bytes > self.max_bytes:
-                oldest = next(iter(self._cache))
-                self._bytes -= self._cache.pop(oldest).nbytes
-        self._cache[key] = value  # most recently used last
+            self._put(key, value)
+        else:
+            self._cache[key] = value  # most recently used last
         return value
+
+    def _put(self, key: tuple[str, int], value: np.ndarray) -> None:
+        self._bytes += value.nbytes
+        while self._cache and self._bytes > self.max_bytes:
+            oldest = next(iter(self._cache))
+            self._bytes -= self._cache.pop(oldest).nbytes
+        self._cache[key] = value  # most recently used last
+
+    def many(self, name: str, windows: Sequence[int]) -> list[np.ndarray]:
+        """``[getattr(self, name)(n) for n in windows]``; simple moving averages not cached
+        yet are computed two at a time (one pass over the data for both)."""
+        if name == "sma":
+            from quantlab.indicators import sma_pair
+
+            missing = [w for w in dict.fromkeys(int(w) for w in windows)
+                       if ("sma", w) not in self._cache]
+            for k in range(0, len(missing) - 1, 2):
+                a, b = sma_pair(self.bars.close, missing[k], missing[k + 1])
+                self._put(("sma", missing[k]), a)
+                self._put(("sma", missing[k + 1]), b)
+        compute = getattr(self, name)
+        return [compute(w) for w in windows]
 
     def sma(self, n: int) -> np.ndarray:
         from quantlab.indicators import sma
@@ -83,6 +103,7 @@ class Strategy:
         rule: str = "",
         builtin: bool = False,
         crossover_lines: LinesFn | None = None,
+        prefetch: Callable[[Indicators, Mapping[str, Any]], None] | None = None,
         slots: Callable[[Mapping[str, Any], int], int] | None = None,
         check: Callable[[Mapping[str, Any]], None] | None = None,
         description: str = "",
@@ -95,6 +116,9 @@ class Strategy:
         # sweep fast path of crossover strategies: the lines whose crosses are the signals,
         # computed once for the grid and crossed inside the parallel kernel
         self.crossover_lines = crossover_lines
+        # computes a single run's indicators ahead of the strategy function, together where
+        # that is cheaper (the two averages of a crossover in one pass)
+        self.prefetch = prefetch
         self._slots = slots
         self._check = check
         self.description = description or (inspect.getdoc(func) or "").split("\n")[0]

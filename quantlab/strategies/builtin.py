@@ -53,12 +53,17 @@ def _crossover_lines(kind: str) -> Any:
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         windows = sorted({int(c["fast"]) for c in combos} | {int(c["slow"]) for c in combos})
         row = {w: i for i, w in enumerate(windows)}
-        compute = ind.sma if kind == "sma" else ind.ema
-        mat = np.stack([compute(w) for w in windows])
+        mat = np.stack(ind.many(kind, windows))
         fast = np.array([row[int(c["fast"])] for c in combos], dtype=np.int64)
         slow = np.array([row[int(c["slow"])] for c in combos], dtype=np.int64)
         return mat, fast, slow
     return lines
+
+
+def _prefetch(kind: str) -> Any:
+    def prefetch(ind: Indicators, params: Mapping[str, Any]) -> None:
+        ind.many(kind, [int(params["fast"]), int(params["slow"])])
+    return prefetch
 
 
 def sma_crossover(bars: Bars, fast: int = 10, slow: int = 20, *, ind: Indicators) -> np.ndarray:
@@ -156,7 +161,8 @@ def _check_momentum(p: Mapping[str, Any]) -> None:
 
 
 register(Strategy(sma_crossover, builtin=True, valid=lambda p: p["fast"] < p["slow"],
-                  rule="fast < slow", crossover_lines=_crossover_lines("sma"), check=_check_fast_slow))
+                  rule="fast < slow", crossover_lines=_crossover_lines("sma"), prefetch=_prefetch("sma"),
+                  check=_check_fast_slow))
 register(Strategy(ema_crossover, builtin=True, valid=lambda p: p["fast"] < p["slow"],
                   rule="fast < slow", crossover_lines=_crossover_lines("ema"), check=_check_fast_slow))
 register(Strategy(rsi_reversion, builtin=True, valid=lambda p: p["lower"] < p["upper"],
