@@ -7,6 +7,7 @@ is a sentence that names the problem and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -84,6 +85,20 @@ class EventsUnavailable(QuantlabError):
 
 class MissingDependency(QuantlabError, ImportError):
     """An optional feature needs an extra that is not installed; the message says which."""
+
+
+def nearest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The choice closest to ``word`` (a misspelt name), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` — did you mean 'x'?`` for the choice closest to ``word``, or an empty string."""
+    close = nearest(word, choices, cutoff)
+    return f" — did you mean '{close}'?" if close else ""
 
 
 def require(module: str, extra: str, feature: str) -> Any:

@@ -139,3 +139,36 @@ def test_the_single_symbol_kernel_equals_the_general_one(noisy_strategy: str,
         results.append(_run_in_chunks(sim, 97))
     assert results[0].metrics["n_trades"] > 10
     _assert_equal(results[0], results[1])
+
+
+def test_prepare_with_shared_indicators_gives_the_same_result_and_reuses_them() -> None:
+    from quantlab.bars import from_frame
+    from quantlab.engine import Simulation
+    from quantlab.errors import ConfigError
+    from quantlab.strategies.base import Indicators
+
+    frame = _shared_frame()
+    bars = from_frame(frame)
+    shared = Indicators(bars)
+    results = []
+    for _ in range(2):
+        sim = Simulation(bars, strategy="sma_crossover", params={"fast": 5, "slow": 20})
+        sim.prepare(shared)
+        while not sim.finished:
+            sim.run(100)
+        results.append(sim.result())
+    assert shared.computed == 2  # computed by the first run only
+    fresh = Simulation(bars, strategy="sma_crossover", params={"fast": 5, "slow": 20})
+    fresh.prepare()
+    fresh.run(fresh.total_units)
+    pd.testing.assert_series_equal(results[1].equity, fresh.result().equity)
+    other = Simulation(from_frame(frame), strategy="sma_crossover", params={"fast": 5, "slow": 20})
+    with pytest.raises(ConfigError, match="indicators over other bars"):
+        other.prepare(shared)
+
+
+def _shared_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 400)))
+    return pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
+                         "close": close}, index=pd.date_range("2020-01-01", periods=400, freq="B"))

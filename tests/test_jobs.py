@@ -608,3 +608,21 @@ def test_a_killed_worker_process_of_a_multi_process_worker_is_replaced_and_its_r
     # the consumer replaced the dead process: a new run still completes
     again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
     assert again.status == "completed"
+
+
+def test_a_worker_reuses_indicators_of_earlier_runs_on_the_same_data(home: Path) -> None:
+    def computed(run: ql.Run) -> int:
+        lines = [line["message"] for line in run.logs()
+                 if line["message"].startswith("indicators computed: ")]
+        assert len(lines) == 1, run.logs()
+        return int(lines[0].split(": ")[1].split()[0])
+
+    first = ql.submit(SINGLE, cache=False).wait(timeout=WAIT)
+    again = ql.submit({**SINGLE, "cash": 50_000}, cache=False).wait(timeout=WAIT)
+    other = ql.submit({**SINGLE, "params": {"fast": 7, "slow": 30}}, cache=False).wait(timeout=WAIT)
+    assert computed(first) == 2            # the fast and the slow average
+    assert computed(again) == 0            # same data, same windows: both from the cache
+    assert computed(other) == 1            # only the new fast window
+    alone = ql.backtest("AAA", "sma_crossover", SINGLE["params"], start=SINGLE["start"],
+                        end=SINGLE["end"], cash=50_000)
+    assert again.result().metrics == pytest.approx(alone.metrics, nan_ok=True)

@@ -11,7 +11,7 @@ import pandas as pd
 from quantlab.bars import Bars, as_bars
 from quantlab.engine.result import Result
 from quantlab.engine.simulation import Simulation
-from quantlab.errors import ConfigError
+from quantlab.errors import ConfigError, did_you_mean, nearest
 
 
 def backtest(
@@ -37,14 +37,10 @@ def backtest(
     bars = load_bars(data, start=start, end=end, interval=interval)
     unknown = set(options) - _OPTIONS
     if unknown:
-        import difflib
-
         name = sorted(unknown)[0]
-        close = difflib.get_close_matches(name, sorted(_OPTIONS | {"start", "end", "interval"}),
-                                          n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(sorted(_OPTIONS))}"
-        raise ConfigError(f"unknown option '{name}' -- {hint}", field=name,
-                          suggestion=close[0] if close else None)
+        valid = sorted(_OPTIONS | {"start", "end", "interval"})
+        raise ConfigError(f"unknown option '{name}'{did_you_mean(name, valid)} (valid: "
+                          f"{', '.join(valid)})", field=name, suggestion=nearest(name, valid))
     sim = Simulation(bars, strategy, params, **options)
     sim.prepare()
     sim.run(sim.total_units)

@@ -144,9 +144,18 @@ class Simulation:
             numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
     # -- lifecycle --------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Compute indicators and signals (a single run) or set up the sweep's table."""
-        self.ind = Indicators(self.bars)
+    def prepare(self, indicators: Indicators | None = None) -> None:
+        """Compute indicators and signals (a single run) or set up the sweep's table.
+
+        ``indicators``: a memo of indicators over these same bars shared between runs (a worker
+        keeps one per cached data set, so a run reuses the averages an earlier run computed);
+        a fresh one when not given. Results never depend on it.
+        """
+        if indicators is not None and indicators.bars is not self.bars:
+            raise ConfigError("prepare(indicators=...) was given indicators over other bars; "
+                              "pass the Indicators built on this simulation's bars, or none",
+                              field="indicators")
+        self.ind = indicators if indicators is not None else Indicators(self.bars)
         if self.is_sweep:
             self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
         else:

@@ -8,7 +8,6 @@ can call exactly the same rules.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import itertools
 import math
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from quantlab.errors import ConfigError
+from quantlab.errors import ConfigError, did_you_mean, nearest
 from quantlab.strategies.base import Strategy, get_strategy
 
 FILLS = ("next_open", "close")
@@ -80,8 +79,7 @@ def check_slippage(slippage: Any) -> float:
 
 def check_choice(value: Any, field: str, choices: Sequence[str]) -> str:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), list(choices), n=1)
-        hint = f" -- did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(str(value), choices)
         raise ConfigError(
             f"{field}={value!r} is not valid{hint}; choose one of "
             f"{', '.join(repr(c) for c in choices)}", field=field)
@@ -134,8 +132,7 @@ def check_weights(weights: Any, symbols: Sequence[str]) -> dict[str, float] | No
     out: dict[str, float] = {}
     for sym, w in weights.items():
         if sym not in symbols:
-            close = difflib.get_close_matches(str(sym), list(symbols), n=1)
-            hint = f" -- did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(str(sym), symbols)
             raise ConfigError(
                 f"weights names '{sym}', which is not among the symbols "
                 f"({', '.join(symbols)}){hint}", field="weights")
@@ -166,13 +163,12 @@ def _scalar(value: Any) -> Any:
 def _check_names(strat: Strategy, names: Sequence[str]) -> None:
     for key in names:
         if key not in strat.params:
-            close = difflib.get_close_matches(str(key), list(strat.params), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else ""
+            close = nearest(str(key), strat.params)
             known = ", ".join(strat.params) or "none"
             raise ConfigError(
-                f"unknown parameter '{key}' for strategy '{strat.name}' -- {hint} "
-                f"(its parameters: {known})".replace(" --  (", " -- ("),
-                field=f"params.{key}", suggestion=close[0] if close else None)
+                f"unknown parameter '{key}' for strategy '{strat.name}'"
+                f"{did_you_mean(str(key), strat.params)} (its parameters: {known})",
+                field=f"params.{key}", suggestion=close)
 
 
 def _full(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:

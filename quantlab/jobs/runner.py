@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,8 +138,10 @@ class BarsCache:
 
     @staticmethod
     def _nbytes(bars: Any) -> int:
+        memo = _INDICATORS.get(bars)
         return sum(int(getattr(getattr(bars, name, None), "nbytes", 0))
-                   for name in ("open", "high", "low", "close", "volume"))
+                   for name in ("open", "high", "low", "close", "volume")) + (
+            memo.nbytes if memo is not None else 0)
 
     def get(self, key: str, load: Any) -> Any:
         with self._lock:
@@ -159,6 +162,23 @@ class BarsCache:
 
 
 BARS_CACHE = BarsCache()
+
+INDICATORS_PER_DATA_SET = 64 << 20  # bytes of memoised indicators kept per cached data set
+_INDICATORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_INDICATORS_LOCK = threading.Lock()
+
+
+def shared_indicators(bars: Any) -> Any:
+    """This worker's memo of indicators over ``bars`` (a data set from :data:`BARS_CACHE`):
+    a run reuses the averages earlier runs on the same data computed. It lives as long as the
+    cache keeps the bars (a weak key), and is bounded per data set."""
+    from quantlab.strategies.base import Indicators
+
+    with _INDICATORS_LOCK:
+        found = _INDICATORS.get(bars)
+        if found is None:
+            found = _INDICATORS[bars] = Indicators(bars, max_bytes=INDICATORS_PER_DATA_SET)
+        return found
 
 
 class ChunkSizer:
@@ -350,10 +370,14 @@ class Job:
             self._completed(self._run_sharded(bars, sim))
             return
         self._step(STEP_INDICATORS)
-        sim.prepare()
+        indicators = shared_indicators(bars)
+        computed_before = indicators.computed
+        sim.prepare(indicators)
         self._check_control()
         self._resume(sim)
         self._simulate(sim)
+        self._log(f"indicators computed: {indicators.computed - computed_before} (those that "
+                  f"earlier runs on the same data computed come from this worker's cache)")
         self._step(STEP_SAVING, sim.done_units, sim.total_units)
         result = sim.result()
         self._completed(result)

@@ -159,6 +159,7 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
         TimedOut,
         chunk_knobs,
         engine_kwargs,
+        shared_indicators,
         worker_id,
     )
 
@@ -174,7 +175,7 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
     sizer = ChunkSizer(cap=cap)
     stopped: Exception | None = None
     try:
-        sim.prepare()
+        sim.prepare(shared_indicators(bars))
         while not sim.finished:
             units = sizer.next(sim.total_units - sim.done_units)
             t0 = time.perf_counter()

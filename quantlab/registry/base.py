@@ -9,7 +9,6 @@ so both backends raise the same errors with the same messages.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
 import math
 import re
@@ -25,6 +24,7 @@ from quantlab.errors import (
     ConfigError,
     RunError,
     SchemaError,
+    did_you_mean,
 )
 
 SCHEMA_VERSION = 2
@@ -82,10 +82,7 @@ _BLOB_KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
 
 
 
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """`` — did you mean 'x'?`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
+suggest = did_you_mean  # the name the registry and event code use
 
 
 # --------------------------------------------------------------------------- documents

@@ -9,7 +9,6 @@ computes each moving average once however many combinations use it.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from quantlab.bars import Bars
-from quantlab.errors import ConfigError, StrategyError
+from quantlab.errors import ConfigError, StrategyError, did_you_mean, nearest
 
 _REGISTRY: dict[str, Strategy] = {}
 
@@ -27,7 +26,9 @@ class Indicators:
     """Memoised indicators over one ``Bars`` (``ind.sma(20)`` is computed once per run/sweep).
 
     The cache holds at most ``max_bytes`` (least recently used first out), so a sweep over
-    long data cannot grow memory with the number of windows.
+    long data cannot grow memory with the number of windows. A worker keeps one per cached data
+    set, so consecutive runs on the same data reuse what earlier runs computed; ``computed``
+    counts the indicator series actually computed.
     """
 
     def __init__(self, bars: Bars, max_bytes: int = 256 << 20) -> None:
@@ -35,6 +36,11 @@ class Indicators:
         self.max_bytes = max_bytes
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         self._bytes = 0
+        self.computed = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def _get(self, name: str, n: int, compute: Callable[[np.ndarray, int], np.ndarray]
              ) -> np.ndarray:
@@ -42,6 +48,7 @@ class Indicators:
         value = self._cache.pop(key, None)
         if value is None:
             value = compute(self.bars.close, int(n))
+            self.computed += 1
             self._put(key, value)
         else:
             self._cache[key] = value  # most recently used last
@@ -66,6 +73,7 @@ class Indicators:
                 a, b = sma_pair(self.bars.close, missing[k], missing[k + 1])
                 self._put(("sma", missing[k]), a)
                 self._put(("sma", missing[k + 1]), b)
+                self.computed += 2
         compute = getattr(self, name)
         return [compute(w) for w in windows]
 
@@ -279,12 +287,10 @@ def get_strategy(name: str | Strategy) -> Strategy:
             f"ql.list_strategies()", field="strategy")
     found = _REGISTRY.get(name)
     if found is None:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "see ql.list_strategies()"
         raise ConfigError(
-            f"unknown strategy '{name}' -- {hint} (known: {', '.join(sorted(_REGISTRY))}); "
-            f"register your own with @ql.strategy",
-            field="strategy", suggestion=close[0] if close else None)
+            f"unknown strategy '{name}'{did_you_mean(name, _REGISTRY)} (known: "
+            f"{', '.join(sorted(_REGISTRY))}); register your own with @ql.strategy",
+            field="strategy", suggestion=nearest(name, _REGISTRY))
     return found
 
 
