@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_jobs import ROOT, pct, start_redis, start_worker, stop
 
+CONFIG = {"strategy": "sma_crossover", "symbols": ["AAA", "BBB"], "start": "2018-01-01",
+          "end": "2022-12-31", "params": {"fast": 10, "slow": 60}, "tags": ["load"]}
 FOLLOW_TIMEOUT = 600.0  # seconds a researcher waits for one run at most
 
 
@@ -45,48 +48,71 @@ class Researcher:
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        """Submit the runs while a background thread follows the event stream, as the
+        notebook widget does: an event is timed when the follower receives it."""
         import quantlab as ql
         from quantlab.events import open_events
 
+        events = open_events()
+        received: list[tuple[Any, float]] = []
+        submitting = threading.Event()
+        submitting.set()
+        follower = threading.Thread(
+            target=self._follow, args=(events, events.last_seq(), received, submitting),
+            daemon=True)
+        follower.start()
         try:
-            events = open_events()
-            after = events.last_seq()  # follow from before the first submit: nothing is a replay
             for k in range(self.runs_each):
                 fast = 2 + (self.index * self.runs_each + k) % 45
                 t0 = time.time()
-                run = ql.submit({"strategy": "sma_crossover", "symbols": ["AAA", "BBB"],
-                                 "start": "2018-01-01", "end": "2022-12-31",
-                                 "params": {"fast": fast, "slow": 60}, "tags": ["load"]},
-                                cache=False)
+                run = ql.submit({**CONFIG, "params": {"fast": fast, "slow": 60}}, cache=False)
                 self.submitted.append((run.id, t0))
-            self._follow(events, after)
         except Exception as exc:  # reported by the main process
             self.error = exc
+        submitting.clear()
+        follower.join(FOLLOW_TIMEOUT)
+        self._tally(received)
 
-    def _follow(self, events: Any, after: int) -> None:
-        """Follow the all-runs stream, keeping this researcher's runs, until they all ended."""
-        mine = dict(self.submitted)
-        progressed: set[str] = set()
+    def _follow(self, events: Any, after: int, received: list[tuple[Any, float]],
+                submitting: threading.Event) -> None:
+        """Everything published after ``after``, with its time of receipt, until this
+        researcher's runs have all ended (their ids are known once submitting is over)."""
+        ended: set[str] = set()
         deadline = time.monotonic() + FOLLOW_TIMEOUT
-        while len(self.ends) < len(mine) and time.monotonic() < deadline:
-            batch = events.wait(None, after=after, timeout=1.0)
+        while time.monotonic() < deadline:
+            mine = {run_id for run_id, _ in self.submitted}
+            if not submitting.is_set() and mine <= ended:
+                return
+            batch = events.wait(None, after=after, timeout=0.5)
             now = time.time()
             for event in batch:
                 after = event.seq
-                if event.run_id not in mine:
-                    continue
-                self.latencies.append(now - event.ts)
-                if event.type == "progress" and event.run_id not in progressed:
-                    progressed.add(event.run_id)
-                    self.first_progress.append(event.ts - mine[event.run_id])
+                received.append((event, now))
                 if event.type in ("completed", "failed", "cancelled"):
-                    self.ends[event.run_id] = event.type
+                    ended.add(event.run_id)
+
+    def _tally(self, received: list[tuple[Any, float]]) -> None:
+        mine = dict(self.submitted)
+        progressed: set[str] = set()
+        for event, at in received:
+            if event.run_id not in mine:
+                continue
+            self.latencies.append(at - event.ts)
+            if event.type == "progress" and event.run_id not in progressed:
+                progressed.add(event.run_id)
+                self.first_progress.append(event.ts - mine[event.run_id])
+            if event.type in ("completed", "failed", "cancelled"):
+                self.ends[event.run_id] = event.type
         for run_id in mine:
             self.ends.setdefault(run_id, "lost")
 
 
 def _ready(_: int) -> None:
-    import quantlab.jobs.api  # noqa: F401  (imports paid before the clock starts)
+    """A researcher's kernel has quantlab loaded before it submits: pay the imports (and the
+    validation code's first use) before the clock starts."""
+    from quantlab.config import BacktestConfig
+
+    BacktestConfig.from_any(CONFIG)
 
 
 def _research(args: tuple[int, int]) -> Researcher:
