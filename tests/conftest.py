@@ -12,8 +12,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,16 @@ def kill_group(pid: int) -> None:
             if finished:
                 return
         time.sleep(0.02)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0,
+             what: str = "the condition") -> Any:
+    """Poll ``predicate()`` until it is truthy and return its value; fail (never hang) after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -10,6 +10,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.engine import Simulation, sweep_combinations
+from quantlab.engine import validate as V
 from quantlab.errors import ConfigError
 from quantlab.metrics import METRICS
 from tests.test_engine_helpers import random_walk
@@ -38,6 +39,30 @@ def test_explicit_list_of_combinations_keeps_its_order() -> None:
     assert skipped == 1
 
 
+@pytest.mark.parametrize(("strategy", "params"), [
+    ("sma_crossover", {"fast": range(5, 51), "slow": range(10, 201)}),
+    ("sma_crossover", {"fast": [5, 10, 20], "slow": 20}),
+    ("ema_crossover", {"fast": np.arange(3, 9), "slow": [5, 7]}),
+    ("rsi_reversion", {"period": [7, 14], "lower": [20, 30.5, 80], "upper": range(50, 90, 10)}),
+    ("bollinger_breakout", {"period": [10, 20], "k": [1, 2.5]}),
+    ("momentum", {"lookback": [5, 10], "top_n": [1, 2]}),
+])
+def test_lazy_grid_equals_the_list_of_combinations(strategy: str, params: dict) -> None:
+    # the engine keeps a built-in grid as columns; it must be the same combinations, in the
+    # same order, with the same Python scalar types, as the public list of dicts
+    lazy, lazy_skipped = V.sweep_grid(strategy, params)
+    combos, skipped = sweep_combinations(strategy, params)
+    assert isinstance(lazy, V.Combinations)
+    assert lazy_skipped == skipped and len(lazy) == len(combos)
+    assert list(lazy) == combos
+    assert [type(v) for c in lazy for v in c.values()] == [
+        type(v) for c in combos for v in c.values()]
+    middle = slice(len(combos) // 3, 2 * len(combos) // 3 + 1)
+    for name in combos[0]:
+        assert V.column(lazy[middle], name) == [c[name] for c in combos[middle]]
+    assert lazy[-1] == combos[-1]
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"fast": [], "slow": 20}, "empty list"),
     ({"fast": range(30, 40), "slow": range(10, 20)}, "no valid combination"),
@@ -48,6 +73,8 @@ def test_explicit_list_of_combinations_keeps_its_order() -> None:
 def test_bad_sweeps_say_what_to_fix(params: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         sweep_combinations("sma_crossover", params)
+    with pytest.raises(ConfigError, match=message):  # the engine's lazy grid says the same
+        V.sweep_grid("sma_crossover", params)
 
 
 def test_sweep_table_best_row_and_single_run_agree() -> None:

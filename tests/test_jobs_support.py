@@ -12,14 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import kill_group
+from tests.conftest import kill_group, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,14 +102,6 @@ def no_worker(home: Path) -> Iterator[None]:
     os.close(fd)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def event_types(run: Any) -> list[str]:

@@ -5,7 +5,7 @@ real SMTP server."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +23,13 @@ from quantlab.notify.dispatcher import (
     start_dispatcher_thread,
 )
 from quantlab.notify.lock import RedisLock
+from tests.conftest import wait_for
 from tests.test_notify_email import Mailbox
 from tests.test_notify_webhook import SECRET, Receiver
 
 METRICS = {"total_return_pct": 31.5, "sharpe": 1.9, "max_drawdown_pct": -11.0, "n_trades": 25}
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll until ``predicate()`` is truthy; fail (not hang) if it never becomes so."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout} s: {predicate}")
 
 
 @pytest.fixture
@@ -148,10 +140,10 @@ def test_a_completed_run_is_told_on_every_channel(home: Path, receiver: Receiver
     ((_, recipients, message),) = mailbox.wait_for(1)
     assert recipients == ["alice@example.com"]
     assert message["Subject"].startswith("[QuantLab] Run 'run R1' completed: Total return 31.50%")
-    (note,) = wait_until(lambda: ql.notifications.list())
+    (note,) = wait_for(lambda: ql.notifications.list())
     assert note["run_id"] == "R1" and note["kind"] == "completed" and note["read"] is False
     assert note["title"] == "Run 'run R1' completed"
-    wait_until(caught_up)
+    wait_for(caught_up)
     log = {d["channel"]: d for d in deliveries("R1")}
     assert set(log) == {"webhook", "email", "in_app"}
     assert all(d["status"] == "delivered" for d in log.values())
@@ -173,7 +165,7 @@ def test_conditions_gate_completed_runs_but_not_failures(home: Path, receiver: R
     finish_run("NOSHARPE", metrics={"n_trades": 0})
     finish_run("BROKE", status="failed")
     finish_run("STOPPED", status="cancelled")  # not subscribed
-    wait_until(caught_up)
+    wait_for(caught_up)
     told = [r.json()["run"]["id"] for r in receiver.requests]
     assert sorted(told) == ["BROKE", "GOOD"]
     failed = next(r.json() for r in receiver.requests if r.json()["run"]["id"] == "BROKE")
@@ -191,7 +183,7 @@ def test_a_run_config_adds_targets_and_its_own_condition(home: Path, receiver: R
     finish_run("FEW", config={"notify": block}, metrics={**METRICS, "n_trades": 5})
     finish_run("MANY", config={"notify": block}, metrics={**METRICS, "n_trades": 200})
     finish_run("PLAIN", metrics={**METRICS, "sharpe": 3})  # the user's own condition fails
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert [r.json()["run"]["id"] for r in receiver.requests] == ["MANY"]
     assert [(m[1], m[2]["Subject"].split(":")[0]) for m in mailbox.wait_for(1)] == [
         (["bob@example.com"], "[QuantLab] Run 'run MANY' completed")]
@@ -206,7 +198,7 @@ def test_sweep_finished_subscribers_hear_only_of_sweeps(home: Path, receiver: Re
     finish_run("SINGLE")
     finish_run("SWEEP", combinations=[{"fast": 10}, {"fast": 20}, {"fast": 50}],
                best_params={"fast": 20})
-    wait_until(caught_up)
+    wait_for(caught_up)
     (request,) = receiver.requests
     run = request.json()["run"]
     assert run["id"] == "SWEEP" and run["sweep"] is True and run["best_params"] == {"fast": 20}
@@ -218,13 +210,13 @@ def test_a_restart_neither_repeats_nor_misses(home: Path, receiver: Receiver,
     first = start(dispatchers)
     finish_run("A")
     receiver.wait_for(1)
-    wait_until(caught_up)
+    wait_for(caught_up)
     first.stop()
     assert not first.alive
     finish_run("B")  # ends while no dispatcher runs
     start(dispatchers)
     receiver.wait_for(2)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert sorted(r.json()["run"]["id"] for r in receiver.requests) == ["A", "B"]
     assert [n["run_id"] for n in ql.notifications.list()] == ["B", "A"]
 
@@ -236,15 +228,15 @@ def test_a_lost_cursor_replays_without_duplicates(home: Path, receiver: Receiver
                                      webhooks=[{"url": receiver.url, "secret": SECRET}])
     first = start(dispatchers)
     finish_run("A")
-    wait_until(lambda: len(receiver.requests) == 1 and len(mailbox.messages) == 1)
-    wait_until(caught_up)
+    wait_for(lambda: len(receiver.requests) == 1 and len(mailbox.messages) == 1)
+    wait_for(caught_up)
     first.stop()
     store.save_cursor(0)  # as if the dispatcher died before it could record its progress
     start(dispatchers)
-    wait_until(caught_up)
+    wait_for(caught_up)
     finish_run("B")
-    wait_until(lambda: len(receiver.requests) == 2)
-    wait_until(caught_up)
+    wait_for(lambda: len(receiver.requests) == 2)
+    wait_for(caught_up)
     assert [r.json()["run"]["id"] for r in receiver.requests] == ["A", "B"]
     assert len(mailbox.wait_for(2)) == 2
     assert len(ql.notifications.list()) == 2
@@ -260,7 +252,7 @@ def test_a_delivery_interrupted_by_a_stop_is_resumed(home: Path, receiver: Recei
     receiver.script = [503]
     first = start(dispatchers)
     finish_run("R1")
-    wait_until(lambda: [d for d in deliveries("R1") if d["attempts"]])
+    wait_for(lambda: [d for d in deliveries("R1") if d["attempts"]])
     first.stop()
     (entry,) = deliveries("R1")
     assert entry["status"] == "pending" and len(entry["attempts"]) == 1
@@ -268,7 +260,7 @@ def test_a_delivery_interrupted_by_a_stop_is_resumed(home: Path, receiver: Recei
     monkeypatch.setenv("QUANTLAB_WEBHOOK_BACKOFF", "0.01")
     start(dispatchers)
     receiver.wait_for(2)
-    wait_until(caught_up)
+    wait_for(caught_up)
     (entry,) = deliveries("R1")
     assert entry["status"] == "delivered"
     assert [(a["attempt"], a["status_code"]) for a in entry["attempts"]] == [(1, 503), (2, 200)]
@@ -277,7 +269,7 @@ def test_a_delivery_interrupted_by_a_stop_is_resumed(home: Path, receiver: Recei
 
 def test_a_failing_webhook_blocks_nothing_and_is_logged(home: Path, receiver: Receiver,
                                                         dispatchers: list) -> None:
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_for
 
     dead = f"http://127.0.0.1:{free_port()}/gone"
     ql.notifications.set_preferences(webhooks=[{"url": dead, "secret": SECRET},
@@ -286,7 +278,7 @@ def test_a_failing_webhook_blocks_nothing_and_is_logged(home: Path, receiver: Re
     finish_run("R1")
     finish_run("R2")
     receiver.wait_for(2)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert sorted(r.json()["run"]["id"] for r in receiver.requests) == ["R1", "R2"]
     failed = ql.notifications.deliveries(status="failed")
     assert sorted(d["run_id"] for d in failed) == ["R1", "R2"]
@@ -306,7 +298,7 @@ def test_runs_ending_together_make_one_digest(home: Path, mailbox: Mailbox, disp
         finish_run(run_id, status="failed" if run_id == "D3" else "completed")
     start(dispatchers)  # reads all three at once: they fall in one window
     ((_, _, message),) = mailbox.wait_for(1)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert message["Subject"] == "[QuantLab] 3 runs finished (2 completed, 1 failed)"
     assert len(mailbox.messages) == 1
     log = ql.notifications.deliveries()
@@ -319,17 +311,17 @@ def test_only_one_dispatcher_delivers_and_a_standby_takes_over(home: Path, recei
                                                                dispatchers: list) -> None:
     ql.notifications.set_preferences(webhooks=[{"url": receiver.url, "secret": SECRET}])
     one, two = start(dispatchers), start(dispatchers)
-    active = wait_until(lambda: [t for t in (one, two) if t.dispatcher.delivering.is_set()])
+    active = wait_for(lambda: [t for t in (one, two) if t.dispatcher.delivering.is_set()])
     assert len(active) == 1
     finish_run("R1")
     receiver.wait_for(1)
-    wait_until(caught_up)
+    wait_for(caught_up)
     active[0].stop()
     standby = two if active[0] is one else one
-    wait_until(standby.dispatcher.delivering.is_set)
+    wait_for(standby.dispatcher.delivering.is_set)
     finish_run("R2")
     receiver.wait_for(2)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert sorted(r.json()["run"]["id"] for r in receiver.requests) == ["R1", "R2"]
 
 
@@ -340,7 +332,7 @@ def test_events_older_than_max_age_are_not_notified(home: Path, receiver: Receiv
     finish_run("OLD")
     monkeypatch.setenv("QUANTLAB_NOTIFY_MAX_AGE", "0")
     start(dispatchers)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert receiver.requests == [] and ql.notifications.list() == []
 
 
@@ -349,10 +341,10 @@ def test_team_mode_over_redis(home: Path, receiver: Receiver, dispatchers: list,
     monkeypatch.setenv("QUANTLAB_REDIS_URL", redis_url)
     ql.notifications.set_preferences(webhooks=[{"url": receiver.url, "secret": SECRET}])
     one, two = start(dispatchers), start(dispatchers)
-    wait_until(lambda: one.dispatcher.delivering.is_set() or two.dispatcher.delivering.is_set())
+    wait_for(lambda: one.dispatcher.delivering.is_set() or two.dispatcher.delivering.is_set())
     finish_run("TEAM")
     receiver.wait_for(1)
-    wait_until(caught_up)
+    wait_for(caught_up)
     assert [r.json()["run"]["id"] for r in receiver.requests] == ["TEAM"]
     assert one.dispatcher.delivering.is_set() != two.dispatcher.delivering.is_set()
 
@@ -499,7 +491,7 @@ def test_notify_run_serves_in_its_own_process_until_sigterm(home: Path,
     try:
         finish_run("DURING")
         receiver.wait_for(2)
-        wait_until(caught_up)
+        wait_for(caught_up)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
