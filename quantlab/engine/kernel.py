@@ -428,8 +428,10 @@ def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos
     has_stops = cfg[C_SL] > 0 or cfg[C_TP] > 0
     close_at_end = cfg[C_CLOSE_AT_END] > 0
     last_bar = int(cfg[C_N_TOTAL]) - 1
+    # np.empty, not np.zeros, for all three: every element is written before it is read, and
+    # one allocation signature compiles once (cold start time)
     marks = np.empty(1)
-    orders = np.zeros(1)
+    orders = np.empty(1)
     prices = np.empty(1)
     cash = acct[A_CASH]
     units = pos[0, P_UNITS]
@@ -737,7 +739,10 @@ def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
     dd_len = int(acc[M_DD_LEN])
     max_dd_len = int(acc[M_MAX_DD_LEN])
     n_exposed = 0
-    # the lowest equity since the last peak whose drawdown is already in m_max_dd
+    # the lowest equity since the last peak; its drawdown goes into m_max_dd (and the
+    # length of the drawdown into max_dd_len) when the drawdown ends: a new peak or the end
+    # of the data. The depth `equity / peak - 1` is monotone in equity, so this is the same
+    # value, computed once per drawdown instead of at every new low
     low_seen = np.inf
     i = 0
     while i < n:
@@ -795,18 +800,19 @@ def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
             if r < 0.0:
                 m_down2 += r2
         if equity >= m_peak:
+            # the drawdown since the old peak ends: its depth is its lowest equity's
+            if low_seen < m_peak:
+                dd = low_seen / m_peak - 1.0
+                if dd < m_max_dd:
+                    m_max_dd = dd
+            if dd_len > max_dd_len:
+                max_dd_len = dd_len
             m_peak = equity
             dd_len = 0
             low_seen = np.inf
         else:
             dd_len += 1
-            if equity < low_seen:
-                dd = equity / m_peak - 1.0
-                if dd < m_max_dd:
-                    m_max_dd = dd
-                low_seen = equity
-            if dd_len > max_dd_len:
-                max_dd_len = dd_len
+            low_seen = min(low_seen, equity)
         if exposed:
             n_exposed += 1
         m_prev = equity
@@ -830,8 +836,6 @@ def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
                 j += 1
             if j > i and m_prev < m_peak:
                 dd_len += j - i
-                if dd_len > max_dd_len:
-                    max_dd_len = dd_len
         else:
             while j < last_bar:
                 f = fast[j]
@@ -844,30 +848,39 @@ def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
                 if f == f and s == s:
                     pa = f
                     pb = s
-                if equity != m_prev:
-                    r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
-                    m_sum += r
-                    r2 = r * r
-                    m_sum2 += r2
-                    if r < 0.0:
-                        m_down2 += r2
+                # m_prev > 0 here (a held position's equity was positive, or ruin would
+                # have ended it), and an unchanged equity gives r = +0.0 exactly, which adds
+                # nothing to the sums (never -0.0): no branch needed on either
+                r = equity / m_prev - 1.0
+                m_sum += r
+                r2 = r * r
+                m_sum2 += r2
+                # a select, not a branch (the sign of a bar's return is a coin toss)
+                m_down2 += r2 if r < 0.0 else 0.0
                 if equity >= m_peak:
+                    if low_seen < m_peak:
+                        dd = low_seen / m_peak - 1.0
+                        if dd < m_max_dd:
+                            m_max_dd = dd
+                    if dd_len > max_dd_len:
+                        max_dd_len = dd_len
                     m_peak = equity
                     dd_len = 0
                     low_seen = np.inf
                 else:
                     dd_len += 1
-                    if equity < low_seen:
-                        dd = equity / m_peak - 1.0
-                        if dd < m_max_dd:
-                            m_max_dd = dd
-                        low_seen = equity
-                    if dd_len > max_dd_len:
-                        max_dd_len = dd_len
+                    low_seen = min(low_seen, equity)
                 m_prev = equity
                 j += 1
             n_exposed += j - i
         i = j
+    # the drawdown still running at the end
+    if low_seen < m_peak:
+        dd = low_seen / m_peak - 1.0
+        if dd < m_max_dd:
+            m_max_dd = dd
+    if dd_len > max_dd_len:
+        max_dd_len = dd_len
     acct[A_CASH] = cash
     acc[M_N] += n
     acc[M_SUM] = m_sum

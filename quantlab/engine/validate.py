@@ -213,6 +213,73 @@ def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict
     in that order). Invalid combinations (the strategy's rule, e.g. fast < slow) are skipped
     and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
     """
+    combos, skipped = sweep_grid(strategy, params, lazy=False)
+    return list(combos), skipped
+
+
+class Combinations(Sequence[dict[str, Any]]):
+    """A sweep's valid combinations held as one column of values per parameter; a
+    combination's dict is built only when asked for (``combos[i]``), so a grid of thousands
+    of combinations costs a few arrays, not thousands of dicts."""
+
+    def __init__(self, names: list[str], columns: dict[str, list[Any]]) -> None:
+        self.names = names
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[self.names[0]]) if self.names else 0
+
+    def column(self, name: str) -> list[Any]:
+        """Every combination's value of parameter ``name``, in order."""
+        return self.columns[name]
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return Combinations(self.names, {k: v[index] for k, v in self.columns.items()})
+        return {name: self.columns[name][index] for name in self.names}
+
+
+def column(combos: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
+    """Parameter ``name`` of every combination (without building dicts when they are
+    :class:`Combinations`)."""
+    if isinstance(combos, Combinations):
+        return combos.column(name)
+    return [c[name] for c in combos]
+
+
+def _valid_columns(strat: Strategy, keys: list[str], grid: list[list[Any]]
+                   ) -> dict[str, list[Any]] | None:
+    """The grid's valid combinations as columns, the built-in rule evaluated on whole arrays
+    at once (``fast < slow`` works elementwise); None when the values are not plain numbers."""
+    if not grid:
+        return None
+    for values in grid:
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return None
+    # the grid's indices in product order (last parameter fastest)
+    index = np.indices([len(values) for values in grid]).reshape(len(grid), -1)
+    rule = strat.valid_rule
+    if rule is not None:
+        arrays = {k: np.asarray(values)[index[a]] for a, (k, values) in enumerate(zip(keys, grid))}
+        mask = np.asarray(rule(arrays))
+        if mask.dtype != np.bool_ or mask.shape != index.shape[1:]:
+            return None
+        index = index[:, mask]
+    return {k: np.asarray(values, dtype=object)[index[a]].tolist()
+            for a, (k, values) in enumerate(zip(keys, grid))}
+
+
+def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
+               ) -> tuple[Sequence[dict[str, Any]], int]:
+    """:func:`sweep_combinations` for the engine: with ``lazy``, a built-in strategy's grid
+    comes back as :class:`Combinations` (columns, dicts built on demand) - the same
+    combinations in the same order.
+
+    ``params`` is a dict whose list/range values span a grid (product in the strategy's
+    parameter order, last parameter fastest), or a list of dicts (exactly those combinations,
+    in that order). Invalid combinations (the strategy's rule, e.g. fast < slow) are skipped
+    and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
+    """
     strat = get_strategy(strategy)
     if isinstance(params, list | tuple):
         if not params:
@@ -253,6 +320,14 @@ def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict
         swept = {name: [_scalar(v) for v in values] for name, values in axes}
         keys = list(strat.params)
         grid = [swept.get(name, [default]) for name, default in strat.params.items()]
+        if lazy and strat.builtin:
+            columns = _valid_columns(strat, keys, grid)
+            if columns is not None:
+                n_valid = len(columns[keys[0]]) if keys else 0
+                skipped = math.prod(len(values) for values in grid) - n_valid
+                if not n_valid:
+                    raise _no_valid(strat, skipped)
+                return Combinations(keys, columns), skipped
         valid_grid: list[dict[str, Any]] = []
         rule = strat.valid_rule
         with _no_gc():  # thousands of small dicts: the cyclic GC would rescan them repeatedly

@@ -51,11 +51,14 @@ def _crossover_lines(kind: str) -> Any:
     and for each combination the rows of its fast and slow average."""
     def lines(ind: Indicators, combos: Sequence[Mapping[str, Any]]
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        windows = sorted({int(c["fast"]) for c in combos} | {int(c["slow"]) for c in combos})
-        row = {w: i for i, w in enumerate(windows)}
-        mat = np.stack(ind.many(kind, windows))
-        fast = np.array([row[int(c["fast"])] for c in combos], dtype=np.int64)
-        slow = np.array([row[int(c["slow"])] for c in combos], dtype=np.int64)
+        # the engine passes its combinations as columns (no dict per combination)
+        column = getattr(combos, "column", None)
+        fasts = np.asarray(column("fast") if column else [c["fast"] for c in combos], np.int64)
+        slows = np.asarray(column("slow") if column else [c["slow"] for c in combos], np.int64)
+        windows, rows = np.unique(np.concatenate([fasts, slows]), return_inverse=True)
+        mat = np.stack(ind.many(kind, [int(w) for w in windows]))
+        fast = np.ascontiguousarray(rows[: len(fasts)], dtype=np.int64)
+        slow = np.ascontiguousarray(rows[len(fasts):], dtype=np.int64)
         return mat, fast, slow
     return lines
 
