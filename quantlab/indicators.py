@@ -17,19 +17,6 @@ from numba import njit
 
 
 @njit(cache=True)
-def _valid_positions(x):
-    """Positions of the non-NaN values of ``x`` (the window slides over these)."""
-    m = x.shape[0]
-    at = np.empty(m, np.int64)
-    k = 0
-    for i in range(m):
-        if x[i] == x[i]:
-            at[k] = i
-            k += 1
-    return at, k
-
-
-@njit(cache=True)
 def _sma_pair(x, at, k, dense, n0, n1, o0, o1):
     """pandas' roll_mean (add/remove with separate Kahan compensations, and the "same value n
     times" rule that returns that value exactly) over the valid values ``x[at[:k]]``, for
@@ -113,27 +100,39 @@ def _sma_pair(x, at, k, dense, n0, n1, o0, o1):
 
 
 @njit(cache=True)
-def _sma_rows(x, n0, n1, out0, out1):
-    """``out0 = sma(x, n0)`` and, if ``n1 > 0``, ``out1 = sma(x, n1)``, in one pass per row."""
+def _sma_dense_rows(x, n0, n1, out0, out1):
+    """``_sma_rows`` for rows without NaN, in one compiled loop."""
+    no_positions = np.empty(0, np.int64)
+    # `dense` as a variable, never a literal: a literal would compile a second
+    # specialisation of _sma_pair (cold start time)
+    dense = x.shape[1] >= 0
+    for r in range(x.shape[0]):
+        _sma_pair(x[r], no_positions, x.shape[1], dense, n0, n1, out0[r], out1[r])
+
+
+_NO_POSITIONS = np.empty(0, np.int64)
+
+
+def _sma_rows(x: np.ndarray, n0: int, n1: int, out0: np.ndarray, out1: np.ndarray) -> None:
+    """``out0 = sma(x, n0)`` and, if ``n1 > 0``, ``out1 = sma(x, n1)``, in one pass per row.
+    Rows with gaps (NaN) are handled here, row by row, so that the usual case compiles
+    only the dense loop (cold start time)."""
+    gaps = np.isnan(x).any(axis=1)
+    if len(x) > 1 and not gaps.any():
+        _sma_dense_rows(x, n0, n1, out0, out1)
+        return
+    # one symbol (or rows with gaps): row by row from here; one symbol then compiles nothing
+    # but _sma_pair
     for r in range(x.shape[0]):
         row = x[r]
-        dense = True
-        for i in range(row.shape[0]):
-            if row[i] != row[i]:
-                dense = False
-                break
-        # `dense` is passed as a variable, never a literal: a literal would compile a second
-        # specialisation of _sma_pair (cold start time)
-        if dense:  # the usual case: no position table to build
-            _sma_pair(row, np.empty(0, np.int64), row.shape[0], dense, n0, n1, out0[r],
-                      out1[r])
+        if not gaps[r]:
+            _sma_pair(row, _NO_POSITIONS, len(row), True, n0, n1, out0[r], out1[r])
             continue
-        at, k = _valid_positions(row)
-        for i in range(row.shape[0]):
-            if row[i] != row[i]:
-                out0[r, i] = np.nan
-                out1[r, i] = np.nan
-        _sma_pair(row, at, k, dense, n0, n1, out0[r], out1[r])
+        # the window slides over the valid values only
+        positions = np.flatnonzero(row == row)
+        out0[r] = np.nan
+        out1[r] = np.nan
+        _sma_pair(row, positions, len(positions), False, n0, n1, out0[r], out1[r])
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:

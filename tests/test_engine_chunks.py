@@ -141,6 +141,36 @@ def test_the_single_symbol_kernel_equals_the_general_one(noisy_strategy: str,
     _assert_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("options", [o for o in OPTIONS if "stop_loss" not in o]
+                         + [{"fill": "close", "units": "fractional", "allow_short": True},
+                            {"allow_short": True, "cash": 300.0, "commission": 0.01}],
+                         ids=lambda o: ",".join(o) or "defaults")
+def test_a_crossover_run_crossing_its_lines_in_the_kernel_equals_the_general_one(
+        options: dict, seed: int) -> None:
+    # a one-symbol crossover crosses its two averages inside simulate1 (no signal array),
+    # looking ahead many bars at a time; chunked or not, it must give exactly what the
+    # general kernel gives on the signal array, whether the run ends flat or in a trade
+    data = random_walk(int(400 + 150 * seed), seed=40 + seed)
+    if seed % 2:  # a slide at the end: long-only runs end flat
+        data = data.copy()
+        tail = len(data) // 5
+        data.iloc[-tail:, :4] *= np.linspace(1.0, 0.5, tail)[:, None]
+    strategy = "ema_crossover" if seed == 5 else "sma_crossover"
+    params = {"fast": 3 + seed, "slow": 11 + 2 * seed}
+    results = []
+    for fast_path in (True, False):
+        sim = Simulation(data, strategy, params, **options)
+        sim.fast_path = fast_path
+        res = _run_in_chunks(sim, 37 if fast_path else len(data))
+        assert (sim.lines is not None) is fast_path  # which kernel really ran
+        results.append(res)
+    assert results[0].metrics["n_trades"] > 3
+    _assert_equal(results[0], results[1])
+    if seed % 2 and not options.get("allow_short"):
+        assert results[0].metrics["open_trades"] == 0  # the case of a run that ends flat
+
+
 def test_prepare_with_shared_indicators_gives_the_same_result_and_reuses_them() -> None:
     from quantlab.bars import from_frame
     from quantlab.engine import Simulation

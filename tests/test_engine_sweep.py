@@ -277,3 +277,25 @@ def test_moving_averages_computed_in_pairs_equal_single_ones() -> None:
             valid = ~np.isnan(x[r])
             expected = pd.Series(x[r][valid]).rolling(n0).mean().to_numpy()
             np.testing.assert_array_equal(a[r][valid], expected)
+
+
+def test_averages_of_a_close_without_gaps_are_nan_only_in_their_warm_up() -> None:
+    # what lets simulate1 read a cross from two bars alone (Simulation._fused_crossover)
+    from quantlab.bars import from_frame
+    from quantlab.strategies.base import CROSSABLE, Indicators
+
+    ind = Indicators(from_frame(random_walk(300, seed=6)))
+    for kind in CROSSABLE:
+        for window in (1, 2, 7, 50, 299, 300, 400):
+            line = ind.many(kind, [window])[0][0]
+            warm_up = min(window - 1, len(line))
+            assert np.isnan(line[:warm_up]).all() and not np.isnan(line[warm_up:]).any(), \
+                (kind, window)
+
+
+def test_only_built_in_averages_can_be_crossed_inside_the_kernel() -> None:
+    from quantlab.errors import ConfigError
+    from quantlab.strategies.base import Strategy
+
+    with pytest.raises(ConfigError, match="crossover_of must be one of sma, ema, got 'rsi'"):
+        Strategy(lambda bars, fast=1, slow=2: None, name="x", crossover_of="rsi")

@@ -97,34 +97,63 @@ def _exit_fill(units, price, entry, entry_comm, slip, rate, fixed):
 
 
 @njit(cache=True, error_model="numpy")
-def _record_trade(acc, pnl, ret):
-    acc[M_TRADES] += 1.0
+def _tally(t, pnl, ret):
+    """The closed-trade accumulators ``t`` (trades, wins, gross profit, gross loss, sum of
+    returns, sum of log returns, best, worst) after one more trade. A tuple in, a tuple out:
+    the one-symbol kernel keeps them in registers, the general one in ``acc``.
+
+    Small helpers like this one take scalars only and are not inlined by Numba: LLVM inlines
+    them anyway, and Numba-level inlining costs compile time (cold start)."""
+    n, wins, gross_profit, gross_loss, sum_ret, sum_log, best, worst = t
+    n += 1.0
     if pnl > 0:
-        acc[M_WINS] += 1.0
-        acc[M_GROSS_PROFIT] += pnl
+        wins += 1.0
+        gross_profit += pnl
     elif pnl < 0:
-        acc[M_GROSS_LOSS] -= pnl
-    acc[M_SUM_RET] += ret
-    acc[M_SUM_LOG] += np.log1p(ret) if ret > -1.0 else np.nan
-    if ret > acc[M_BEST]:
-        acc[M_BEST] = ret
-    if ret < acc[M_WORST]:
-        acc[M_WORST] = ret
+        gross_loss -= pnl
+    sum_ret += ret
+    sum_log += np.log1p(ret) if ret > -1.0 else np.nan
+    if ret > best:
+        best = ret
+    if ret < worst:
+        worst = ret
+    return (n, wins, gross_profit, gross_loss, sum_ret, sum_log, best, worst)
 
 
 @njit(cache=True, error_model="numpy")
-def _entry_size(direction, price, equity, available, weight, cfg):
+def _record_trade(acc, pnl, ret):
+    (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS], acc[M_SUM_RET],
+     acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST]) = _tally(
+        (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS], acc[M_SUM_RET],
+         acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST]), pnl, ret)
+
+
+@njit(cache=True, error_model="numpy")
+def _log_exit(log, row, symbol, units, entry_bar, bar, entry, fill, pnl, ret, total_comm,
+              reason):
+    log[row, L_SYMBOL] = symbol
+    log[row, L_SIZE] = units
+    log[row, L_ENTRY_BAR] = entry_bar
+    log[row, L_EXIT_BAR] = bar
+    log[row, L_ENTRY_PRICE] = entry
+    log[row, L_EXIT_PRICE] = fill
+    log[row, L_PNL] = pnl
+    log[row, L_RETURN] = ret
+    log[row, L_COMMISSION] = total_comm
+    log[row, L_REASON] = reason
+
+
+@njit(cache=True, error_model="numpy")
+def _entry_size(direction, price, equity, available, weight, slip, c, fixed, whole, size):
     """The float arithmetic of an entry: (fill price, signed units, commission); units 0.0
-    when the order cannot buy one unit (whole) or anything (fractional): a rejection."""
-    slip = cfg[C_SLIP]
+    when the order cannot buy one unit (whole) or anything (fractional): a rejection.
+    Scalars only (no config array): a call with an array argument costs reference counting."""
     fill = price * (1.0 + slip) if direction > 0 else price * (1.0 - slip)
     budget = weight * equity
     if budget > available:
         budget = available
-    c = cfg[C_COMM]
-    fixed = cfg[C_FIXED]
-    if cfg[C_WHOLE] > 0:
-        f = cfg[C_SIZE] if cfg[C_SIZE] < FULL else FULL
+    if whole:
+        f = size if size < FULL else FULL
         # backtesting.py: units = margin * size // (price + commission(size, price) / size),
         # the same floats when there is no fixed fee. The fixed fee is paid once per order, so
         # it comes off the budget (backtesting.py divides it by the size fraction instead).
@@ -133,7 +162,7 @@ def _entry_size(direction, price, equity, available, weight, cfg):
         units = spend // per_unit if spend > 0 else 0.0
         ok = units >= 1.0
     else:
-        spend = budget * cfg[C_SIZE] - fixed
+        spend = budget * size - fixed
         units = spend / (fill * (1.0 + c)) if spend > 0 else 0.0
         ok = units > 0.0
     if not ok:
@@ -153,16 +182,8 @@ def _close(s, price, bar, reason, cfg, acct, pos, acc, detail, log):
     _record_trade(acc, pnl, ret)
     if detail:
         row = int(acct[A_LOG_ROWS])
-        log[row, L_SYMBOL] = s
-        log[row, L_SIZE] = units
-        log[row, L_ENTRY_BAR] = pos[s, P_ENTRY_BAR]
-        log[row, L_EXIT_BAR] = bar
-        log[row, L_ENTRY_PRICE] = entry
-        log[row, L_EXIT_PRICE] = fill
-        log[row, L_PNL] = pnl
-        log[row, L_RETURN] = ret
-        log[row, L_COMMISSION] = total_comm
-        log[row, L_REASON] = reason
+        _log_exit(log, row, s, units, pos[s, P_ENTRY_BAR], bar, entry, fill, pnl, ret,
+                  total_comm, reason)
         acct[A_LOG_ROWS] = row + 1
     pos[s, P_UNITS] = 0.0
     pos[s, P_ENTRY_COMM] = 0.0
@@ -180,7 +201,9 @@ def _open(s, direction, price, bar, marks, cfg, acct, pos, weights):
         if u != 0.0:
             equity += u * marks[q]
             used += abs(u) * marks[q]
-    fill, units, comm = _entry_size(direction, price, equity, equity - used, weights[s], cfg)
+    fill, units, comm = _entry_size(direction, price, equity, equity - used, weights[s],
+                                    cfg[C_SLIP], cfg[C_COMM], cfg[C_FIXED], cfg[C_WHOLE] > 0,
+                                    cfg[C_SIZE])
     if units == 0.0:
         acct[A_REJECTED] += 1.0
         return
@@ -408,208 +431,337 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     return reached
 
 
+# --- one symbol without stops ----------------------------------------------------------------
+#
+# The common case (one symbol, no stop-loss or take-profit: every single SMA-crossover run,
+# every crossover sweep) runs on `simulate1`: the same rules and the same float operations as
+# `simulate` (`_exit_fill`, `_entry_size`, `_tally`), with the state in local scalars and the
+# bars on which nothing can happen but the marking to market taken in tight loops. Bars
+# where an order fills or a signal arrives go through every rule; between them the kernel
+# looks ahead for the next signal many bars at a time (vector instructions), then marks the
+# stretch to market: a flat stretch in one step (equity stays the cash), a held one bar by
+# bar, skipping the work whose result is known (an unchanged equity adds exactly 0 to the
+# sums; the depth of a drawdown, `equity / peak - 1`, is monotone in equity, so it is taken
+# once per drawdown, from its lowest equity). Results equal `simulate`'s bit for bit
+# (tests/test_engine_chunks.py, tests/test_engine_sweep.py).
+#
+# Indices in the tight loops are unsigned: Numba then knows they are not negative, emits no
+# wraparound code, and the scans compile to vector loads.
+
+# The two scans are inlined by Numba (unlike the scalar helpers): they take arrays, and a call
+# with array arguments costs reference counting on every stretch of bars.
+_U1 = np.uint64(1)
+_SCAN = 32  # bars tested at once when looking for the next signal
+_SCAN_U = np.uint64(_SCAN)
+_NONE = np.uint64(1 << 62)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _next_cross(fast, slow, j, end, either):
+    """The first bar ``t`` in ``j..end-1`` (``1 <= j <= end``) where ``fast`` crosses above
+    ``slow`` (or either way when ``either``), else ``end``. The cross is read from bars
+    ``t-1`` and ``t`` alone, which is crossover()'s "previous valid bar" rule when the lines
+    are NaN only in their warm-up prefix (every comparison with NaN is False)."""
+    uj = np.uint64(j)
+    ue = np.uint64(end)
+    while uj + _SCAN_U <= ue:
+        first = _NONE
+        for t in range(_SCAN):
+            u = uj + np.uint64(t)
+            up = (fast[u - _U1] < slow[u - _U1]) & (fast[u] > slow[u])
+            down = (fast[u - _U1] > slow[u - _U1]) & (fast[u] < slow[u])
+            first = min(first, u if up | (down & either) else _NONE)
+        if first != _NONE:
+            return np.int64(first)
+        uj += _SCAN_U
+    while uj < ue:
+        up = (fast[uj - _U1] < slow[uj - _U1]) & (fast[uj] > slow[uj])
+        down = (fast[uj - _U1] > slow[uj - _U1]) & (fast[uj] < slow[uj])
+        if up | (down & either):
+            return np.int64(uj)
+        uj += _U1
+    return end
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _next_signal(sig, j, end):
+    """The first bar in ``j..end-1`` with a signal, else ``end``."""
+    uj = np.uint64(j)
+    ue = np.uint64(end)
+    while uj + _SCAN_U <= ue:
+        first = _NONE
+        for t in range(_SCAN):
+            u = uj + np.uint64(t)
+            first = min(first, u if sig[u] != 0 else _NONE)
+        if first != _NONE:
+            return np.int64(first)
+        uj += _SCAN_U
+    while uj < ue:
+        if sig[uj] != 0:
+            return np.int64(uj)
+        uj += _U1
+    return end
 
 
 @njit(cache=True, error_model="numpy")
-def simulate1(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos, acc,
-              detail, equity_out, log):
-    """``simulate`` for one symbol, with the per-bar state in locals.
+def _drawdown_step(equity, peak, max_dd, dd_len, max_dd_len, low_seen):
+    """One bar of drawdown bookkeeping: (peak, deepest drawdown, bars since the peak, longest
+    drawdown, lowest equity since the peak). The depth of a drawdown is measured when it ends
+    (a new peak), from its lowest equity: `equity / peak - 1` is monotone in equity, so that
+    is the depth a bar-by-bar measure finds, at one division per drawdown."""
+    if equity >= peak:
+        if low_seen < peak:
+            dd = low_seen / peak - 1.0
+            if dd < max_dd:
+                max_dd = dd
+        if dd_len > max_dd_len:
+            max_dd_len = dd_len
+        return equity, max_dd, 0, max_dd_len, np.inf
+    return peak, max_dd, dd_len + 1, max_dd_len, min(low_seen, equity)
 
-    The same rules and the same float operations as :func:`simulate` (fills, stops and
-    closes go through the same ``_fill_orders``/``_check_stops``/``_close``); only the
-    bookkeeping between events is lighter, which makes a single-symbol bar about 3x cheaper.
-    ``tests/test_engine_chunks.py`` checks both give identical results.
-    """
-    # symbol 0 and "gap allowed" as variables, not literals: a literal argument compiles
-    # another specialisation of the callee (cold start time)
-    ZERO = np.int64(0)
-    ALWAYS = np.bool_(True)
+
+@njit(cache=True, error_model="numpy")
+def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos, acc, detail,
+              equity_out, log):
+    """``simulate`` for one symbol without stops (``open_``, ``close`` 1-d; ``weight`` the
+    symbol's weight). The signals are ``sig`` (int8, 1-d; ``fast`` and ``slow`` None), or the
+    crosses of ``fast`` over ``slow`` (``sig`` None; lines NaN only in a warm-up prefix, as
+    the averages of a close without gaps are). Returns the first bar not processed, as
+    ``simulate``."""
     fill_close = cfg[C_FILL_CLOSE] > 0
-    has_stops = cfg[C_SL] > 0 or cfg[C_TP] > 0
     close_at_end = cfg[C_CLOSE_AT_END] > 0
+    allow_short = cfg[C_SHORT] > 0
+    whole = cfg[C_WHOLE] > 0
+    size = cfg[C_SIZE]
+    slip = cfg[C_SLIP]
+    rate = cfg[C_COMM]
+    fixed = cfg[C_FIXED]
     last_bar = int(cfg[C_N_TOTAL]) - 1
-    # np.empty, not np.zeros, for all three: every element is written before it is read, and
-    # one allocation signature compiles once (cold start time)
-    marks = np.empty(1)
-    orders = np.empty(1)
-    prices = np.empty(1)
+    # variables, not literals, for the trade log's symbol and exit reason: a literal argument
+    # compiles another specialisation of the callee (cold start time)
+    symbol = np.int64(0)
+    signal_exit = np.int64(R_SIGNAL)
     cash = acct[A_CASH]
+    commissions = acct[A_COMMISSIONS]
+    rejected = acct[A_REJECTED]
+    ruined = acct[A_RUINED] > 0
+    log_rows = int(acct[A_LOG_ROWS])
     units = pos[0, P_UNITS]
+    entry = pos[0, P_ENTRY_PRICE]
+    entry_comm = pos[0, P_ENTRY_COMM]
+    entry_bar = pos[0, P_ENTRY_BAR]
     last = pos[0, P_LAST]
     pending = pos[0, P_PENDING]
-    ruined = acct[A_RUINED] > 0
-    m_n = acc[M_N]
+    tally = (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS],
+             acc[M_SUM_RET], acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST])
     m_sum = acc[M_SUM]
     m_sum2 = acc[M_SUM2]
     m_down2 = acc[M_DOWN2]
     m_peak = acc[M_PEAK]
     m_max_dd = acc[M_MAX_DD]
-    m_dd_len = acc[M_DD_LEN]
-    m_max_dd_len = acc[M_MAX_DD_LEN]
-    m_exposed = acc[M_EXPOSED]
     m_prev = acc[M_PREV]
+    # bar counts as integers: a float += 1.0 chain costs 4 cycles a bar (exact either way)
+    dd_len = int(acc[M_DD_LEN])
+    max_dd_len = int(acc[M_MAX_DD_LEN])
+    n_exposed = 0
+    # the lowest equity since the last peak: its drawdown is measured when the drawdown
+    # ends (a new peak) or the chunk does
+    low_seen = np.inf
+    # the tight loops stop before the last bar: it closes trades (close_at_end)
+    end = stop if stop < last_bar else last_bar
     reached = stop
     i = start
     while i < stop:
-        if detail and acct[A_LOG_ROWS] + 3 > log.shape[0]:
-            reached = i
+        # -- bar i through every rule ------------------------------------------------------
+        if detail and log_rows + 2 > log.shape[0]:
+            reached = i  # the trade log is full: the caller grows it and calls again
             break
-        if ruined:
-            equity = 0.0
-            exposed = False
-        else:
-            c = close[0, i]
+        if not ruined:
+            c = close[i]
             if c == c:
-                if not fill_close:
-                    if pending != 0.0:
-                        prices[0] = open_[0, i]
-                        marks[0] = prices[0]
-                        orders[0] = pending
-                        pending = 0.0
-                        pos[0, P_PENDING] = 0.0
-                        pos[0, P_LAST] = last
-                        _fill_orders(prices, orders, i, cfg, acct, pos, acc, weights, marks,
-                                     detail, log)
-                        units = pos[0, P_UNITS]
-                        cash = acct[A_CASH]
-                    if has_stops and units != 0.0 and _touched(
-                            units, pos[0, P_SL], pos[0, P_TP], high[0, i], low[0, i]):
-                        gap_ok = pos[0, P_ENTRY_BAR] != i
-                        _check_stops(ZERO, i, open_[0, i], high[0, i], low[0, i], gap_ok, cfg,
-                                     acct, pos, acc, detail, log)
-                        units = pos[0, P_UNITS]
-                        cash = acct[A_CASH]
-                    last = c
-                    if sig[0, i] != 0:
-                        pending = sig[0, i]
+                # (`is not None` tests on arguments are settled when Numba compiles: a
+                # specialisation holds only the code of its kind of signal)
+                s = 0.0
+                if sig is not None:
+                    s = float(sig[i])
+                if fast is not None and i > 0:
+                    if fast[i - 1] < slow[i - 1] and fast[i] > slow[i]:
+                        s = 1.0
+                    elif fast[i - 1] > slow[i - 1] and fast[i] < slow[i]:
+                        s = -1.0
+                if fill_close:
+                    order = s
+                    price = c
                 else:
-                    if has_stops and units != 0.0 and _touched(
-                            units, pos[0, P_SL], pos[0, P_TP], high[0, i], low[0, i]):
-                        _check_stops(ZERO, i, open_[0, i], high[0, i], low[0, i], ALWAYS, cfg,
-                                     acct, pos, acc, detail, log)
-                        units = pos[0, P_UNITS]
-                        cash = acct[A_CASH]
-                    last = c
-                    if sig[0, i] != 0:
-                        prices[0] = c
-                        marks[0] = c
-                        orders[0] = sig[0, i]
-                        pos[0, P_LAST] = c
-                        _fill_orders(prices, orders, i, cfg, acct, pos, acc, weights, marks,
-                                     detail, log)
-                        units = pos[0, P_UNITS]
-                        cash = acct[A_CASH]
-            if i == last_bar and close_at_end and units != 0.0:
-                pos[0, P_LAST] = last
-                _close(ZERO, last, i, np.int64(R_END), cfg, acct, pos, acc, detail, log)
-                units = 0.0
-                cash = acct[A_CASH]
-            equity = cash
-            exposed = units != 0.0
-            if exposed:
-                equity += units * last
-                if equity <= 0.0:
-                    pos[0, P_LAST] = last
-                    _close(ZERO, last, i, np.int64(R_RUIN), cfg, acct, pos, acc, detail, log)
-                    pending = 0.0
-                    acct[A_CASH] = 0.0
-                    acct[A_RUINED] = 1.0
-                    ruined = True
-                    units = 0.0
+                    # the previous signal fills at this open; this one waits for the next
+                    order = pending
+                    price = open_[i]
+                    pending = s
+                if order != 0.0 and price == price:
+                    if (order > 0 and units < 0) or (order < 0 and units > 0):
+                        fill, comm, total_comm, pnl, ret = _exit_fill(units, price, entry,
+                                                                      entry_comm, slip, rate,
+                                                                      fixed)
+                        cash += units * fill - comm
+                        commissions += comm
+                        tally = _tally(tally, pnl, ret)
+                        if detail:
+                            _log_exit(log, log_rows, symbol, units, entry_bar, i, entry, fill,
+                                      pnl, ret, total_comm, signal_exit)
+                            log_rows += 1
+                        units = 0.0
+                        entry_comm = 0.0
+                    if units == 0.0 and (order > 0 or allow_short):
+                        fill, new_units, comm = _entry_size(1.0 if order > 0 else -1.0, price,
+                                                            cash, cash, weight, slip, rate,
+                                                            fixed, whole, size)
+                        if new_units == 0.0:
+                            rejected += 1.0
+                        else:
+                            cash -= new_units * fill + comm
+                            commissions += comm
+                            units = new_units
+                            entry = fill
+                            entry_comm = comm
+                            entry_bar = i
+                last = c
+            # the end of the data (close_at_end), or ruin (as backtesting.py: equity at or
+            # below zero closes everything at this close, and nothing trades any more)
+            reason = -1
+            if units != 0.0:
+                if i == last_bar and close_at_end:
+                    reason = R_END
+                elif cash + units * last <= 0.0:
+                    reason = R_RUIN
+            if reason >= 0:
+                fill, comm, total_comm, pnl, ret = _exit_fill(units, last, entry, entry_comm,
+                                                              slip, rate, fixed)
+                commissions += comm
+                tally = _tally(tally, pnl, ret)
+                if detail:
+                    _log_exit(log, log_rows, symbol, units, entry_bar, i, entry, fill, pnl, ret,
+                              total_comm, reason)
+                    log_rows += 1
+                if reason == R_RUIN:
                     cash = 0.0
-                    equity = 0.0
-                    exposed = False
-        # the same streaming statistics as in simulate()
-        r = 0.0 if equity == m_prev else (equity / m_prev - 1.0 if m_prev != 0.0 else 0.0)
-        m_n += 1.0
-        m_sum += r
-        m_sum2 += r * r
-        if r < 0.0:
-            m_down2 += r * r
-        if equity >= m_peak:
-            m_peak = equity
-            m_dd_len = 0.0
-        else:
-            m_dd_len += 1.0
-            dd = equity / m_peak - 1.0
-            if dd < m_max_dd:
-                m_max_dd = dd
-            if m_dd_len > m_max_dd_len:
-                m_max_dd_len = m_dd_len
-        if exposed:
-            m_exposed += 1.0
+                    ruined = True
+                    pending = 0.0
+                else:
+                    cash += units * fill - comm
+                units = 0.0
+                entry_comm = 0.0
+        equity = cash
+        if units != 0.0:
+            equity += units * last
+            n_exposed += 1
+        # simulate()'s streaming statistics (an unchanged equity adds exactly 0 to the sums)
+        if equity != m_prev:
+            r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
+            m_sum += r
+            r2 = r * r
+            m_sum2 += r2
+            if r < 0.0:
+                m_down2 += r2
+        m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
+            equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
         m_prev = equity
         if detail:
             equity_out[i] = equity
         i += 1
-        # -- then the bars on which nothing can happen but the marking to market (no order
-        # to fill, no signal, no stop to watch, a bar for the symbol, not the last bar), in
-        # a tight loop: the same statistics, minus the operations whose result is known
-        # (an unchanged equity adds exactly 0 to the sums; a drawdown no deeper than one
-        # already seen since the peak cannot be a new maximum, `equity / peak - 1` being
-        # monotone in equity)
-        if ruined or pending != 0.0 or has_stops:
+        # -- then the bars up to the next signal: nothing happens on them but the marking
+        # to market
+        if ruined or pending != 0.0 or i >= end:
             continue
-        j = i
-        end = stop if stop < last_bar else last_bar
-        dd_len = int(m_dd_len)
-        max_dd_len = int(m_max_dd_len)
-        # the bar just done measured its drawdown against the current peak
-        low_seen = m_prev if m_prev < m_peak else np.inf
-        while j < end:
-            c = close[0, j]
-            if c != c or sig[0, j] != 0:
-                break
-            equity = cash
-            if units != 0.0:
-                equity += units * c
-                if not equity > 0.0:
-                    break  # ruin: the full path handles it
-            last = c
-            if equity != m_prev:
-                r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
-                m_sum += r
-                r2 = r * r
-                m_sum2 += r2
-                if r < 0.0:
-                    m_down2 += r2
-            if equity >= m_peak:
-                m_peak = equity
-                dd_len = 0
-                low_seen = np.inf
-            else:
-                dd_len += 1
-                if equity < low_seen:
-                    dd = equity / m_peak - 1.0
-                    if dd < m_max_dd:
-                        m_max_dd = dd
-                    low_seen = equity
-                if dd_len > max_dd_len:
-                    max_dd_len = dd_len
+        stretch = end
+        if sig is not None:
+            stretch = _next_signal(sig, i, end)
+        if fast is not None:
+            stretch = _next_cross(fast, slow, i, end, allow_short or units != 0.0)
+        if units == 0.0:
+            # flat: the equity stays the cash, each bar adds a zero return
+            if m_prev < m_peak:
+                dd_len += stretch - i
+            if detail:
+                equity_out[i:stretch] = cash
+            for t in range(stretch - 1, i - 1, -1):
+                if close[t] == close[t]:
+                    last = close[t]
+                    break
+            i = stretch
+            continue
+        u = np.uint64(i)
+        ue = np.uint64(stretch)
+        while u < ue:
+            equity = cash + units * close[u]
+            if not equity > 0.0:
+                break  # no bar (NaN), or ruin: the full path handles it
+            last = close[u]
+            # m_prev > 0 here (a held position's equity was positive), and an unchanged
+            # equity gives r = +0.0 exactly, which adds nothing to the sums (never -0.0)
+            r = equity / m_prev - 1.0
+            m_sum += r
+            r2 = r * r
+            m_sum2 += r2
+            # a select, not a branch (the sign of a bar's return is a coin toss)
+            m_down2 += r2 if r < 0.0 else 0.0
+            m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
+                equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
             m_prev = equity
             if detail:
-                equity_out[j] = equity
-            j += 1
-        m_n += j - i
-        if units != 0.0:
-            m_exposed += j - i
-        m_dd_len = float(dd_len)
-        m_max_dd_len = float(max_dd_len)
-        i = j
+                equity_out[u] = equity
+            u += _U1
+        n_exposed += np.int64(u) - i
+        i = np.int64(u)
+    # the drawdown still running at the end of the chunk: measured as if a peak came now
+    _, m_max_dd, _, max_dd_len, _ = _drawdown_step(np.inf, m_peak, m_max_dd, dd_len,
+                                                    max_dd_len, low_seen)
+    acct[A_CASH] = cash
+    acct[A_COMMISSIONS] = commissions
+    acct[A_REJECTED] = rejected
+    acct[A_RUINED] = 1.0 if ruined else 0.0
+    acct[A_LOG_ROWS] = log_rows
+    pos[0, P_UNITS] = units
+    pos[0, P_ENTRY_PRICE] = entry
+    pos[0, P_ENTRY_COMM] = entry_comm
+    pos[0, P_ENTRY_BAR] = entry_bar
     pos[0, P_LAST] = last
     pos[0, P_PENDING] = pending
-    acc[M_N] = m_n
+    (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS], acc[M_SUM_RET],
+     acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST]) = tally
+    acc[M_N] += reached - start
     acc[M_SUM] = m_sum
     acc[M_SUM2] = m_sum2
     acc[M_DOWN2] = m_down2
     acc[M_PEAK] = m_peak
     acc[M_MAX_DD] = m_max_dd
-    acc[M_DD_LEN] = m_dd_len
-    acc[M_MAX_DD_LEN] = m_max_dd_len
-    acc[M_EXPOSED] = m_exposed
+    acc[M_DD_LEN] = dd_len
+    acc[M_MAX_DD_LEN] = max_dd_len
+    acc[M_EXPOSED] += n_exposed
     acc[M_PREV] = m_prev
     acc[M_LAST] = m_prev
     return reached
+
+
+@njit(cache=True, error_model="numpy")
+def _reset_state(cash, acct, pos, acc):
+    """``new_state``'s values, written into existing arrays (a sweep reuses them)."""
+    acct[:] = 0.0
+    acct[A_CASH] = cash
+    pos[:] = 0.0
+    pos[:, P_LAST] = np.nan
+    pos[:, P_SL] = np.nan
+    pos[:, P_TP] = np.nan
+    acc[:] = 0.0
+    acc[M_PEAK] = cash
+    acc[M_PREV] = cash
+    acc[M_LAST] = cash
+    acc[M_BEST] = -np.inf
+    acc[M_WORST] = np.inf
+
+
+def one_symbol_kernel(cfg: np.ndarray, n_symbols: int) -> bool:
+    """Whether a run can take ``simulate1`` (one symbol, no stops)."""
+    return n_symbols == 1 and cfg[C_SL] <= 0 and cfg[C_TP] <= 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -617,27 +769,21 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
     """One combination over all bars with fresh state, metrics only (no equity, no log)."""
     n_sym = close.shape[0]
     n_bars = close.shape[1]
-    acct = np.zeros(A_N)
-    acct[A_CASH] = cfg[C_CASH]
-    pos = np.zeros((n_sym, P_N))
-    for s in range(n_sym):
-        pos[s, P_LAST] = np.nan
-        pos[s, P_SL] = np.nan
-        pos[s, P_TP] = np.nan
-    acc = np.zeros(M_N_ACC)
-    acc[M_PEAK] = cfg[C_CASH]
-    acc[M_PREV] = cfg[C_CASH]
-    acc[M_LAST] = cfg[C_CASH]
-    acc[M_BEST] = -np.inf
-    acc[M_WORST] = np.inf
-    dummy_eq = np.empty(0)
-    dummy_log = np.empty((0, L_N))
-    if n_sym == 1:
-        simulate1(open_, high, low, close, sig, 0, n_bars, cfg, weights, acct, pos, acc, False,
-                  dummy_eq, dummy_log)
+    acct = np.empty(A_N)
+    pos = np.empty((n_sym, P_N))
+    acc = np.empty(M_N_ACC)
+    _reset_state(cfg[C_CASH], acct, pos, acc)
+    no_eq = np.empty(0)
+    no_log = np.empty((0, L_N))
+    # start and detail as variables: a literal argument would compile another specialisation
+    start = np.int64(0)
+    detail = np.bool_(False)
+    if n_sym == 1 and cfg[C_SL] <= 0 and cfg[C_TP] <= 0:
+        simulate1(open_[0], close[0], sig[0], None, None, start, n_bars, cfg, weights[0],
+                  acct, pos, acc, detail, no_eq, no_log)
     else:
-        simulate(open_, high, low, close, sig, 0, n_bars, cfg, weights, acct, pos, acc, False,
-                 dummy_eq, dummy_log)
+        simulate(open_, high, low, close, sig, start, n_bars, cfg, weights, acct, pos, acc,
+                 detail, no_eq, no_log)
     open_count = 0.0
     for s in range(n_sym):
         if pos[s, P_UNITS] != 0.0:
@@ -663,263 +809,31 @@ def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfg, wei
         _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out[j])
 
 
-# --- the crossover sweep of one symbol -------------------------------------------------------
-#
-# The most common sweep (a crossover grid on one symbol, no stops) runs on a fused kernel: the
-# crossover is taken bar by bar inside the simulation loop (no signal array), the position
-# lives in scalars, fills use the same float arithmetic as the general kernel
-# (`_exit_fill`/`_entry_size`/`_record_trade`), and the streaming metrics skip the work whose
-# result is known (a bar whose equity did not change adds exactly 0 to the sums; a drawdown
-# is measured only when equity makes a new low since the last peak, since the drawdown
-# `equity / peak - 1` is monotone in equity). Rows equal `simulate1`'s bit for bit
-# (tests/test_engine_sweep.py compares them on many random configurations).
-
-
-@njit(cache=True, error_model="numpy")
-def _exit1(units, price, entry, entry_comm, cfg, acct, acc):
-    """Close one symbol's position of ``units`` at ``price`` (``_close`` without the position
-    table and the log); returns the cash it brings in."""
-    fill, comm, _, pnl, ret = _exit_fill(units, price, entry, entry_comm, cfg[C_SLIP],
-                                         cfg[C_COMM], cfg[C_FIXED])
-    acct[A_COMMISSIONS] += comm
-    _record_trade(acc, pnl, ret)
-    return units * fill - comm
-
-
-@njit(cache=True, error_model="numpy")
-def _trade1(direction, price, units, cash, entry, entry_comm, cfg, weight, acct, acc):
-    """One symbol's order at ``price`` (``_fill_orders`` for a single symbol): close an
-    opposite position, then open in ``direction`` if flat (and allowed). Returns the new
-    (units, cash, entry price, entry commission)."""
-    if price != price:
-        return units, cash, entry, entry_comm
-    if (direction > 0 and units < 0) or (direction < 0 and units > 0):
-        cash += _exit1(units, price, entry, entry_comm, cfg, acct, acc)
-        units = 0.0
-        entry_comm = 0.0
-    if units == 0.0 and (direction > 0 or cfg[C_SHORT] > 0):
-        d = 1.0 if direction > 0 else -1.0
-        fill, new_units, comm = _entry_size(d, price, cash, cash, weight, cfg)
-        if new_units == 0.0:
-            acct[A_REJECTED] += 1.0
-        else:
-            cash -= new_units * fill + comm
-            acct[A_COMMISSIONS] += comm
-            units = new_units
-            entry = fill
-            entry_comm = comm
-    return units, cash, entry, entry_comm
-
-
-@njit(cache=True, error_model="numpy")
-def _cross1(open_, close, fast, slow, cfg, weight, acct, acc):
-    """All bars of one symbol (no NaN close, no stops) trading the cross of ``fast`` over
-    ``slow``; fills ``acct``/``acc`` as ``simulate1`` would and returns the units held at the
-    end."""
-    n = close.shape[0]
-    fill_close = cfg[C_FILL_CLOSE] > 0
-    close_at_end = cfg[C_CLOSE_AT_END] > 0
-    allow_short = cfg[C_SHORT] > 0
-    last_bar = int(cfg[C_N_TOTAL]) - 1
-    cash = acct[A_CASH]
-    units = 0.0
-    entry = 0.0
-    entry_comm = 0.0
-    pending = 0.0
-    ruined = False
-    pa = np.nan
-    pb = np.nan
-    m_sum = acc[M_SUM]
-    m_sum2 = acc[M_SUM2]
-    m_down2 = acc[M_DOWN2]
-    m_peak = acc[M_PEAK]
-    m_max_dd = acc[M_MAX_DD]
-    m_prev = acc[M_PREV]
-    # bar counts as integers: a float += 1.0 chain would cost 4 cycles a bar (exact either way)
-    dd_len = int(acc[M_DD_LEN])
-    max_dd_len = int(acc[M_MAX_DD_LEN])
-    n_exposed = 0
-    # the lowest equity since the last peak; its drawdown goes into m_max_dd (and the
-    # length of the drawdown into max_dd_len) when the drawdown ends: a new peak or the end
-    # of the data. The depth `equity / peak - 1` is monotone in equity, so this is the same
-    # value, computed once per drawdown instead of at every new low
-    low_seen = np.inf
-    i = 0
-    while i < n:
-        # -- bar i through every rule (fills, signals, end of data, ruin) ----------------
-        if ruined:
-            equity = 0.0
-            exposed = False
-        else:
-            c = close[i]
-            if pending != 0.0:
-                units, cash, entry, entry_comm = _trade1(pending, open_[i], units, cash, entry,
-                                                         entry_comm, cfg, weight, acct, acc)
-                pending = 0.0
-            f = fast[i]
-            s = slow[i]
-            if f == f and s == s:
-                sig = 0.0
-                if pa < pb and f > s:
-                    sig = 1.0
-                elif pa > pb and f < s:
-                    sig = -1.0
-                pa = f
-                pb = s
-                if sig != 0.0:
-                    if fill_close:
-                        units, cash, entry, entry_comm = _trade1(sig, c, units, cash, entry,
-                                                                 entry_comm, cfg, weight, acct,
-                                                                 acc)
-                    else:
-                        pending = sig
-            if i == last_bar and close_at_end and units != 0.0:
-                cash += _exit1(units, c, entry, entry_comm, cfg, acct, acc)
-                units = 0.0
-            equity = cash
-            exposed = units != 0.0
-            if exposed:
-                equity += units * c
-                if equity <= 0.0:
-                    # ruin: close at this close, the account is empty, nothing trades any more
-                    _exit1(units, c, entry, entry_comm, cfg, acct, acc)
-                    acct[A_RUINED] = 1.0
-                    ruined = True
-                    units = 0.0
-                    cash = 0.0
-                    equity = 0.0
-                    exposed = False
-        # simulate1's streaming statistics, minus the operations whose result is known:
-        # an unchanged equity adds exactly 0 to the sums, and a drawdown no deeper than one
-        # already seen since the peak cannot be a new maximum
-        if equity != m_prev:
-            r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
-            m_sum += r
-            r2 = r * r
-            m_sum2 += r2
-            if r < 0.0:
-                m_down2 += r2
-        if equity >= m_peak:
-            # the drawdown since the old peak ends: its depth is its lowest equity's
-            if low_seen < m_peak:
-                dd = low_seen / m_peak - 1.0
-                if dd < m_max_dd:
-                    m_max_dd = dd
-            if dd_len > max_dd_len:
-                max_dd_len = dd_len
-            m_peak = equity
-            dd_len = 0
-            low_seen = np.inf
-        else:
-            dd_len += 1
-            low_seen = min(low_seen, equity)
-        if exposed:
-            n_exposed += 1
-        m_prev = equity
-        i += 1
-        # -- then the bars up to the next crossover in one tight loop: nothing can happen
-        # on them but the marking to market (the last bar always takes the full path)
-        if ruined or pending != 0.0:
-            continue
-        j = i
-        if units == 0.0:
-            # flat: equity stays `cash`, each bar adds a zero return; long only, a sell
-            # signal changes nothing when flat, so only a buy ends the stretch
-            while j < last_bar:
-                f = fast[j]
-                s = slow[j]
-                if f == f and s == s:
-                    if (pa < pb and f > s) or (allow_short and pa > pb and f < s):
-                        break
-                    pa = f
-                    pb = s
-                j += 1
-            if j > i and m_prev < m_peak:
-                dd_len += j - i
-        else:
-            while j < last_bar:
-                f = fast[j]
-                s = slow[j]
-                if f == f and s == s and ((pa < pb and f > s) or (pa > pb and f < s)):
-                    break
-                equity = cash + units * close[j]
-                if not equity > 0.0:
-                    break  # ruin: the full path handles it
-                if f == f and s == s:
-                    pa = f
-                    pb = s
-                # m_prev > 0 here (a held position's equity was positive, or ruin would
-                # have ended it), and an unchanged equity gives r = +0.0 exactly, which adds
-                # nothing to the sums (never -0.0): no branch needed on either
-                r = equity / m_prev - 1.0
-                m_sum += r
-                r2 = r * r
-                m_sum2 += r2
-                # a select, not a branch (the sign of a bar's return is a coin toss)
-                m_down2 += r2 if r < 0.0 else 0.0
-                if equity >= m_peak:
-                    if low_seen < m_peak:
-                        dd = low_seen / m_peak - 1.0
-                        if dd < m_max_dd:
-                            m_max_dd = dd
-                    if dd_len > max_dd_len:
-                        max_dd_len = dd_len
-                    m_peak = equity
-                    dd_len = 0
-                    low_seen = np.inf
-                else:
-                    dd_len += 1
-                    low_seen = min(low_seen, equity)
-                m_prev = equity
-                j += 1
-            n_exposed += j - i
-        i = j
-    # the drawdown still running at the end
-    if low_seen < m_peak:
-        dd = low_seen / m_peak - 1.0
-        if dd < m_max_dd:
-            m_max_dd = dd
-    if dd_len > max_dd_len:
-        max_dd_len = dd_len
-    acct[A_CASH] = cash
-    acc[M_N] += n
-    acc[M_SUM] = m_sum
-    acc[M_SUM2] = m_sum2
-    acc[M_DOWN2] = m_down2
-    acc[M_PEAK] = m_peak
-    acc[M_MAX_DD] = m_max_dd
-    acc[M_DD_LEN] = dd_len
-    acc[M_MAX_DD_LEN] = max_dd_len
-    acc[M_EXPOSED] += n_exposed
-    acc[M_PREV] = m_prev
-    acc[M_LAST] = m_prev
-    return units
-
-
-# combinations per task of the parallel loop: their scratch arrays are allocated once
+# combinations per task of the parallel loop: their state arrays are allocated once
 _BLOCK = 32
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def sweep_cross1(open_, close, lines, fast_row, slow_row, cfg, weight, ppy, out):
-    """A crossover sweep of one symbol without stops (``open_``/``close`` 1-d, no NaN close):
-    combination ``j`` trades the cross of ``lines[fast_row[j]]`` over ``lines[slow_row[j]]``;
-    ``out[j]`` gets its metric row, equal to ``sweep_crossover``'s."""
+    """A crossover sweep of one symbol without stops (``open_``/``close`` 1-d, no NaN close,
+    ``lines`` NaN only in a warm-up prefix): combination ``j`` trades the cross of
+    ``lines[fast_row[j]]`` over ``lines[slow_row[j]]`` on ``simulate1``, crossing the lines
+    bar by bar (no signal array); ``out[j]`` gets its metric row, equal to
+    ``sweep_crossover``'s."""
     n_combos = fast_row.shape[0]
     n_blocks = (n_combos + _BLOCK - 1) // _BLOCK
+    n_bars = close.shape[0]
     cash0 = cfg[C_CASH]
+    no_eq = np.empty(0)
+    no_log = np.empty((0, L_N))
+    start = np.int64(0)
+    detail = np.bool_(False)
     for b in prange(n_blocks):
         acct = np.empty(A_N)
+        pos = np.empty((1, P_N))
         acc = np.empty(M_N_ACC)
         for j in range(b * _BLOCK, min(n_combos, (b + 1) * _BLOCK)):
-            acct[:] = 0.0
-            acct[A_CASH] = cash0
-            acc[:] = 0.0
-            acc[M_PEAK] = cash0
-            acc[M_PREV] = cash0
-            acc[M_LAST] = cash0
-            acc[M_BEST] = -np.inf
-            acc[M_WORST] = np.inf
-            units = _cross1(open_, close, lines[fast_row[j]], lines[slow_row[j]], cfg, weight,
-                            acct, acc)
-            finalize(acc, acct, cash0, 1.0 if units != 0.0 else 0.0, ppy, out[j])
+            _reset_state(cash0, acct, pos, acc)
+            simulate1(open_, close, None, lines[fast_row[j]], lines[slow_row[j]], start,
+                      n_bars, cfg, weight, acct, pos, acc, detail, no_eq, no_log)
+            finalize(acc, acct, cash0, 1.0 if pos[0, P_UNITS] != 0.0 else 0.0, ppy, out[j])

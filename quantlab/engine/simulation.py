@@ -162,7 +162,10 @@ class Simulation:
         else:
             if self.strategy.prefetch is not None:
                 self.strategy.prefetch(self.ind, self.params)
-            self.sig = self.strategy.signals(self.bars, self.params, self.ind)
+            # a one-symbol crossover crosses its two lines inside the kernel: no signal array
+            self.lines = self._single_lines()
+            self.sig = (None if self.lines else
+                        self.strategy.signals(self.bars, self.params, self.ind))
             self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
             self.equity = np.empty(self.bars.n_bars)
             # room for a typical run's trades; the log grows if a run needs more
@@ -189,24 +192,40 @@ class Simulation:
 
     def _run_bars(self, start: int, stop: int) -> None:
         o, h, lo, c = self._arrays
-        kernel = K.simulate1 if self.bars.n_symbols == 1 and self.fast_path else K.simulate
+        one = self.fast_path and K.one_symbol_kernel(self.cfg, self.bars.n_symbols)
+        fast, slow = self.lines or (None, None)
+        sig = None if self.sig is None else self.sig[0]
         i = start
         while i < stop:
-            i = kernel(o, h, lo, c, self.sig, i, stop, self.cfg, self.weights, self.acct,
-                       self.pos, self.acc, True, self.equity, self.log)
+            if one:
+                i = K.simulate1(o[0], c[0], sig, fast, slow, i, stop, self.cfg,
+                                self.weights[0], self.acct, self.pos, self.acc, True,
+                                self.equity, self.log)
+            else:
+                i = K.simulate(o, h, lo, c, self.sig, i, stop, self.cfg, self.weights,
+                               self.acct, self.pos, self.acc, True, self.equity, self.log)
             if i < stop:  # the trade log is full: grow it and carry on
                 bigger = np.empty((2 * len(self.log), K.L_N))
                 bigger[: len(self.log)] = self.log
                 self.log = bigger
 
     def _fused_crossover(self) -> bool:
-        """Whether a crossover sweep can run on the fused one-symbol kernel: one symbol with a
-        bar at every timestamp, no stops."""
-        if not (self.fast_path and self.bars.n_symbols == 1):
-            return False
-        if self.cfg[K.C_SL] > 0 or self.cfg[K.C_TP] > 0:
+        """Whether a crossover can cross its lines inside ``simulate1``: one symbol with a bar
+        at every timestamp, no stops. (``simulate1`` reads a cross from bars ``t-1`` and ``t``
+        alone, which needs lines NaN only in their warm-up: an average of a close without
+        gaps is; see quantlab.indicators.)"""
+        if not (self.fast_path and K.one_symbol_kernel(self.cfg, self.bars.n_symbols)):
             return False
         return not bool(np.isnan(self._arrays[3]).any())
+
+    def _single_lines(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fast and slow line of a single crossover run that ``simulate1`` crosses by
+        itself (see :meth:`_fused_crossover`), else None."""
+        kind = self.strategy.crossover_of
+        if kind is None or not self._fused_crossover():
+            return None
+        fast, slow = self.ind.many(kind, [int(self.params["fast"]), int(self.params["slow"])])
+        return fast[0], slow[0]
 
     def _signals_batch(self, combos: Sequence[dict[str, Any]]) -> np.ndarray:
         out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
@@ -220,14 +239,14 @@ class Simulation:
         per_combo = self.bars.n_symbols * self.bars.n_bars
         batch = max(1, _BATCH_BYTES // per_combo)
         bh = self._buy_hold()
-        lines_fn = self.strategy.crossover_lines
+        kind = self.strategy.crossover_of
         per_params = self.weights_given is None and self.strategy.weights_follow_params
-        if lines_fn is not None and not per_params:
+        if kind is not None and not per_params:
             weights = self._weights(self.combos[start])
             fused = self._fused_crossover()
             for g0, g1 in _line_groups(self.combos, start, stop, per_combo * 8,
                                        self.ind.max_bytes // 2):
-                lines, fast, slow = lines_fn(self.ind, self.combos[g0:g1])
+                lines, fast, slow = _crossover_grid(self.ind, kind, self.combos[g0:g1])
                 if fused:
                     K.sweep_cross1(o[0], c[0], np.ascontiguousarray(lines[:, 0, :]), fast, slow,
                                    self.cfg, weights[0], self.ppy, self.rows[g0:g1])
@@ -303,7 +322,7 @@ class Simulation:
     def _metrics_row(self) -> np.ndarray:
         row = np.empty(len(M.METRICS))
         open_count = float(np.count_nonzero(self.pos[:, K.P_UNITS]))
-        M.finalize(self.acc, self.acct, self.cfg[K.C_CASH], open_count, self.ppy, row)
+        M.finalize.py_func(self.acc, self.acct, self.cfg[K.C_CASH], open_count, self.ppy, row)
         row[M.METRIC_INDEX["buy_hold_return_pct"]] = self._buy_hold()
         return row
 
@@ -383,6 +402,20 @@ def _line_groups(combos: Sequence[dict[str, Any]], start: int, stop: int, line_b
         windows |= new
     groups.append((g0, stop))
     return groups
+
+
+def _crossover_grid(ind: Indicators, kind: str, combos: Sequence[Mapping[str, Any]]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a crossover sweep: the averages (``kind``) of every window the combinations use,
+    computed once each, stacked; and for each combination the rows of its fast and slow one."""
+    # built-in grids come as columns (no dict per combination)
+    fasts = np.asarray(V.column(combos, "fast"), np.int64)
+    slows = np.asarray(V.column(combos, "slow"), np.int64)
+    windows, rows = np.unique(np.concatenate([fasts, slows]), return_inverse=True)
+    lines = np.stack(ind.many(kind, [int(w) for w in windows]))
+    fast = np.ascontiguousarray(rows[: len(fasts)], dtype=np.int64)
+    slow = np.ascontiguousarray(rows[len(fasts):], dtype=np.int64)
+    return lines, fast, slow
 
 
 def _iso(index: pd.DatetimeIndex, i: int) -> str:

@@ -94,8 +94,9 @@ class Indicators:
         return self._get("std", n, rolling_std)
 
 
-LinesFn = Callable[[Indicators, Sequence[Mapping[str, Any]]],
-                   tuple[np.ndarray, np.ndarray, np.ndarray]]
+# the indicators whose crosses the engine can take inside its kernel (their output is NaN
+# only in the warm-up on data without gaps, see quantlab.indicators)
+CROSSABLE = ("sma", "ema")
 
 
 class Strategy:
@@ -110,7 +111,7 @@ class Strategy:
         valid: Callable[[Mapping[str, Any]], bool] | None = None,
         rule: str = "",
         builtin: bool = False,
-        crossover_lines: LinesFn | None = None,
+        crossover_of: str | None = None,
         prefetch: Callable[[Indicators, Mapping[str, Any]], None] | None = None,
         slots: Callable[[Mapping[str, Any], int], int] | None = None,
         check: Callable[[Mapping[str, Any]], None] | None = None,
@@ -121,9 +122,13 @@ class Strategy:
         self.valid_rule = valid
         self.rule = rule
         self.builtin = builtin
-        # sweep fast path of crossover strategies: the lines whose crosses are the signals,
-        # computed once for the grid and crossed inside the parallel kernel
-        self.crossover_lines = crossover_lines
+        # a crossover strategy's signals are the crosses of indicator `crossover_of` with
+        # window params["fast"] over the one with params["slow"]: the engine crosses the
+        # lines inside its kernel (computed once per window for a sweep's grid)
+        if crossover_of is not None and crossover_of not in CROSSABLE:
+            raise ConfigError(f"crossover_of must be one of {', '.join(CROSSABLE)}, got "
+                              f"{crossover_of!r}", field="crossover_of")
+        self.crossover_of = crossover_of
         # computes a single run's indicators ahead of the strategy function, together where
         # that is cheaper (the two averages of a crossover in one pass)
         self.prefetch = prefetch

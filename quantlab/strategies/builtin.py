@@ -6,7 +6,7 @@ is computed once, and each combination's crossover is taken inside the parallel 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -44,23 +44,6 @@ def _number(params: Mapping[str, Any], name: str, low: float, high: float) -> No
 def _check_fast_slow(params: Mapping[str, Any]) -> None:
     _window(params, "fast")
     _window(params, "slow")
-
-
-def _crossover_lines(kind: str) -> Any:
-    """For a sweep: the averages of every window the combinations use (computed once each),
-    and for each combination the rows of its fast and slow average."""
-    def lines(ind: Indicators, combos: Sequence[Mapping[str, Any]]
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # the engine passes its combinations as columns (no dict per combination)
-        column = getattr(combos, "column", None)
-        fasts = np.asarray(column("fast") if column else [c["fast"] for c in combos], np.int64)
-        slows = np.asarray(column("slow") if column else [c["slow"] for c in combos], np.int64)
-        windows, rows = np.unique(np.concatenate([fasts, slows]), return_inverse=True)
-        mat = np.stack(ind.many(kind, [int(w) for w in windows]))
-        fast = np.ascontiguousarray(rows[: len(fasts)], dtype=np.int64)
-        slow = np.ascontiguousarray(rows[len(fasts):], dtype=np.int64)
-        return mat, fast, slow
-    return lines
 
 
 def _prefetch(kind: str) -> Any:
@@ -164,10 +147,10 @@ def _check_momentum(p: Mapping[str, Any]) -> None:
 
 
 register(Strategy(sma_crossover, builtin=True, valid=lambda p: p["fast"] < p["slow"],
-                  rule="fast < slow", crossover_lines=_crossover_lines("sma"), prefetch=_prefetch("sma"),
+                  rule="fast < slow", crossover_of="sma", prefetch=_prefetch("sma"),
                   check=_check_fast_slow))
 register(Strategy(ema_crossover, builtin=True, valid=lambda p: p["fast"] < p["slow"],
-                  rule="fast < slow", crossover_lines=_crossover_lines("ema"), check=_check_fast_slow))
+                  rule="fast < slow", crossover_of="ema", check=_check_fast_slow))
 register(Strategy(rsi_reversion, builtin=True, valid=lambda p: p["lower"] < p["upper"],
                   rule="lower < upper", check=_check_rsi))
 register(Strategy(bollinger_breakout, builtin=True, check=_check_bollinger))
