@@ -326,6 +326,27 @@ def test_delete_run_removes_its_logs_checkpoint_and_blobs(registry: Registry) ->
         registry.delete_run("d1")
 
 
+@pytest.mark.parametrize("order", [("orig", "copy1", "copy2"), ("copy1", "orig", "copy2"),
+                                   ("copy1", "copy2", "orig")])
+def test_result_blobs_go_with_the_last_run_that_shows_them(registry: Registry,
+                                                           order: tuple[str, ...]) -> None:
+    # a run answered from the result cache shows its original's blobs: deleting the original
+    # must not take the result away from its cached copies, nor leave the blobs behind
+    blob = "runs/orig/equity.parquet"
+    registry.insert_run(run("orig", status="completed", result_blobs=[blob]))
+    registry.put_blob(blob, b"eq")
+    for rid in ("copy1", "copy2"):
+        registry.insert_run(run(rid, status="completed", result_blobs=[blob], cached_from="orig"))
+    for k, rid in enumerate(order):
+        registry.delete_run(rid)
+        with pytest.raises(RunNotFound):
+            registry.get_run(rid)
+        if k < len(order) - 1:
+            assert registry.get_blob(blob) == b"eq", f"deleting {order[:k + 1]}"
+    with pytest.raises(RunError, match="no result blob"):
+        registry.get_blob(blob)
+
+
 # ------------------------------------------------------------------------------ the rest
 
 

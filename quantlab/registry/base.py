@@ -23,6 +23,7 @@ from typing import Any
 from quantlab.errors import (
     ConfigError,
     RunError,
+    RunNotFound,
     SchemaError,
     did_you_mean,
 )
@@ -525,10 +526,37 @@ class Registry(ABC):
         """Runs with status "running" whose last sign of life (heartbeat_at, else started_at)
         is older than ``heartbeat_before``: their worker probably died."""
 
-    @abstractmethod
     def delete_run(self, run_id: str) -> None:
-        """Delete the run with its logs, checkpoint and blobs under ``runs/<id>/``.
-        RunNotFound if absent."""
+        """Delete the run with its logs, checkpoint and result blobs (``runs/<id>/``).
+        RunNotFound if absent.
+
+        A run answered from the result cache (``cached_from``) shows its original's blobs, so
+        blobs go with the last run that shows them: deleting an original whose cached copies
+        remain keeps its blobs, and deleting the last copy of an original deleted earlier
+        removes them."""
+        doc = self.get_run(run_id)
+        self._delete_run_records(run_id)
+        if not self._cached_copies(run_id):
+            self.delete_blobs(f"runs/{run_id}/")
+        original = doc.get("cached_from")
+        if original and not self._cached_copies(original) and not self._has_run(original):
+            self.delete_blobs(f"runs/{original}/")
+
+    def _has_run(self, run_id: str) -> bool:
+        try:
+            self.get_run(run_id)
+        except RunNotFound:
+            return False
+        return True
+
+    @abstractmethod
+    def _delete_run_records(self, run_id: str) -> None:
+        """Delete the run's document, logs and checkpoint (not its blobs). RunNotFound if
+        absent."""
+
+    @abstractmethod
+    def _cached_copies(self, run_id: str) -> list[str]:
+        """Ids of the runs answered from the cache of run ``run_id``."""
 
     # ---- logs --------------------------------------------------------------------------------
 

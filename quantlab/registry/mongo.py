@@ -248,12 +248,14 @@ class MongoRegistry(Registry):
         ]}
         return [_strip_id(d) for d in self.runs.find(flt).sort([("queued_at", 1)])]
 
-    def delete_run(self, run_id: str) -> None:
+    def _delete_run_records(self, run_id: str) -> None:
         if self.runs.delete_one({"_id": run_id}).deleted_count == 0:
             raise run_not_found(run_id)
         self.db["logs"].delete_many({"run_id": run_id})
         self.delete_checkpoint(run_id)
-        self.delete_blobs(f"runs/{run_id}/")
+
+    def _cached_copies(self, run_id: str) -> list[str]:
+        return [str(doc["_id"]) for doc in self.runs.find({"cached_from": run_id}, {"_id": 1})]
 
     # ---- logs --------------------------------------------------------------------------------
 

@@ -330,13 +330,17 @@ class SQLiteRegistry(Registry):
         )
         return [json.loads(r[0]) for r in rows]
 
-    def delete_run(self, run_id: str) -> None:
+    def _delete_run_records(self, run_id: str) -> None:
         with self._db.write_transaction() as conn:
             if conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise run_not_found(run_id)
             for table in ("run_symbols", "run_tags", "run_metrics", "logs", "checkpoints"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-        self.delete_blobs(f"runs/{run_id}/")
+
+    def _cached_copies(self, run_id: str) -> list[str]:
+        rows = self._db.get().execute("SELECT id FROM runs WHERE cached_from = ?",
+                                      (run_id,)).fetchall()
+        return [row[0] for row in rows]
 
     # ---- logs --------------------------------------------------------------------------------
 
