@@ -279,6 +279,38 @@ def _check_stops(s, bar, o, h, lo, gap_ok, cfg, acct, pos, acc, detail, log):
 
 
 @njit(cache=True, error_model="numpy")
+def _return_step(equity, prev, sum_r, sum_r2, sum_down2):
+    """One bar's return ``equity / prev - 1`` added to the sums of returns, of their squares
+    and of the squares of the negative ones. An unchanged equity (a flat bar) adds exactly 0,
+    so it is skipped: no division."""
+    if equity != prev:
+        r = equity / prev - 1.0 if prev != 0.0 else 0.0
+        sum_r += r
+        r2 = r * r
+        sum_r2 += r2
+        if r < 0.0:
+            sum_down2 += r2
+    return sum_r, sum_r2, sum_down2
+
+
+@njit(cache=True, error_model="numpy")
+def _drawdown_step(equity, peak, max_dd, dd_len, max_dd_len, low_seen):
+    """One bar of drawdown bookkeeping: (peak, deepest drawdown, bars since the peak, longest
+    drawdown, lowest equity since the peak). The depth of a drawdown is measured when it ends
+    (a new peak), from its lowest equity: `equity / peak - 1` is monotone in equity, so that
+    is the depth a bar-by-bar measure finds, at one division per drawdown."""
+    if equity >= peak:
+        if low_seen < peak:
+            dd = low_seen / peak - 1.0
+            if dd < max_dd:
+                max_dd = dd
+        if dd_len > max_dd_len:
+            max_dd_len = dd_len
+        return equity, max_dd, 0, max_dd_len, np.inf
+    return peak, max_dd, dd_len + 1, max_dd_len, min(low_seen, equity)
+
+
+@njit(cache=True, error_model="numpy")
 def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos, acc,
              detail, equity_out, log):
     """Advance bars ``start..stop-1``; returns the first bar not processed (``stop`` unless
@@ -303,8 +335,9 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     m_down2 = acc[M_DOWN2]
     m_peak = acc[M_PEAK]
     m_max_dd = acc[M_MAX_DD]
-    m_dd_len = acc[M_DD_LEN]
-    m_max_dd_len = acc[M_MAX_DD_LEN]
+    dd_len = int(acc[M_DD_LEN])
+    max_dd_len = int(acc[M_MAX_DD_LEN])
+    low_seen = np.inf
     m_exposed = acc[M_EXPOSED]
     m_prev = acc[M_PREV]
     reached = stop
@@ -395,36 +428,26 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
                 acct[A_RUINED] = 1.0
                 equity = 0.0
                 exposed = False
-        # a flat bar (nothing held, nothing filled) has a return of exactly 0: no division
-        r = 0.0 if equity == m_prev else (equity / m_prev - 1.0 if m_prev != 0.0 else 0.0)
         m_n += 1.0
-        m_sum += r
-        m_sum2 += r * r
-        if r < 0.0:
-            m_down2 += r * r
-        if equity >= m_peak:
-            m_peak = equity
-            m_dd_len = 0.0
-        else:
-            m_dd_len += 1.0
-            dd = equity / m_peak - 1.0
-            if dd < m_max_dd:
-                m_max_dd = dd
-            if m_dd_len > m_max_dd_len:
-                m_max_dd_len = m_dd_len
+        m_sum, m_sum2, m_down2 = _return_step(equity, m_prev, m_sum, m_sum2, m_down2)
+        m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
+            equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
         if exposed:
             m_exposed += 1.0
         m_prev = equity
         if detail:
             equity_out[i] = equity
+    # the drawdown still running at the end of the chunk: measured as if a peak came now
+    _, m_max_dd, _, max_dd_len, _ = _drawdown_step(np.inf, m_peak, m_max_dd, dd_len,
+                                                    max_dd_len, low_seen)
     acc[M_N] = m_n
     acc[M_SUM] = m_sum
     acc[M_SUM2] = m_sum2
     acc[M_DOWN2] = m_down2
     acc[M_PEAK] = m_peak
     acc[M_MAX_DD] = m_max_dd
-    acc[M_DD_LEN] = m_dd_len
-    acc[M_MAX_DD_LEN] = m_max_dd_len
+    acc[M_DD_LEN] = dd_len
+    acc[M_MAX_DD_LEN] = max_dd_len
     acc[M_EXPOSED] = m_exposed
     acc[M_PREV] = m_prev
     acc[M_LAST] = m_prev
@@ -501,23 +524,6 @@ def _next_signal(sig, j, end):
             return np.int64(uj)
         uj += _U1
     return end
-
-
-@njit(cache=True, error_model="numpy")
-def _drawdown_step(equity, peak, max_dd, dd_len, max_dd_len, low_seen):
-    """One bar of drawdown bookkeeping: (peak, deepest drawdown, bars since the peak, longest
-    drawdown, lowest equity since the peak). The depth of a drawdown is measured when it ends
-    (a new peak), from its lowest equity: `equity / peak - 1` is monotone in equity, so that
-    is the depth a bar-by-bar measure finds, at one division per drawdown."""
-    if equity >= peak:
-        if low_seen < peak:
-            dd = low_seen / peak - 1.0
-            if dd < max_dd:
-                max_dd = dd
-        if dd_len > max_dd_len:
-            max_dd_len = dd_len
-        return equity, max_dd, 0, max_dd_len, np.inf
-    return peak, max_dd, dd_len + 1, max_dd_len, min(low_seen, equity)
 
 
 @njit(cache=True, error_model="numpy")
@@ -654,14 +660,7 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
         if units != 0.0:
             equity += units * last
             n_exposed += 1
-        # simulate()'s streaming statistics (an unchanged equity adds exactly 0 to the sums)
-        if equity != m_prev:
-            r = equity / m_prev - 1.0 if m_prev != 0.0 else 0.0
-            m_sum += r
-            r2 = r * r
-            m_sum2 += r2
-            if r < 0.0:
-                m_down2 += r2
+        m_sum, m_sum2, m_down2 = _return_step(equity, m_prev, m_sum, m_sum2, m_down2)
         m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
             equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
         m_prev = equity
