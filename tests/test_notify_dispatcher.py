@@ -474,6 +474,21 @@ def test_cli(home: Path, receiver: Receiver, mailbox: Mailbox) -> None:
     assert failed_test.exit_code == 1 and "nothing to send: no channel is on" in failed_test.output
 
 
+def test_a_refused_set_saves_none_of_its_changes(home: Path, receiver: Receiver) -> None:
+    # `notify set` changes several things at once: a refused part (here the condition) must
+    # leave everything as it was, the new webhook included
+    runner = CliRunner()
+    bad = runner.invoke(notify_cli, ["set", "--add-webhook", receiver.url, "--secret", SECRET,
+                                     "--email", "bob@example.com", "--when", "sharp > 1"])
+    assert isinstance(bad.exception, ConfigError)
+    assert "did you mean 'sharpe'" in str(bad.exception)
+    prefs = ql.notifications.get_preferences()
+    assert prefs["webhooks"] == [] and prefs["email"] is None and prefs["when"] is None
+    gone = runner.invoke(notify_cli, ["set", "--remove-webhook", receiver.url])
+    assert isinstance(gone.exception, ConfigError)
+    assert "no webhook" in str(gone.exception) and "`quantlab notify show`" in str(gone.exception)
+
+
 def test_notify_run_serves_in_its_own_process_until_sigterm(home: Path,
                                                             receiver: Receiver) -> None:
     import os

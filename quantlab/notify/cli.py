@@ -14,8 +14,6 @@ from quantlab import settings as settings_mod
 from quantlab.notify import store
 from quantlab.notify.conditions import parse_condition
 
-_UNSET: Any = object()
-
 
 def _mask(secret: str | None) -> str:
     if not secret:
@@ -100,10 +98,11 @@ def set_(user: str | None, email: str | None, no_email: bool, email_enabled: boo
     if when or no_when:
         changes["when"] = None if no_when else when
     reg = store.registry()
-    if remove_webhook:
-        store.remove_webhook(remove_webhook, user, reg=reg)
-    if add_webhook:
-        store.add_webhook(add_webhook, secret or "", user, reg=reg)
+    if remove_webhook or add_webhook:
+        changes["webhooks"] = store.edited_webhooks(user, add=add_webhook or None,
+                                                    secret=secret or "",
+                                                    remove=remove_webhook or None, reg=reg)
+    # one save: a refused part (a bad condition, a bad URL) leaves everything as it was
     prefs = store.set_preferences(user, reg=reg, **changes)
     _print_preferences(prefs, user or settings_mod.current().user, False)
 

@@ -86,24 +86,38 @@ def set_preferences(
     return checked
 
 
+def edited_webhooks(user: str | None = None, *, add: str | None = None, secret: str = "",
+                    remove: str | None = None, reg: Any = None) -> list[dict[str, Any]]:
+    """The user's webhook list with ``remove`` taken out (ConfigError if it is not there) and
+    ``add`` put in with ``secret`` (replacing the secret if the URL is there). Nothing is
+    saved: pass the list to :func:`set_preferences` with any other change, so that one check
+    accepts or refuses the whole edit."""
+    hooks = load_preferences(reg or registry(), _user(user))["webhooks"]
+    if remove is not None:
+        kept = [h for h in hooks if h.get("url") != remove]
+        if len(kept) == len(hooks):
+            known = ", ".join(h.get("url", "?") for h in hooks) or "none"
+            raise ConfigError(f"no webhook {remove!r} in your preferences (yours: {known}); give "
+                              f"the URL exactly as `quantlab notify show` prints it",
+                              field="webhooks")
+        hooks = kept
+    if add is not None:
+        hooks = [*(h for h in hooks if h.get("url") != add), {"url": add, "secret": secret}]
+    return hooks
+
+
 def add_webhook(url: str, secret: str, user: str | None = None, *, reg: Any = None
                 ) -> dict[str, Any]:
     """Add a webhook to the user's preferences (replacing the secret if the URL is there)."""
     reg = reg or registry()
-    hooks = [h for h in load_preferences(reg, _user(user))["webhooks"] if h.get("url") != url]
-    return set_preferences(user, webhooks=[*hooks, {"url": url, "secret": secret}], reg=reg)
+    return set_preferences(user, webhooks=edited_webhooks(user, add=url, secret=secret, reg=reg),
+                           reg=reg)
 
 
 def remove_webhook(url: str, user: str | None = None, *, reg: Any = None) -> dict[str, Any]:
     """Remove a webhook from the user's preferences; ConfigError if it is not there."""
     reg = reg or registry()
-    hooks = load_preferences(reg, _user(user))["webhooks"]
-    kept = [h for h in hooks if h.get("url") != url]
-    if len(kept) == len(hooks):
-        known = ", ".join(h.get("url", "?") for h in hooks) or "none"
-        raise ConfigError(f"no webhook {url!r} in your preferences (yours: {known}); give the "
-                          f"URL exactly as `quantlab notify show` prints it", field="webhooks")
-    return set_preferences(user, webhooks=kept, reg=reg)
+    return set_preferences(user, webhooks=edited_webhooks(user, remove=url, reg=reg), reg=reg)
 
 
 def list_notifications(
