@@ -192,7 +192,7 @@ class BacktestConfig(BaseModel):
     def check_values(self) -> None:
         """The engine's own rules for the cost, size and risk keys (``engine.validate``), and the
         data store's rules for symbol and interval names; normalises the interval label."""
-        from quantlab.data.store import canonical_interval, symbol_list
+        from quantlab.data.store import canonical_interval, canonical_symbol, symbol_list
         from quantlab.engine import validate
 
         self.interval = canonical_interval(self.interval)
@@ -207,6 +207,9 @@ class BacktestConfig(BaseModel):
             validate.check_size(self.size)
         for key in ("stop_loss", "take_profit"):
             validate.check_fraction(getattr(self, key), key)
+        if self.weights:
+            # weights name symbols: the same canonical form (' aapl ' is 'AAPL')
+            self.weights = {canonical_symbol(k): v for k, v in self.weights.items()}
         validate.check_weights(self.weights, self.symbols)
         if self.select is not None:
             validate.check_choice(self.select, "select", validate.SELECTABLE)
@@ -227,8 +230,8 @@ class BacktestConfig(BaseModel):
         from quantlab.engine import validate
 
         if validate.is_sweep(self.params):
-            combos, _skipped = _call_engine(validate.sweep_combinations, self.strategy,
-                                            self.params)
+            # the lazy grid: counting needs no dict per combination
+            combos, _skipped = _call_engine(validate.sweep_grid, self.strategy, self.params)
             self._combinations = len(combos)
         else:
             _call_engine(validate.check_params, self.strategy, self.params)

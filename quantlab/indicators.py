@@ -261,25 +261,6 @@ def _cross_row(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def threshold_cross(x: np.ndarray, lower: float, upper: float) -> np.ndarray:
-    """+1 where ``x`` crosses up through ``lower`` (previous < lower <= now... strictly: prev
-    below ``lower``, now above it), -1 where it crosses down through ``upper``."""
-    out = np.zeros(x.shape, np.int8)
-    for r in range(x.shape[0]):
-        prev = np.nan
-        for i in range(x.shape[1]):
-            v = x[r, i]
-            if np.isnan(v):
-                continue
-            if prev < lower and v > lower:
-                out[r, i] = 1
-            elif prev > upper and v < upper:
-                out[r, i] = -1
-            prev = v
-    return out
-
-
-@njit(cache=True)
 def band_breakout(close: np.ndarray, mid: np.ndarray, sd: np.ndarray, k: float) -> np.ndarray:
     """+1 where close crosses above ``mid + k*sd``, -1 where it crosses below ``mid``."""
     out = np.zeros(close.shape, np.int8)

@@ -56,6 +56,12 @@ def test_bad_configs_name_the_field_and_the_fix(home: Path, extra: dict[str, obj
     assert "pydantic" not in str(err) and "validation error" not in str(err)
 
 
+def test_weights_name_symbols_as_loosely_as_symbols_do(home: Path) -> None:
+    cfg = BacktestConfig.from_any({**BASE, "symbols": ["aaa", "bbb"],
+                                   "weights": {"aaa": 0.6, " bbb ": 0.4}})
+    assert cfg.symbols == ["AAA", "BBB"] and cfg.weights == {"AAA": 0.6, "BBB": 0.4}
+
+
 def test_misspelt_key_message_is_exact_and_suggests(home: Path) -> None:
     err = error_of({**BASE, "comission": 0.001})
     assert str(err) == "unknown key 'comission' — did you mean 'commission'?"

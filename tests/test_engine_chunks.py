@@ -108,6 +108,21 @@ def test_a_checkpoint_of_another_run_is_refused(noisy_strategy: str) -> None:
         b.load_state(b"garbage")
 
 
+def test_a_checkpoint_taken_under_other_options_is_refused(noisy_strategy: str) -> None:
+    bars = from_frames({"X": random_walk(200, seed=3)})
+    a = Simulation(bars, noisy_strategy, commission=0.001)
+    a.prepare()
+    a.run(50)
+    b = Simulation(bars, noisy_strategy, commission=0.002)
+    b.prepare()
+    with pytest.raises(RunError, match="different run"):
+        b.load_state(a.state_bytes())
+    same = Simulation(bars, noisy_strategy, commission=0.001)
+    same.prepare()
+    same.load_state(a.state_bytes())
+    assert same.done_units == 50
+
+
 def test_result_before_the_end_is_refused() -> None:
     sim = Simulation(random_walk(100, seed=2), "sma_crossover", {"fast": 3, "slow": 9})
     with pytest.raises(RunError, match="prepare"):

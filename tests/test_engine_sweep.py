@@ -299,3 +299,18 @@ def test_only_built_in_averages_can_be_crossed_inside_the_kernel() -> None:
 
     with pytest.raises(ConfigError, match="crossover_of must be one of sma, ema, got 'rsi'"):
         Strategy(lambda bars, fast=1, slow=2: None, name="x", crossover_of="rsi")
+
+
+def test_a_sweeps_thread_count_does_not_stay_with_later_runs(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import numba
+
+    from quantlab.errors import ConfigError
+
+    before = numba.get_num_threads()
+    data = random_walk(200, seed=2)
+    ql.backtest(data, "sma_crossover", {"fast": [3, 5], "slow": [10, 20]}, threads=1)
+    assert numba.get_num_threads() == before
+    monkeypatch.setenv("QUANTLAB_THREADS", "two")
+    with pytest.raises(ConfigError, match="QUANTLAB_THREADS"):
+        ql.backtest(data, "sma_crossover", {"fast": [3, 5], "slow": [10, 20]})

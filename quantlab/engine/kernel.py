@@ -66,18 +66,12 @@ FULL = 1.0 - np.finfo(np.float64).eps
 
 
 def new_state(n_symbols: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    acct = np.zeros(A_N)
-    acct[A_CASH] = cash
-    pos = np.zeros((n_symbols, P_N))
-    pos[:, P_LAST] = np.nan
-    pos[:, P_SL] = np.nan
-    pos[:, P_TP] = np.nan
-    acc = np.zeros(M_N_ACC)
-    acc[M_PEAK] = cash
-    acc[M_PREV] = cash
-    acc[M_LAST] = cash
-    acc[M_BEST] = -np.inf
-    acc[M_WORST] = np.inf
+    """Fresh state arrays (account, positions, accumulators) for a run with ``cash``."""
+    acct = np.empty(A_N)
+    pos = np.empty((n_symbols, P_N))
+    acc = np.empty(M_N_ACC)
+    # the compiled sweeps' reset, run by Python: one set of initial values, no compile
+    _reset_state.py_func(cash, acct, pos, acc)
     return acct, pos, acc
 
 

@@ -8,9 +8,10 @@ parameter combination for a sweep. ``ql.backtest`` is exactly this with one big 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from quantlab.engine import validate as V
 from quantlab.engine.result import Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError
+from quantlab.settings import env_number
 from quantlab.strategies.base import Indicators, get_strategy
 
 # a sweep batch holds at most this many signal bytes (k x symbols x bars int8)
@@ -136,13 +138,25 @@ class Simulation:
     def _buy_hold(self) -> float:
         return M.buy_hold_return_pct(self.bars.close)
 
-    def _set_threads(self) -> None:
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """Numba's thread count for the duration of a sweep step (``threads=`` or
+        ``QUANTLAB_THREADS``), then back to what it was: the setting is per process, and
+        one run's choice must not stay with the runs after it."""
         threads = self.threads
-        if threads is None and os.environ.get("QUANTLAB_THREADS", "").strip():
-            threads = V.check_threads(int(os.environ["QUANTLAB_THREADS"]))
-        if threads is not None:
-            import numba
-            numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        if threads is None:
+            threads = int(env_number("QUANTLAB_THREADS", 0, integer=True, minimum=1,
+                                     example="2")) or None
+        if threads is None:
+            yield
+            return
+        import numba
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
     # -- lifecycle --------------------------------------------------------------------------
     def prepare(self, indicators: Indicators | None = None) -> None:
@@ -234,7 +248,10 @@ class Simulation:
         return out
 
     def _run_sweep(self, start: int, stop: int) -> None:
-        self._set_threads()
+        with self._threads():
+            self._run_sweep_steps(start, stop)
+
+    def _run_sweep_steps(self, start: int, stop: int) -> None:
         o, h, lo, c = self._arrays
         per_combo = self.bars.n_symbols * self.bars.n_bars
         batch = max(1, _BATCH_BYTES // per_combo)
@@ -271,8 +288,12 @@ class Simulation:
 
     # -- checkpoints ------------------------------------------------------------------------
     def _fingerprint(self) -> np.ndarray:
+        # the shape of the run and what decides its results (options, strategy code, engine
+        # rules): a checkpoint must not resume under other rules
+        rules = hashlib.sha256(self.cfg.tobytes() + self.strategy.source_hash.encode()
+                               + ENGINE_VERSION.encode()).digest()
         return np.array([self.bars.n_bars, self.bars.n_symbols, len(self.combos),
-                         int(self.is_sweep)], dtype=np.int64)
+                         int(self.is_sweep), int.from_bytes(rules[:7], "big")], dtype=np.int64)
 
     def state_bytes(self) -> bytes:
         """A checkpoint of everything done so far (load it with :meth:`load_state`)."""
