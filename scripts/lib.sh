@@ -34,10 +34,15 @@ apt_install() {
     local policy=/usr/sbin/policy-rc.d added=""
     if [ ! -e "$policy" ]; then
       printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added=1
+      # left behind (an interrupted download), it would keep every service from starting
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
     fi
     apt-get install -y -qq --no-install-recommends "$@" >/dev/null || {
       [ -z "$added" ] || rm -f "$policy"; die "apt-get install $* failed"; }
-    [ -z "$added" ] || rm -f "$policy"
+    if [ -n "$added" ]; then
+      rm -f "$policy"
+      trap - EXIT INT TERM
+    fi
   else
     die "missing system package(s): $*. Install them with: sudo apt-get install $*  (then run this command again)"
   fi

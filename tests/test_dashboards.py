@@ -5,6 +5,7 @@ nothing from the network."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,8 @@ from quantlab.notebook.formatting import format_metric
 from tests.conftest import free_port
 from tests.test_analytics_support import RUN_SPECS, populated_home
 
-CHROMIUM = "/usr/bin/chromium"
+# where scripts/test.sh finds it (`command -v chromium`); Debian puts it in /usr/bin
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 PAGE_TIMEOUT_MS = 90_000  # a cold kernel on a busy 2-core machine; never a pass/fail threshold
@@ -195,6 +197,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; install it with: apt-get install chromium")
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance

@@ -7,6 +7,7 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from backtesting.test import GOOG
 
 import quantlab as ql
 from quantlab.engine import Simulation, sweep_combinations
@@ -14,9 +15,6 @@ from quantlab.engine import validate as V
 from quantlab.errors import ConfigError
 from quantlab.metrics import METRICS
 from tests.test_engine_helpers import random_walk
-
-backtesting_test = pytest.importorskip("backtesting.test")
-GOOG = backtesting_test.GOOG
 
 
 def test_grid_order_and_skipped_combinations() -> None:

@@ -21,7 +21,8 @@ from tests.test_server_support import JupyterProcess, Worker, quantlab_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
+# where scripts/test.sh finds it (`command -v chromium`); Debian puts it in /usr/bin
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 API = "/quantlab/api"

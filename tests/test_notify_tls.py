@@ -11,15 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from quantlab.notify.mail import send_email
 from quantlab.notify.summary import summarize
 from quantlab.notify.webhook import send_webhook
 from tests.test_notify_email import Mailbox, run_doc
 from tests.test_notify_webhook import SECRET, Receiver, fast_settings
-
-x509 = pytest.importorskip("cryptography.x509", reason="making a test certificate needs the "
-                           "'cryptography' package: pip install cryptography")
 
 
 @dataclasses.dataclass

@@ -13,13 +13,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from backtesting import Backtest, Strategy
+from backtesting.lib import crossover
+from backtesting.test import BTCUSD, EURUSD, GOOG, SMA
 
 import quantlab as ql
-
-backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest, Strategy  # noqa: E402
-from backtesting.lib import crossover  # noqa: E402
-from backtesting.test import BTCUSD, EURUSD, GOOG, SMA  # noqa: E402
 
 DATA = {"GOOG": (GOOG, 10_000), "EURUSD": (EURUSD, 10_000), "BTCUSD": (BTCUSD, 1_000_000)}
 

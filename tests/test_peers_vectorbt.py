@@ -7,11 +7,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import vectorbt as vbt
+from backtesting.test import BTCUSD, EURUSD, GOOG
 
 import quantlab as ql
-
-vbt = pytest.importorskip("vectorbt")
-from backtesting.test import BTCUSD, EURUSD, GOOG  # noqa: E402
 
 DATA = {"GOOG": GOOG, "EURUSD": EURUSD, "BTCUSD": BTCUSD}
 

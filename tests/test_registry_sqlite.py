@@ -163,7 +163,6 @@ def test_open_registry_picks_sqlite_in_home_and_caches_it(ql_home: Path) -> None
 
 def test_open_registry_picks_mongo_when_url_set(ql_home: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mongomock")
     import mongomock
     import mongomock.gridfs
 
