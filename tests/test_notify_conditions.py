@@ -138,3 +138,12 @@ def test_tokenizer_reads_numbers_with_underscores_and_exponents() -> None:
     values = [t.value for t in tokenize("1_000 2.5 .5 1e3 2E-2") if t.kind == "number"]
     assert values == [1000.0, 2.5, 0.5, 1000.0, 0.02]
     assert math.isclose(parse_condition("equity_final > 1_000").tree.operands[1].number, 1000)  # type: ignore[union-attr]
+
+
+def test_conditions_know_every_metric_the_engine_reports() -> None:
+    # a copy (importing quantlab.metrics would pull Numba into the condition parser):
+    # it must stay equal to the engine's list
+    from quantlab.metrics import METRICS
+    from quantlab.notify.conditions import METRIC_NAMES
+
+    assert tuple(METRICS) == METRIC_NAMES

@@ -216,9 +216,10 @@ class QuantlabConsumer(Consumer):
                 from quantlab.jobs.orchestrator import reap
 
                 reap(self.settings)
-                self._check_idle(now)
             except Exception:  # a registry or queue blip; the next pass tries again
                 log.warning("reaper pass failed", exc_info=True)
+            # outside the try: an idle exit stops the consumer by raising, and is no failure
+            self._check_idle(now)
         return result
 
     def _beat(self) -> None:
@@ -233,7 +234,12 @@ class QuantlabConsumer(Consumer):
             return
         from quantlab.jobs import backends
 
-        if backends.registry(self.settings).count_runs(status=["queued", "running"]):
+        try:
+            busy = backends.registry(self.settings).count_runs(status=["queued", "running"])
+        except Exception:  # a registry blip: count as busy, the next pass looks again
+            log.warning("idle check failed", exc_info=True)
+            busy = 1
+        if busy:
             self._busy_at = now
         elif now - self._busy_at >= self.idle_exit:
             log.info("idle for %.0f s; stopping", now - self._busy_at)
