@@ -419,6 +419,11 @@ def test_compare_two_completed_runs(lab: Lab) -> None:
     assert reply["id"] and f"comparison={reply['id']}" in reply["dashboard_url"]
     saved = lab.registry().get_document("comparisons", reply["id"])
     assert saved["run_ids"] == ids
+    # comparing them again reuses the saved comparison instead of adding another
+    status, again = lab.server.request("GET", f"{API}/compare?ids={','.join(ids)}")
+    assert status == 200 and again["id"] == reply["id"]
+    assert [d["id"] for d in lab.registry().list_documents("comparisons")
+            if d["run_ids"] == ids] == [reply["id"]]
 
 
 @pytest.mark.parametrize(("query", "status", "message"), [

@@ -295,11 +295,16 @@ def compare_ids(params: Mapping[str, list[str]]) -> list[str]:
 
 
 def compare(params: Mapping[str, list[str]]) -> dict[str, Any]:
-    """GET /compare?ids=a,b: the comparison's metrics, saved so the dashboard can open it."""
+    """GET /compare?ids=a,b: the comparison's metrics, saved so the dashboard can open it.
+    Comparing the same runs again reuses their saved comparison (a panel click must not add a
+    document each time)."""
     import quantlab as ql
+    from quantlab.analytics import saved_comparisons
 
     ids = compare_ids(params)
     comparison = ql.compare(ids)
+    comparison.id = next((doc["id"] for doc in saved_comparisons(limit=1000)
+                          if doc.get("run_ids") == list(comparison.run_ids)), None)
     comparison_id = comparison.save()
     metrics = comparison.metrics
     rows = {str(index): dict(row) for index, row in metrics.iterrows()}
