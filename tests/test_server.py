@@ -390,8 +390,11 @@ def test_rerun_submits_the_stored_config_again_without_the_cache(lab: Lab) -> No
     status, again = lab.server.request("POST", f"{API}/runs/{first['id']}/rerun")
     assert status == 201, again
     assert again["id"] != first["id"]
-    assert again["config"] == done["config"]
+    assert again["config_hash"] == done["config_hash"]  # the same backtest (name, tags aside)
     assert again["cached_from"] is None  # cache=False: really executed again
+    # marked as `quantlab rerun` marks it, so the list tells it from its original
+    assert again["rerun_of"] == first["id"] and "rerun" in again["tags"]
+    assert again["name"] == f"rerun of {done.get('name') or first['id']}"
     redone = wait_status(lab, again["id"], ("completed", "failed"))
     assert redone["metrics"]["sharpe"] == pytest.approx(done["metrics"]["sharpe"])
     status, _reply = lab.server.request("POST", f"{API}/runs/01NOSUCHRUN/rerun")

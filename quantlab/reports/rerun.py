@@ -182,13 +182,19 @@ def select_runs(run_ids: Sequence[str] = (), filters: Mapping[str, Any] | None =
     return unique
 
 
-def _submit_again(doc: Mapping[str, Any]) -> Any:
+def submit_again(doc: Mapping[str, Any], user: str | None = None) -> Any:
+    """Submit a stored run's config again, bypassing the result cache: the new run is named
+    "rerun of ...", tagged ``rerun`` and points back with ``rerun_of``. The CLI's reruns and
+    the Lab panel's Rerun both come here, so a rerun looks the same wherever it was made."""
     from quantlab.jobs.api import submit
+    from quantlab.registry import open_registry
 
     config = dict(doc.get("config") or {})
     name = f"rerun of {doc.get('name') or doc['id']}"
     tags = [*(doc.get("tags") or []), "rerun"]
-    return submit(config, cache=False, name=name, tags=sorted(set(tags)))
+    run = submit(config, cache=False, name=name, tags=sorted(set(tags)), user=user)
+    open_registry().update_run(run.id, {"rerun_of": doc["id"]})
+    return run
 
 
 def rerun(run_ids: Sequence[str] = (), *, filters: Mapping[str, Any] | None = None,
@@ -212,11 +218,10 @@ def rerun(run_ids: Sequence[str] = (), *, filters: Mapping[str, Any] | None = No
                                          f"be rerun and compared"))
             continue
         try:
-            run = _submit_again(doc)
+            run = submit_again(doc)
         except QuantlabError as exc:
             submitted.append((doc, None, f"its stored config no longer submits: {exc}"))
             continue
-        registry.update_run(run.id, {"rerun_of": doc["id"]})
         submitted.append((doc, run, None))
     outcomes = []
     for original, run, error in submitted:

@@ -218,15 +218,16 @@ def cancel_run(run_id: str) -> dict[str, Any]:
 
 
 def rerun(run_id: str, user: str) -> dict[str, Any]:
-    """Submit a run's stored config again, bypassing the result cache (a reproducibility check)."""
+    """Submit a run's stored config again, bypassing the result cache (a reproducibility
+    check), as `quantlab rerun` does."""
     import quantlab as ql
+    from quantlab.reports.rerun import submit_again
 
     record = ql.get_run(run_id).record
-    config = record.get("config")
-    if not config:
+    if not record.get("config"):
         raise RunError(f"run {run_id} has no stored config, so it cannot be rerun; submit its "
                        f"config again with ql.submit", run_id=run_id)
-    return json_safe(ql.submit(config, cache=False, user=user).record)
+    return json_safe(ql.get_run(submit_again(record, user=user).id).record)
 
 
 # -- reports -------------------------------------------------------------------------------------
