@@ -71,9 +71,15 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 def _downsample(index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """At most ``MAX_LINE_POINTS`` points, keeping each bucket's min and max so that
     drawdown troughs and equity peaks survive the reduction."""
-    n = len(values)
-    if n <= MAX_LINE_POINTS:
+    if len(values) <= MAX_LINE_POINTS:
         return index, values
+    positions = extreme_positions(values)
+    return index[positions], values[positions]
+
+
+def extreme_positions(values: np.ndarray) -> np.ndarray:
+    """The positions :func:`_downsample` keeps: each bucket's min and max."""
+    n = len(values)
     buckets = MAX_LINE_POINTS // 2
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep: list[int] = []
@@ -87,8 +93,7 @@ def _downsample(index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
         lo = int(start + np.nanargmin(chunk))
         hi = int(start + np.nanargmax(chunk))
         keep.extend(sorted({lo, hi}))
-    positions = np.asarray(keep, dtype=np.int64)
-    return index[positions], values[positions]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _date_ticks(start: pd.Timestamp, end: pd.Timestamp, count: int = 6) -> list[pd.Timestamp]:

@@ -18,10 +18,11 @@ import pandas as pd
 from quantlab.notebook.svg import (
     MAX_LINE_POINTS,
     Frame,
-    _date_label,
-    _date_ticks,
     _svg_open,
     _text,
+    _x_axis,
+    _y_axis,
+    extreme_positions,
     nice_ticks,
 )
 
@@ -34,15 +35,16 @@ def color(i: int) -> str:
 
 
 def _thin(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every k-th row so that a chart holds at most MAX_LINE_POINTS points per line (the last
-    row is kept so that curves end where the data ends)."""
+    """The rows holding each line's bucket minima and maxima (as the results view reduces a
+    single curve), so that troughs and peaks survive; the first and last rows are kept so
+    that curves span the data."""
     if len(frame) <= MAX_LINE_POINTS:
         return frame
-    step = int(np.ceil(len(frame) / MAX_LINE_POINTS))
-    keep = list(range(0, len(frame), step))
-    if keep[-1] != len(frame) - 1:
-        keep.append(len(frame) - 1)
-    return frame.iloc[keep]
+    values = frame.to_numpy()
+    keep = {0, len(frame) - 1}
+    for column in values.T:
+        keep.update(extreme_positions(column).tolist())
+    return frame.iloc[sorted(keep)]
 
 
 def multi_line_chart(
@@ -81,21 +83,8 @@ def multi_line_chart(
     def py(y: np.ndarray | float) -> np.ndarray:
         return box.top + (y_high - np.asarray(y)) / (y_high - y_low) * box.inner_height
 
-    for level in nice_ticks(y_low, y_high):
-        y = float(py(level))
-        parts.append(f'<line x1="{box.left}" x2="{box.left + box.inner_width}" y1="{y:.1f}" '
-                     f'y2="{y:.1f}" stroke="#e5e5e5"/>')
-        parts.append(_text(box.left - 6, y + 4, value_format.format(level), anchor="end",
-                           extra='fill="#555"'))
-    bottom = box.top + box.inner_height
-    parts.append(f'<line x1="{box.left}" x2="{box.left + box.inner_width}" y1="{bottom}" '
-                 f'y2="{bottom}" stroke="#999"/>')
-    span = index[-1] - index[0]
-    for tick in _date_ticks(index[0], index[-1]):
-        x = float(px(float(tick.value)))
-        if box.left - 1 <= x <= box.left + box.inner_width + 1:
-            parts.append(_text(x, bottom + 16, _date_label(tick, span), anchor="middle",
-                               extra='fill="#555"'))
+    parts.append(_y_axis(box, y_low, y_high, py, value_format))
+    parts.append(_x_axis(box, index[0], index[-1], px))
     if baseline is not None and y_low < baseline < y_high:
         by = float(py(baseline))
         parts.append(f'<line x1="{box.left}" x2="{box.left + box.inner_width}" y1="{by:.1f}" '
