@@ -12,6 +12,7 @@ import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from quantlab.errors import ConfigError
 
@@ -145,3 +146,12 @@ def configure_numba_cache() -> None:
         return
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     os.environ["NUMBA_CACHE_DIR"] = str(Path(base) / "quantlab" / "numba")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

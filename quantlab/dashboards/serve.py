@@ -49,10 +49,10 @@ class ServeOptions:
 
 def notebook_path(name: str) -> Path:
     if name not in DASHBOARDS:
-        from quantlab.registry.base import suggest
+        from quantlab.errors import did_you_mean
 
         raise ConfigError(
-            f"unknown dashboard {name!r}{suggest(name, DASHBOARDS)}; choose "
+            f"unknown dashboard {name!r}{did_you_mean(name, DASHBOARDS)}; choose "
             f"{' or '.join(DASHBOARDS)}", field="dashboard",
         )
     return DASHBOARDS[name]

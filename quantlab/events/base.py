@@ -15,8 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from quantlab.errors import ConfigError
-from quantlab.registry.base import suggest
+from quantlab.errors import ConfigError, did_you_mean
 
 EVENT_TYPES = ("queued", "started", "progress", "log", "checkpoint", "completed", "failed",
                "cancelled")
@@ -43,7 +42,7 @@ def encode_data(type: str, data: Mapping[str, Any] | None) -> str:
     """Validate an event's type and payload and return the payload as JSON text."""
     if type not in EVENT_TYPES:
         raise ConfigError(
-            f"unknown event type {type!r}{suggest(str(type), EVENT_TYPES)}; an event is one of "
+            f"unknown event type {type!r}{did_you_mean(str(type), EVENT_TYPES)}; an event is one of "
             f"{', '.join(EVENT_TYPES)}", field="type"
         )
     if data is None:

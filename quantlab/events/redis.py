@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 from quantlab.errors import EventsUnavailable
 from quantlab.events.base import Event, EventStream, check_read_args
-from quantlab.registry.mongo import redact
+from quantlab.settings import redact
 
 _PUBLISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -83,7 +83,6 @@ _BLOB_KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
 
 
 
-suggest = did_you_mean  # the name the registry and event code use
 
 
 # --------------------------------------------------------------------------- documents
@@ -177,7 +176,7 @@ def _string_list(value: Any, field_name: str) -> list[str]:
 def check_status(status: Any) -> str:
     if status not in RUN_STATUSES:
         raise ConfigError(
-            f"unknown run status {status!r}{suggest(str(status), RUN_STATUSES)}; a run is one of "
+            f"unknown run status {status!r}{did_you_mean(str(status), RUN_STATUSES)}; a run is one of "
             f"{', '.join(RUN_STATUSES)}", field="status"
         )
     return str(status)
@@ -500,7 +499,7 @@ class Registry(ABC):
         if key in known or (not known and _NAME.match(key)):
             return RunSort(key, descending, is_metric=True)
         raise ConfigError(
-            f"unknown sort key {key!r}{suggest(key, (*SORT_FIELDS, *known))}; sort by one of "
+            f"unknown sort key {key!r}{did_you_mean(key, (*SORT_FIELDS, *known))}; sort by one of "
             f"{', '.join(SORT_FIELDS)} or a recorded metric ({', '.join(sorted(known))}), with "
             f"a '-' prefix for descending, e.g. sort='-sharpe'", field="sort"
         )
@@ -683,7 +682,7 @@ class Registry(ABC):
 def check_level(level: str) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(
-            f"unknown log level {level!r}{suggest(str(level), LOG_LEVELS)}; use one of "
+            f"unknown log level {level!r}{did_you_mean(str(level), LOG_LEVELS)}; use one of "
             f"{', '.join(LOG_LEVELS)}", field="level"
         )
     return level

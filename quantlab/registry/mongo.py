@@ -17,7 +17,6 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, require
 from quantlab.registry.base import (
@@ -37,6 +36,7 @@ from quantlab.registry.base import (
     to_json_document,
     with_id,
 )
+from quantlab.settings import redact
 
 # Checkpoints bigger than this go to GridFS (a MongoDB document is limited to 16 MiB).
 INLINE_CHECKPOINT_BYTES = 8 * 1024 * 1024
@@ -55,15 +55,6 @@ _RUN_INDEXES: list[list[tuple[str, int]]] = [
     [("metrics.$**", 1)],
     [("status", 1), ("heartbeat_at", 1)],
 ]
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _strip_id(doc: Mapping[str, Any] | None) -> dict[str, Any]:

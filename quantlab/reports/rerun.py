@@ -132,7 +132,7 @@ def drift_causes(registry: Any, old: Mapping[str, Any], new: Mapping[str, Any]) 
 def parse_filters(items: Iterable[str]) -> dict[str, Any]:
     """``["strategy=sma_crossover", "tag=prod", "where=sharpe>1"]`` -> find_runs filters; a key
     given twice matches either value (``where`` clauses all apply)."""
-    from quantlab.registry.base import suggest
+    from quantlab.errors import did_you_mean
 
     filters: dict[str, Any] = {}
     for item in items:
@@ -145,7 +145,7 @@ def parse_filters(items: Iterable[str]) -> dict[str, Any]:
             )
         if key not in FILTER_KEYS:
             raise ConfigError(
-                f"unknown filter {key!r}{suggest(key, FILTER_KEYS)}; filter by "
+                f"unknown filter {key!r}{did_you_mean(key, FILTER_KEYS)}; filter by "
                 f"{', '.join(FILTER_KEYS)}", field="filter",
             )
         if key in LIST_FILTERS:

@@ -90,10 +90,10 @@ def _check_parameters(parameters: Mapping[str, Any]) -> None:
     known = template_parameters()
     for name in parameters:
         if name not in known:
-            from quantlab.registry.base import suggest
+            from quantlab.errors import did_you_mean
 
             raise ConfigError(
-                f"unknown report parameter {name!r}{suggest(name, known)}; the report takes "
+                f"unknown report parameter {name!r}{did_you_mean(name, known)}; the report takes "
                 f"{', '.join(sorted(known))}", field=name,
             )
 

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from quantlab.errors import ConfigError, RunError
-from quantlab.registry.base import suggest
+from quantlab.errors import ConfigError, RunError, did_you_mean
 
 # Filters of GET /runs; each takes several values, repeated (?status=a&status=b) or a,b.
 MULTI_FILTERS = ("status", "strategy", "symbol", "tag", "user")
@@ -65,7 +64,7 @@ def _check_known(params: Mapping[str, Any], known: Sequence[str], what: str) -> 
         # no cache answers it: a parameter name of digits alone is that cache-buster.
         if name not in known and not name.isdigit():
             raise ConfigError(
-                f"unknown query parameter {name!r} for {what}{suggest(name, known)}; valid "
+                f"unknown query parameter {name!r} for {what}{did_you_mean(name, known)}; valid "
                 f"parameters: {', '.join(known)}", field=name
             )
 
