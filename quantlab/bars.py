@@ -178,9 +178,6 @@ def infer_interval(index: pd.DatetimeIndex) -> str:
 
 
 def from_frame(df: pd.DataFrame, symbol: str = "data", interval: str | None = None) -> Bars:
-    fast = _fast_bars(df, symbol, interval)
-    if fast is not None:
-        return fast
     return from_frames({symbol: df}, interval=interval)
 
 
@@ -203,8 +200,15 @@ def _fast_bars(df: object, symbol: str, interval: str | None) -> Bars | None:
         return None
     try:
         values = df.to_numpy(dtype=np.float64)
-    except (ValueError, TypeError):  # a non-numeric column: the slow path says which
-        return None
+    except (ValueError, TypeError):
+        # a non-numeric column: only the OHLCV ones are converted (a ticker or note column
+        # is fine; a bad price column sends the frame to the slow path, which says which)
+        used = sorted(position.values())
+        try:
+            values = df.iloc[:, used].to_numpy(dtype=np.float64)
+        except (ValueError, TypeError):
+            return None
+        position = {name: used.index(i) for name, i in position.items()}
     take = [position[name] for name in PRICE_COLUMNS]
     # values.T is usually the frame's own (columns, rows) block: taking rows is a plain copy
     prices = np.ascontiguousarray(values.T[take])
@@ -222,14 +226,16 @@ def from_frames(frames: Mapping[str, pd.DataFrame], interval: str | None = None)
     """Validate and align several symbols' frames on the union of their timestamps."""
     if not frames:
         raise DataError("no symbols given; pass a DataFrame or a dict of symbol -> DataFrame")
-    if len(frames) == 1:
+    single = len(frames) == 1
+    if single:
         sym, df = next(iter(frames.items()))
         fast = _fast_bars(df, str(sym), interval)
         if fast is not None:
             return fast
     parts: dict[str, tuple[pd.DatetimeIndex, dict[str, np.ndarray]]] = {}
     for sym, df in frames.items():
-        quick = _fast_bars(df, str(sym), "-")  # the interval is inferred once, below
+        # the interval is inferred once, below; a single frame's fast path was just tried
+        quick = None if single else _fast_bars(df, str(sym), "-")
         if quick is not None:
             parts[str(sym)] = (quick.index, {name: getattr(quick, name)[0] for name in OHLCV})
         else:

@@ -121,3 +121,15 @@ def test_symbols_from_the_data_store(ql_home: object) -> None:
     assert both.equity.index[-1] <= pd.Timestamp("2020-06-30")
     with pytest.raises(DataError, match="AAA"):
         ql.backtest("AAB", "buy_and_hold")
+
+
+def test_an_extra_text_column_is_ignored_and_keeps_the_fast_path() -> None:
+    from quantlab.bars import _fast_bars, from_frame
+
+    data = random_walk(300, seed=11)
+    tagged = data.assign(ticker="AAA", note="from a CSV export")
+    assert _fast_bars(tagged, "data", None) is not None  # converted column by column
+    bars, plain = from_frame(tagged), from_frame(data)
+    for name in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(bars, name), getattr(plain, name))
+    assert ql.backtest(tagged, "sma_crossover").metrics == ql.backtest(data, "sma_crossover").metrics
