@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +135,10 @@ def test_an_extra_text_column_is_ignored_and_keeps_the_fast_path() -> None:
     for name in ("open", "high", "low", "close", "volume"):
         np.testing.assert_array_equal(getattr(bars, name), getattr(plain, name))
     assert ql.backtest(tagged, "sma_crossover").metrics == ql.backtest(data, "sma_crossover").metrics
+
+
+def test_an_unknown_option_is_named_before_any_data_is_loaded(ql_home: Path) -> None:
+    # the misspelt option, not the (also unknown) symbol: nothing is read from the store
+    with pytest.raises(ConfigError, match="unknown option 'comission' — did you mean "
+                                          "'commission'"):
+        ql.backtest("NOSUCHSYMBOL", "sma_crossover", comission=0.001)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,23 +35,22 @@ def backtest(
     ``allow_short=False, size=1.0, weights=None, stop_loss=None, take_profit=None,
     close_at_end=False, select="sharpe", threads=None``.
     """
-    bars = load_bars(data, start=start, end=end, interval=interval)
     unknown = set(options) - _OPTIONS
-    if unknown:
+    if unknown:  # before anything is loaded
         name = sorted(unknown)[0]
         valid = sorted(_OPTIONS | {"start", "end", "interval"})
         raise ConfigError(f"unknown option '{name}'{did_you_mean(name, valid)} (valid: "
                           f"{', '.join(valid)})", field=name, suggestion=nearest(name, valid))
+    bars = load_bars(data, start=start, end=end, interval=interval)
     sim = Simulation(bars, strategy, params, **options)
     sim.prepare()
     sim.run(sim.total_units)
     return sim.result()
 
 
-_OPTIONS = frozenset({
-    "cash", "commission", "commission_fixed", "slippage", "fill", "units", "allow_short",
-    "size", "weights", "stop_loss", "take_profit", "close_at_end", "select", "threads",
-})
+# Simulation's keyword options, read from its signature (one list to keep)
+_OPTIONS = frozenset(name for name, p in inspect.signature(Simulation).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def load_bars(data: Any, *, start: Any = None, end: Any = None, interval: str | None = None
