@@ -628,3 +628,15 @@ def test_a_worker_reuses_indicators_of_earlier_runs_on_the_same_data(home: Path)
     alone = ql.backtest("AAA", "sma_crossover", SINGLE["params"], start=SINGLE["start"],
                         end=SINGLE["end"], cash=50_000)
     assert again.result().metrics == pytest.approx(alone.metrics, nan_ok=True)
+
+
+def test_a_failed_start_is_explained_by_that_workers_own_log_lines(tmp_path: Path) -> None:
+    from quantlab.jobs.worker import _last_error
+
+    log = tmp_path / "worker.log"
+    log.write_text("ValueError: an error of an earlier worker\n")
+    start = log.stat().st_size
+    with log.open("a") as fh:
+        fh.write("QuantLab worker pid 7, 1 worker(s)\nKilled\n")
+    assert _last_error(log, start) == "Killed"
+    assert _last_error(log) == "ValueError: an error of an earlier worker"

@@ -98,6 +98,9 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
     with _spawn_lock(settings):
         if worker_alive(settings):
             return None
+        log_path = settings.home / LOG_FILE
+        # the log is appended to: only what this worker writes can explain its exit
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         proc = spawn_worker(settings)
         deadline = time.monotonic() + wait
         # Hold the spawn lock until the child holds the worker lock, so that another kernel
@@ -109,7 +112,7 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
         if proc.poll() is not None:
             raise RunError(
                 f"the QuantLab worker exited at start (code {proc.returncode}): "
-                f"{_last_error(settings.home / LOG_FILE)}. Fix that and submit again, or start "
+                f"{_last_error(log_path, log_start)}. Fix that and submit again, or start "
                 f"a worker yourself with `quantlab worker`; its log is {settings.home / LOG_FILE}",
                 returncode=proc.returncode,
             )
@@ -117,10 +120,13 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
         return proc.pid
 
 
-def _last_error(path: Path) -> str:
-    """The last line of a worker log that names an error (for the message of a failed start)."""
+def _last_error(path: Path, start: int = 0) -> str:
+    """The last line of a worker log from byte ``start`` on that names an error (for the
+    message of a failed start)."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with path.open("rb") as fh:
+            fh.seek(start)
+            lines = fh.read().decode(errors="replace").splitlines()
     except OSError:
         return "no log"
     for line in reversed(lines):
