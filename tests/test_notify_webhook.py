@@ -208,7 +208,7 @@ def test_private_address_is_refused_at_send_time(receiver: Receiver) -> None:
                               settings=fast_settings(webhook_allow_private=False))
         assert result.status == "failed"
         assert len(result.attempts) == 1  # refusals are final, not retried
-        assert "refused:" in (result.error or "") and "127.0.0.1" in (result.error or "")
+        assert "loopback/private/link-local address" in (result.error or "") and "127.0.0.1" in (result.error or "")
         assert "QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1" in (result.error or "")
     assert receiver.requests == []
 

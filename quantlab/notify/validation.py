@@ -13,7 +13,7 @@ import difflib
 import ipaddress
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,6 +132,14 @@ def check_webhook_url(
             f"{field}: the host of {target.url!r} cannot be resolved ({exc}); check the spelling "
             f"of '{target.host}' and this machine's DNS", field=field, url=target.url,
         ) from None
+    refuse_private_addresses(target, addresses, field=field)
+    return target
+
+
+def refuse_private_addresses(target: WebhookTarget, addresses: Sequence[Any], *,
+                             field: str = "url") -> None:
+    """ConfigError if any of the host's addresses is not public: the check made when a webhook
+    is saved and again, against the addresses actually dialled, when it is sent."""
     refused = [a for a in addresses if not is_public_address(a)]
     if refused:
         raise ConfigError(
@@ -140,7 +148,6 @@ def check_webhook_url(
             f"the internal network. Use a public URL, or (on a trusted install) set "
             f"QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1", field=field, url=target.url, address=str(refused[0]),
         )
-    return target
 
 
 # --------------------------------------------------------------------------------------------

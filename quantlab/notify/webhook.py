@@ -41,8 +41,8 @@ from quantlab.notify.delivery import (
 from quantlab.notify.validation import (
     AddressInfo,
     WebhookTarget,
-    is_public_address,
     parse_webhook_url,
+    refuse_private_addresses,
     resolve_host,
 )
 
@@ -145,13 +145,7 @@ def _checked_addresses(target: WebhookTarget, allow_private: bool) -> list[Addre
     if not addresses:
         raise OSError(f"{target.host} resolved to no address")
     if not allow_private:
-        refused = [a for a in addresses if not is_public_address(a)]
-        if refused:
-            raise ConfigError(
-                f"refused: {target.host} resolves to {refused[0]}, a loopback/private address "
-                f"(set QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1 to allow it on a trusted install)",
-                field="url", address=str(refused[0]),
-            )
+        refuse_private_addresses(target, addresses)
     return addresses
 
 
