@@ -175,6 +175,18 @@ def test_the_suggested_fixes_work(ql_home: Path) -> None:
     assert ql.data.symbols().iloc[0]["adjusted"]
 
 
+@pytest.mark.parametrize("order", [["Open", "High", "Low", "Adj Close", "Close"],
+                                   ["Open", "High", "Low", "Close", "Adj Close"]],
+                         ids=["adj-close-first", "adj-close-last"])
+def test_an_explicit_column_mapping_wins_over_a_column_of_the_same_name(
+        ql_home: Path, order: list[str]) -> None:
+    raw = pd.DataFrame({"Open": [1.0] * 3, "High": [2.0] * 3, "Low": [0.5] * 3,
+                        "Adj Close": [1.1, 1.2, 1.3], "Close": [1.5, 1.6, 1.7]},
+                       index=pd.date_range("2020-01-01", periods=3))[order]
+    ql.data.import_frame("ADJ", raw, columns={"Adj Close": "close"}, adjusted=True)
+    assert ql.data.load("ADJ").close[0].tolist() == [1.1, 1.2, 1.3]
+
+
 ERROR_CALLS: list[tuple[str, Callable[[], object], str]] = [
     ("unknown-symbol", lambda: ql.data.load("GOOF"),
      r"unknown symbol 'GOOF': it is not in the data store\. Did you mean 'GOOD'\? 1d symbols "

@@ -270,6 +270,22 @@ def test_csv_with_daylight_saving_offsets_keeps_exact_instants(ql_home: Path) ->
                                 pd.Timestamp("2024-03-11 09:30", tz="America/New_York")]
 
 
+@pytest.mark.parametrize("start", ["2024-03-07 09:30", "2024-01-02 09:30"],
+                         ids=["across-dst", "winter-only"])
+def test_a_zoned_date_column_keeps_its_zone_like_a_zoned_index(ql_home: Path,
+                                                               start: str) -> None:
+    # a datetime64 column is used as it is, not printed and re-parsed into fixed offsets/UTC
+    zoned = bars_frame(start, 6, freq="D").tz_localize("America/New_York")
+    ql.data.import_frame("IDX", zoned, interval="1d")
+    ql.data.import_frame("COL", zoned.reset_index(names="date"), interval="1d")
+    tz = ql.data.symbols().set_index("name")["tz"]
+    assert tz["COL"] == tz["IDX"] == "America/New_York"
+    by_index, by_column = ql.data.load("IDX"), ql.data.load("COL")
+    assert str(by_column.index.tz) == "America/New_York"
+    assert list(by_column.index) == list(by_index.index) == list(zoned.index)
+    np.testing.assert_array_equal(by_column.close, by_index.close)
+
+
 def _flip_flop(home: str, rounds: int) -> None:
     os.environ["QUANTLAB_HOME"] = home
     for i in range(rounds):

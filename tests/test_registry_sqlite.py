@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import sys
 import threading
@@ -192,6 +193,38 @@ def test_mongo_without_pymongo_says_which_extra_to_install(
         open_registry()
     assert str(info.value) == ("the MongoDB registry needs the 'pymongo' package, which is not "
                                "installed. Install it with: pip install 'quantlab[mongo]'")
+
+
+# ------------------------------------------------------------------------------ blobs
+
+
+def test_blob_writes_are_fsynced_and_a_failed_one_keeps_the_old_blob(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = SQLiteRegistry(tmp_path / "registry.sqlite")
+    key = "runs/r1/equity.parquet"
+    reg.put_blob(key, b"old")
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    reg.put_blob(key, b"new")
+    assert synced  # through quantlab.fileio.atomic_write_bytes: on disk before the rename
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        reg.put_blob(key, b"newer")
+    assert reg.get_blob(key) == b"new"
+    files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert [p.name for p in files] == ["equity.parquet"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 # ------------------------------------------------------------------------------ concurrency

@@ -62,7 +62,12 @@ def _apply_mapping(df: pd.DataFrame, columns: Mapping[str, str] | None, symbol: 
                 f"{symbol}: columns= maps {src!r} to {dst!r}; map columns to one of "
                 f"{', '.join(wanted)}", field="columns",
             )
-    return df.rename(columns={src: str(dst).lower() for src, dst in columns.items()})
+    # An explicit mapping wins: a column that would be matched to a mapped target by name (a
+    # plain "Close" next to {"Adj Close": "close"}) is left out, whatever the column order.
+    targets = {str(dst).lower() for dst in columns.values()}
+    competing = [c for c in df.columns if c not in columns and _squash(c) in targets]
+    return df.drop(columns=competing).rename(
+        columns={src: str(dst).lower() for src, dst in columns.items()})
 
 
 def _pick_columns(df: pd.DataFrame, symbol: str) -> dict[str, str]:
@@ -88,6 +93,27 @@ def _pick_columns(df: pd.DataFrame, symbol: str) -> dict[str, str]:
     return found
 
 
+def _parse_dates(raw: pd.Series, date_column: str, date_format: str | None, symbol: str
+                 ) -> pd.DatetimeIndex:
+    """Dates written as text (or numbers) -> timestamps, NaT where one cannot be read."""
+    try:
+        try:
+            parsed = pd.to_datetime(raw.astype("string"), format=date_format, errors="coerce")
+        except ValueError as exc:
+            if "utc=True" not in str(exc):
+                raise
+            # offsets that change (daylight saving): the instants are exact, keep them in UTC
+            parsed = pd.to_datetime(raw.astype("string"), format=date_format, errors="coerce",
+                                    utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{symbol}: cannot read the dates in column {date_column!r} ({exc}); pass "
+            f"date_format= (e.g. date_format='%Y-%m-%d %H:%M:%S%z')",
+            symbol=symbol, column=date_column,
+        ) from None
+    return pd.DatetimeIndex(parsed)
+
+
 def _timestamps(df: pd.DataFrame, date_column: str | None, date_format: str | None,
                 where: _Where) -> pd.DatetimeIndex:
     symbol = where.symbol
@@ -111,22 +137,12 @@ def _timestamps(df: pd.DataFrame, date_column: str | None, date_format: str | No
             f"found: {list(map(str, df.columns))}", symbol=symbol, column=date_column,
         )
     raw = df[date_column]
-    try:
-        try:
-            parsed = pd.to_datetime(raw.astype("string"), format=date_format, errors="coerce")
-        except ValueError as exc:
-            if "utc=True" not in str(exc):
-                raise
-            # offsets that change (daylight saving): the instants are exact, keep them in UTC
-            parsed = pd.to_datetime(raw.astype("string"), format=date_format, errors="coerce",
-                                    utc=True)
-    except (ValueError, TypeError) as exc:
-        raise DataError(
-            f"{symbol}: cannot read the dates in column {date_column!r} ({exc}); pass "
-            f"date_format= (e.g. date_format='%Y-%m-%d %H:%M:%S%z')",
-            symbol=symbol, column=date_column,
-        ) from None
-    bad = np.flatnonzero(pd.isna(parsed).to_numpy())
+    if date_format is None and pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        # already timestamps: keep them (and their zone) as they are, no round trip through text
+        parsed = pd.DatetimeIndex(raw)
+    else:
+        parsed = _parse_dates(raw, date_column, date_format, symbol)
+    bad = np.flatnonzero(pd.isna(parsed))
     if len(bad):
         i = int(bad[0])
         value = raw.iloc[i]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+from quantlab.fileio import atomic_write_bytes
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -87,9 +88,8 @@ class RateLimiter:
                 if list(self._calls) != before:
                     longest = max((w for _, w in self.limits), default=0.0)
                     keep = [t for t in self._calls if t > self.clock() - longest]
-                    tmp = self.state_path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps({"calls": keep}))
-                    os.replace(tmp, self.state_path)
+                    data = json.dumps({"calls": keep}).encode()
+                    atomic_write_bytes(self.state_path, lambda fh: fh.write(data))
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 

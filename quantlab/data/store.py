@@ -28,7 +28,6 @@ import json
 import mmap
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ import pyarrow.parquet as pq
 from quantlab import settings
 from quantlab.bars import OHLCV
 from quantlab.errors import ConfigError, DataError
+from quantlab.fileio import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 LOCK = ".write.lock"
@@ -184,46 +184,6 @@ class Series:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_mode() -> int:
-    # mkstemp creates 0600 files; stored data should be as readable as any file the user makes
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: Path, writer: Any) -> None:
-    """Write ``path`` through a temporary file in its folder: fsync, then ``os.replace``.
-
-    ``writer(fileobj)`` writes the content. A failure leaves the old file untouched and no
-    temporary file behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _frame_to_table(frame: pd.DataFrame, meta: dict[str, Any]) -> pa.Table:

@@ -14,15 +14,14 @@ Schema 1 (QuantLab before the search indexes) was ``meta`` plus ``runs(id, doc)`
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from quantlab.errors import ConfigError, RunError
+from quantlab.fileio import atomic_write_bytes
 from quantlab.registry._sqlite_conn import ConnectionPerThread
 from quantlab.registry.base import (
     SCHEMA_VERSION,
@@ -452,13 +451,9 @@ class SQLiteRegistry(Registry):
 
     def put_blob(self, key: str, data: bytes) -> None:
         target = self.blob_dir / check_blob_key(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(bytes(data))
-            os.replace(tmp, target)  # readers see the old or the new file, never half of one
-        finally:
-            tmp.unlink(missing_ok=True)
+        payload = bytes(data)
+        # temp file, fsync, os.replace: readers see the old or the new file, never half of one
+        atomic_write_bytes(target, lambda fh: fh.write(payload))
 
     def get_blob(self, key: str) -> bytes:
         try:
