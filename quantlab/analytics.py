@@ -196,6 +196,8 @@ def _flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
+    """A config value as text, the form config_diff compares: a whole float reads as the int
+    it equals (a config read back from JSON or YAML may say ``10.0`` where another says 10)."""
     if value is None:
         return "—"
     if isinstance(value, list | tuple):
@@ -203,7 +205,7 @@ def _shown(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, default=str)
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(value)
+        return str(int(value))
     return str(value)
 
 

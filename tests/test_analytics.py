@@ -187,6 +187,15 @@ def test_config_diff_marks_a_key_only_one_run_sets() -> None:
     assert config_diff({"a": {"cash": 1}, "b": {"cash": 1}}).empty
 
 
+def test_config_diff_treats_a_whole_float_as_the_int_it_equals() -> None:
+    """A config saved as JSON/YAML may say 10.0 where another says 10: not a difference."""
+    same = config_diff({"a": {"params": {"fast": 10}, "cash": 100_000.0, "symbols": ["A"]},
+                        "b": {"params": {"fast": 10.0}, "cash": 100_000, "symbols": ["A"]}})
+    assert same.empty
+    diff = config_diff({"a": {"params": {"fast": 10.0}}, "b": {"params": {"fast": 10.5}}})
+    assert diff.loc["params.fast", "a"] == "10" and diff.loc["params.fast", "b"] == "10.5"
+
+
 def test_comparison_config_diff_from_results() -> None:
     cmp = Comparison.from_results(three_runs())
     assert set(cmp.config_diff.index) == {"params.fast", "symbols", "commission"}

@@ -17,7 +17,7 @@ from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.formatting import format_metric, metrics_table_html
 from quantlab.notebook.results import best_rows, sweep_matrix
-from quantlab.notebook.runlist import parse_filters
+from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, format_duration, summary_line
 from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
 from tests import test_notebook_support as support
@@ -407,6 +407,18 @@ def test_run_list_filters_parse_like_a_search_box() -> None:
     assert parse_filters("where=max_drawdown_pct>=-20 sharpe>=1")["where"] == (
         "max_drawdown_pct>=-20, sharpe>=1")
     assert parse_filters("")["limit"] == 20
+
+
+def test_run_list_badges_go_in_the_status_cells_only() -> None:
+    """A run named like a status keeps its name as text; its status cell gets the badge."""
+    records = [{"id": "01A", "name": "failed", "status": "completed", "strategy": "sma"},
+               {"id": "01B", "name": "<b>x</b>", "status": "failed", "strategy": "sma"}]
+    page = RunsTable(records, {"limit": 20})._repr_html_()
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    assert cells[0][1] == "failed" and cells[1][1] == "&lt;b&gt;x&lt;/b&gt;"  # names: text
+    assert "ql-status-completed" in cells[0][2] and ">completed</span>" in cells[0][2]
+    assert "ql-status-failed" in cells[1][2]
 
 
 @pytest.mark.parametrize("line, expected", [

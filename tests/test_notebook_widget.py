@@ -255,3 +255,34 @@ def test_apply_drives_a_widget_without_a_thread(nb_home: Path, no_worker: None) 
     assert widget.progress.value == 0.25 and "computing indicators" in widget.info.value
     assert not widget.apply(Event(base + 2, run.id, "progress", time.time(), {"percent": 90}))
     assert widget.progress.value == 0.25  # a replayed event changes nothing
+
+
+def test_the_follower_survives_an_unreadable_event_stream(
+        nb_home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One failed wait (Redis restarting in team mode) pauses the view; it does not end it."""
+    from quantlab.errors import EventsUnavailable
+    from quantlab.jobs import backends
+
+    events = backends.events()
+    real_wait = events.wait
+    view: dict[str, RunWidget] = {}
+    shown_at_wait: list[str] = []  # the info line as each wait starts
+
+    def wait_failing_once(*args: Any, **kwargs: Any) -> Any:
+        shown_at_wait.append(view["widget"].info.value if view else "")
+        if len(shown_at_wait) == 1:  # the store is restarting
+            raise EventsUnavailable("cannot reach Redis (restarting)")
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(events, "wait", wait_failing_once)
+    run = ql.submit(SINGLE)
+    widget = view["widget"] = RunWidget(run)
+    assert widget.events is events
+    wait_for(lambda: len(shown_at_wait) > 2, 10, "the follower to read the stream again")
+    assert "live updates paused (EventsUnavailable: cannot reach Redis" in shown_at_wait[1]
+    assert "live updates" not in widget.info.value  # the note went once the stream was back
+    script = ScriptedWorker(run.id)
+    script.start()
+    script.fail("StrategyError: boom", "Traceback (most recent call last):\n")
+    assert wait_for_outcome(widget, 10)
+    assert widget.state.status == "failed"

@@ -72,6 +72,28 @@ def test_monthly_returns_from_month_end_equity() -> None:
     assert table.loc[2023, "Year"] == pytest.approx(10.0)
 
 
+def test_whole_number_metrics_from_numpy_get_the_best_highlight() -> None:
+    """Bar and order counts come out of the metrics frame as np.int64: still numbers to rank."""
+    from types import SimpleNamespace
+
+    from quantlab.analytics import Comparison
+    from quantlab.reports.html import comparison_metrics_html
+    from tests.test_notebook_support import comparison_best
+
+    def compared(duration: int, rejected: int, sharpe: float) -> Any:
+        equity = pd.Series([100.0, 95.0, 104.0], index=pd.date_range("2020-01-01", periods=3))
+        return SimpleNamespace(equity=equity, config={"strategy": "sma_crossover"}, metrics={
+            "max_drawdown_duration": np.int64(duration), "rejected_orders": np.int64(rejected),
+            "sharpe": np.float64(sharpe)})
+
+    cmp = Comparison.from_results({"A": compared(40, 3, 0.5), "B": compared(12, 0, 1.5)})
+    page = comparison_metrics_html(cmp)
+    assert comparison_best(page, "Max drawdown duration") == [format_metric(
+        "max_drawdown_duration", 12)]  # lower is better
+    assert comparison_best(page, "Rejected orders") == ["0"]
+    assert comparison_best(page, "Sharpe") == ["1.500"]
+
+
 def test_template_parameters_are_the_tagged_cell() -> None:
     assert template_parameters() == {"run_id": "", "quantlab_home": None, "max_trades": 50,
                                      "sweep_metric": None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,8 +128,11 @@ def html_table(
     highlight: Mapping[tuple[int, int], str] | None = None,
     left_columns: int = 1,
     css_class: str = "ql-table",
+    html_columns: Collection[int] = (),
 ) -> str:
-    """A compact HTML table; cells are escaped; ``highlight`` maps (row, col) to a CSS style."""
+    """A compact HTML table; cells are escaped; ``highlight`` maps (row, col) to a CSS style.
+    ``html_columns``: columns whose cells are already HTML (e.g. status badges), put in as is
+    so that they land in their own cell, never in another cell with the same text."""
     highlight = highlight or {}
     left = ' class="l"'
     head = "".join(
@@ -143,7 +146,8 @@ def html_table(
             text = value if isinstance(value, str) else format_cell(value)
             klass = left if c < left_columns else ""
             style = f' style="{highlight[(r, c)]}"' if (r, c) in highlight else ""
-            cells.append(f"<td{klass}{style}>{html.escape(text)}</td>")
+            shown = text if c in html_columns else html.escape(text)
+            cells.append(f"<td{klass}{style}>{shown}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'{TABLE_CSS}<table class="ql-t {css_class}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")

@@ -129,23 +129,19 @@ class RunsTable:
         header = ["id", "name", "status", "strategy", "symbols", "queued", "duration",
                   *(metric_label(m) for m in TABLE_METRICS)]
         rows = []
-        badges = []
         for record in self.records:
             state = RunState.from_record(record)
             metrics = record.get("metrics") or {}
-            status = state.status + (f" {state.progress:.0%}" if state.status == "running" else "")
-            badges.append(status_badge(state.status, f"{state.progress:.0%}"
-                                       if state.status == "running" else ""))
+            badge = status_badge(state.status, f"{state.progress:.0%}"
+                                 if state.status == "running" else "")
             rows.append([
-                str(record["id"]), str(record.get("name") or ""), status,
+                str(record["id"]), str(record.get("name") or ""), badge,
                 str(record.get("strategy") or ""), ", ".join(record.get("symbols") or []),
                 _when(record.get("queued_at")), format_duration(state.elapsed()),
                 *(format_metric(m, metrics.get(m)) for m in TABLE_METRICS),
             ])
-        table = html_table(header, rows, left_columns=5, css_class="ql-runs")
-        # Status cells as coloured badges (the table escapes text, so swap them in after).
-        for row, badge in zip(rows, badges):
-            table = table.replace(f">{html.escape(row[2])}</td>", f">{badge}</td>", 1)
+        # The status column holds coloured badges: HTML already (the badge escapes its text).
+        table = html_table(header, rows, left_columns=5, css_class="ql-runs", html_columns={2})
         more = (f'<div style="font-size:11px;color:#666">first {len(self.records)} runs '
                 f"(limit={self.filters.get('limit')}); page with offset=</div>"
                 if len(self.records) == self.filters.get("limit") else "")

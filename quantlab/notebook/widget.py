@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from quantlab.errors import RunNotFound
+from quantlab.errors import EventsUnavailable, RunNotFound
 from quantlab.notebook.failure import failure_html
 from quantlab.notebook.formatting import status_badge, status_color
 from quantlab.notebook.results import ResultsView, headline
@@ -28,6 +28,8 @@ from quantlab.notebook.state import RunState, summary_line
 TICK_SECONDS = 1.0
 # How often the registry record is re-read to reconcile with the events.
 RECONCILE_SECONDS = 5.0
+# The longest pause between two tries at an unreadable event stream (e.g. Redis restarting).
+RETRY_CAP_SECONDS = 30.0
 
 
 def _backend(kind: str, run: Any) -> Any:
@@ -53,6 +55,8 @@ class RunWidget(widgets.VBox):
         self._finished_view_built = False  # guards against building the outcome twice
         self._outcome_ready = threading.Event()  # set once the outcome is on screen
         self._thread: threading.Thread | None = None
+        self._retrying = False  # the follower's note is about a stream it is still retrying
+        self._retry_delay = TICK_SECONDS
         self.record: dict[str, Any] = {}
         self.result: Any = None
         # Take the event cursor BEFORE reading the record: events published in between are
@@ -112,12 +116,14 @@ class RunWidget(widgets.VBox):
         except Exception:
             return None
 
-    def _note_problem(self, message: str) -> None:
-        """Shown under the progress line (a follower thread reports here, never by printing)."""
+    def _note_problem(self, message: str | None, *, retrying: bool = False) -> None:
+        """Shown under the progress line (a follower thread reports here, never by printing).
+        ``retrying``: the follower keeps trying, so the note says so; None clears the note."""
         state = getattr(self, "state", None)
         if state is not None:
             with self._lock:
                 state.follow_error = message
+                self._retrying = retrying
 
     @staticmethod
     def _safe(func: Callable[[], Any], default: Any) -> Any:
@@ -151,8 +157,7 @@ class RunWidget(widgets.VBox):
         last_reconcile = time.monotonic()
         try:
             while not self._stop.is_set() and not self.state.terminal:
-                batch = self.events.wait(self.run_id, after=self.state.last_seq,
-                                         timeout=TICK_SECONDS)
+                batch = self._wait_for_events()
                 with self._lock:
                     for event in batch:
                         self.state.apply(event)
@@ -165,6 +170,24 @@ class RunWidget(widgets.VBox):
         except Exception as exc:  # shown in the widget: a thread must never print
             self._note_problem(f"{type(exc).__name__}: {exc}")
         self.render()
+
+    def _wait_for_events(self) -> list[Any]:
+        """The next events, or none while the stream cannot be read: a store restarting
+        (Redis in team mode) must not end the view, so the follower notes the problem, backs
+        off and keeps going (the reconcile still reads the registry meanwhile)."""
+        try:
+            batch = list(self.events.wait(self.run_id, after=self.state.last_seq,
+                                          timeout=TICK_SECONDS))
+        except (EventsUnavailable, OSError) as exc:  # shown in the widget: never printed
+            self._note_problem(f"{type(exc).__name__}: {exc}", retrying=True)
+            self.render()
+            self._stop.wait(self._retry_delay)  # wakes at once on stop()
+            self._retry_delay = min(self._retry_delay * 2, RETRY_CAP_SECONDS)
+            return []
+        if self._retrying:  # the stream is back: drop the note about it
+            self._note_problem(None)
+        self._retry_delay = TICK_SECONDS
+        return batch
 
     def _is_queued(self) -> bool:
         return self.state.status == "queued"
@@ -223,7 +246,10 @@ class RunWidget(widgets.VBox):
                                        "cancelled": "warning"}.get(state.status, "info")
             self.progress.description = f"{state.progress * 100:.0f}%"
             info = html.escape(summary_line(state))
-            if state.follow_error:
+            if state.follow_error and self._retrying:
+                info += (f'<div style="color:#d62728">live updates paused '
+                         f"({html.escape(state.follow_error)}); retrying</div>")
+            elif state.follow_error:
                 info += (f'<div style="color:#d62728">live updates stopped '
                          f"({html.escape(state.follow_error)}); display "
                          f"ql.get_run({self.run_id!r}) again to refresh</div>")

@@ -20,6 +20,7 @@ from quantlab.notebook.formatting import (
     TABLE_STYLE,
     format_metric,
     html_table,
+    is_number,
     metric_label,
 )
 from quantlab.notebook.svg import heat_color
@@ -51,8 +52,8 @@ NEUTRAL_METRICS = frozenset({"n_trades", "open_trades", "exposure_pct", "buy_hol
 def _best_positions(values: list[Any], metric: str) -> set[int]:
     if metric in NEUTRAL_METRICS:
         return set()
-    numbers = [(i, float(v)) for i, v in enumerate(values)
-               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    # is_number, not int | float: counts read back from a frame are numpy integers
+    numbers = [(i, float(v)) for i, v in enumerate(values) if is_number(v) and math.isfinite(v)]
     if len(numbers) < 2:
         return set()
     pick = min if metric in LOWER_IS_BETTER else max
