@@ -404,7 +404,12 @@ class Job:
 
         count, total = self.shard_count, sweep.total_units
         board = shards.ShardBoard(self.run_id, count, self.settings)
-        pending = [i for i in range(count) if board.result(i) is None]
+        if board.cancelled():
+            # left by an earlier attempt that was stopping (cancel or time limit) when its worker
+            # died: this attempt runs the sweep whole (a cancel requested of the run itself is
+            # seen at the first check and sets the flag again)
+            board.uncancel()
+        pending = self._pending_shards(board)
         for shard in pending:
             queue.enqueue_shard(self.run_id, shard, count, self.doc.get("priority") or 0,
                                 self.settings)
@@ -422,7 +427,7 @@ class Job:
 
         try:
             while True:
-                pending = [i for i in range(count) if board.result(i) is None]
+                pending = self._pending_shards(board)
                 self._raise_shard_errors(board)
                 if not pending:
                     # every shard has its result: tell 100% (the shards' done counters are
@@ -452,6 +457,23 @@ class Job:
         # the merged result is about to be saved: the shards' parts are no longer needed
         shards.cleanup(self.run_id, count, self.settings)
         return result
+
+    def _pending_shards(self, board: Any) -> list[int]:
+        """The shards still to run: those without a result, and those whose result is only a
+        part (a worker stopped early) unless the run is being cancelled, the one case where a
+        part is final. Such a part is forgotten here, so that the shard is claimed and run again
+        whole; a failed shard is not pending (``_raise_shard_errors`` fails the run)."""
+        cancelled = board.cancelled()
+        pending = []
+        for index in range(self.shard_count):
+            found = board.result(index)
+            if found is not None and not found["complete"] and not found.get("error") \
+                    and not cancelled:
+                board.reset(index)
+                found = None
+            if found is None:
+                pending.append(index)
+        return pending
 
     def _raise_shard_errors(self, board: Any) -> None:
         for index in range(self.shard_count):
@@ -578,8 +600,10 @@ class Job:
     def _completed(self, result: Any) -> None:
         fields = self._save_result(result)
         self._own_or_raise()
+        # a merged sweep tells whether a shard's part is missing: never claim it whole then
         fields.update({"status": "completed", "progress": 1.0, "step": "completed",
-                       "finished_at": time.time(), "eta_seconds": 0.0, "partial": False})
+                       "finished_at": time.time(), "eta_seconds": 0.0,
+                       "partial": bool(getattr(result, "partial", False))})
         if not self.registry.update_run(self.run_id, fields, expect_status=("running",)):
             raise OwnershipLost
         self.ended = True

@@ -13,6 +13,11 @@ table is a Parquet blob ``runs/<id>/shards/<i>.parquet`` in the registry. A shar
 stops beating is run again by the coordinator; a coordinator that dies is replaced through the
 reaper (the parent run is re-queued), and its successor keeps every shard already finished.
 
+Only a cancel (or the time limit) makes a part of a shard final: a worker that finds the run
+re-queued or ended without a cancel gives its shard up (claim and beat dropped, nothing recorded),
+and a coordinator runs again any shard whose result is only a part unless the run is being
+cancelled. So a completed sweep always holds every combination.
+
 The merged result is what one worker would give: the shard tables concatenated in combination
 order, the best combination chosen by the same rule as the engine (``select``, first on ties,
 NaN last) and re-run as a single backtest for its equity and trades.
@@ -117,6 +122,18 @@ class ShardBoard:
             return False
         return bool(time.time() - float(last["ts"]) > older_than)
 
+    def release(self, index: int) -> None:
+        """Give shard ``index`` up unfinished: no result, and its claim and beat are dropped so
+        that any worker may claim it at once. The claim goes first: a worker that claims it in
+        between is never taken for dead (``stale`` falls back to its fresh claim)."""
+        self.storage.delete_data(self._key(index, "claim"))
+        self.storage.delete_data(self._key(index, "beat"))
+
+    def reset(self, index: int) -> None:
+        """Forget shard ``index`` (result, claim, beat): it is to be run again from its start."""
+        self.storage.delete_data(self._key(index, "result"))
+        self.release(index)
+
     def finish(self, index: int, rows: int, complete: bool) -> None:
         self._put(self._key(index, "result"), {"rows": rows, "complete": complete})
 
@@ -134,6 +151,9 @@ class ShardBoard:
     def cancelled(self) -> bool:
         return bool(self._get(self._key(None, "cancel")))
 
+    def uncancel(self) -> None:
+        self.storage.delete_data(self._key(None, "cancel"))
+
     def clear(self) -> None:
         for index in range(self.count):
             for what in ("claim", "beat", "result"):
@@ -147,8 +167,11 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
     """Run shard ``index`` of the sweep of run ``doc`` and record its table.
 
     ``between`` is called after every engine chunk (the coordinator publishes progress and
-    checks cancel there; it may raise to stop, and the finished part is still recorded). A
-    worker without ``between`` stops when the run is cancelled or no longer running.
+    checks cancel there; it may raise to stop: on a cancel or the time limit the finished part
+    is still recorded). A worker without ``between`` stops when the run is cancelled (its finished
+    part is recorded) or no longer running, e.g. re-queued because its coordinator died: then
+    nothing is recorded and the shard is released, to be run whole by the next coordinator (a
+    part recorded then would be taken for the shard's final result).
     """
     from quantlab.config import BacktestConfig
     from quantlab.engine import Simulation
@@ -156,6 +179,7 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
     from quantlab.jobs.runner import (
         CancelRequested,
         ChunkSizer,
+        OwnershipLost,
         TimedOut,
         chunk_knobs,
         engine_kwargs,
@@ -174,6 +198,7 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
     cap, delay = chunk_knobs()
     sizer = ChunkSizer(cap=cap)
     stopped: Exception | None = None
+    halt: str | None = None
     try:
         sim.prepare(shared_indicators(bars))
         while not sim.finished:
@@ -186,11 +211,17 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
             board.beat(index, sim.done_units)
             if between is not None:
                 between()
-            elif _should_stop(board, registry, doc["id"]):
-                break
+            else:
+                halt = _should_stop(board, registry, doc["id"])
+                if halt is not None:
+                    break
     except Exception as exc:
         stopped = exc
-    if stopped is None or isinstance(stopped, CancelRequested | TimedOut):
+    lost = halt == LOST or isinstance(stopped, OwnershipLost)
+    if lost and not sim.finished:
+        # the run was re-queued (or ended) without a cancel: a part is no result for it
+        board.release(index)
+    elif stopped is None or lost or isinstance(stopped, CancelRequested | TimedOut):
         # finished, or stopped on purpose: the combinations done so far are kept
         table = cast(pd.DataFrame, sim.result(partial=True).table)  # a sweep always has one
         buf = io.BytesIO()
@@ -204,10 +235,19 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
         raise stopped
 
 
-def _should_stop(board: ShardBoard, registry: Any, run_id: str) -> bool:
+CANCELLED = "cancelled"
+LOST = "lost"
+
+
+def _should_stop(board: ShardBoard, registry: Any, run_id: str) -> str | None:
+    """Why a helper stops its shard now: ``CANCELLED`` (the coordinator stopped the run on a
+    cancel or the time limit: the finished part counts), ``LOST`` (the run is no longer running,
+    e.g. re-queued after its coordinator died: the part does not count), or None."""
     if board.cancelled():
-        return True
-    return bool(registry.get_run(run_id).get("status") != "running")
+        return CANCELLED
+    if registry.get_run(run_id).get("status") != "running":
+        return LOST
+    return None
 
 
 def execute_shard(run_id: str, index: int, count: int, settings: Settings | None = None) -> None:
