@@ -14,9 +14,7 @@ result (the data, the strategy's code, the engine version) and is the key of the
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
-import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal
@@ -281,52 +279,6 @@ class BacktestConfig(BaseModel):
         data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         data["strategy"], data["symbols"] = self.strategy, list(self.symbols)
         return yaml.safe_dump(data, sort_keys=False)
-
-
-# -- hashing ------------------------------------------------------------------------------------
-
-
-def strategy_source_hash(config: BacktestConfig) -> str:
-    """Hash of the code of the config's strategy (its notebook source or the registered one)."""
-    if config.strategy_source is not None:
-        return hashlib.sha256(config.strategy_source.encode()).hexdigest()
-    from quantlab.strategies import get_strategy
-
-    return str(get_strategy(config.strategy).source_hash)
-
-
-def data_fingerprint(config: BacktestConfig) -> str:
-    """The fingerprint of the bars the config's run will use; a range without bars is a
-    ConfigError on ``start``."""
-    from quantlab import data
-    from quantlab.errors import DataError
-
-    start = iso(config.start) if config.start else None
-    end = iso(config.end) if config.end else None
-    try:
-        return str(data.fingerprint(list(config.symbols), start, end, config.interval))
-    except DataError as exc:
-        if getattr(exc, "field", None) is not None:
-            raise
-        raise DataError(exc.message, field="start", symbol=getattr(exc, "symbol", None)) from None
-
-
-def config_hash(config: BacktestConfig | Mapping[str, Any] | str,
-                fingerprint: str | None = None) -> str:
-    """sha256 over the canonical config (labels excluded), the data fingerprint, the strategy
-    source hash and ``ENGINE_VERSION``: equal hashes mean equal results."""
-    from quantlab.engine import ENGINE_VERSION
-
-    cfg = config if isinstance(config, BacktestConfig) else BacktestConfig.from_any(config)
-    body = {k: v for k, v in cfg.canonical().items() if k not in LABEL_KEYS}
-    payload = {
-        "config": body,
-        "data": fingerprint if fingerprint is not None else data_fingerprint(cfg),
-        "strategy_source": strategy_source_hash(cfg),
-        "engine": str(ENGINE_VERSION),
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 # -- symbols ------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import quantlab as ql
-from quantlab.config import BacktestConfig, config_hash
+from quantlab.config import BacktestConfig
 from quantlab.errors import ConfigError, DataError
+from quantlab.jobs.fingerprint import config_hash
 from tests import test_jobs_support as support
 
 # fixtures (pytest finds them in the module's namespace)
@@ -174,7 +175,7 @@ def test_yaml_round_trip_keeps_the_meaning(home: Path) -> None:
 
 
 def test_a_range_without_bars_is_an_error_on_start(home: Path) -> None:
-    from quantlab.config import data_fingerprint
+    from quantlab.jobs.fingerprint import data_fingerprint
 
     config = BacktestConfig.from_any({**BASE, "start": "2030-01-01", "end": "2031-01-01"})
     with pytest.raises(DataError) as info:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantlab import settings as settings_mod
-from quantlab.config import BacktestConfig, config_hash, iso
+from quantlab.config import BacktestConfig, iso
 from quantlab.errors import RunNotFound
 from quantlab.jobs import backends, orchestrator, queue
+from quantlab.jobs.fingerprint import config_hash
 from quantlab.jobs.orchestrator import publish
 from quantlab.settings import Settings, env_number
 

@@ -27,10 +27,10 @@ from quantlab.errors import (
     SchemaError,
     did_you_mean,
 )
+from quantlab.registry.schema import RUN_STATUSES
 
 SCHEMA_VERSION = 2
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 WHERE_OPS = (">=", "<=", "==", "!=", ">", "<")
 
