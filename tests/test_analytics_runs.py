@@ -9,7 +9,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.analytics import Comparison, daily_equity, drawdown_periods
-from tests.test_analytics_support import RUN_SPECS, populated_home
+from tests.support.analytics import RUN_SPECS, populated_home
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import quantlab as ql
 from quantlab.config import BacktestConfig
 from quantlab.errors import ConfigError, DataError
 from quantlab.jobs.fingerprint import config_hash
-from tests import test_jobs_support as support
+from tests.support import jobs as support
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home

@@ -20,8 +20,8 @@ import pytest
 import quantlab as ql
 from quantlab.dashboards.serve import ServeOptions, notebook_path, voila_argv
 from quantlab.notebook.formatting import format_metric
-from tests.conftest import free_port
-from tests.test_analytics_support import RUN_SPECS, populated_home
+from tests.support.analytics import RUN_SPECS, populated_home
+from tests.support.procs import free_port, wait_for
 
 # where scripts/test.sh finds it (`command -v chromium`); Debian puts it in /usr/bin
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -153,26 +153,30 @@ def start_dashboard(name: str, home: Path, *options: str) -> Server:
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"voila exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return Server(proc, port, log)
-        except OSError:
-            time.sleep(0.1)
-    stop(Server(proc, port, log))
-    pytest.fail(f"voila did not listen on port {port}:\n{log.read_text()[-3000:]}")
+    try:
+        wait_for(lambda: listening(port), 120, f"voila to listen on port {port}", interval=0.1,
+                 give_up=lambda: (None if proc.poll() is None
+                                  else f"voila exited with {proc.returncode}"),
+                 detail=lambda: log.read_text()[-3000:])
+    except AssertionError:
+        stop(Server(proc, port, log))
+        raise
+    return Server(proc, port, log)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for_log(server: Server, text: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in server.log.read_text(errors="replace"):
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"voila never logged {text!r}:\n"
-                        f"{server.log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
+    wait_for(lambda: text in server.log.read_text(errors="replace"), seconds,
+             f"voila to log {text!r}", interval=0.2,
+             give_up=lambda: None if server.proc.poll() is None else "voila exited",
+             detail=lambda: server.log.read_text(errors="replace")[-3000:])
 
 
 def stop(server: Server) -> None:

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 import quantlab as ql
 from quantlab.data.cli import data
-from tests.test_data_alphavantage import FakeAlphaVantage, split_history
-from tests.test_data_import_errors import GOOD_CSV
+from tests.support.data import GOOD_CSV, FakeAlphaVantage, split_history
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -11,14 +11,7 @@ import pandas as pd
 import pytest
 
 import quantlab as ql
-from tests.test_data_store import bars_frame, store_bytes
-
-GOOD_CSV = """Date,Open,High,Low,Close,Volume
-2021-03-01,10.0,11.0,9.5,10.5,1000
-2021-03-02,10.5,11.5,10.0,11.0,1200
-2021-03-03,11.0,11.2,10.1,10.2,900
-2021-03-04,10.2,10.8,9.9,10.7,1100
-"""
+from tests.support.data import GOOD_CSV, bars_frame, store_bytes
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.data import samples
-from tests.test_data_store import store_bytes
+from tests.support.data import store_bytes
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_sample_is_identical_in_another_process(ql_home: Path, installed: pd.Dat
 
 
 def test_sample_will_not_overwrite_real_data(ql_home: Path) -> None:
-    from tests.test_data_store import bars_frame
+    from tests.support.data import bars_frame
 
     ql.data.import_frame("CCC", bars_frame("2020-01-01", 10))
     with pytest.raises(ql.DataError, match=r"CCC 1d already holds data from 'frame'; sample\(\) "

@@ -14,25 +14,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.data.store import canonical_interval, current_store
-
-
-def bars_frame(start: str, n: int, freq: str = "B", seed: int = 0, price: float = 100.0
-               ) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    index = pd.date_range(start, periods=n, freq=freq)
-    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * np.exp(rng.normal(0, 0.003, n))
-    return pd.DataFrame({
-        "open": open_, "high": np.maximum(open_, close) * 1.01,
-        "low": np.minimum(open_, close) * 0.99, "close": close,
-        "volume": rng.integers(1000, 5000, n).astype(float),
-    }, index=index)
-
-
-def store_bytes(home: Path) -> dict[str, bytes]:
-    root = home / "data"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+from tests.support.data import bars_frame
 
 
 def test_import_frame_then_load_round_trips_values(ql_home: Path) -> None:

@@ -10,7 +10,7 @@ import quantlab as ql
 from quantlab.bars import Bars, from_frames
 from quantlab.engine import Simulation
 from quantlab.errors import RunError
-from tests.test_engine_helpers import random_walk
+from tests.support.engine import random_walk
 
 
 def _portfolio() -> dict[str, pd.DataFrame]:

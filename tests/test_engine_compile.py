@@ -18,7 +18,7 @@ import json
 import quantlab as ql
 from quantlab import indicators, metrics
 from quantlab.engine import kernel
-from tests.test_engine_helpers import random_walk
+from tests.support.engine import random_walk
 
 data = random_walk(300, seed=1)
 ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 20})              # single crossover

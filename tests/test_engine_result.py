@@ -8,7 +8,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.engine import ENGINE_VERSION, Result
-from tests.test_engine_helpers import random_walk
+from tests.support.engine import random_walk
 
 DATA = random_walk(500, seed=11)
 

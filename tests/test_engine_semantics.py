@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import quantlab as ql
-from tests.test_engine_helpers import fixed_signals, frame
+from tests.support.engine import fixed_signals, frame
 
 OPENS = [10.0, 11.0, 12.0, 13.0, 14.0]
 CLOSES = [10.5, 11.5, 12.5, 13.5, 14.5]

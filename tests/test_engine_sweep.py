@@ -14,7 +14,7 @@ from quantlab.engine import Simulation, sweep_combinations
 from quantlab.engine import validate as V
 from quantlab.errors import ConfigError
 from quantlab.metrics import METRICS
-from tests.test_engine_helpers import random_walk
+from tests.support.engine import random_walk
 
 
 def test_grid_order_and_skipped_combinations() -> None:

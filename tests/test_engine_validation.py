@@ -11,7 +11,7 @@ import pytest
 import quantlab as ql
 from quantlab.engine import validate as V
 from quantlab.errors import ConfigError, DataError
-from tests.test_engine_helpers import frame, random_walk
+from tests.support.engine import frame, random_walk
 
 DATA = random_walk(60, seed=1)
 

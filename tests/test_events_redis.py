@@ -7,30 +7,24 @@ from pathlib import Path
 
 import pytest
 
-import tests.conftest as conftest
 from quantlab.events import EventsUnavailable
 from quantlab.events.redis import RedisEventStream
+from tests.support.procs import free_port
+from tests.support.redis import RedisServer, start_redis
 
 pytestmark = pytest.mark.redis
 
 
-def _restart_on(port: int, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> conftest.RedisServer:
-    monkeypatch.setattr(conftest, "free_port", lambda: port)
-    return conftest._start_redis(workdir)
-
-
-def test_client_reconnects_after_redis_restarts(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    first = conftest._start_redis(tmp_path)
+def test_client_reconnects_after_redis_restarts(tmp_path: Path) -> None:
+    first = start_redis(tmp_path)
     stream = RedisEventStream(first.url)
     before = stream.publish("r", "started")
     first.proc.kill()
     first.proc.wait(timeout=10)
 
-    servers: list[conftest.RedisServer] = []
+    servers: list[RedisServer] = []
     # Redis comes back a little later on the same port; publish must retry until then.
-    timer = threading.Timer(0.5, lambda: servers.append(_restart_on(first.port, tmp_path,
-                                                                    monkeypatch)))
+    timer = threading.Timer(0.5, lambda: servers.append(start_redis(tmp_path, first.port)))
     timer.start()
     try:
         after = stream.publish("r", "progress", {"progress": 0.5})
@@ -50,7 +44,7 @@ def test_client_reconnects_after_redis_restarts(tmp_path: Path,
 
 
 def test_redis_that_stays_away_gives_a_clear_error() -> None:
-    url = f"redis://127.0.0.1:{conftest.free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     stream = RedisEventStream(url, retries=1)
     with pytest.raises(EventsUnavailable) as info:
         stream.publish("r", "queued")

@@ -17,8 +17,8 @@ import quantlab as ql
 from quantlab.errors import ConfigError, QueueFull, RunError, RunNotFound
 from quantlab.jobs import backends, orchestrator, queue
 from quantlab.jobs.worker import worker_alive
-from tests import test_jobs_support as support
-from tests.test_jobs_support import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
+from tests.support import jobs as support
+from tests.support.jobs import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
 MIN_LOOKBACK = 5  # read by a test strategy: a "notebook constant" that travels with its source
 

@@ -16,8 +16,8 @@ from quantlab import settings
 from quantlab.jobs import backends, orchestrator, queue, runner, shards
 from quantlab.jobs.api import Run
 from quantlab.jobs.shards import ShardBoard
-from tests import test_jobs_support as support
-from tests.test_jobs_support import SWEEP, WAIT, Workers, wait_for
+from tests.support import jobs as support
+from tests.support.jobs import SWEEP, WAIT, Workers, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home

@@ -15,8 +15,8 @@ import pytest
 import quantlab as ql
 from quantlab import settings
 from quantlab.jobs import queue
-from tests import test_jobs_support as support
-from tests.test_jobs_support import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
+from tests.support import jobs as support
+from tests.support.jobs import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_server_support import JupyterProcess, Worker, quantlab_env
+from tests.support.procs import wait_for
+from tests.support.server import JupyterProcess, Worker, quantlab_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -65,7 +65,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
         status, record = server.request("POST", f"{API}/runs", {"config": SMALL,
                                                                 "name": "warm-up"})
         assert status == 201, record
-        wait_for(server, record["id"], ("completed",))
+        wait_status(server, record["id"], ("completed",))
         yield server
     finally:
         server.stop()
@@ -73,16 +73,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
         shutil.rmtree(jupyter, ignore_errors=True)
 
 
-def wait_for(server: JupyterProcess, run_id: str, statuses: tuple[str, ...],
-             timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+def wait_status(server: JupyterProcess, run_id: str, statuses: tuple[str, ...],
+                timeout: float = 240) -> dict[str, Any]:
+    def record_if_there() -> dict[str, Any] | None:
         _status, record = server.request("GET", f"{API}/runs/{run_id}")
-        if record.get("status") in statuses:
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} is {record.get('status')}, expected {statuses}")
+        return record if record.get("status") in statuses else None
+
+    return dict(wait_for(record_if_there, timeout, f"run {run_id} to be {statuses}",
+                         interval=0.2))
 
 
 def add_notification(server: JupyterProcess, doc: dict[str, Any]) -> str:
@@ -144,10 +142,8 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             page.goto(f"{lab.base}/lab?token={lab.token}")
             expect(page.get_by_text('Backtest "overnight sweep" completed: Sharpe 1.42')
                    ).to_be_visible(timeout=60_000)
-            deadline = time.monotonic() + 30
-            while unread(lab) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert waiting not in unread(lab)
+            wait_for(lambda: waiting not in unread(lab), 30, "the toast to be marked read",
+                     interval=0.1)
             page.wait_for_selector(TAB, timeout=90_000)
             panel = page.locator("#quantlab-backtests")
             if not panel.is_visible():
@@ -189,7 +185,7 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
                               if s["id"] == sweep["id"] and s["status"] == "running"})
             inside = [p for p in running if 0 < p < 100]
             assert len(inside) >= 3, f"the bar did not move while running: {running}"
-            done = wait_for(lab, sweep["id"], ("completed",))
+            done = wait_status(lab, sweep["id"], ("completed",))
             expect(sweep_row.locator('[data-metric="sharpe"]')).to_contain_text(
                 f"{done['metrics']['sharpe']:.2f}")
 
@@ -226,7 +222,7 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             expect(live).to_have_attribute("data-state", "stopped")
             status, hidden_run = lab.request("POST", f"{API}/runs", {
                 "config": {**SMALL, "symbols": ["CCC"]}, "name": "while hidden"})
-            wait_for(lab, hidden_run["id"], ("completed",))
+            wait_status(lab, hidden_run["id"], ("completed",))
             page.click(TAB)
             expect(panel.locator(".jp-QuantlabRun", has_text="while hidden")).to_have_attribute(
                 "data-status", "completed", timeout=30_000)

@@ -10,7 +10,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.metrics import METRICS, periods_per_year
-from tests.test_engine_helpers import fixed_signals, frame, random_walk
+from tests.support.engine import fixed_signals, frame, random_walk
 
 
 def test_every_metric_is_reported_and_documented() -> None:

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 
 from quantlab.notebook.formatting import format_metric
-from tests import test_notebook_support as support
-from tests.test_notebook_support import (
+from tests.support import notebook as support
+from tests.support.notebook import (
     NOTEBOOKS,
     WidgetTree,
     cell_html,

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 
 from quantlab.notebook.formatting import format_metric
-from tests import test_notebook_support as support
-from tests.test_notebook_support import WidgetTree, Worker, cell_stdout, execute_notebook
+from tests.support import notebook as support
+from tests.support.notebook import WidgetTree, Worker, cell_stdout, execute_notebook
 
 # fixtures (pytest finds them in the module's namespace)
 nb_home = support.nb_home

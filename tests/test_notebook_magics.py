@@ -21,8 +21,8 @@ from traitlets.config import Config
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, RunNotFound
 from quantlab.notebook.formatting import format_metric
-from tests import test_notebook_support as support
-from tests.test_notebook_support import Worker
+from tests.support import notebook as support
+from tests.support.notebook import Worker
 
 # fixtures (pytest finds them in the module's namespace)
 nb_home = support.nb_home

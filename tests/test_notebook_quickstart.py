@@ -16,8 +16,7 @@ import nbformat
 import pytest
 
 from quantlab.notebook.formatting import format_metric
-from tests.conftest import kill_group
-from tests.test_notebook_support import (
+from tests.support.notebook import (
     NOTEBOOKS,
     WidgetTree,
     cell_html,
@@ -27,6 +26,7 @@ from tests.test_notebook_support import (
     last_json_line,
     table_cells,
 )
+from tests.support.procs import kill_group
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, format_duration, summary_line
 from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
-from tests import test_notebook_support as support
+from tests.support import notebook as support
 
 # -- cell body ---------------------------------------------------------------------------------
 

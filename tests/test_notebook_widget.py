@@ -21,8 +21,8 @@ import quantlab as ql
 from quantlab.notebook.formatting import format_metric
 from quantlab.notebook.usercode import attach_strategy_source, source_line_offset
 from quantlab.notebook.widget import RunWidget, wait_for_outcome
-from tests import test_notebook_support as support
-from tests.test_notebook_support import Worker, wait_for
+from tests.support import notebook as support
+from tests.support.notebook import Worker, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
 nb_home = support.nb_home

@@ -23,9 +23,8 @@ from quantlab.notify.dispatcher import (
     start_dispatcher_thread,
 )
 from quantlab.notify.lock import RedisLock
-from tests.conftest import wait_for
-from tests.test_notify_email import Mailbox
-from tests.test_notify_webhook import SECRET, Receiver
+from tests.support.notify import SECRET, Mailbox, Receiver
+from tests.support.procs import wait_for
 
 METRICS = {"total_return_pct": 31.5, "sharpe": 1.9, "max_drawdown_pct": -11.0, "n_trades": 25}
 
@@ -269,7 +268,7 @@ def test_a_delivery_interrupted_by_a_stop_is_resumed(home: Path, receiver: Recei
 
 def test_a_failing_webhook_blocks_nothing_and_is_logged(home: Path, receiver: Receiver,
                                                         dispatchers: list) -> None:
-    from tests.conftest import free_port, wait_for
+    from tests.support.procs import free_port, wait_for
 
     dead = f"http://127.0.0.1:{free_port()}/gone"
     ql.notifications.set_preferences(webhooks=[{"url": dead, "secret": SECRET},

@@ -3,7 +3,6 @@ announced by the dispatcher to a real webhook receiver and in the in-app list.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pytest
 import quantlab as ql
 from quantlab.notify import store
 from quantlab.notify.dispatcher import Dispatcher, DispatcherThread
-from tests import test_jobs_support as support
-from tests.test_jobs_support import SINGLE, SWEEP
-from tests.test_notify_webhook import SECRET, Receiver
+from tests.support import jobs as support
+from tests.support.jobs import SINGLE, SWEEP
+from tests.support.notify import SECRET, Receiver
+from tests.support.procs import wait_for
 
 home = support.home
 
@@ -44,10 +44,8 @@ def wait_for_cursor() -> None:
     """Until the dispatcher has finished every delivery of every event published so far."""
     from quantlab.events import open_events
 
-    deadline = time.monotonic() + 120
-    while store.load_cursor() != open_events().last_seq():
-        assert time.monotonic() < deadline, "the dispatcher did not catch up within 120 s"
-        time.sleep(0.02)
+    wait_for(lambda: store.load_cursor() == open_events().last_seq(), 120,
+             "the dispatcher to catch up")
 
 
 def test_a_submitted_run_is_announced_with_its_real_metrics(

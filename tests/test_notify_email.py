@@ -3,77 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.policy
-import threading
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from quantlab.notify import settings as notify_settings
 from quantlab.notify.mail import build_message, send_email
 from quantlab.notify.summary import summarize
-from tests.conftest import free_port
-
-
-class Mailbox:
-    """An SMTP server on a free loopback port that keeps what it receives. ``replies`` are
-    answers to DATA used in turn (e.g. "451 4.3.0 try again later"); then "250 OK"."""
-
-    def __init__(self, *, require_auth: bool = False, **controller_options: Any) -> None:
-        self.messages: list[tuple[str, list[str], EmailMessage]] = []
-        self.replies: list[str] = []
-        self._lock = threading.Lock()
-        mailbox = self
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                with mailbox._lock:
-                    if mailbox.replies:
-                        return mailbox.replies.pop(0)
-                    message = email.message_from_bytes(envelope.content,
-                                                       policy=email.policy.default)
-                    assert isinstance(message, EmailMessage)
-                    mailbox.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                                             message))
-                return "250 OK"
-
-        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
-                         auth_data: Any) -> AuthResult:
-            ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"quant"
-                  and auth_data.password == b"pa55word")
-            return AuthResult(success=ok, handled=False)
-
-        kwargs: dict[str, Any] = {}
-        if require_auth:
-            kwargs = {"authenticator": authenticate, "auth_required": True,
-                      "auth_require_tls": False}
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
-                                     **kwargs, **controller_options)
-        self.controller.start()
-
-    def settings(self, **overrides: Any) -> notify_settings.NotifySettings:
-        base = dict(smtp_host="127.0.0.1", smtp_port=self.port, smtp_user=None,
-                    smtp_password=None, smtp_ssl=False, smtp_starttls=False,
-                    smtp_from="quantlab@lab.example.com", webhook_retries=3,
-                    webhook_backoff=0.01, webhook_backoff_max=0.05)
-        return dataclasses.replace(notify_settings.current(), **{**base, **overrides})
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[str, list[str],
-                                                                       EmailMessage]]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return list(self.messages)
-
-    def close(self) -> None:
-        self.controller.stop()
+from tests.support.notify import Mailbox, run_doc
+from tests.support.procs import free_port
 
 
 @pytest.fixture
@@ -81,16 +20,6 @@ def mailbox() -> Iterator[Mailbox]:
     box = Mailbox()
     yield box
     box.close()
-
-
-def run_doc(run_id: str = "01JRUN", name: str = "golden cross", **extra: Any) -> dict[str, Any]:
-    doc = {"id": run_id, "name": name, "user": "tester", "status": "completed",
-           "strategy": "sma_crossover", "symbols": ["AAA", "BBB"], "config": {"params": {}},
-           "queued_at": 1_700_000_000.0, "started_at": 1_700_000_010.0,
-           "finished_at": 1_700_000_135.0,
-           "metrics": {"total_return_pct": 23.456, "sharpe": 1.734, "max_drawdown_pct": -12.3,
-                       "n_trades": 42, "profit_factor": float("inf")}}
-    return {**doc, **extra}
 
 
 def bodies(message: EmailMessage) -> tuple[str, str]:

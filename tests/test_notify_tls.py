@@ -16,8 +16,7 @@ from cryptography import x509
 from quantlab.notify.mail import send_email
 from quantlab.notify.summary import summarize
 from quantlab.notify.webhook import send_webhook
-from tests.test_notify_email import Mailbox, run_doc
-from tests.test_notify_webhook import SECRET, Receiver, fast_settings
+from tests.support.notify import SECRET, Mailbox, Receiver, fast_settings, run_doc
 
 
 @dataclasses.dataclass

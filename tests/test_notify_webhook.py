@@ -6,18 +6,13 @@ trusted install would with QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1), except the refusal
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from quantlab.notify import settings as notify_settings
 from quantlab.notify.delivery import RetryPolicy
 from quantlab.notify.webhook import (
     DELIVERY_HEADER,
@@ -28,80 +23,7 @@ from quantlab.notify.webhook import (
     sign,
     verify_signature,
 )
-
-SECRET = "receiver-shared-secret-0123456789"
-
-
-@dataclasses.dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def verified(self, secret: str = SECRET) -> bool:
-        return verify_signature(secret, self.headers[TIMESTAMP_HEADER], self.body,
-                                self.headers[SIGNATURE_HEADER])
-
-
-class Receiver:
-    """A webhook receiver on a free loopback port. ``script`` says how to answer each request in
-    turn: a status code, or ("sleep", seconds, code); after the script, 200."""
-
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[Received] = []
-        self.scheme = "https" if tls else "http"
-        self.script: list[Any] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.requests.append(Received(self.path, dict(self.headers), body))
-                    action = receiver.script.pop(0) if receiver.script else 200
-                if isinstance(action, tuple):
-                    _, seconds, action = action
-                    time.sleep(seconds)
-                try:
-                    self.send_response(action)
-                    if 300 <= action < 400:
-                        self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                    if action == 429:
-                        self.send_header("Retry-After", "0")
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook?team=quant"
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return list(self.requests)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support.notify import SECRET, Receiver, fast_settings
 
 
 @pytest.fixture
@@ -109,13 +31,6 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
-
-
-def fast_settings(**overrides: Any) -> notify_settings.NotifySettings:
-    """Settings with tiny backoffs so retries take milliseconds; private targets allowed."""
-    base = dict(webhook_allow_private=True, webhook_timeout=5.0, webhook_retries=3,
-                webhook_backoff=0.01, webhook_backoff_max=0.05)
-    return dataclasses.replace(notify_settings.current(), **{**base, **overrides})
 
 
 PAYLOAD = {"type": "run.completed", "run": {"id": "R1", "name": "golden cross"},
@@ -214,7 +129,7 @@ def test_private_address_is_refused_at_send_time(receiver: Receiver) -> None:
 
 
 def test_connection_refused_is_retried_then_logged() -> None:
-    from tests.conftest import free_port
+    from tests.support.procs import free_port
 
     url = f"http://127.0.0.1:{free_port()}/nobody-listens"
     result = send_webhook(url, SECRET, PAYLOAD, delivery_id="d8", event="completed",

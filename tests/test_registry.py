@@ -18,8 +18,8 @@ import pytest
 
 from quantlab.errors import ConfigError, RunError, RunNotFound
 from quantlab.registry import SCHEMA_VERSION, Registry, SQLiteRegistry
+from tests.support.registry import MONGO_URL, make_mongo_registry
 
-MONGO_URL = os.environ.get("QUANTLAB_TEST_MONGO_URL")
 MONGO_ID = "mongo-real" if MONGO_URL else "mongo-mongomock"
 _announced = False
 
@@ -39,18 +39,6 @@ def _announce(request: pytest.FixtureRequest) -> None:
         with capture.global_and_fixture_disabled():  # print past pytest's output capture
             reporter.write_line("")
             reporter.write_line(text)
-
-
-def make_mongo_registry(db_name: str) -> Registry:
-    from quantlab.registry.mongo import MongoRegistry
-
-    if MONGO_URL:
-        return MongoRegistry(MONGO_URL, db_name)
-    import mongomock
-    import mongomock.gridfs
-
-    mongomock.gridfs.enable_gridfs_integration()
-    return MongoRegistry(client=mongomock.MongoClient(), db_name=db_name)
 
 
 @pytest.fixture(params=["sqlite", MONGO_ID])

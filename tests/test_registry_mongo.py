@@ -14,8 +14,8 @@ import pytest
 from quantlab.errors import QuantlabError
 from quantlab.registry.base import SchemaError
 from quantlab.registry.mongo import MongoRegistry, redact
-from tests.conftest import free_port
-from tests.test_registry import MONGO_URL, make_mongo_registry
+from tests.support.procs import free_port
+from tests.support.registry import MONGO_URL, make_mongo_registry
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from quantlab.reports.runner import (
     run_reports,
     template_parameters,
 )
-from tests.test_analytics_support import RUN_SPECS, populated_home
+from tests.support.analytics import RUN_SPECS, populated_home
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_whole_number_metrics_from_numpy_get_the_best_highlight() -> None:
 
     from quantlab.analytics import Comparison
     from quantlab.reports.html import comparison_metrics_html
-    from tests.test_notebook_support import comparison_best
+    from tests.support.notebook import comparison_best
 
     def compared(duration: int, rejected: int, sharpe: float) -> Any:
         equity = pd.Series([100.0, 95.0, 104.0], index=pd.date_range("2020-01-01", periods=3))

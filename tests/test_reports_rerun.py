@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import quantlab as ql
 from quantlab.reports.cli import rerun as rerun_cli
 from quantlab.reports.rerun import metric_changes, parse_filters, rerun, select_runs
-from tests.test_analytics_support import populated_home
+from tests.support.analytics import populated_home
 
 pytestmark = pytest.mark.slow
 

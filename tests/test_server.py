@@ -23,7 +23,8 @@ import pytest
 import websocket  # websocket-client
 
 from quantlab.server.handlers import jupyter_username
-from tests.test_server_support import ROOT, JupyterProcess, Worker, quantlab_env
+from tests.support.procs import wait_for
+from tests.support.server import ROOT, JupyterProcess, Worker, quantlab_env
 
 API = "/quantlab/api"
 CONFIG = {"strategy": "sma_crossover", "symbols": ["AAA"], "params": {"fast": 10, "slow": 50}}
@@ -84,15 +85,14 @@ def insert_run(lab: Lab, **fields: Any) -> str:
 
 
 def wait_status(lab: Lab, run_id: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def record_if_there() -> dict | None:
         status, record = lab.server.request("GET", f"{API}/runs/{run_id}")
         assert status == 200, record
-        if record["status"] in statuses:
-            return dict(record)
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} still {record['status']}; worker log:\n"
-                         f"{(lab.home / 'worker.log').read_text()[-2000:]}")
+        return dict(record) if record["status"] in statuses else None
+
+    return dict(wait_for(record_if_there, timeout, f"run {run_id} to be {statuses}",
+                         interval=0.1,
+                         detail=lambda: (lab.home / "worker.log").read_text()[-2000:]))
 
 
 # -- installation ---------------------------------------------------------------------------

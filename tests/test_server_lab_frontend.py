@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 
-from tests.test_server_support import ROOT
+from tests.support.server import ROOT
 
 EXTENSION = ROOT / "extension"
 

@@ -11,7 +11,7 @@ import pytest
 import quantlab as ql
 from quantlab.errors import ConfigError, StrategyError
 from quantlab.strategies import get_strategy
-from tests.test_engine_helpers import random_walk
+from tests.support.engine import random_walk
 
 DATA = random_walk(300, seed=4)
 

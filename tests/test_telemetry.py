@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from quantlab import telemetry
 from quantlab.events import Event
-from tests.conftest import free_port
+from tests.support.procs import free_port
 
 
 def sample(registry, name: str, **labels: str) -> float | None:

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import quantlab as ql
-from tests import test_jobs_support as support
-from tests.conftest import free_port
-from tests.test_jobs_support import SINGLE, WAIT, Workers, wait_for
+from tests.support import jobs as support
+from tests.support.jobs import SINGLE, WAIT, Workers, wait_for
+from tests.support.procs import free_port
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home

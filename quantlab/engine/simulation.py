@@ -25,7 +25,7 @@ from quantlab.engine.result import Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError
 from quantlab.settings import env_number
-from quantlab.strategies.base import Indicators, get_strategy
+from quantlab.strategies import Indicators, get_strategy
 
 # a sweep batch holds at most this many signal bytes (k x symbols x bars int8)
 _BATCH_BYTES = 8 << 20

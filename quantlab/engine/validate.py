@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from quantlab.errors import ConfigError, did_you_mean, nearest
-from quantlab.strategies.base import Strategy, get_strategy
+from quantlab.strategies import Strategy, get_strategy
 
 FILLS = ("next_open", "close")
 UNITS = ("whole", "fractional")

@@ -1,4 +1,5 @@
-"""The ``Strategy`` object, its registry, and the ``@ql.strategy`` decorator.
+"""The ``Strategy`` object and the indicator cache its functions receive (the registry of
+strategies by name is :mod:`quantlab.strategies.registry`).
 
 A strategy is a plain function ``f(bars, **params)`` returning signals: an array of ``+1`` (buy),
 ``-1`` (sell) and ``0`` (nothing), of shape ``(n_bars,)`` for one symbol or ``(n_symbols,
@@ -17,9 +18,7 @@ from typing import Any
 import numpy as np
 
 from quantlab.bars import Bars
-from quantlab.errors import ConfigError, StrategyError, did_you_mean, nearest
-
-_REGISTRY: dict[str, Strategy] = {}
+from quantlab.errors import ConfigError, StrategyError
 
 
 class Indicators:
@@ -245,65 +244,3 @@ def _bad_values(name: str, value: Any) -> StrategyError:
     return StrategyError(
         f"strategy '{name}' returned the signal value {value!r}; signals must be +1 (buy), -1 "
         f"(sell) or 0 (nothing) -- use np.sign(...) or np.where(cond, 1, 0)", strategy=name)
-
-
-def register(strat: Strategy) -> Strategy:
-    existing = _REGISTRY.get(strat.name)
-    if existing is not None and existing.builtin and not strat.builtin:
-        raise ConfigError(
-            f"'{strat.name}' is a built-in strategy; give yours another name with "
-            f"@ql.strategy(name='my_{strat.name}')", field="strategy")
-    _REGISTRY[strat.name] = strat
-    return strat
-
-
-def strategy(
-    func: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    valid: Callable[[Mapping[str, Any]], bool] | None = None,
-    rule: str = "",
-) -> Any:
-    """Register a user strategy: ``@ql.strategy`` or ``@ql.strategy(name=..., valid=...)``.
-
-    ``valid(params) -> bool`` says which parameter combinations make sense (a sweep skips and
-    counts the others); ``rule`` describes it in words for error messages. Re-running the cell
-    that defines it replaces the previous version.
-    """
-    def wrap(f: Callable[..., Any]) -> Strategy:
-        if not callable(f):
-            raise ConfigError("@ql.strategy decorates a function def f(bars, **params)",
-                              field="strategy")
-        return register(Strategy(f, name=name, valid=valid, rule=rule))
-
-    if func is not None:
-        return wrap(func)
-    return wrap
-
-
-def get_strategy(name: str | Strategy) -> Strategy:
-    """The registered strategy called ``name`` (ConfigError suggesting the nearest name)."""
-    if isinstance(name, Strategy):
-        return name
-    _ensure_builtins()
-    if not isinstance(name, str):
-        raise ConfigError(
-            f"strategy must be a strategy name (str), got {type(name).__name__}; see "
-            f"ql.list_strategies()", field="strategy")
-    found = _REGISTRY.get(name)
-    if found is None:
-        raise ConfigError(
-            f"unknown strategy '{name}'{did_you_mean(name, _REGISTRY)} (known: "
-            f"{', '.join(sorted(_REGISTRY))}); register your own with @ql.strategy",
-            field="strategy", suggestion=nearest(name, _REGISTRY))
-    return found
-
-
-def list_strategies() -> list[str]:
-    """Names of every strategy available (built-in and registered), sorted."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
-
-
-def _ensure_builtins() -> None:
-    from quantlab.strategies import builtin  # noqa: F401  (registers on import)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.procs import wait_for
+
 HOME_VARS = ("QUANTLAB_REDIS_URL", "QUANTLAB_MONGO_URL", "QUANTLAB_QUEUE_MAX",
              "QUANTLAB_MAX_CONCURRENT", "QUANTLAB_MAX_DURATION", "ALPHAVANTAGE_API_KEY",
              "QUANTLAB_DASHBOARD_URL")
@@ -42,13 +44,10 @@ def worker_process(home: Path) -> Iterator[subprocess.Popen[bytes]]:
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
-        import time
-
-        deadline = time.monotonic() + 60
-        while not worker_alive(current()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the test worker did not start; see {home / 'test-worker.log'}")
-            time.sleep(0.05)
+        wait_for(lambda: worker_alive(current()), 60, "the test worker to start",
+                 interval=0.05,
+                 give_up=lambda: None if proc.poll() is None else "the test worker exited",
+                 detail=lambda: f"see {home / 'test-worker.log'}")
         yield proc
     finally:
         proc.terminate()

@@ -13,16 +13,15 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+from tests.support.procs import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def quantlab_env(home: Path, jupyter_dirs: Path, extra: Mapping[str, str] | None = None
@@ -76,22 +75,20 @@ class Worker:
         from quantlab.jobs.worker import worker_alive
         from quantlab.settings import current
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the worker exited: {self.log_path.read_text()[-2000:]}")
+        def alive() -> bool:
             old = os.environ.get("QUANTLAB_HOME")
             os.environ["QUANTLAB_HOME"] = str(home)
             try:
-                if worker_alive(current()):
-                    return
+                return worker_alive(current())
             finally:
                 if old is None:
                     os.environ.pop("QUANTLAB_HOME", None)
                 else:
                     os.environ["QUANTLAB_HOME"] = old
-            time.sleep(0.05)
-        raise RuntimeError(f"the worker did not start: {self.log_path.read_text()[-2000:]}")
+
+        wait_for(alive, timeout, "the worker to start", interval=0.05,
+                 give_up=lambda: None if self.proc.poll() is None else "the worker exited",
+                 detail=lambda: self.log_path.read_text()[-2000:])
 
     def stop(self) -> None:
         stop(self.proc)
@@ -131,19 +128,16 @@ class JupyterProcess:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n"
-                                   f"{self.log_text()[-3000:]}")
+        def answers() -> bool:
             try:
-                status, _ = self.request("GET", "/api/status")
-                if status == 200:
-                    return
+                return self.request("GET", "/api/status")[0] == 200
             except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"jupyter did not answer in {timeout} s:\n{self.log_text()[-3000:]}")
+                return False
+
+        wait_for(answers, timeout, "jupyter to answer", interval=0.1,
+                 give_up=lambda: (None if self.proc.poll() is None
+                                  else f"jupyter exited with {self.proc.returncode}"),
+                 detail=lambda: self.log_text()[-3000:])
 
     def log_text(self) -> str:
         self.log.flush()

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import kill_group, wait_for
+from tests.support.procs import kill_group, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 # Hang guard of every wait (never a speed threshold): generous, because a worker's first run
 # may compile Numba kernels on a loaded machine.

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import kill_group, wait_for
+from tests.support.procs import kill_group, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 NOTEBOOKS = ROOT / "notebooks"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

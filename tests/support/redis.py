@@ -1,0 +1,55 @@
+"""A redis-server of the tests' own on a loopback port (never the machine's 6379)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import free_port, wait_for
+
+
+class RedisServer:
+    def __init__(self, port: int, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """A private redis-server on ``port`` (default: a free one), without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed; the test command (bash scripts/test.sh) installs it, "
+            "or run: sudo apt-get install redis-server"
+        )
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _listening(port), 10, f"redis-server on port {port}")
+    except AssertionError:
+        proc.kill()
+        raise
+    return RedisServer(port, proc, workdir)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
