@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests import test_notebook_support as support
 from tests.test_notebook_support import (
     NOTEBOOKS,

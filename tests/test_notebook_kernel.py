@@ -9,7 +9,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests import test_notebook_support as support
 from tests.test_notebook_support import WidgetTree, Worker, cell_stdout, execute_notebook
 

@@ -20,7 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, RunNotFound
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests import test_notebook_support as support
 from tests.test_notebook_support import Worker
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from quantlab.errors import ConfigError
-from quantlab.notebook import svg
+from quantlab.render import svg
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
-from quantlab.notebook.formatting import format_metric, metrics_table_html
+from quantlab.render.format import format_metric, metrics_table_html
 from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, format_duration, summary_line
@@ -516,7 +516,7 @@ def test_a_shipped_source_that_does_not_load_names_the_strategy(ql_home: Any) ->
 def test_charts_and_tables_are_well_formed_markup() -> None:
     import xml.etree.ElementTree as ET
 
-    from quantlab.notebook.formatting import html_table
+    from quantlab.render.format import html_table
 
     index = pd.date_range("2020-01-01 09:30", periods=3000, freq="min")
     series = pd.Series(np.cumsum(np.ones(3000)), index=index)

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import quantlab as ql
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from quantlab.reports import sections
 from quantlab.reports.cli import report as report_cli
 from quantlab.reports.runner import (
@@ -77,7 +77,7 @@ def test_whole_number_metrics_from_numpy_get_the_best_highlight() -> None:
     from types import SimpleNamespace
 
     from quantlab.analytics import Comparison
-    from quantlab.reports.html import comparison_metrics_html
+    from quantlab.render.html import comparison_metrics_html
     from tests.test_notebook_support import comparison_best
 
     def compared(duration: int, rejected: int, sharpe: float) -> Any:

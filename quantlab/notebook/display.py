@@ -17,8 +17,8 @@ import html
 from typing import Any
 
 from quantlab.notebook.failure import failure_text
-from quantlab.notebook.formatting import metrics_table_html, status_badge
 from quantlab.notebook.state import RunState, summary_line
+from quantlab.render.format import metrics_table_html, status_badge
 
 
 def run_widget(run: Any, *, follow: bool = True) -> Any:

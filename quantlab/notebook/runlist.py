@@ -20,13 +20,14 @@ from typing import Any
 import pandas as pd
 
 from quantlab.errors import ConfigError
-from quantlab.notebook.formatting import (
+from quantlab.notebook.state import RunState
+from quantlab.render.format import (
+    format_duration,
     format_metric,
     html_table,
     metric_label,
     status_badge,
 )
-from quantlab.notebook.state import RunState, format_duration
 
 FILTER_KEYS = ("status", "strategy", "symbol", "tag", "user", "since", "until", "text", "where",
                "sort", "limit", "offset")

@@ -20,9 +20,9 @@ import ipywidgets as widgets
 
 from quantlab.errors import EventsUnavailable, RunNotFound
 from quantlab.notebook.failure import failure_html
-from quantlab.notebook.formatting import status_badge, status_color
-from quantlab.notebook.results import ResultsView, headline
+from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
+from quantlab.render.format import headline, status_badge, status_color
 
 # How long one wait on the event stream blocks: also the tick of the elapsed-time display.
 TICK_SECONDS = 1.0
