@@ -115,6 +115,7 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext quantlab``: register the ``%%backtest`` family of magics."""
+    # IPython is needed only here: ``import quantlab`` stays cheap in workers and scripts
     from quantlab.notebook.magics import register
 
     register(ipython)

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from quantlab.errors import ConfigError
-from quantlab.render import svg
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
-from quantlab.render.format import format_metric, metrics_table_html
-from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import RunsTable, parse_filters
-from quantlab.notebook.state import RunState, format_duration, summary_line
+from quantlab.notebook.state import RunState, summary_line
 from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
+from quantlab.render import svg
+from quantlab.render.format import format_duration, format_metric, metrics_table_html
+from quantlab.render.results import best_rows, sweep_matrix
 from tests import test_notebook_support as support
 
 # -- cell body ---------------------------------------------------------------------------------
@@ -342,6 +342,7 @@ def test_comparison_shows_labels_formatted_metrics_and_the_best_in_bold() -> Non
     """What %backtest_compare shows (the ql.compare Comparison): a column per run named after
     it, each metric formatted as in the results view, the better value of each in bold."""
     from quantlab.analytics import Comparison
+    from quantlab.render import html  # noqa: F401  (the HTML views, as %backtest_compare loads)
 
     results = {"A": _compared(0.5, -30.0, 10, [100.0, 90.0, 95.0, 70.0, 80.0]),
                "B": _compared(1.5, -10.0, 20, [100.0, 101.0, 91.0, 99.0, 104.0])}

@@ -2,8 +2,8 @@
 
 - :mod:`quantlab.analytics.equity`: equity-curve maths (daily curves, drawdowns, alignment,
   returns, correlation, joint drawdowns).
-- :mod:`quantlab.analytics.compare`: ``Comparison`` and ``compare``, config diffs, saving.
-- :mod:`quantlab.analytics.stats`: ``Stats`` and ``stats`` over a period.
+- :mod:`quantlab.analytics.comparison`: ``Comparison`` and ``compare``, config diffs, saving.
+- :mod:`quantlab.analytics.statistics`: ``Stats`` and ``stats`` over a period.
 - :mod:`quantlab.analytics.views`: the hook through which :mod:`quantlab.render` gives these
   objects their HTML views.
 
@@ -13,7 +13,7 @@ comparison or a statistics page gives the same numbers in a notebook, a report a
 
 from __future__ import annotations
 
-from quantlab.analytics.compare import (
+from quantlab.analytics.comparison import (
     COMPARISONS,
     CONFIG_CATEGORIES,
     DEFAULT_DASHBOARD_URL,
@@ -38,7 +38,7 @@ from quantlab.analytics.equity import (
     joint_drawdowns,
     return_correlation,
 )
-from quantlab.analytics.stats import STAT_COLUMNS, Stats, period_start, stats
+from quantlab.analytics.statistics import STAT_COLUMNS, Stats, period_start, stats
 
 __all__ = [
     "COMPARISONS", "CONFIG_CATEGORIES", "DEFAULT_DASHBOARD_URL", "LABEL_KEYS", "MAX_RUNS",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from quantlab.errors import ConfigError
 from quantlab.notebook.state import RunState
+from quantlab.registry import open_registry
 from quantlab.render.format import (
     format_duration,
     format_metric,
@@ -161,7 +162,5 @@ def _when(epoch: Any) -> str:
 
 
 def find_runs(filters: Mapping[str, Any]) -> RunsTable:
-    from quantlab.registry import open_registry
-
     records = open_registry().find_runs(**filters)
     return RunsTable([dict(r) for r in records], dict(filters))
