@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import quantlab as ql
-import quantlab.render.html  # noqa: F401  (the HTML views, as `ql.compare` loads them)
+import quantlab.render.html  # the HTML views, as `ql.compare` loads them
 from quantlab import analytics
 from quantlab.analytics import (
     Comparison,

@@ -199,9 +199,32 @@ def test_state_from_record_with_logs_deduplicates_log_events() -> None:
 
 def test_durations_format() -> None:
     assert format_duration(3.4) == "0:03"
+    assert format_duration(75) == "1:15"
     assert format_duration(3723) == "1:02:03"
     assert format_duration(None) == "—"
+    assert format_duration(float("nan")) == "—"
     assert format_duration(0.42) == "0.4 s"  # a quick run does not read "0:00"
+    assert format_duration(-0.2) == "0.0 s"  # clocks of two machines a little apart
+
+
+def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None:
+    """The widget's line, %backtests and the report header say a duration the same way."""
+    from quantlab.notebook import runlist, state
+    from quantlab.reports import sections
+
+    assert state.format_duration is format_duration
+    assert runlist.format_duration is format_duration
+    assert sections.format_duration is format_duration
+    running = RunState.from_record({"id": "R1", "status": "running", "started_at": 1000.0,
+                                    "eta_seconds": 3723.0})
+    assert "1:15 elapsed" in summary_line(running, now=1075.0)
+    assert "~1:02:03 left" in summary_line(running, now=1075.0)
+    header = sections.header_html({"id": "R1", "status": "completed", "started_at": 1000.0,
+                                   "finished_at": 1075.4})
+    assert "ran 1:15" in header
+    quick = sections.header_html({"id": "R2", "status": "completed", "started_at": 1000.0,
+                                  "finished_at": 1000.42})
+    assert "ran 0.4 s" in quick
 
 
 # -- formatting, svg, sweep matrix -------------------------------------------------------------
