@@ -21,7 +21,7 @@ from quantlab.render import svg
 from quantlab.render.charts import bar_chart
 from quantlab.render.format import format_duration, frame_html, metrics_table_html, status_badge
 from quantlab.render.html import NOTE, h
-from quantlab.render.results import better, equity_svg, sweep_columns, sweep_matrix
+from quantlab.render.results import best_rows, better, equity_svg, sweep_columns, sweep_matrix
 from quantlab.render.svg import heat_color
 
 MONTHS = [calendar.month_abbr[m] for m in range(1, 13)]
@@ -183,8 +183,7 @@ def sweep_html(result: Any, metric: str | None = None, width: int = 760) -> str:
         parts.append(bar_chart([str(v) for v in series.index], list(series.to_numpy()),
                                title=f"{metric} by {params[0]}", width=width,
                                value_format="{:,.2f}"))
-    ascending = better(metric) == "min"
-    top = table.sort_values(metric, ascending=ascending, na_position="last").head(10)
+    top = best_rows(table, metric)
     parts.append(f'<div class="ql-sweep-best">{frame_html(top.reset_index(drop=True))}</div>')
     return "".join(parts)
 
