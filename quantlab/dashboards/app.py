@@ -289,7 +289,8 @@ def query_string(retry_every: float = 0.5) -> str:
     """
     if os.environ.get("VOILA_PREHEAT", "False") == "False":
         return os.environ.get("QUERY_STRING", "")
-    from voila.utils import wait_for_request  # only inside Voila: an optional dependency
+    # only a pre-heated Voila kernel gets here; elsewhere Voila's heavy import is not needed
+    from voila.utils import wait_for_request
 
     while "QUERY_STRING" not in os.environ:
         with warnings.catch_warnings():

@@ -88,7 +88,7 @@ def voila_argv(name: str, options: ServeOptions = ServeOptions()) -> list[str]:
 def voila_command(name: str, options: ServeOptions = ServeOptions()) -> list[str]:
     """The full command: the Voila of this Python environment, then :func:`voila_argv`."""
     try:
-        import voila  # noqa: F401  (only checked: an optional dependency)
+        import voila  # noqa: F401  (heavy; imported only to say how to install it if missing)
     except ImportError:
         raise MissingDependency(
             "dashboards need the 'voila' package; install it with: pip install 'voila>=0.5.8'",

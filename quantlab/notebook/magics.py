@@ -27,7 +27,7 @@ from quantlab.notebook.reportview import ReportView
 from quantlab.reports.runner import run_report
 
 # The run API, the registry search, comparisons and the widgets are imported by the magics that
-# use them, not here: each takes about half a second to import (pandas, Numba, Huey,
+# use them, not here: each takes half a second to a second to import (pandas, Numba, Huey,
 # ipywidgets), and ``%load_ext quantlab`` should not pay for what a notebook may never call.
 
 RUN_CLASS = ("quantlab.jobs.api", "Run")
