@@ -40,11 +40,16 @@ _LAZY = {
     "get_run": "quantlab.jobs.api",
     "runs": "quantlab.jobs.api",
     "Run": "quantlab.jobs.api",
+    "RunList": "quantlab.jobs.api",
     "compare": "quantlab.analytics",
     "stats": "quantlab.analytics",
     "Comparison": "quantlab.analytics",
+    "Stats": "quantlab.analytics",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
+# Modules loaded along with a public name: analytics objects get their HTML views from render
+# (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
+_VIEWS = {"quantlab.analytics": "quantlab.render.html"}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
@@ -61,8 +66,10 @@ __all__ = [
     "Result",
     "Run",
     "RunError",
+    "RunList",
     "RunNotFound",
     "SchemaError",
+    "Stats",
     "StrategyError",
     "__version__",
     "backtest",
@@ -80,17 +87,20 @@ __all__ = [
 
 if TYPE_CHECKING:
     from quantlab import data, metrics, notifications
-    from quantlab.analytics import Comparison, compare, stats
+    from quantlab.analytics import Comparison, Stats, compare, stats
     from quantlab.config import BacktestConfig
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
-    from quantlab.jobs.api import Run, get_run, runs, submit
+    from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.strategies import list_strategies, strategy
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = _LAZY[name]
+        value = getattr(importlib.import_module(module), name)
+        if module in _VIEWS:
+            importlib.import_module(_VIEWS[module])
     elif name in _SUBMODULES:
         value = importlib.import_module(f"quantlab.{name}")
     else:
@@ -105,6 +115,7 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext quantlab``: register the ``%%backtest`` family of magics."""
+    # IPython is needed only here: ``import quantlab`` stays cheap in workers and scripts
     from quantlab.notebook.magics import register
 
     register(ipython)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+import quantlab as ql
+
 
 @click.command()
 @click.option("--symbol", default="AAA", show_default=True, help="A sample symbol (AAA..JJJ).")
@@ -11,8 +13,6 @@ import click
 @click.option("--slow", default=100, show_default=True, help="Slow SMA window.")
 def demo(symbol: str, fast: int, slow: int) -> None:
     """Install the synthetic sample data and run an SMA crossover and a small sweep on it."""
-    import quantlab as ql
-
     ql.data.sample()
     click.echo(f"SMA crossover {fast}/{slow} on {symbol} (synthetic sample data), "
                f"cash 100,000, commission 0.1%, next-open fills:\n")

@@ -61,6 +61,7 @@ Metrics (``METRICS`` order; ``res.metrics[name]``):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -72,9 +73,71 @@ METRICS: tuple[str, ...] = (
     "avg_trade_pct", "exposure_pct", "buy_hold_return_pct", "commissions", "rejected_orders",
 )
 METRIC_INDEX = {name: i for i, name in enumerate(METRICS)}
-# metrics where smaller is better (used when a sweep selects its best combination)
-LOWER_IS_BETTER = frozenset({"max_drawdown_duration", "volatility_ann_pct", "commissions",
-                             "rejected_orders"})
+
+# Units of METRIC_INFO: how a value is read (and so how it is formatted everywhere).
+PERCENT, RATIO, CASH, COUNT, BARS = "%", "", "cash", "count", "bars"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric is to a reader: its ``label``, its ``unit`` (one of PERCENT, RATIO, CASH,
+    COUNT, BARS) and its direction (``lower_is_better``: smaller values are better; every other
+    metric is higher-is-better, max_drawdown_pct included since it is negative)."""
+
+    label: str
+    unit: str
+    lower_is_better: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Counted in whole numbers (trades, orders, bars)."""
+        return self.unit in (COUNT, BARS)
+
+
+# The one declaration of each metric's label, unit and direction (the formulas are above);
+# notebook, reports, dashboards, notifications and sweeps derive theirs from it.
+METRIC_INFO: dict[str, MetricInfo] = {
+    "equity_final": MetricInfo("Final equity", CASH),
+    "total_return_pct": MetricInfo("Total return", PERCENT),
+    "cagr_pct": MetricInfo("CAGR", PERCENT),
+    "volatility_ann_pct": MetricInfo("Volatility (ann.)", PERCENT, lower_is_better=True),
+    "sharpe": MetricInfo("Sharpe", RATIO),
+    "sortino": MetricInfo("Sortino", RATIO),
+    "calmar": MetricInfo("Calmar", RATIO),
+    "max_drawdown_pct": MetricInfo("Max drawdown", PERCENT),
+    "max_drawdown_duration": MetricInfo("Max drawdown duration", BARS, lower_is_better=True),
+    "n_trades": MetricInfo("Trades", COUNT),
+    "open_trades": MetricInfo("Open trades", COUNT),
+    "win_rate_pct": MetricInfo("Win rate", PERCENT),
+    "profit_factor": MetricInfo("Profit factor", RATIO),
+    "expectancy_pct": MetricInfo("Expectancy", PERCENT),
+    "best_trade_pct": MetricInfo("Best trade", PERCENT),
+    "worst_trade_pct": MetricInfo("Worst trade", PERCENT),
+    "avg_trade_pct": MetricInfo("Average trade", PERCENT),
+    "exposure_pct": MetricInfo("Exposure", PERCENT),
+    "buy_hold_return_pct": MetricInfo("Buy & hold return", PERCENT),
+    "commissions": MetricInfo("Commissions", CASH, lower_is_better=True),
+    "rejected_orders": MetricInfo("Rejected orders", COUNT, lower_is_better=True),
+}
+METRIC_LABELS = {name: info.label for name, info in METRIC_INFO.items()}
+# metrics where smaller is better (sweeps select their best combination with it, views highlight)
+LOWER_IS_BETTER = frozenset(name for name, info in METRIC_INFO.items() if info.lower_is_better)
+# metrics counted in whole numbers (as_dict gives them as int)
+WHOLE_METRICS = frozenset(name for name, info in METRIC_INFO.items() if info.whole)
+
+
+def metric_info(name: str) -> MetricInfo:
+    """The metadata of ``name``; a metric not declared here (a research statistic, a user's
+    column) gets a label made from its name, percent if it ends in ``_pct``."""
+    info = METRIC_INFO.get(name)
+    if info is not None:
+        return info
+    unit = PERCENT if name.endswith("_pct") else RATIO
+    return MetricInfo(name.removesuffix("_pct").replace("_", " ").capitalize(), unit)
+
+
+def metric_label(name: str) -> str:
+    return metric_info(name).label
 
 # streaming accumulators (filled by quantlab.engine.kernel)
 (M_N, M_SUM, M_SUM2, M_DOWN2, M_PEAK, M_MAX_DD, M_DD_LEN, M_MAX_DD_LEN, M_EXPOSED, M_PREV,
@@ -195,12 +258,12 @@ def as_dict(row: np.ndarray) -> dict[str, float]:
     """A metric row as ``{name: float}`` (counts as ``int``)."""
     out: dict[str, float] = {}
     for name, value in zip(METRICS, row.tolist()):
-        if name in ("n_trades", "open_trades", "rejected_orders", "max_drawdown_duration"):
+        if name in WHOLE_METRICS:
             out[name] = int(value)
         else:
             out[name] = value
     return out
 
 
-__all__ = ["LOWER_IS_BETTER", "METRICS", "as_dict", "buy_hold_return_pct", "finalize",
-           "periods_per_year"]
+__all__ = ["LOWER_IS_BETTER", "METRICS", "METRIC_INFO", "METRIC_LABELS", "MetricInfo", "as_dict",
+           "buy_hold_return_pct", "finalize", "metric_info", "metric_label", "periods_per_year"]

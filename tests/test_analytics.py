@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import quantlab as ql
+import quantlab.render.html  # the HTML views, as `ql.compare` loads them
 from quantlab import analytics
 from quantlab.analytics import (
     Comparison,
@@ -362,3 +363,33 @@ def test_period_start_units() -> None:
     assert period_start("6M", now) == day("2024-12-15")
     assert period_start("1Y", now) == day("2024-06-15")
     assert period_start("YTD", now) == day("2025-01-01")
+
+
+def test_analytics_loads_no_views_and_no_jobs_and_quantlab_wires_the_views() -> None:
+    """analytics (a lower layer) imports neither its views (render) nor jobs; the public names
+    (ql.compare, ql.Stats...) come with their HTML views."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import quantlab.analytics\n"
+        "above = sorted(m for m in sys.modules if m.startswith(('quantlab.render', "
+        "'quantlab.jobs', 'quantlab.notebook', 'quantlab.reports')))\n"
+        "import quantlab as ql\n"
+        "ql.Stats\n"
+        "print(json.dumps([above, 'quantlab.render.html' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    above, wired = json.loads(done.stdout.strip().splitlines()[-1])
+    assert above == [] and wired
+
+
+def test_runlist_and_stats_are_public_result_types() -> None:
+    from quantlab.jobs.api import RunList
+
+    assert ql.RunList is RunList and ql.Stats is analytics.Stats
+    assert {"RunList", "Stats"} <= set(ql.__all__)

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from quantlab.notebook.svg import MAX_LINE_POINTS
-from quantlab.reports.charts import multi_line_chart
+from quantlab.render.charts import multi_line_chart
+from quantlab.render.svg import MAX_LINE_POINTS
 
 
 def _ys(svg: str) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.dashboards.serve import ServeOptions, notebook_path, voila_argv
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests.support.analytics import RUN_SPECS, populated_home
 from tests.support.procs import free_port, wait_for
 

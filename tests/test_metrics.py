@@ -96,3 +96,55 @@ def test_intraday_annualisation_follows_the_data() -> None:
         pd.date_range(f"2024-01-0{d} 09:30", periods=390, freq="min") for d in (2, 3, 4)]))
     res = ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30})
     assert res.config["interval"] == "1min" and res.config["periods_per_year"] == 390 * 252
+
+
+def test_metric_labels_units_and_directions_are_declared_once_in_metrics() -> None:
+    """What the widget, the reports and the comparison views show of a metric (its label, its
+    unit, which value is best) is read from quantlab.metrics, never declared again."""
+    from quantlab import metrics
+    from quantlab.analytics import Comparison
+    from quantlab.notebook import results as widget_results
+    from quantlab.render import format as fmt
+    from quantlab.render import html as views
+    from quantlab.render import results as figures
+    from quantlab.reports import sections
+
+    assert set(metrics.METRIC_INFO) == set(METRICS)
+    # one label function, one direction set, everywhere
+    assert fmt.metric_label is metrics.metric_label
+    assert widget_results.metric_label is metrics.metric_label
+    assert views.LOWER_IS_BETTER is metrics.LOWER_IS_BETTER
+    assert figures.LOWER_IS_BETTER is metrics.LOWER_IS_BETTER
+    assert not hasattr(fmt, "METRIC_LABELS") and not hasattr(fmt, "LOWER_IS_BETTER")
+    for name, info in metrics.METRIC_INFO.items():
+        assert metrics.METRIC_LABELS[name] == info.label
+        assert (name in metrics.LOWER_IS_BETTER) == info.lower_is_better
+        assert figures.better(name) == ("min" if info.lower_is_better else "max")
+        shown = fmt.format_metric(name, 1234.5)
+        if info.unit == metrics.PERCENT:
+            assert shown == "1,234.50 %"
+        elif info.whole:
+            assert shown == "1,234"
+        elif info.unit == metrics.CASH:
+            assert shown == "1,234.50"
+        else:
+            assert shown == "1,234.500"
+    # the report's metrics table and the results view: the declared labels, grouped
+    values = {name: 1.0 for name in METRICS}
+    for page in (sections.metrics_html(values), fmt.metrics_table_html(values)):
+        for info in metrics.METRIC_INFO.values():
+            assert f">{info.label}<" in page.replace("&amp;", "&")
+    # a comparison picks its best run by the declared direction
+    index = pd.date_range("2024-01-01", periods=3)
+    runs = {key: type("R", (), {"metrics": {"volatility_ann_pct": vol, "sharpe": sharpe},
+                                "config": {}, "equity": pd.Series([1.0, 2.0, 3.0], index)})()
+            for key, vol, sharpe in (("a", 10.0, 1.0), ("b", 20.0, 2.0))}
+    cmp = Comparison.from_results(runs)
+    assert cmp.best("volatility_ann_pct") == "a" and cmp.best("sharpe") == "b"
+
+
+def test_a_metric_not_declared_gets_a_label_from_its_name() -> None:
+    from quantlab.metrics import PERCENT, RATIO, metric_info
+
+    assert metric_info("psr").label == "Psr" and metric_info("psr").unit == RATIO
+    assert metric_info("alpha_pct").label == "Alpha" and metric_info("alpha_pct").unit == PERCENT

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests.support import notebook as support
 from tests.support.notebook import (
     NOTEBOOKS,

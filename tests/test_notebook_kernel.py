@@ -9,7 +9,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests.support import notebook as support
 from tests.support.notebook import WidgetTree, Worker, cell_stdout, execute_notebook
 

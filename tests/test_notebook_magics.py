@@ -20,7 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, RunNotFound
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests.support import notebook as support
 from tests.support.notebook import Worker
 

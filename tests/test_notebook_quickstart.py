@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from tests.support.notebook import (
     NOTEBOOKS,
     WidgetTree,

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from quantlab.errors import ConfigError
-from quantlab.notebook import svg
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
-from quantlab.notebook.formatting import format_metric, metrics_table_html
-from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import RunsTable, parse_filters
-from quantlab.notebook.state import RunState, format_duration, summary_line
+from quantlab.notebook.state import RunState, summary_line
 from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
+from quantlab.render import svg
+from quantlab.render.format import format_duration, format_metric, metrics_table_html
+from quantlab.render.results import best_rows, sweep_matrix
 from tests.support import notebook as support
 
 # -- cell body ---------------------------------------------------------------------------------
@@ -199,9 +199,32 @@ def test_state_from_record_with_logs_deduplicates_log_events() -> None:
 
 def test_durations_format() -> None:
     assert format_duration(3.4) == "0:03"
+    assert format_duration(75) == "1:15"
     assert format_duration(3723) == "1:02:03"
     assert format_duration(None) == "—"
+    assert format_duration(float("nan")) == "—"
     assert format_duration(0.42) == "0.4 s"  # a quick run does not read "0:00"
+    assert format_duration(-0.2) == "0.0 s"  # clocks of two machines a little apart
+
+
+def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None:
+    """The widget's line, %backtests and the report header say a duration the same way."""
+    from quantlab.notebook import runlist, state
+    from quantlab.reports import sections
+
+    assert state.format_duration is format_duration
+    assert runlist.format_duration is format_duration
+    assert sections.format_duration is format_duration
+    running = RunState.from_record({"id": "R1", "status": "running", "started_at": 1000.0,
+                                    "eta_seconds": 3723.0})
+    assert "1:15 elapsed" in summary_line(running, now=1075.0)
+    assert "~1:02:03 left" in summary_line(running, now=1075.0)
+    header = sections.header_html({"id": "R1", "status": "completed", "started_at": 1000.0,
+                                   "finished_at": 1075.4})
+    assert "ran 1:15" in header
+    quick = sections.header_html({"id": "R2", "status": "completed", "started_at": 1000.0,
+                                  "finished_at": 1000.42})
+    assert "ran 0.4 s" in quick
 
 
 # -- formatting, svg, sweep matrix -------------------------------------------------------------
@@ -342,6 +365,7 @@ def test_comparison_shows_labels_formatted_metrics_and_the_best_in_bold() -> Non
     """What %backtest_compare shows (the ql.compare Comparison): a column per run named after
     it, each metric formatted as in the results view, the better value of each in bold."""
     from quantlab.analytics import Comparison
+    from quantlab.render import html  # noqa: F401  (the HTML views, as %backtest_compare loads)
 
     results = {"A": _compared(0.5, -30.0, 10, [100.0, 90.0, 95.0, 70.0, 80.0]),
                "B": _compared(1.5, -10.0, 20, [100.0, 101.0, 91.0, 99.0, 104.0])}
@@ -516,7 +540,7 @@ def test_a_shipped_source_that_does_not_load_names_the_strategy(ql_home: Any) ->
 def test_charts_and_tables_are_well_formed_markup() -> None:
     import xml.etree.ElementTree as ET
 
-    from quantlab.notebook.formatting import html_table
+    from quantlab.render.format import html_table
 
     index = pd.date_range("2020-01-01 09:30", periods=3000, freq="min")
     series = pd.Series(np.cumsum(np.ones(3000)), index=index)

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 import quantlab as ql
-from quantlab.notebook.formatting import format_metric
 from quantlab.notebook.usercode import attach_strategy_source, source_line_offset
 from quantlab.notebook.widget import RunWidget, wait_for_outcome
+from quantlab.render.format import format_metric
 from tests.support import notebook as support
 from tests.support.notebook import Worker, wait_for
 

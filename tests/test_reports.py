@@ -4,7 +4,10 @@ numbers; report batches; the CLI. Runs are real: submitted to a worker this modu
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import quantlab as ql
-from quantlab.notebook.formatting import format_metric
+from quantlab.render.format import format_metric
 from quantlab.reports import sections
 from quantlab.reports.cli import report as report_cli
 from quantlab.reports.runner import (
@@ -77,7 +80,7 @@ def test_whole_number_metrics_from_numpy_get_the_best_highlight() -> None:
     from types import SimpleNamespace
 
     from quantlab.analytics import Comparison
-    from quantlab.reports.html import comparison_metrics_html
+    from quantlab.render.html import comparison_metrics_html
     from tests.support.notebook import comparison_best
 
     def compared(duration: int, rejected: int, sharpe: float) -> Any:
@@ -134,6 +137,38 @@ def test_report_of_a_run_shows_its_numbers(home: tuple[Path, list[str]]) -> None
     assert row is not None
     assert re.findall(r">(-?[0-9.]+)</td>", row.group(1))[-1] == f"{year_change:.2f}"
     assert "a single backtest: no parameter sweep" in page
+
+
+# What a report loads, checked in a fresh interpreter (this process has the notebook loaded):
+# the template's cells run as the report kernel runs them, then the runner makes the report.
+RENDER_A_REPORT = """
+import json, sys
+import nbformat
+from quantlab.reports.runner import TEMPLATE, run_report
+
+notebook = nbformat.read(TEMPLATE, as_version=4)
+cells = [c.source for c in notebook.cells if c.cell_type == "code"]
+namespace = {"run_id": sys.argv[1], "quantlab_home": None, "max_trades": 5,
+             "sweep_metric": None}
+for source in cells[1:]:  # the first cell holds the parameters' defaults
+    exec(source, namespace)
+run_report(sys.argv[1], sys.argv[2])
+print(json.dumps(sorted(m for m in sys.modules
+                        if m.split(".")[0] == "ipywidgets" or m.startswith("quantlab.notebook"))))
+"""
+
+
+def test_rendering_a_report_loads_no_widgets_and_no_notebook_package(
+        home: tuple[Path, list[str]], tmp_path: Path) -> None:
+    qlhome, (run_id, _) = home
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER_A_REPORT, run_id, str(tmp_path / "r.ipynb")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "QUANTLAB_HOME": str(qlhome)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert (tmp_path / "r.html").exists()  # the report was made, not skipped
 
 
 def test_report_is_kept_and_linked_from_the_run(home: tuple[Path, list[str]]) -> None:

@@ -1,7 +1,7 @@
 """The widgets of the Voila dashboards: comparing runs, and statistics over all runs.
 
 Each dashboard is one ipywidgets box that the notebook displays; the views are the same HTML
-as ``ql.compare(...)`` and ``ql.stats(...)`` show in a notebook (:mod:`quantlab.reports.html`),
+as ``ql.compare(...)`` and ``ql.stats(...)`` show in a notebook (:mod:`quantlab.render.html`),
 so a stakeholder sees exactly the researcher's numbers. Pages take their initial state from the
 URL's query string (``?comparison=<id>``, ``?runs=<id>,<id>``, ``?period=6M&strategy=x``).
 """
@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import html
 import math
+import os
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
+from quantlab.analytics import COMPARISONS, MAX_RUNS, MIN_RUNS, compare, stats
 from quantlab.errors import QuantlabError
+from quantlab.registry import open_registry
+from quantlab.render.html import comparison_html, stats_html
 
 RUN_CHOICES = 300  # the most recent completed runs offered in the picker
 ALL = "(all)"
@@ -86,8 +92,6 @@ class CompareDashboard(widgets.VBox):
     def load_choices(self, extra_ids: Sequence[str] = ()) -> None:
         """Offer the latest completed runs (plus ``extra_ids`` if older), keeping the
         selection."""
-        from quantlab.registry import open_registry
-
         registry = open_registry()
         docs = registry.find_runs(status="completed", sort="-finished_at", limit=RUN_CHOICES)
         known = {d["id"] for d in docs}
@@ -110,9 +114,6 @@ class CompareDashboard(widgets.VBox):
 
     def open_query(self, params: Mapping[str, str]) -> None:
         """Preselect the runs of ``?comparison=<id>`` (a saved comparison) or ``?runs=a,b``."""
-        from quantlab.analytics import COMPARISONS
-        from quantlab.registry import open_registry
-
         run_ids: list[str] = []
         if params.get("comparison"):
             try:
@@ -136,9 +137,6 @@ class CompareDashboard(widgets.VBox):
 
     def update(self, run_ids: Sequence[str]) -> None:
         """Recompute the comparison for ``run_ids`` and redraw."""
-        from quantlab.analytics import MAX_RUNS, MIN_RUNS, compare
-        from quantlab.reports.html import comparison_html
-
         self.save_button.disabled = True
         if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
             self.comparison = None
@@ -165,9 +163,6 @@ class CompareDashboard(widgets.VBox):
 
     @staticmethod
     def _saved_runs(comparison_id: str) -> list[str]:
-        from quantlab.analytics import COMPARISONS
-        from quantlab.registry import open_registry
-
         try:
             return list(open_registry().get_document(COMPARISONS, comparison_id)["run_ids"])
         except QuantlabError:
@@ -240,8 +235,6 @@ class AnalyticsDashboard(widgets.VBox):
 
     def load_choices(self) -> None:
         """Fill the strategy, tag and user filters from the runs in the registry."""
-        from quantlab.registry import open_registry
-
         docs = open_registry().find_runs(limit=None)
         self._loading = True
         try:
@@ -275,9 +268,6 @@ class AnalyticsDashboard(widgets.VBox):
         }
 
     def update(self) -> None:
-        from quantlab.analytics import stats
-        from quantlab.reports.html import stats_html
-
         if self._loading:
             return
         try:
@@ -297,12 +287,9 @@ def query_string(retry_every: float = 0.5) -> str:
     within 5 s (a busy server) and the page would then ignore its query string
     (``?comparison=...``), so this keeps asking until the request info arrives.
     """
-    import os
-    import time
-    import warnings
-
     if os.environ.get("VOILA_PREHEAT", "False") == "False":
         return os.environ.get("QUERY_STRING", "")
+    # only a pre-heated Voila kernel gets here; elsewhere Voila's heavy import is not needed
     from voila.utils import wait_for_request
 
     while "QUERY_STRING" not in os.environ:

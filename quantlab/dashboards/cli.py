@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from quantlab.dashboards.serve import ServeOptions, served_url, voila_command, voila_env
 from quantlab.errors import QuantlabError
 
 
@@ -36,8 +37,6 @@ def dashboard(name: str, port: int, ip: str, preheat: bool, pool_size: int, cull
     A saved comparison opens at http://HOST:PORT/?comparison=<id> (set QUANTLAB_DASHBOARD_URL to
     the address people use, so that Comparison.url points there).
     """
-    from quantlab.dashboards.serve import ServeOptions, served_url, voila_command, voila_env
-
     options = ServeOptions(port=port, ip=ip, preheat=preheat, pool_size=pool_size,
                            cull_idle_timeout=cull_idle, cull_interval=cull_interval,
                            open_browser=open_browser)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantlab.errors import ConfigError, MissingDependency
+from quantlab.errors import ConfigError, MissingDependency, did_you_mean
 
 DASHBOARDS = {
     "compare": Path(__file__).with_name("compare.ipynb"),
@@ -49,8 +49,6 @@ class ServeOptions:
 
 def notebook_path(name: str) -> Path:
     if name not in DASHBOARDS:
-        from quantlab.errors import did_you_mean
-
         raise ConfigError(
             f"unknown dashboard {name!r}{did_you_mean(name, DASHBOARDS)}; choose "
             f"{' or '.join(DASHBOARDS)}", field="dashboard",
@@ -90,7 +88,7 @@ def voila_argv(name: str, options: ServeOptions = ServeOptions()) -> list[str]:
 def voila_command(name: str, options: ServeOptions = ServeOptions()) -> list[str]:
     """The full command: the Voila of this Python environment, then :func:`voila_argv`."""
     try:
-        import voila  # noqa: F401
+        import voila  # noqa: F401  (heavy; imported only to say how to install it if missing)
     except ImportError:
         raise MissingDependency(
             "dashboards need the 'voila' package; install it with: pip install 'voila>=0.5.8'",

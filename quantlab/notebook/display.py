@@ -16,21 +16,21 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from IPython.display import display
+
 from quantlab.notebook.failure import failure_text
-from quantlab.notebook.formatting import metrics_table_html, status_badge
+from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
+from quantlab.notebook.widget import RunWidget
+from quantlab.render.format import metrics_table_html, status_badge
 
 
 def run_widget(run: Any, *, follow: bool = True) -> Any:
-    from quantlab.notebook.widget import RunWidget
-
     return RunWidget(run, follow=follow)
 
 
 def display_run(run: Any) -> Any:
     """Display the live widget of ``run`` (with a static fallback); returns the widget."""
-    from IPython.display import display
-
     widget = run_widget(run)
     bundle = dict(widget._repr_mimebundle_() or {})
     bundle["text/html"] = run_snapshot_html(widget.record, widget.state)
@@ -41,10 +41,6 @@ def display_run(run: Any) -> Any:
 
 def display_result(result: Any) -> Any:
     """Display the results view of ``result`` (with a static fallback); returns the view."""
-    from IPython.display import display
-
-    from quantlab.notebook.results import ResultsView
-
     view = ResultsView(result)
     bundle = dict(view._repr_mimebundle_() or {})
     bundle["text/html"] = metrics_table_html(dict(getattr(result, "metrics", {}) or {}))

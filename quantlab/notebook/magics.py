@@ -23,6 +23,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from quantlab.errors import QuantlabError
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
+from quantlab.notebook.reportview import ReportView
+from quantlab.reports.runner import run_report
+
+# The run API, the registry search, comparisons and the widgets are imported by the magics that
+# use them, not here: each takes half a second to a second to import (pandas, Numba, Huey,
+# ipywidgets), and ``%load_ext quantlab`` should not pay for what a notebook may never call.
 
 RUN_CLASS = ("quantlab.jobs.api", "Run")
 RESULT_CLASSES = (("quantlab.engine.api", "Result"), ("quantlab.engine.result", "Result"))
@@ -160,6 +166,7 @@ class BacktestMagics(Magics):
         metrics with the best in bold, equity rebased to 100, drawdowns, the correlation of daily
         returns and what differs in their configs. The value is the ``Comparison``."""
         from quantlab.analytics import compare
+        from quantlab.render import html  # noqa: F401  (gives the Comparison its HTML view)
 
         return compare(line.replace(",", " ").split())
 
@@ -179,9 +186,6 @@ class BacktestMagics(Magics):
 
     @_short_errors
     def _make_report(self, run_id: str, output: str | None, html: bool) -> Any:
-        from quantlab.notebook.reportview import ReportView
-        from quantlab.reports.runner import run_report
-
         return ReportView.of(run_report(run_id, output, html))
 
 
@@ -207,7 +211,7 @@ def register(ipython: Any) -> None:
     """Add the magics to ``ipython`` and display Runs/Results with the notebook views."""
     ipython.register_magics(BacktestMagics)
     formatter = ipython.display_formatter.ipython_display_formatter
-    from quantlab.notebook.display import display_result, display_run
+    from quantlab.notebook.display import display_result, display_run  # ipywidgets: see above
 
     formatter.for_type_by_name(*RUN_CLASS, display_run)
     for module, name in RESULT_CLASSES:

@@ -30,6 +30,7 @@ def served_roots() -> list[Path]:
     e.g. in a console or a headless execution)."""
     roots: list[Path] = []
     with contextlib.suppress(Exception):  # no server, an unreadable runtime dir: no roots
+        # the server app loads tornado and half of Jupyter: only a report link needs it
         from jupyter_server.serverapp import list_running_servers
 
         for server in list_running_servers():

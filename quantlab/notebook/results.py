@@ -1,86 +1,39 @@
 """The results view: metrics, equity and drawdown, trades, and for a sweep a heatmap.
 
 Built from a ``Result`` (``ql.backtest`` or ``run.result()``) as plain ipywidgets holding HTML
-and self-contained SVG (see :mod:`quantlab.notebook.svg`), so it renders offline in JupyterLab,
+and self-contained SVG (see :mod:`quantlab.render`), so it renders offline in JupyterLab,
 Voila and executed notebooks, and its state (what it shows) is saved with the notebook.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from quantlab.notebook import svg
-from quantlab.notebook.formatting import (
+from quantlab.render import svg
+from quantlab.render.format import (
     HEADLINE_METRICS,
-    LOWER_IS_BETTER,
     format_metric,
-    frame_html,
     html_table,
-    is_number,
     metric_label,
     metrics_table_html,
+)
+from quantlab.render.results import (
+    best_rows,
+    better,
+    equity_svg,
+    sweep_columns,
+    sweep_matrix,
+    trades_html,
 )
 
 # Slider stops for zooming the equity chart; a few hundred is plenty to pick a period.
 MAX_ZOOM_STOPS = 240
-BEST_ROWS = 10
-TRADES_ROWS = 200
 NONE_PARAM = "(none)"
-
-
-def sweep_columns(result: Any) -> tuple[list[str], list[str]]:
-    """(parameter columns, metric columns) of a sweep's table."""
-    table: pd.DataFrame = result.table
-    declared = [str(name) for name in (getattr(result, "params", None) or {})]
-    params = [c for c in table.columns if c in declared]
-    if not params:  # a result without .params: every non-numeric-metric column before metrics
-        metrics = set(getattr(result, "metrics", {}) or {})
-        params = [c for c in table.columns if c not in metrics]
-    numeric = [c for c in table.columns
-               if c not in params and pd.api.types.is_numeric_dtype(table[c])]
-    return params, numeric
-
-
-def better(metric: str) -> str:
-    """``"min"`` for metrics where smaller is better, else ``"max"``."""
-    return "min" if metric in LOWER_IS_BETTER else "max"
-
-
-def sweep_matrix(table: pd.DataFrame, metric: str, x: str, y: str | None) -> pd.DataFrame:
-    """The heatmap's values: ``metric`` over ``y`` (rows) x ``x`` (columns).
-
-    Other parameters are reduced by taking their best value of the metric (for each (x, y)
-    cell: the best combination with that x and y), so the map answers "how good can it get
-    here". Combinations the strategy skipped as invalid are NaN.
-    """
-    if y is None or y == x:
-        best = table.groupby(x, sort=True)[metric].agg(better(metric))
-        return pd.DataFrame([best.to_numpy()], index=pd.Index([metric]),
-                            columns=best.index)
-    grouped = table.groupby([y, x], sort=True)[metric].agg(better(metric))
-    return grouped.unstack(x).sort_index()
-
-
-def best_rows(table: pd.DataFrame, metric: str, n: int = BEST_ROWS) -> pd.DataFrame:
-    """The ``n`` best combinations by ``metric`` (NaN last)."""
-    ascending = better(metric) == "min"
-    return table.sort_values(metric, ascending=ascending, na_position="last").head(n)
-
-
-def equity_svg(equity: pd.Series, drawdown: pd.Series | None, *, width: int = 760) -> str:
-    """Equity above drawdown, on the same dates."""
-    charts = [svg.line_chart(equity, title="Equity", width=width, height=240,
-                             value_format="{:,.0f}")]
-    if drawdown is not None and len(drawdown):
-        charts.append(svg.line_chart(drawdown, title="Drawdown (%)", width=width, height=150,
-                                     color="#d62728", area=True, value_format="{:.1f}"))
-    return '<div class="ql-charts">' + "<br>".join(charts) + "</div>"
 
 
 def _zoom_stops(index: pd.DatetimeIndex) -> list[tuple[str, int]]:
@@ -187,20 +140,6 @@ class SweepPanel(widgets.VBox):
         self.best.value = html_table(header, rows, left_columns=len(self.params))
 
 
-def trades_html(trades: pd.DataFrame | None, open_trades: pd.DataFrame | None) -> str:
-    parts = []
-    if trades is None or trades.empty:
-        parts.append("<div><i>no closed trades</i></div>")
-    else:
-        parts.append(f"<div><b>{len(trades):,} closed trades</b></div>")
-        parts.append(frame_html(trades, max_rows=TRADES_ROWS, decimals=2))
-    if open_trades is not None and not open_trades.empty:
-        parts.append(f"<div><b>{len(open_trades):,} open at the end</b> (marked to market, "
-                     "left out of trade statistics)</div>")
-        parts.append(frame_html(open_trades, max_rows=TRADES_ROWS, decimals=2))
-    return "".join(parts)
-
-
 class ResultsView(widgets.VBox):
     """Metrics, equity/drawdown, trades and (for a sweep) the sweep panel, in tabs."""
 
@@ -230,9 +169,3 @@ class ResultsView(widgets.VBox):
         children.extend([self.metrics_html, self.tabs])
         super().__init__(children)
         self.add_class("ql-results")
-
-
-def headline(metrics: dict[str, Any], names: Sequence[str] = HEADLINE_METRICS) -> str:
-    """``Total return 12.3 % · Sharpe 1.21 · ...`` for one-line summaries."""
-    return " · ".join(f"{metric_label(n)} {format_metric(n, metrics[n])}"
-                      for n in names if n in metrics and is_number(metrics[n]))

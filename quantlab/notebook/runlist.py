@@ -20,13 +20,15 @@ from typing import Any
 import pandas as pd
 
 from quantlab.errors import ConfigError
-from quantlab.notebook.formatting import (
+from quantlab.notebook.state import RunState
+from quantlab.registry import open_registry
+from quantlab.render.format import (
+    format_duration,
     format_metric,
     html_table,
     metric_label,
     status_badge,
 )
-from quantlab.notebook.state import RunState, format_duration
 
 FILTER_KEYS = ("status", "strategy", "symbol", "tag", "user", "since", "until", "text", "where",
                "sort", "limit", "offset")
@@ -160,7 +162,5 @@ def _when(epoch: Any) -> str:
 
 
 def find_runs(filters: Mapping[str, Any]) -> RunsTable:
-    from quantlab.registry import open_registry
-
     records = open_registry().find_runs(**filters)
     return RunsTable([dict(r) for r in records], dict(filters))

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from quantlab.render.format import format_count, format_duration
+
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 LOG_TAIL = 8
 
@@ -234,29 +236,6 @@ def _float_or(value: Any, default: float | None) -> float | None:
 def _int_or(value: Any, default: int | None) -> int | None:
     number = _float_or(value, None)
     return default if number is None or math.isnan(number) else int(number)
-
-
-def format_duration(seconds: float | None) -> str:
-    """``0.4 s``, ``0:03``, ``1:02:03``; an em dash when unknown."""
-    if seconds is None or math.isnan(seconds):
-        return "—"
-    if seconds < 1:
-        return f"{max(seconds, 0.0):.1f} s"  # a quick backtest: "0:00" would hide how quick
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def format_count(value: int | None) -> str:
-    """``950``, ``12.3 k``, ``1.2 M``."""
-    if value is None:
-        return "—"
-    if value >= 1_000_000:
-        return f"{value / 1e6:.1f} M"
-    if value >= 10_000:
-        return f"{value / 1e3:.1f} k"
-    return f"{value:,}"
 
 
 def summary_line(state: RunState, now: float | None = None) -> str:

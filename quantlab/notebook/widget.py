@@ -19,10 +19,13 @@ from typing import Any
 import ipywidgets as widgets
 
 from quantlab.errors import EventsUnavailable, RunNotFound
+from quantlab.events import open_events
+from quantlab.jobs.orchestrator import queue_position
 from quantlab.notebook.failure import failure_html
-from quantlab.notebook.formatting import status_badge, status_color
-from quantlab.notebook.results import ResultsView, headline
+from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
+from quantlab.registry import open_registry
+from quantlab.render.format import headline, status_badge, status_color
 
 # How long one wait on the event stream blocks: also the tick of the elapsed-time display.
 TICK_SECONDS = 1.0
@@ -33,10 +36,8 @@ RETRY_CAP_SECONDS = 30.0
 
 
 def _backend(kind: str, run: Any) -> Any:
-    """The registry or event stream the run was created under (the jobs layer's cache)."""
-    from quantlab.jobs import backends
-
-    opener = backends.registry if kind == "registry" else backends.events
+    """The registry or event stream the run was created under (opened once per settings)."""
+    opener = open_registry if kind == "registry" else open_events
     return opener(getattr(run, "settings", None))
 
 
@@ -205,8 +206,6 @@ class RunWidget(widgets.VBox):
 
     def _update_queue_position(self, record: dict[str, Any]) -> None:
         """The live position (the record's ``position`` is the one at submit time)."""
-        from quantlab.jobs.orchestrator import queue_position
-
         position = self._safe(lambda: queue_position(record), None)
         if position is not None:
             self.state.queue_position = int(position)

@@ -11,8 +11,11 @@ import sys
 from typing import Any
 
 import click
+import yaml
 
 from quantlab.errors import ConfigError, QuantlabError
+from quantlab.reports import rerun as rerun_mod
+from quantlab.reports.runner import load_parameter_sets, run_reports
 
 
 def _fail(exc: QuantlabError) -> None:
@@ -22,8 +25,6 @@ def _fail(exc: QuantlabError) -> None:
 
 def _parameters(items: tuple[str, ...]) -> dict[str, Any]:
     """``NAME=VALUE`` pairs; values are read as YAML scalars (``20`` is a number)."""
-    import yaml
-
     out: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
@@ -52,8 +53,6 @@ def report(run_ids: tuple[str, ...], output: str | None, html: bool, params_file
            parameters: tuple[str, ...], timeout: float) -> None:
     """Execute the run report notebook (papermill) for RUN_IDS, or for every parameter set of
     --params; the report is linked from each run's record (report_ref)."""
-    from quantlab.reports.runner import load_parameter_sets, run_reports
-
     try:
         common = _parameters(parameters)
         sets: list[dict[str, Any]] = []
@@ -100,8 +99,6 @@ def rerun(run_ids: tuple[str, ...], filters: tuple[str, ...], limit: int | None,
     """Rerun runs from their stored configs without the cache, and print each as `reproduced`
     or `drifted` (with what changed: data, engine version, strategy code). Exits with 1 when
     any run did not reproduce."""
-    from quantlab.reports import rerun as rerun_mod
-
     def show(outcome: rerun_mod.RerunOutcome) -> None:
         click.echo(json.dumps(outcome.as_dict(), default=str) if as_json else outcome.line())
 

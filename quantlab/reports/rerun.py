@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantlab.errors import ConfigError, QuantlabError, RunError
+from quantlab.errors import ConfigError, QuantlabError, RunError, did_you_mean
+from quantlab.jobs.api import submit
+from quantlab.registry import open_registry
 
 FILTER_KEYS = ("status", "strategy", "symbol", "tag", "user", "since", "until", "text", "where")
 LIST_FILTERS = ("status", "strategy", "symbol", "tag", "user")
@@ -132,8 +134,6 @@ def drift_causes(registry: Any, old: Mapping[str, Any], new: Mapping[str, Any]) 
 def parse_filters(items: Iterable[str]) -> dict[str, Any]:
     """``["strategy=sma_crossover", "tag=prod", "where=sharpe>1"]`` -> find_runs filters; a key
     given twice matches either value (``where`` clauses all apply)."""
-    from quantlab.errors import did_you_mean
-
     filters: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -161,8 +161,6 @@ def select_runs(run_ids: Sequence[str] = (), filters: Mapping[str, Any] | None =
                 limit: int | None = None) -> list[dict[str, Any]]:
     """The run documents to rerun: the given ids, then those the filters match (completed runs
     unless a status filter says otherwise), each once."""
-    from quantlab.registry import open_registry
-
     if not run_ids and not filters:
         raise ConfigError(
             "say which runs to rerun: give run ids (quantlab rerun 01J... 01K...) or filters "
@@ -186,9 +184,6 @@ def submit_again(doc: Mapping[str, Any], user: str | None = None) -> Any:
     """Submit a stored run's config again, bypassing the result cache: the new run is named
     "rerun of ...", tagged ``rerun`` and points back with ``rerun_of``. The CLI's reruns and
     the Lab panel's Rerun both come here, so a rerun looks the same wherever it was made."""
-    from quantlab.jobs.api import submit
-    from quantlab.registry import open_registry
-
     config = dict(doc.get("config") or {})
     name = f"rerun of {doc.get('name') or doc['id']}"
     tags = [*(doc.get("tags") or []), "rerun"]
@@ -207,8 +202,6 @@ def rerun(run_ids: Sequence[str] = (), *, filters: Mapping[str, Any] | None = No
     ``last_rerun`` (new id, status, time). ``on_outcome`` is called with each outcome as
     soon as it is known (the CLI prints it).
     """
-    from quantlab.registry import open_registry
-
     registry = open_registry()
     docs = select_runs(run_ids, filters, limit)
     submitted: list[tuple[Mapping[str, Any], Any, str | None]] = []

@@ -13,13 +13,17 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from quantlab import settings as settings_mod
-from quantlab.errors import ConfigError, QuantlabError, RunError
+from quantlab.errors import ConfigError, QuantlabError, RunError, did_you_mean
+from quantlab.registry import open_registry
 
 log = logging.getLogger("quantlab.reports")
 
@@ -35,8 +39,8 @@ def _this_python_kernel_manager() -> type:
     """A kernel manager whose kernel is this Python (``sys.executable -m ipykernel_launcher``),
     whatever kernelspec named "python3" the user's Jupyter paths hold: a report must run where
     QuantLab and the run's strategies are installed."""
-    import sys
-
+    # jupyter_client, papermill and nbconvert load only when a report is made: together they take
+    # seconds to import, which `%load_ext quantlab` and `quantlab --help` should not pay
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -79,7 +83,7 @@ class ReportOutcome:
 
 def template_parameters() -> dict[str, Any]:
     """The report notebook's parameters and their defaults, read from its ``parameters`` cell."""
-    import papermill
+    import papermill  # heavy: see _this_python_kernel_manager
 
     inferred = papermill.inspect_notebook(str(TEMPLATE))
     # papermill gives each default as its source text; the template's are all literals
@@ -90,8 +94,6 @@ def _check_parameters(parameters: Mapping[str, Any]) -> None:
     known = template_parameters()
     for name in parameters:
         if name not in known:
-            from quantlab.errors import did_you_mean
-
             raise ConfigError(
                 f"unknown report parameter {name!r}{did_you_mean(name, known)}; the report takes "
                 f"{', '.join(sorted(known))}", field=name,
@@ -113,8 +115,6 @@ def _output_path(run_id: str, output: str | Path | None) -> Path:
 
 
 def _reportable(run_id: str) -> dict[str, Any]:
-    from quantlab.registry import open_registry
-
     if not isinstance(run_id, str) or not run_id.strip():
         raise ConfigError(f"a report needs a run id, got {run_id!r}; list runs with "
                           f"`quantlab runs`", field="run_id")
@@ -130,7 +130,7 @@ def _reportable(run_id: str) -> dict[str, Any]:
 
 def _execute(run_id: str, output: Path, parameters: Mapping[str, Any], timeout: float | None
              ) -> None:
-    import papermill
+    import papermill  # heavy: see _this_python_kernel_manager
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ def _execute(run_id: str, output: Path, parameters: Mapping[str, Any], timeout: 
 def export_html(notebook: Path) -> Path:
     """The executed notebook as a static HTML page of its outputs (no code), loading nothing
     from the network."""
-    import nbformat
+    import nbformat  # heavy: see _this_python_kernel_manager
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
@@ -177,8 +177,6 @@ def run_report(run_id: str, output: str | Path | None = None, html: bool = True,
     ``parameters`` overrides the notebook's others (``max_trades``, ``sweep_metric``);
     ``timeout`` bounds each cell in seconds.
     """
-    from quantlab.registry import open_registry
-
     parameters = dict(parameters or {})
     _check_parameters(parameters)
     _reportable(run_id)
@@ -204,8 +202,6 @@ def run_report(run_id: str, output: str | Path | None = None, html: bool = True,
 def load_parameter_sets(path: str | Path) -> list[dict[str, Any]]:
     """A batch file: a YAML or JSON list whose items are run ids or dicts with ``run_id`` and
     optionally ``output`` and report parameters."""
-    import yaml
-
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

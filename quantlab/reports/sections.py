@@ -2,7 +2,7 @@
 
 ``run_report.ipynb`` calls these one per cell, so the notebook stays a readable outline and
 the content is tested as plain functions. The look (metric labels, number formats, charts) is
-the results view's (:mod:`quantlab.notebook`), so a report shows a run as the notebook did.
+the results view's (:mod:`quantlab.render`), so a report shows a run as the notebook did.
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantlab.notebook import svg
-from quantlab.notebook.formatting import (
-    frame_html,
-    metrics_table_html,
-    status_badge,
-)
-from quantlab.notebook.results import better, equity_svg, sweep_columns, sweep_matrix
-from quantlab.notebook.svg import heat_color
-from quantlab.reports.charts import bar_chart
-from quantlab.reports.html import NOTE, h
+from quantlab.render import svg
+from quantlab.render.charts import bar_chart
+from quantlab.render.format import format_duration, frame_html, metrics_table_html, status_badge
+from quantlab.render.html import NOTE, h
+from quantlab.render.results import best_rows, better, equity_svg, sweep_columns, sweep_matrix
+from quantlab.render.svg import heat_color
 
 MONTHS = [calendar.month_abbr[m] for m in range(1, 13)]
 # Config keys shown first in the report, in reading order; the rest follow alphabetically.
@@ -46,7 +42,8 @@ def header_html(record: Mapping[str, Any]) -> str:
     name = record.get("name") or record["id"]
     duration = ""
     if record.get("started_at") and record.get("finished_at"):
-        duration = f" · ran {float(record['finished_at']) - float(record['started_at']):.1f} s"
+        ran = float(record["finished_at"]) - float(record["started_at"])
+        duration = f" · ran {format_duration(ran)}"
     cached = (f" · answered from the cache of run {h(record['cached_from'])}"
               if record.get("cached_from") else "")
     partial = " · <b>partial result</b> (cancelled sweep)" if record.get("partial") else ""
@@ -186,8 +183,7 @@ def sweep_html(result: Any, metric: str | None = None, width: int = 760) -> str:
         parts.append(bar_chart([str(v) for v in series.index], list(series.to_numpy()),
                                title=f"{metric} by {params[0]}", width=width,
                                value_format="{:,.2f}"))
-    ascending = better(metric) == "min"
-    top = table.sort_values(metric, ascending=ascending, na_position="last").head(10)
+    top = best_rows(table, metric)
     parts.append(f'<div class="ql-sweep-best">{frame_html(top.reset_index(drop=True))}</div>')
     return "".join(parts)
 

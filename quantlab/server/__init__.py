@@ -27,6 +27,8 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def setup_handlers(web_app: Any) -> None:
     """Add QuantLab's handlers to a Jupyter Server's Tornado application."""
+    # Imported here, not at the top: Jupyter imports this package just to find the extension
+    # point, and the handlers load QuantLab's whole run API (jobs, registry, analytics, reports).
     from jupyter_server.utils import url_path_join
 
     from quantlab.server.handlers import MetricsHandler, routes

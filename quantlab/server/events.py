@@ -29,6 +29,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from quantlab import telemetry
 from quantlab.errors import QuantlabError
+from quantlab.events import open_events
 
 log = logging.getLogger("quantlab.server")
 
@@ -45,22 +46,16 @@ MAX_BACKLOG = 20_000
 CLOSE_TOO_SLOW = 4008
 
 
-def _events() -> Any:
-    from quantlab.events import open_events
-
-    return open_events()
-
-
 def _wait(after: int) -> list[Any]:
-    return list(_events().wait(None, after, timeout=WAIT_SECONDS, limit=PAGE))
+    return list(open_events().wait(None, after, timeout=WAIT_SECONDS, limit=PAGE))
 
 
 def _read(run_id: str | None, after: int) -> list[Any]:
-    return list(_events().read(run_id, after, limit=PAGE))
+    return list(open_events().read(run_id, after, limit=PAGE))
 
 
 def _last_seq() -> int:
-    return int(_events().last_seq())
+    return int(open_events().last_seq())
 
 
 def event_dict(event: Any) -> dict[str, Any]:

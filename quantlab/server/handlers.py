@@ -20,8 +20,10 @@ from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
+from quantlab import telemetry
 from quantlab.errors import (
     ConfigError,
     MissingDependency,
@@ -31,6 +33,7 @@ from quantlab.errors import (
     StrategyError,
 )
 from quantlab.server import service
+from quantlab.server.events import EventsSocket
 from quantlab.settings import current_user as os_user
 
 log = logging.getLogger("quantlab.server")
@@ -250,10 +253,6 @@ class MetricsHandler(APIHandler):
                                          "token ...) or QUANTLAB_METRICS_PUBLIC=1 on the server")
             if not self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE):
                 raise web.HTTPError(403)
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from quantlab import telemetry
-
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(
             _executor, lambda: generate_latest(telemetry.exposition_registry()))
@@ -284,8 +283,6 @@ ENDPOINTS = ("GET runs", "POST runs", "GET runs/{id}", "POST runs/{id}/cancel",
 
 def routes() -> list[tuple[str, type[web.RequestHandler]]]:
     """URL patterns relative to ``/quantlab/api/``."""
-    from quantlab.server.events import EventsSocket
-
     run = ID.format("run_id")
     return [
         (r"runs/?", RunsHandler),

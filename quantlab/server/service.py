@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from quantlab import analytics, notifications
 from quantlab.errors import ConfigError, RunError, did_you_mean
+from quantlab.events import open_events
+from quantlab.jobs import api as jobs
+from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
+from quantlab.registry import open_registry
+from quantlab.reports.rerun import submit_again
+from quantlab.reports.runner import run_report
 
 # Filters of GET /runs; each takes several values, repeated (?status=a&status=b) or a,b.
 MULTI_FILTERS = ("status", "strategy", "symbol", "tag", "user")
@@ -126,26 +133,17 @@ def flag(params: Mapping[str, list[str]], name: str, default: bool = False) -> b
 # -- runs --------------------------------------------------------------------------------------
 
 
-def _events() -> Any:
-    from quantlab.events import open_events
-
-    return open_events()
-
-
 def latest_seq() -> int:
     """The newest event's seq: a client that loaded a snapshot follows the stream from here."""
-    return int(_events().last_seq())
+    return int(open_events().last_seq())
 
 
 def list_runs(params: Mapping[str, list[str]]) -> dict[str, Any]:
     """GET /runs: one page of the registry search, the total count, and the event seq the page
     is at least as new as (subscribe to the stream with ``after=seq`` to keep it live)."""
-    import quantlab as ql
-    from quantlab.registry import open_registry
-
     query = run_query(params)
     seq = latest_seq()  # before reading: an event racing the read is replayed, never lost
-    found = ql.runs(**query)
+    found = jobs.runs(**query)
     filters = {k: v for k, v in query.items() if k not in ("sort", "limit", "offset")}
     total = open_registry().count_runs(**filters)
     docs = [{k: v for k, v in doc.items() if k not in LIST_OMITS} for doc in _docs(found)]
@@ -162,9 +160,7 @@ def _docs(found: Any) -> list[dict[str, Any]]:
 
 
 def get_run(run_id: str) -> dict[str, Any]:
-    import quantlab as ql
-
-    return json_safe(ql.get_run(run_id).record)
+    return json_safe(jobs.get_run(run_id).record)
 
 
 def _submit_args(body: Any) -> dict[str, Any]:
@@ -182,8 +178,6 @@ def _submit_args(body: Any) -> dict[str, Any]:
     config = body["config"]
     if isinstance(config, str):
         # The text of a %%backtest cell: parsed exactly as the magic parses it.
-        from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
-
         config = parse_body(config)
         if "params" in config:
             config["params"] = expand_param_ranges(config["params"])
@@ -201,17 +195,13 @@ def _submit_args(body: Any) -> dict[str, Any]:
 
 def submit_run(body: Any, user: str) -> dict[str, Any]:
     """POST /runs: validate and queue a config, recorded under ``user``."""
-    import quantlab as ql
-
     args = _submit_args(body)
     config = args.pop("config")
-    return json_safe(ql.submit(config, user=user, **args).record)
+    return json_safe(jobs.submit(config, user=user, **args).record)
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:
-    import quantlab as ql
-
-    run = ql.get_run(run_id)
+    run = jobs.get_run(run_id)
     run.cancel()
     return json_safe(run.record)
 
@@ -219,14 +209,11 @@ def cancel_run(run_id: str) -> dict[str, Any]:
 def rerun(run_id: str, user: str) -> dict[str, Any]:
     """Submit a run's stored config again, bypassing the result cache (a reproducibility
     check), as `quantlab rerun` does."""
-    import quantlab as ql
-    from quantlab.reports.rerun import submit_again
-
-    record = ql.get_run(run_id).record
+    record = jobs.get_run(run_id).record
     if not record.get("config"):
         raise RunError(f"run {run_id} has no stored config, so it cannot be rerun; submit its "
                        f"config again with ql.submit", run_id=run_id)
-    return json_safe(ql.get_run(submit_again(record, user=user).id).record)
+    return json_safe(jobs.get_run(submit_again(record, user=user).id).record)
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -238,11 +225,7 @@ def make_report(run_id: str, root_dir: str | None) -> dict[str, Any]:
     Answers where it is: ``url`` shows its HTML (from the registry, so it outlives this server),
     ``lab_path`` is the executed notebook relative to the server's root when Lab can open it.
     """
-    import quantlab as ql
-
-    ql.get_run(run_id)  # RunNotFound (404) before any notebook is started
-    from quantlab.reports.runner import run_report
-
+    jobs.get_run(run_id)  # RunNotFound (404) before any notebook is started
     files = run_report(run_id)
     notebook = Path(files.notebook).resolve()
     return {"run_id": run_id, "notebook": str(notebook),
@@ -263,10 +246,7 @@ def lab_path(path: Path, root_dir: str | None) -> str | None:
 
 def report_page(run_id: str) -> str:
     """GET /runs/{id}/report: the run's last report as a web page, read from the registry."""
-    import quantlab as ql
-    from quantlab.registry import open_registry
-
-    ref = ql.get_run(run_id).record.get("report_ref")
+    ref = jobs.get_run(run_id).record.get("report_ref")
     if not ref:
         raise NotFound(f"run {run_id} has no report yet; make one with the panel's Report "
                        f"button, POST /quantlab/api/runs/{run_id}/report or `quantlab report "
@@ -274,6 +254,7 @@ def report_page(run_id: str) -> str:
     data = open_registry().get_blob(str(ref))
     if str(ref).endswith((".html", ".htm")):
         return data.decode("utf-8")
+    # nbconvert is slow to import, and only a report kept as a notebook (not HTML) needs it
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -298,12 +279,9 @@ def compare(params: Mapping[str, list[str]]) -> dict[str, Any]:
     """GET /compare?ids=a,b: the comparison's metrics, saved so the dashboard can open it.
     Comparing the same runs again reuses their saved comparison (a panel click must not add a
     document each time)."""
-    import quantlab as ql
-    from quantlab.analytics import saved_comparisons
-
     ids = compare_ids(params)
-    comparison = ql.compare(ids)
-    comparison.id = next((doc["id"] for doc in saved_comparisons(limit=1000)
+    comparison = analytics.compare(ids)
+    comparison.id = next((doc["id"] for doc in analytics.saved_comparisons(limit=1000)
                           if doc.get("run_ids") == list(comparison.run_ids)), None)
     comparison_id = comparison.save()
     metrics = comparison.metrics
@@ -317,8 +295,6 @@ def compare(params: Mapping[str, list[str]]) -> dict[str, Any]:
 
 
 def list_notifications(user: str, params: Mapping[str, list[str]]) -> dict[str, Any]:
-    from quantlab import notifications
-
     _check_known(params, ("unread_only", "limit"), "GET /quantlab/api/notifications")
     unread_only = flag(params, "unread_only")
     limit = _whole_number(params, "limit", 50, 1, MAX_LIMIT)
@@ -327,8 +303,6 @@ def list_notifications(user: str, params: Mapping[str, list[str]]) -> dict[str, 
 
 
 def mark_notification_read(notification_id: str) -> dict[str, Any]:
-    from quantlab import notifications
-
     if not notifications.mark_read(notification_id):
         raise NotFound(
             f"there is no notification {notification_id!r}; list them with GET "

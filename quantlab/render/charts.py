@@ -1,6 +1,6 @@
 """Static SVG charts shared by comparisons, run reports and the Voila dashboards.
 
-Single-series charts and heatmaps come from :mod:`quantlab.notebook.svg` (the results view's
+Single-series charts and heatmaps come from :mod:`quantlab.render.svg` (the results view's
 look); this module adds what comparing and summarising runs needs: several curves on one axis
 with a legend, and a bar chart (histograms, monthly counts). Hand-made SVG for the same reasons
 as there: it renders offline in Voila, static HTML and executed notebooks, weighs kilobytes,
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from quantlab.notebook.svg import (
+from quantlab.render.svg import (
     MAX_LINE_POINTS,
     Frame,
     _svg_open,

@@ -1,6 +1,10 @@
 """HTML views of comparisons and statistics, shared by the notebook (``_repr_html_``), the run
 reports and the Voila dashboards, so that all three show the same numbers the same way.
 
+Importing this module registers :func:`comparison_html` and :func:`stats_html` as the notebook
+views of :class:`~quantlab.analytics.Comparison` and :class:`~quantlab.analytics.Stats` (see
+:mod:`quantlab.analytics.views`: analytics does not import its views).
+
 Every function returns an HTML string with user-provided text escaped; each section is its own
 function so that a dashboard can redraw one part when a selection changes.
 """
@@ -9,25 +13,24 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from quantlab.notebook.formatting import (
+from quantlab.analytics import Comparison, Stats
+from quantlab.analytics.views import register_html_view
+from quantlab.metrics import LOWER_IS_BETTER
+from quantlab.render.charts import bar_chart, color, multi_line_chart
+from quantlab.render.format import (
     CELL_STYLE,
     HEAD_STYLE,
-    LOWER_IS_BETTER,
     TABLE_STYLE,
     format_metric,
     html_table,
     is_number,
     metric_label,
 )
-from quantlab.notebook.svg import heat_color
-from quantlab.reports.charts import bar_chart, color, multi_line_chart
-
-if TYPE_CHECKING:
-    from quantlab.analytics import Comparison, Stats
+from quantlab.render.svg import heat_color
 
 SECTION = 'style="margin:14px 0 4px 0;font-family:sans-serif;font-size:14px"'
 NOTE = 'style="font-size:12px;color:#555;font-family:sans-serif;margin:4px 0"'
@@ -262,3 +265,6 @@ def stats_html(st: Stats) -> str:
         + "</div>"
     )
 
+
+register_html_view(Comparison, comparison_html)
+register_html_view(Stats, stats_html)

@@ -1,5 +1,9 @@
-"""Labels, number formats and small HTML tables shared by the widget, the results view and the
-line magics. Everything returned is an HTML string with user-provided text escaped."""
+"""Number, metric and duration formats and small HTML tables, shared by the widget, the results
+view, the line magics, the reports, the dashboards and the server. Everything returned as HTML
+has user-provided text escaped.
+
+Metric labels, units and directions are not declared here: they come from
+:data:`quantlab.metrics.METRIC_INFO`."""
 
 from __future__ import annotations
 
@@ -11,6 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantlab.metrics import BARS, CASH, COUNT, PERCENT, metric_info, metric_label
+
+__all__ = ["CELL_STYLE", "HEADLINE_METRICS", "HEAD_STYLE", "METRIC_GROUPS", "TABLE_CSS",
+           "TABLE_STYLE", "format_cell", "format_count", "format_duration", "format_metric",
+           "frame_html", "headline", "html_table", "is_number", "metric_label",
+           "metrics_table_html", "status_badge", "status_color"]
+
 # Groups in the order a researcher reads a tear sheet; metrics not listed go under "Other".
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "Returns": ("total_return_pct", "cagr_pct", "buy_hold_return_pct", "equity_final"),
@@ -20,35 +31,6 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
                "worst_trade_pct", "avg_trade_pct", "exposure_pct", "open_trades", "commissions",
                "rejected_orders"),
 }
-
-METRIC_LABELS = {
-    "total_return_pct": "Total return",
-    "cagr_pct": "CAGR",
-    "buy_hold_return_pct": "Buy & hold return",
-    "equity_final": "Final equity",
-    "sharpe": "Sharpe",
-    "sortino": "Sortino",
-    "calmar": "Calmar",
-    "max_drawdown_pct": "Max drawdown",
-    "max_drawdown_duration": "Max drawdown duration",
-    "volatility_ann_pct": "Volatility (ann.)",
-    "n_trades": "Trades",
-    "win_rate_pct": "Win rate",
-    "profit_factor": "Profit factor",
-    "expectancy_pct": "Expectancy",
-    "best_trade_pct": "Best trade",
-    "worst_trade_pct": "Worst trade",
-    "avg_trade_pct": "Average trade",
-    "exposure_pct": "Exposure",
-    "open_trades": "Open trades",
-    "commissions": "Commissions",
-    "rejected_orders": "Rejected orders",
-}
-
-# Metrics for which a smaller value is better; every other metric is "higher is better"
-# (max_drawdown_pct is negative, so higher = shallower already).
-LOWER_IS_BETTER = frozenset({"volatility_ann_pct", "max_drawdown_duration", "commissions",
-                             "rejected_orders"})
 
 HEADLINE_METRICS = ("total_return_pct", "sharpe", "max_drawdown_pct", "n_trades",
                     "win_rate_pct")
@@ -67,16 +49,12 @@ TABLE_CSS = (
 )
 
 
-def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name, name.removesuffix("_pct").replace("_", " ").capitalize())
-
-
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def format_metric(name: str, value: Any) -> str:
-    """A metric as a researcher reads it: ``12.34 %``, ``1.52``, ``153 bars``, ``—`` when undefined."""
+    """A metric as a researcher reads it: ``12.34 %``, ``1.52``, ``153``, ``—`` when undefined."""
     if value is None:
         return "—"
     if not is_number(value):
@@ -86,13 +64,12 @@ def format_metric(name: str, value: Any) -> str:
         return "—"
     if math.isinf(number):
         return "∞" if number > 0 else "-∞"
-    if name.endswith("_pct"):
+    unit = metric_info(name).unit
+    if unit == PERCENT:
         return f"{number:,.2f} %"
-    if name in {"n_trades", "open_trades", "rejected_orders", "max_drawdown_duration"} or (
-        isinstance(value, int | np.integer)
-    ):
+    if unit in (COUNT, BARS) or isinstance(value, int | np.integer):
         return f"{int(number):,}"
-    if name in {"equity_final", "commissions"}:
+    if unit == CASH:
         return f"{number:,.2f}"
     return f"{number:,.3f}"
 
@@ -207,3 +184,34 @@ def status_badge(status: str, extra: str = "") -> str:
     return (f'<span class="ql-status ql-status-{html.escape(status)}" style="background:'
             f'{status_color(status)};color:white;border-radius:3px;padding:1px 6px;'
             f'font-size:11px">{label}</span>')
+
+
+def format_duration(seconds: float | None) -> str:
+    """How long something took or will take, the one spelling everywhere: ``0:03``,
+    ``1:02:03`` (h:mm:ss, as a clock reads), under a second ``0.4 s`` (a quick backtest must not
+    read ``0:00``); an em dash when unknown."""
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    if seconds < 1:
+        return f"{max(seconds, 0.0):.1f} s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_count(value: int | None) -> str:
+    """``950``, ``12.3 k``, ``1.2 M``."""
+    if value is None:
+        return "—"
+    if value >= 1_000_000:
+        return f"{value / 1e6:.1f} M"
+    if value >= 10_000:
+        return f"{value / 1e3:.1f} k"
+    return f"{value:,}"
+
+
+def headline(metrics: Mapping[str, Any], names: Sequence[str] = HEADLINE_METRICS) -> str:
+    """``Total return 12.3 % · Sharpe 1.21 · ...`` for one-line summaries."""
+    return " · ".join(f"{metric_label(n)} {format_metric(n, metrics[n])}"
+                      for n in names if n in metrics and is_number(metrics[n]))
