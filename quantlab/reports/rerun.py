@@ -15,9 +15,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantlab.errors import ConfigError, QuantlabError, RunError
+
+if TYPE_CHECKING:
+    from quantlab.registry.schema import RunRecord
 
 FILTER_KEYS = ("status", "strategy", "symbol", "tag", "user", "since", "until", "text", "where")
 LIST_FILTERS = ("status", "strategy", "symbol", "tag", "user")
@@ -158,7 +161,7 @@ def parse_filters(items: Iterable[str]) -> dict[str, Any]:
 
 
 def select_runs(run_ids: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
+                limit: int | None = None) -> list[RunRecord]:
     """The run documents to rerun: the given ids, then those the filters match (completed runs
     unless a status filter says otherwise), each once."""
     from quantlab.registry import open_registry

@@ -16,10 +16,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantlab import settings as settings_mod
 from quantlab.errors import ConfigError, QuantlabError, RunError
+
+if TYPE_CHECKING:
+    from quantlab.registry.schema import RunRecord
 
 log = logging.getLogger("quantlab.reports")
 
@@ -112,7 +115,7 @@ def _output_path(run_id: str, output: str | Path | None) -> Path:
     return path
 
 
-def _reportable(run_id: str) -> dict[str, Any]:
+def _reportable(run_id: str) -> RunRecord:
     from quantlab.registry import open_registry
 
     if not isinstance(run_id, str) or not run_id.strip():
