@@ -75,7 +75,7 @@ def open_registry(settings: _settings.Settings | None = None, *, auto_migrate: b
 
 def _open(s: _settings.Settings, auto_migrate: bool) -> Registry:
     if s.mongo_url:
-        from quantlab.registry.mongo import MongoRegistry
+        from quantlab.registry.mongo import MongoRegistry  # pymongo is an optional extra
 
         return MongoRegistry(s.mongo_url, s.mongo_db, auto_migrate=auto_migrate)
     s.ensure_home()
