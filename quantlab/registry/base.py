@@ -22,7 +22,8 @@ class Registry(ABC):
     """Where every run, its logs, checkpoint, notifications and result blobs are kept.
 
     All methods are safe to call from many threads and processes at once. Times are epoch
-    seconds (float). Documents go in and come out as plain JSON-compatible dicts.
+    seconds (float). Documents go in and come out as plain JSON-compatible dicts; a run's is a
+    :class:`~quantlab.registry.schema.RunRecord`.
     """
 
     SCHEMA_VERSION: int = SCHEMA_VERSION
