@@ -22,7 +22,7 @@ from quantlab.notify import settings as notify_settings
 from quantlab.notify.delivery import FAILED, FINAL_STATUSES, Attempt, DeliveryResult
 from quantlab.notify.planning import Delivery, plan_deliveries
 from quantlab.notify.summary import RunSummary, summarize
-from quantlab.registry import Registry, open_registry
+from quantlab.registry import Registry, RunRecord, open_registry
 
 log = logging.getLogger("quantlab.notify")
 
@@ -138,8 +138,8 @@ def send_test(user: str | None = None, *, settings: settings_mod.Settings | None
     name = user or s.user
     prefs = store.load_preferences(reg, name)
     run_id = f"test-{uuid.uuid4().hex[:12]}"
-    fake = {"id": run_id, "name": "test", "user": name,
-            "status": "completed", "config": {"notify": None}}
+    fake: RunRecord = {"id": run_id, "name": "test", "user": name,
+                       "status": "completed", "config": {"notify": None}}
     summary = summarize(fake, "test", public_url=n.public_url)
     deliveries = plan_deliveries(fake, "completed", {**prefs, "events": ["completed"],
                                                      "when": None})

@@ -18,6 +18,7 @@ from quantlab.errors import ConfigError
 from quantlab.notify.delivery import PENDING
 from quantlab.notify.summary import is_sweep
 from quantlab.notifyspec import parse_condition, validate_notify_config
+from quantlab.registry import RunRecord
 
 log = logging.getLogger("quantlab.notify")
 
@@ -52,7 +53,7 @@ def delivery_id(run_id: str, event: str, channel: str, target: str) -> str:
     return f"{run_id}.{event}.{channel}.{digest}"
 
 
-def run_notify_block(run: Mapping[str, Any]) -> dict[str, Any]:
+def run_notify_block(run: RunRecord) -> dict[str, Any]:
     """The run config's ``notify`` block, normalised. It was validated at submit time, so DNS is
     not consulted again here (the send-time check guards the addresses)."""
     config = run.get("config")
@@ -64,7 +65,7 @@ def run_notify_block(run: Mapping[str, Any]) -> dict[str, Any]:
         return validate_notify_config(None)
 
 
-def event_kinds(run: Mapping[str, Any], event: str) -> set[str]:
+def event_kinds(run: RunRecord, event: str) -> set[str]:
     """The subscription names an event answers to (a completed sweep is also sweep_finished)."""
     kinds = {event}
     if event == "completed" and is_sweep(run):
@@ -73,7 +74,7 @@ def event_kinds(run: Mapping[str, Any], event: str) -> set[str]:
 
 
 def plan_deliveries(
-    run: Mapping[str, Any], event: str, prefs: Mapping[str, Any] | None
+    run: RunRecord, event: str, prefs: Mapping[str, Any] | None
 ) -> list[Delivery]:
     """Everything to send for ``event`` of ``run``.
 
