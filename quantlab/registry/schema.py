@@ -161,9 +161,10 @@ def is_name(text: str) -> bool:
 
 
 def as_run_record(doc: Mapping[str, Any]) -> RunRecord:
-    """A stored document (plain JSON) as the :class:`RunRecord` it is. Every write goes through
-    :func:`new_run_document` or :func:`normalize_fields`, so what is stored has the record's
-    types."""
+    """A stored document (plain JSON) as the :class:`RunRecord` it is. Not checked at run time:
+    the writes are typed (``insert_run``/``update_run`` take a RunRecord, so mypy checks every
+    key and value QuantLab writes), and tests/test_registry_record.py checks real runs'
+    documents against the declared types."""
     return cast(RunRecord, dict(doc))
 
 
