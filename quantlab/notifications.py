@@ -10,6 +10,9 @@
 A run can add its own targets and condition in its config: ``notify: {email: [...],
 webhooks: [{url, secret}], when: "sharpe > 1", events: [completed, failed]}``. Delivery is done
 by the dispatcher (a thread of the worker, or ``quantlab notify run``); see docs/notifications.md.
+
+This module is the one facade of notifications: :mod:`quantlab.notify` is the machinery behind
+it (dispatcher, channels, store), :mod:`quantlab.notifyspec` what a setting may say.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import builtins
 from typing import Any
 
 from quantlab.notify import store
-from quantlab.notify.conditions import METRIC_NAMES, parse_condition
-from quantlab.notify.dispatcher import Dispatcher, send_test, start_dispatcher_thread
-from quantlab.notify.validation import EVENT_KINDS, validate_notify_config
+from quantlab.notify.deliverer import send_test
+from quantlab.notify.dispatcher import Dispatcher, start_dispatcher_thread
 from quantlab.notify.webhook import sign, verify_signature
+from quantlab.notifyspec import EVENT_KINDS, METRIC_NAMES, parse_condition, validate_notify_config
 
 __all__ = [
     "EVENT_KINDS",

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from quantlab.errors import ConfigError
-from quantlab.notify.conditions import ConditionError, parse_condition, tokenize
+from quantlab.notifyspec import ConditionError, parse_condition, tokenize
 
 GOOD_RUN = {"sharpe": 1.8, "max_drawdown_pct": -12.5, "n_trades": 40, "win_rate_pct": 55.0}
 
@@ -144,6 +144,6 @@ def test_conditions_know_every_metric_the_engine_reports() -> None:
     # a copy (importing quantlab.metrics would pull Numba into the condition parser):
     # it must stay equal to the engine's list
     from quantlab.metrics import METRICS
-    from quantlab.notify.conditions import METRIC_NAMES
+    from quantlab.notifyspec import METRIC_NAMES
 
     assert tuple(METRICS) == METRIC_NAMES

@@ -16,13 +16,10 @@ import quantlab as ql
 from quantlab.errors import ConfigError
 from quantlab.notify import store
 from quantlab.notify.cli import notify as notify_cli
-from quantlab.notify.dispatcher import (
-    Dispatcher,
-    DispatcherThread,
-    plan_deliveries,
-    start_dispatcher_thread,
-)
+from quantlab.notify.dispatcher import Dispatcher, DispatcherThread, start_dispatcher_thread
 from quantlab.notify.lock import RedisLock
+from quantlab.notify.planning import plan_deliveries
+from quantlab.registry import Registry, open_registry
 from tests.support.notify import SECRET, Mailbox, Receiver
 from tests.support.procs import wait_for
 
@@ -77,8 +74,8 @@ def start(dispatchers: list[DispatcherThread]) -> DispatcherThread:
     return thread
 
 
-def registry() -> Any:
-    return store.registry()
+def registry() -> Registry:
+    return open_registry()
 
 
 def events() -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from quantlab.errors import ConfigError
-from quantlab.notify.validation import (
+from quantlab.notifyspec import (
     check_webhook_url,
     is_public_address,
     validate_notify_config,

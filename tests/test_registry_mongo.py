@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from quantlab.errors import QuantlabError
-from quantlab.registry.base import SchemaError
+from quantlab.errors import QuantlabError, SchemaError
 from quantlab.registry.mongo import MongoRegistry, redact
 from tests.support.procs import free_port
 from tests.support.registry import MONGO_URL, make_mongo_registry

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from quantlab import settings
-from quantlab.errors import MissingDependency
+from quantlab.errors import MissingDependency, SchemaError
 from quantlab.registry import SQLiteRegistry, open_registry, reset
-from quantlab.registry.base import SORT_FIELDS, RunSort, SchemaError, build_query
 from quantlab.registry.cli import migrate as migrate_command
+from quantlab.registry.query import SORT_FIELDS, RunSort, build_query
 
 # ------------------------------------------------------------------------------ indexes
 

@@ -12,7 +12,8 @@ import click
 
 from quantlab import settings as settings_mod
 from quantlab.notify import store
-from quantlab.notify.conditions import parse_condition
+from quantlab.notifyspec import parse_condition
+from quantlab.registry import open_registry
 
 
 def _mask(secret: str | None) -> str:
@@ -97,7 +98,7 @@ def set_(user: str | None, email: str | None, no_email: bool, email_enabled: boo
         changes["events"] = [e for e in (p.strip() for p in events.split(",")) if e]
     if when or no_when:
         changes["when"] = None if no_when else when
-    reg = store.registry()
+    reg = open_registry()
     if remove_webhook or add_webhook:
         changes["webhooks"] = store.edited_webhooks(user, add=add_webhook or None,
                                                     secret=secret or "",
@@ -169,7 +170,8 @@ def log_(run_id: str | None, status: str | None, limit: int) -> None:
 @click.option("--user", help="Whose channels (default: yours).")
 def test(user: str | None) -> None:
     """Send a test notification to every channel of your preferences now."""
-    from quantlab.notify.dispatcher import send_test
+    # imported when used: `quantlab --help` and the other commands need no channel machinery
+    from quantlab.notify.deliverer import send_test
 
     records = send_test(user)
     if not records:
@@ -196,6 +198,7 @@ def check(condition: str) -> None:
 @notify.command(name="run")
 def run_() -> None:
     """Run the notification dispatcher in the foreground (Ctrl-C to stop)."""
+    # imported when used, like send_test above (start-up cost of the whole CLI)
     from quantlab.notify.dispatcher import Dispatcher
 
     stop = threading.Event()

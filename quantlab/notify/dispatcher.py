@@ -1,4 +1,4 @@
-"""The dispatcher: a consumer of the all-runs event stream that sends the notifications.
+"""The dispatcher: the loop that follows the all-runs event stream and sends the notifications.
 
 The engine and the workers never call a notifier: they publish events, and the dispatcher — a
 thread of a worker process (:func:`start_dispatcher_thread`) or ``quantlab notify run`` —
@@ -17,244 +17,38 @@ Nothing is notified twice and nothing is missed across restarts:
   deduplicate on the ``X-QuantLab-Delivery`` header, which is the same on every retry.)
 
 Only one dispatcher per home (or per team, over Redis) delivers: see :mod:`quantlab.notify.lock`.
+Which deliveries an event calls for is decided in :mod:`quantlab.notify.planning`; sending them
+and logging their attempts in :mod:`quantlab.notify.deliverer`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from quantlab import settings as settings_mod
-from quantlab.errors import ConfigError, RunNotFound
-from quantlab.notify import mail, store, webhook
+from quantlab.errors import RunNotFound
+from quantlab.events import EventStream, open_events
 from quantlab.notify import settings as notify_settings
-from quantlab.notify.conditions import parse_condition
-from quantlab.notify.delivery import FAILED, FINAL_STATUSES, PENDING, Attempt, DeliveryResult
+from quantlab.notify import store
+from quantlab.notify.deliverer import Deliverer
+from quantlab.notify.delivery import FAILED, FINAL_STATUSES
 from quantlab.notify.lock import lock_for
-from quantlab.notify.summary import RunSummary, is_sweep, summarize
-from quantlab.notify.validation import validate_notify_config
+from quantlab.notify.planning import TERMINAL_EVENTS, Delivery, plan_deliveries
+from quantlab.notify.summary import RunSummary, summarize
+from quantlab.registry import Registry, open_registry
+from quantlab.registry.schema import as_run_record
 
 log = logging.getLogger("quantlab.notify")
 
-TERMINAL_EVENTS = ("completed", "failed", "cancelled")
 PLAN_RETRY_WAITS: tuple[float | None, ...] = (0.5, 2.0, 5.0, None)
-CHANNELS = ("in_app", "email", "webhook")
-
-
-# --------------------------------------------------------------------------------------------
-# Who is told what
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One notification to one target."""
-
-    id: str
-    channel: str  # in_app | email | webhook
-    target: str  # the user (in_app), the address (email) or the URL (webhook)
-    run_id: str
-    event: str
-    user: str | None
-    source: str  # "preferences" or "config"
-    secret: str | None = None
-
-    def record(self) -> dict[str, Any]:
-        """A fresh delivery-log document (the secret is never logged)."""
-        now = time.time()
-        return {"id": self.id, "channel": self.channel, "target": self.target,
-                "run_id": self.run_id, "event": self.event, "user": self.user,
-                "source": self.source, "status": PENDING, "attempts": [], "created_at": now,
-                "updated_at": now}
-
-
-def delivery_id(run_id: str, event: str, channel: str, target: str) -> str:
-    digest = hashlib.sha256(target.encode()).hexdigest()[:16]
-    return f"{run_id}.{event}.{channel}.{digest}"
-
-
-def run_notify_block(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The run config's ``notify`` block, normalised. It was validated at submit time, so DNS is
-    not consulted again here (the send-time check guards the addresses)."""
-    config = run.get("config")
-    block = config.get("notify") if isinstance(config, Mapping) else None
-    try:
-        return validate_notify_config(block, allow_private=True)
-    except ConfigError as exc:
-        log.warning("run %s: ignoring its notify block: %s", run.get("id"), exc)
-        return validate_notify_config(None)
-
-
-def event_kinds(run: Mapping[str, Any], event: str) -> set[str]:
-    """The subscription names an event answers to (a completed sweep is also sweep_finished)."""
-    kinds = {event}
-    if event == "completed" and is_sweep(run):
-        kinds.add("sweep_finished")
-    return kinds
-
-
-def plan_deliveries(
-    run: Mapping[str, Any], event: str, prefs: Mapping[str, Any] | None
-) -> list[Delivery]:
-    """Everything to send for ``event`` of ``run``.
-
-    ``prefs`` are the run's user's preferences (None when the run has no user). The run config's
-    ``notify`` block adds its webhooks and addresses, and its ``events``/``when`` — when given —
-    replace the user's for this run. ``when`` gates only ``completed`` (a failed or cancelled run
-    has no result to test; if you subscribed to failures you hear of every one). A condition on
-    a metric the run does not have is not met.
-    """
-    if event not in TERMINAL_EVENTS:
-        return []
-    block = run_notify_block(run)
-    prefs = dict(prefs or {})
-    events = block["events"] if block["events"] is not None else prefs.get("events") or []
-    when = block["when"] if block["when"] is not None else prefs.get("when")
-    if not event_kinds(run, event) & set(events):
-        return []
-    if event == "completed" and when:
-        try:
-            condition = parse_condition(when)
-        except ConfigError as exc:
-            log.warning("run %s: condition %r does not parse, nothing sent: %s",
-                        run.get("id"), when, exc)
-            return []
-        if not condition.matches(run.get("metrics") or {}):
-            return []
-    run_id = str(run.get("id"))
-    user = run.get("user")
-    planned: dict[str, Delivery] = {}
-
-    def add(channel: str, target: str, source: str, secret: str | None = None) -> None:
-        key = delivery_id(run_id, event, channel, target)
-        planned.setdefault(key, Delivery(key, channel, target, run_id, event, user, source,
-                                         secret))
-
-    if user and prefs.get("in_app"):
-        add("in_app", str(user), "preferences")
-    if prefs.get("email") and prefs.get("email_enabled"):
-        add("email", str(prefs["email"]), "preferences")
-    for hook in prefs.get("webhooks") or []:
-        add("webhook", hook["url"], "preferences", hook.get("secret"))
-    for address in block["email"]:
-        add("email", address, "config")
-    for hook in block["webhooks"]:
-        add("webhook", hook["url"], "config", hook["secret"])
-    return list(planned.values())
-
-
-# --------------------------------------------------------------------------------------------
-# Delivering
-
-
-class Deliverer:
-    """Sends one delivery on its channel and keeps its log document up to date."""
-
-    def __init__(self, reg: Any, settings: notify_settings.NotifySettings) -> None:
-        self.reg = reg
-        self.settings = settings
-
-    def _open_record(self, delivery: Delivery) -> dict[str, Any] | None:
-        """The log document to continue, or None when the delivery is already finished."""
-        existing = store.get_delivery(delivery.id, reg=self.reg)
-        if existing is not None and existing.get("status") in FINAL_STATUSES:
-            return None
-        return existing or delivery.record()
-
-    def _logger(self, record: dict[str, Any]) -> Callable[[Attempt], None]:
-        def on_attempt(attempt: Attempt) -> None:
-            record["attempts"].append(attempt.to_dict())
-            record["updated_at"] = time.time()
-            self._save(record)
-        return on_attempt
-
-    def _save(self, record: dict[str, Any]) -> None:
-        try:
-            store.save_delivery(record, reg=self.reg)
-        except Exception:  # the log is best effort: a registry hiccup must not stop delivery
-            log.exception("could not write delivery log %s", record.get("id"))
-
-    def _finish(self, record: dict[str, Any], result: DeliveryResult) -> dict[str, Any]:
-        record["status"] = result.status
-        record["updated_at"] = time.time()
-        if result.error and result.status != "delivered":
-            record["error"] = result.error
-        self._save(record)
-        return record
-
-    def deliver(self, delivery: Delivery, summary: RunSummary,
-                stop: threading.Event | None = None) -> dict[str, Any] | None:
-        """Deliver a webhook or in-app notification; None when it was already done."""
-        record = self._open_record(delivery)
-        if record is None:
-            return None
-        on_attempt = self._logger(record)
-        if delivery.channel == "webhook":
-            payload = {**summary.to_payload(), "delivery_id": delivery.id}
-            result = webhook.send_webhook(
-                delivery.target, delivery.secret or "", payload, delivery_id=delivery.id,
-                event=delivery.event, settings=self.settings, on_attempt=on_attempt, stop=stop,
-                first_attempt=len(record["attempts"]) + 1,
-            )
-        elif delivery.channel == "in_app":
-            result = self._in_app(delivery, summary, on_attempt)
-        else:
-            raise ValueError(f"deliver() does not send {delivery.channel}; use deliver_email")
-        return self._finish(record, result)
-
-    def _in_app(self, delivery: Delivery, summary: RunSummary,
-                on_attempt: Callable[[Attempt], None]) -> DeliveryResult:
-        started = time.time()
-        error: str | None = None
-        notification_id = "n." + delivery.id
-        try:
-            self.reg.add_notification({
-                "id": notification_id, "user": delivery.target, "run_id": summary.run_id,
-                "kind": summary.event, "title": summary.title, "body": summary.headline(),
-                "level": "error" if summary.event == "failed" else "info",
-                "metrics": summary.to_payload()["metrics"], "links": summary.links,
-            })
-        except Exception as exc:
-            # Already there (a replay after a crash between the insert and the log write)?
-            known = self.reg.list_notifications(delivery.target, limit=500)
-            if not any(n.get("id") == notification_id for n in known):
-                error = f"{type(exc).__name__}: {exc}"
-        attempt = Attempt(1, started, round((time.time() - started) * 1000, 3), None, error)
-        on_attempt(attempt)
-        return DeliveryResult("delivered" if error is None else FAILED, [attempt])
-
-    def deliver_email(self, recipient: str, items: list[tuple[Delivery, RunSummary]],
-                      stop: threading.Event | None = None) -> list[dict[str, Any]]:
-        """One email to ``recipient`` about every not-yet-finished item: a digest if several."""
-        open_items = []
-        for delivery, summary in items:
-            record = self._open_record(delivery)
-            if record is not None:
-                open_items.append((record, summary))
-        if not open_items:
-            return []
-        records = [record for record, _ in open_items]
-        for record in records:
-            record["digest_size"] = len(records)
-
-        def on_attempt(attempt: Attempt) -> None:
-            for record in records:
-                record["attempts"].append(attempt.to_dict())
-                record["updated_at"] = time.time()
-                self._save(record)
-
-        result = mail.send_email(recipient, [s for _, s in open_items], settings=self.settings,
-                                 on_attempt=on_attempt, stop=stop)
-        return [self._finish(record, result) for record in records]
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,12 +162,10 @@ class Dispatcher:
         self._last_save = 0.0
 
     @property
-    def registry(self) -> Any:
-        return store.registry(self.settings)
+    def registry(self) -> Registry:
+        return open_registry(self.settings)
 
-    def events(self) -> Any:
-        from quantlab.events import open_events
-
+    def events(self) -> EventStream:
         return open_events(self.settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -444,7 +236,7 @@ class Dispatcher:
 
     # -- one event ---------------------------------------------------------------------------
 
-    def _handle(self, event: Any, reg: Any, deliverer: Deliverer, pool: ThreadPoolExecutor,
+    def _handle(self, event: Any, reg: Registry, deliverer: Deliverer, pool: ThreadPoolExecutor,
                 batcher: _EmailBatcher, stop: threading.Event) -> None:
         progress = self._progress
         assert progress is not None
@@ -467,7 +259,7 @@ class Dispatcher:
             else:
                 pool.submit(self._task, deliverer, delivery, summary, event.seq, stop)
 
-    def _plan(self, event: Any, reg: Any) -> list[tuple[Delivery, RunSummary]]:
+    def _plan(self, event: Any, reg: Registry) -> list[tuple[Delivery, RunSummary]]:
         if event.type not in TERMINAL_EVENTS:
             return []
         if time.time() - float(event.ts) > self.notify.max_age:
@@ -475,8 +267,8 @@ class Dispatcher:
         try:
             run = reg.get_run(event.run_id)
         except RunNotFound:  # deleted since: tell what the event itself says
-            run = {"id": event.run_id, "status": event.type, **{
-                k: event.data[k] for k in ("metrics", "error") if k in event.data}}
+            run = as_run_record({"id": event.run_id, "status": event.type, **{
+                k: event.data[k] for k in ("metrics", "error") if k in event.data}})
         user = run.get("user")
         prefs = store.load_preferences(reg, user) if user else None
         deliveries = plan_deliveries(run, event.type, prefs)
@@ -577,32 +369,3 @@ def start_dispatcher_thread(settings: settings_mod.Settings | None = None
         started = DispatcherThread(Dispatcher(s))
         _threads[key] = started
         return started
-
-
-def send_test(user: str | None = None, *, settings: settings_mod.Settings | None = None,
-              notify: notify_settings.NotifySettings | None = None) -> list[dict[str, Any]]:
-    """Send a test notification to every channel of the user's preferences, now, and return
-    the delivery-log documents (status, attempts with status codes, latency and errors)."""
-    s = settings or settings_mod.current()
-    n = notify or notify_settings.current()
-    reg = store.registry(s)
-    name = user or s.user
-    prefs = store.load_preferences(reg, name)
-    run_id = f"test-{uuid.uuid4().hex[:12]}"
-    fake = {"id": run_id, "name": "test", "user": name,
-            "status": "completed", "config": {"notify": None}}
-    summary = summarize(fake, "test", public_url=n.public_url)
-    deliveries = plan_deliveries(fake, "completed", {**prefs, "events": ["completed"],
-                                                     "when": None})
-    deliveries = [Delivery(d.id.replace(".completed.", ".test."), d.channel, d.target, run_id,
-                           "test", name, d.source, d.secret) for d in deliveries]
-    deliverer = Deliverer(reg, n)
-    records: list[dict[str, Any]] = []
-    for delivery in deliveries:
-        if delivery.channel == "email":
-            records += deliverer.deliver_email(delivery.target, [(delivery, summary)])
-        else:
-            record = deliverer.deliver(delivery, summary)
-            if record is not None:
-                records.append(record)
-    return records

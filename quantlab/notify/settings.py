@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from quantlab.errors import ConfigError
+from quantlab.notifyspec import private_webhooks_allowed
 from quantlab.settings import env_flag, env_number
 
 
@@ -80,7 +81,7 @@ def current() -> NotifySettings:
         smtp_ssl=ssl,
         smtp_from=_sender(user),
         smtp_timeout=env_number("QUANTLAB_SMTP_TIMEOUT", 20.0, minimum=0.01),
-        webhook_allow_private=env_flag("QUANTLAB_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_allow_private=private_webhooks_allowed(),
         webhook_timeout=env_number("QUANTLAB_WEBHOOK_TIMEOUT", 10.0, minimum=0.01),
         webhook_retries=int(env_number("QUANTLAB_WEBHOOK_RETRIES", 4, integer=True, minimum=0)),
         webhook_backoff=env_number("QUANTLAB_WEBHOOK_BACKOFF", 1.0, minimum=0),

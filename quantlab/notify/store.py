@@ -15,11 +15,12 @@ from typing import Any
 
 from quantlab import settings as settings_mod
 from quantlab.errors import ConfigError, RunError
-from quantlab.notify.validation import (
+from quantlab.notifyspec import (
     PREFERENCE_KEYS,
     default_preferences,
     validate_preferences,
 )
+from quantlab.registry import Registry, open_registry
 
 PREFS_KEY = "notifications"
 DELIVERIES = "notify_deliveries"
@@ -28,17 +29,11 @@ CURSOR_ID = "cursor"
 _UNSET: Any = object()
 
 
-def registry(settings: settings_mod.Settings | None = None) -> Any:
-    from quantlab.registry import open_registry
-
-    return open_registry(settings)
-
-
 def _user(user: str | None) -> str:
     return user or settings_mod.current().user
 
 
-def load_preferences(reg: Any, user: str) -> dict[str, Any]:
+def load_preferences(reg: Registry, user: str) -> dict[str, Any]:
     """The user's notification preferences with defaults filled in, as stored (no re-validation:
     reading must never resolve DNS or fail on a preference saved by an older version)."""
     stored = reg.get_preferences(user).get(PREFS_KEY) or {}
@@ -48,10 +43,10 @@ def load_preferences(reg: Any, user: str) -> dict[str, Any]:
     return prefs
 
 
-def get_preferences(user: str | None = None, *, reg: Any = None) -> dict[str, Any]:
+def get_preferences(user: str | None = None, *, reg: Registry | None = None) -> dict[str, Any]:
     """A user's notification preferences (default: the current user): ``email``,
     ``email_enabled``, ``in_app``, ``webhooks`` ([{url, secret}]), ``events``, ``when``."""
-    return load_preferences(reg or registry(), _user(user))
+    return load_preferences(reg or open_registry(), _user(user))
 
 
 def set_preferences(
@@ -63,7 +58,7 @@ def set_preferences(
     webhooks: Any = _UNSET,
     events: Any = _UNSET,
     when: Any = _UNSET,
-    reg: Any = None,
+    reg: Registry | None = None,
 ) -> dict[str, Any]:
     """Change some of a user's notification preferences; the others keep their value.
 
@@ -72,7 +67,7 @@ def set_preferences(
     parse; ``events`` from completed, failed, cancelled, sweep_finished) before anything is
     saved; returns the preferences now in force.
     """
-    reg = reg or registry()
+    reg = reg or open_registry()
     name = _user(user)
     changes = {key: value for key, value in {
         "email": email, "email_enabled": email_enabled, "in_app": in_app,
@@ -87,12 +82,12 @@ def set_preferences(
 
 
 def edited_webhooks(user: str | None = None, *, add: str | None = None, secret: str = "",
-                    remove: str | None = None, reg: Any = None) -> list[dict[str, Any]]:
+                    remove: str | None = None, reg: Registry | None = None) -> list[dict[str, Any]]:
     """The user's webhook list with ``remove`` taken out (ConfigError if it is not there) and
     ``add`` put in with ``secret`` (replacing the secret if the URL is there). Nothing is
     saved: pass the list to :func:`set_preferences` with any other change, so that one check
     accepts or refuses the whole edit."""
-    hooks = load_preferences(reg or registry(), _user(user))["webhooks"]
+    hooks = load_preferences(reg or open_registry(), _user(user))["webhooks"]
     if remove is not None:
         kept = [h for h in hooks if h.get("url") != remove]
         if len(kept) == len(hooks):
@@ -106,36 +101,36 @@ def edited_webhooks(user: str | None = None, *, add: str | None = None, secret: 
     return hooks
 
 
-def add_webhook(url: str, secret: str, user: str | None = None, *, reg: Any = None
+def add_webhook(url: str, secret: str, user: str | None = None, *, reg: Registry | None = None
                 ) -> dict[str, Any]:
     """Add a webhook to the user's preferences (replacing the secret if the URL is there)."""
-    reg = reg or registry()
+    reg = reg or open_registry()
     return set_preferences(user, webhooks=edited_webhooks(user, add=url, secret=secret, reg=reg),
                            reg=reg)
 
 
-def remove_webhook(url: str, user: str | None = None, *, reg: Any = None) -> dict[str, Any]:
+def remove_webhook(url: str, user: str | None = None, *, reg: Registry | None = None) -> dict[str, Any]:
     """Remove a webhook from the user's preferences; ConfigError if it is not there."""
-    reg = reg or registry()
+    reg = reg or open_registry()
     return set_preferences(user, webhooks=edited_webhooks(user, remove=url, reg=reg), reg=reg)
 
 
 def list_notifications(
-    user: str | None = None, *, unread_only: bool = False, limit: int = 50, reg: Any = None
+    user: str | None = None, *, unread_only: bool = False, limit: int = 50, reg: Registry | None = None
 ) -> list[dict[str, Any]]:
     """The user's in-app notifications, newest first."""
-    return list((reg or registry()).list_notifications(_user(user), unread_only=unread_only,
+    return list((reg or open_registry()).list_notifications(_user(user), unread_only=unread_only,
                                                        limit=limit))
 
 
-def mark_read(notification_id: str, *, reg: Any = None) -> bool:
+def mark_read(notification_id: str, *, reg: Registry | None = None) -> bool:
     """Mark one notification read; False when there is no such notification."""
-    return bool((reg or registry()).mark_read(notification_id))
+    return bool((reg or open_registry()).mark_read(notification_id))
 
 
-def mark_all_read(user: str | None = None, *, reg: Any = None) -> int:
+def mark_all_read(user: str | None = None, *, reg: Registry | None = None) -> int:
     """Mark every unread notification of the user read; returns how many."""
-    reg = reg or registry()
+    reg = reg or open_registry()
     count = 0
     while True:  # the registry pages; loop until none is left
         unread = reg.list_notifications(_user(user), unread_only=True, limit=500)
@@ -144,16 +139,17 @@ def mark_all_read(user: str | None = None, *, reg: Any = None) -> int:
         count += sum(bool(reg.mark_read(n["id"])) for n in unread)
 
 
-def get_delivery(delivery_id: str, *, reg: Any = None) -> dict[str, Any] | None:
+def get_delivery(delivery_id: str, *, reg: Registry | None = None) -> dict[str, Any] | None:
     try:
-        return dict((reg or registry()).get_document(DELIVERIES, delivery_id))
+        return dict((reg or open_registry()).get_document(DELIVERIES, delivery_id))
     except RunError:
         return None
 
 
-def save_delivery(doc: Mapping[str, Any], *, reg: Any = None) -> None:
-    (reg or registry()).save_document(DELIVERIES, dict(doc))
+def save_delivery(doc: Mapping[str, Any], *, reg: Registry | None = None) -> None:
+    (reg or open_registry()).save_document(DELIVERIES, dict(doc))
     if doc.get("status") == "failed":  # a final failure, after its retries
+        # on a failure only: telemetry loads prometheus_client, which nothing else here needs
         from quantlab import telemetry
 
         telemetry.NOTIFIER_FAILURES.labels(channel=str(doc.get("channel"))).inc()
@@ -161,10 +157,10 @@ def save_delivery(doc: Mapping[str, Any], *, reg: Any = None) -> None:
 
 def list_deliveries(
     *, run_id: str | None = None, user: str | None = None, status: str | None = None,
-    limit: int = 50, reg: Any = None,
+    limit: int = 50, reg: Registry | None = None,
 ) -> list[dict[str, Any]]:
     """The delivery log, most recently updated first, optionally for one run, user or status."""
-    reg = reg or registry()
+    reg = reg or open_registry()
     scan = limit if run_id is None and user is None and status is None else max(limit * 20, 1000)
     docs = reg.list_documents(DELIVERIES, limit=scan)
     selected = [d for d in docs
@@ -174,12 +170,12 @@ def list_deliveries(
     return selected[:limit]
 
 
-def load_cursor(*, reg: Any = None) -> Any:
+def load_cursor(*, reg: Registry | None = None) -> Any:
     try:
-        return (reg or registry()).get_document(STATE, CURSOR_ID).get("seq")
+        return (reg or open_registry()).get_document(STATE, CURSOR_ID).get("seq")
     except RunError:
         return None
 
 
-def save_cursor(seq: Any, *, reg: Any = None, **extra: Any) -> None:
-    (reg or registry()).save_document(STATE, {"id": CURSOR_ID, "seq": seq, **extra})
+def save_cursor(seq: Any, *, reg: Registry | None = None, **extra: Any) -> None:
+    (reg or open_registry()).save_document(STATE, {"id": CURSOR_ID, "seq": seq, **extra})

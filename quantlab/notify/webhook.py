@@ -38,7 +38,7 @@ from quantlab.notify.delivery import (
     RetryPolicy,
     deliver_with_retries,
 )
-from quantlab.notify.validation import (
+from quantlab.notifyspec import (
     AddressInfo,
     WebhookTarget,
     parse_webhook_url,

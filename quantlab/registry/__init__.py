@@ -2,7 +2,11 @@
 
 ``open_registry()`` picks the backend from the settings: MongoDB (team mode, when
 ``QUANTLAB_MONGO_URL`` is set) or a SQLite file under ``QUANTLAB_HOME`` (embedded mode). The
-rest of QuantLab only sees the :class:`Registry` interface.
+rest of QuantLab only sees the :class:`Registry` interface and the :class:`RunRecord` it stores.
+
+Inside the package: ``schema`` (the run record, its defaults, the checks every stored field goes
+through), ``query`` (filters, thresholds, sort keys, paging), ``base`` (the :class:`Registry`
+contract), ``sqlite`` and ``mongo`` (the backends).
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import threading
 from typing import TYPE_CHECKING
 
 from quantlab import settings as _settings
-from quantlab.registry.base import (
+from quantlab.errors import SchemaError
+from quantlab.registry.base import Registry
+from quantlab.registry.query import SORT_FIELDS
+from quantlab.registry.schema import (
     LOG_LEVELS,
     RUN_DEFAULTS,
     RUN_STATUSES,
     SCHEMA_VERSION,
-    SORT_FIELDS,
-    Registry,
-    SchemaError,
+    RunRecord,
+    RunStatus,
 )
 from quantlab.registry.sqlite import SQLiteRegistry
 
@@ -34,6 +40,8 @@ __all__ = [
     "SORT_FIELDS",
     "MongoRegistry",
     "Registry",
+    "RunRecord",
+    "RunStatus",
     "SQLiteRegistry",
     "SchemaError",
     "open_registry",
@@ -67,7 +75,7 @@ def open_registry(settings: _settings.Settings | None = None, *, auto_migrate: b
 
 def _open(s: _settings.Settings, auto_migrate: bool) -> Registry:
     if s.mongo_url:
-        from quantlab.registry.mongo import MongoRegistry
+        from quantlab.registry.mongo import MongoRegistry  # pymongo is an optional extra
 
         return MongoRegistry(s.mongo_url, s.mongo_db, auto_migrate=auto_migrate)
     s.ensure_home()

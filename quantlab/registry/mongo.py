@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, require
-from quantlab.registry.base import (
+from quantlab.registry.base import Registry, run_not_found
+from quantlab.registry.query import RunQuery, RunSort
+from quantlab.registry.schema import (
     RUN_DEFAULTS,
     SCHEMA_VERSION,
-    Registry,
-    RunQuery,
-    RunSort,
+    RunRecord,
+    as_run_record,
     check_blob_key,
     check_collection,
     check_level,
@@ -32,7 +33,6 @@ from quantlab.registry.base import (
     new_notification,
     new_run_document,
     normalize_fields,
-    run_not_found,
     to_json_document,
     with_id,
 )
@@ -61,6 +61,11 @@ def _strip_id(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     out = dict(doc or {})
     out.pop("_id", None)
     return out
+
+
+def _run(doc: Mapping[str, Any]) -> RunRecord:
+    """A stored run without MongoDB's ``_id`` (its copy of ``id``)."""
+    return as_run_record(_strip_id(doc))
 
 
 class MongoRegistry(Registry):
@@ -142,7 +147,7 @@ class MongoRegistry(Registry):
 
     # ---- runs --------------------------------------------------------------------------------
 
-    def insert_run(self, doc: Mapping[str, Any]) -> None:
+    def insert_run(self, doc: RunRecord) -> None:
         full = new_run_document(doc)
         try:
             self.runs.insert_one({"_id": full["id"], **full})
@@ -153,13 +158,13 @@ class MongoRegistry(Registry):
             ) from None
         self._record_metric_names(full["metrics"])
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str) -> RunRecord:
         doc = self.runs.find_one({"_id": run_id})
         if doc is None:
             raise run_not_found(run_id)
-        return _strip_id(doc)
+        return _run(doc)
 
-    def update_run(self, run_id: str, fields: Mapping[str, Any], *,
+    def update_run(self, run_id: str, fields: RunRecord, *,
                    expect_status: Iterable[str] | None = None) -> bool:
         changes = normalize_fields(fields)
         if changes.pop("id", run_id) != run_id:
@@ -209,7 +214,7 @@ class MongoRegistry(Registry):
         return flt
 
     def _find(self, query: RunQuery, sort: RunSort, limit: int | None, offset: int
-              ) -> list[dict[str, Any]]:
+              ) -> list[RunRecord]:
         key = f"metrics.{sort.key}" if sort.is_metric else ("_id" if sort.key == "id" else sort.key)
         order = [(key, -1 if sort.descending else 1), ("queued_at", -1), ("_id", -1)]
         cursor = self.runs.find(self._filter(query)).sort(order).skip(offset)
@@ -217,27 +222,27 @@ class MongoRegistry(Registry):
             if limit == 0:
                 return []
             cursor = cursor.limit(limit)
-        return [_strip_id(doc) for doc in cursor]
+        return [_run(doc) for doc in cursor]
 
     def _count(self, query: RunQuery) -> int:
         return int(self.runs.count_documents(self._filter(query)))
 
-    def find_by_hash(self, config_hash: str) -> dict[str, Any] | None:
+    def find_by_hash(self, config_hash: str) -> RunRecord | None:
         docs = list(
             self.runs.find({"config_hash": config_hash, "status": "completed",
                             "partial": {"$ne": True}, "cached_from": None})
             .sort([("finished_at", -1), ("queued_at", -1)]).limit(1)
         )
-        return _strip_id(docs[0]) if docs else None
+        return _run(docs[0]) if docs else None
 
-    def stale_runs(self, heartbeat_before: float) -> list[dict[str, Any]]:
+    def stale_runs(self, heartbeat_before: float) -> list[RunRecord]:
         t = float(heartbeat_before)
         flt = {"status": "running", "$or": [
             {"heartbeat_at": {"$lt": t}},
             {"heartbeat_at": None, "started_at": {"$lt": t}},
             {"heartbeat_at": None, "started_at": None, "queued_at": {"$lt": t}},
         ]}
-        return [_strip_id(d) for d in self.runs.find(flt).sort([("queued_at", 1)])]
+        return [_run(d) for d in self.runs.find(flt).sort([("queued_at", 1)])]
 
     def _delete_run_records(self, run_id: str) -> None:
         if self.runs.delete_one({"_id": run_id}).deleted_count == 0:

@@ -23,11 +23,12 @@ from typing import Any
 from quantlab.errors import ConfigError, RunError
 from quantlab.fileio import atomic_write_bytes
 from quantlab.registry._sqlite_conn import ConnectionPerThread
-from quantlab.registry.base import (
+from quantlab.registry.base import Registry, run_not_found
+from quantlab.registry.query import RunQuery, RunSort
+from quantlab.registry.schema import (
     SCHEMA_VERSION,
-    Registry,
-    RunQuery,
-    RunSort,
+    RunRecord,
+    as_run_record,
     check_blob_key,
     check_collection,
     check_level,
@@ -36,7 +37,6 @@ from quantlab.registry.base import (
     new_notification,
     new_run_document,
     normalize_fields,
-    run_not_found,
     to_json_document,
     with_id,
 )
@@ -212,7 +212,7 @@ class SQLiteRegistry(Registry):
             conn.executemany("INSERT OR IGNORE INTO metric_names VALUES (?)",
                              [(k,) for k in metrics])
 
-    def insert_run(self, doc: Mapping[str, Any]) -> None:
+    def insert_run(self, doc: RunRecord) -> None:
         full = new_run_document(doc)
         with self._db.write_transaction() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE id = ?", (full["id"],)).fetchone():
@@ -222,13 +222,13 @@ class SQLiteRegistry(Registry):
                 )
             self._insert_row(conn, full)
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str) -> RunRecord:
         row = self._db.get().execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise run_not_found(run_id)
-        return dict(json.loads(row[0]))
+        return as_run_record(json.loads(row[0]))
 
-    def update_run(self, run_id: str, fields: Mapping[str, Any], *,
+    def update_run(self, run_id: str, fields: RunRecord, *,
                    expect_status: Iterable[str] | None = None) -> bool:
         changes = normalize_fields(fields)
         if changes.get("id", run_id) != run_id:
@@ -302,9 +302,9 @@ class SQLiteRegistry(Registry):
         return sql, [*params, -1 if limit is None else limit, offset]
 
     def _find(self, query: RunQuery, sort: RunSort, limit: int | None, offset: int
-              ) -> list[dict[str, Any]]:
+              ) -> list[RunRecord]:
         sql, params = self.find_query(query, sort, limit, offset)
-        return [json.loads(r[0]) for r in self._db.get().execute(sql, params)]
+        return [as_run_record(json.loads(r[0])) for r in self._db.get().execute(sql, params)]
 
     def _count(self, query: RunQuery) -> int:
         where, params = self._where(query)
@@ -313,21 +313,21 @@ class SQLiteRegistry(Registry):
     def metric_names(self) -> set[str]:
         return {r[0] for r in self._db.get().execute("SELECT name FROM metric_names")}
 
-    def find_by_hash(self, config_hash: str) -> dict[str, Any] | None:
+    def find_by_hash(self, config_hash: str) -> RunRecord | None:
         row = self._db.get().execute(
             "SELECT doc FROM runs WHERE config_hash = ? AND status = 'completed' AND partial = 0 "
             "AND cached_from IS NULL ORDER BY finished_at DESC, queued_at DESC LIMIT 1",
             (config_hash,),
         ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else as_run_record(json.loads(row[0]))
 
-    def stale_runs(self, heartbeat_before: float) -> list[dict[str, Any]]:
+    def stale_runs(self, heartbeat_before: float) -> list[RunRecord]:
         rows = self._db.get().execute(
             "SELECT doc FROM runs WHERE status = 'running' "
             "AND COALESCE(heartbeat_at, started_at, queued_at) < ? ORDER BY queued_at",
             (float(heartbeat_before),),
         )
-        return [json.loads(r[0]) for r in rows]
+        return [as_run_record(json.loads(r[0])) for r in rows]
 
     def _delete_run_records(self, run_id: str) -> None:
         with self._db.write_transaction() as conn:

@@ -19,7 +19,7 @@ from typing import Any
 
 from quantlab.errors import ConfigError, QuantlabError, RunError, did_you_mean
 from quantlab.jobs.api import submit
-from quantlab.registry import open_registry
+from quantlab.registry import RunRecord, open_registry
 
 FILTER_KEYS = ("status", "strategy", "symbol", "tag", "user", "since", "until", "text", "where")
 LIST_FILTERS = ("status", "strategy", "symbol", "tag", "user")
@@ -158,7 +158,7 @@ def parse_filters(items: Iterable[str]) -> dict[str, Any]:
 
 
 def select_runs(run_ids: Sequence[str] = (), filters: Mapping[str, Any] | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
+                limit: int | None = None) -> list[RunRecord]:
     """The run documents to rerun: the given ids, then those the filters match (completed runs
     unless a status filter says otherwise), each once."""
     if not run_ids and not filters:

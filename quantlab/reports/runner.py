@@ -23,7 +23,7 @@ import yaml
 
 from quantlab import settings as settings_mod
 from quantlab.errors import ConfigError, QuantlabError, RunError, did_you_mean
-from quantlab.registry import open_registry
+from quantlab.registry import RunRecord, open_registry
 
 log = logging.getLogger("quantlab.reports")
 
@@ -114,7 +114,7 @@ def _output_path(run_id: str, output: str | Path | None) -> Path:
     return path
 
 
-def _reportable(run_id: str) -> dict[str, Any]:
+def _reportable(run_id: str) -> RunRecord:
     if not isinstance(run_id, str) or not run_id.strip():
         raise ConfigError(f"a report needs a run id, got {run_id!r}; list runs with "
                           f"`quantlab runs`", field="run_id")
