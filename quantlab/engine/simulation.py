@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -132,7 +133,6 @@ class Simulation:
         if threads is None:
             yield
             return
-        import numba
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         try:
