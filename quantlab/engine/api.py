@@ -36,12 +36,16 @@ def backtest(
     size=1.0, weights=None, stop_loss=None, take_profit=None, close_at_end=False,
     select="sharpe", threads=None``.
     """
-    reject_unknown(options, (*OPTION_NAMES, "start", "end", "interval"))  # before any loading
+    reject_unknown(options, _KEYWORDS)  # before any data is loaded
     bars = load_bars(data, start=start, end=end, interval=interval)
     sim = Simulation(bars, strategy, params, **options)
     sim.prepare()
     sim.run(sim.total_units)
     return sim.result()
+
+
+# what backtest takes by name: the engine options and the date range
+_KEYWORDS = frozenset((*OPTION_NAMES, "start", "end", "interval"))
 
 
 def load_bars(data: Any, *, start: Any = None, end: Any = None, interval: str | None = None

@@ -11,7 +11,7 @@ Tests keep the TypedDict, the config and the docs equal to the dataclass.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypedDict, cast, get_type_hints
 
@@ -84,7 +84,7 @@ class EngineOptions:
         """``options`` (the rest: defaults) checked by the engine's rules and normalised
         (numbers as floats); a :class:`ConfigError` names the first bad option and the fix, an
         unknown name gets the nearest known one. ``symbols``: the names ``weights`` may use."""
-        reject_unknown(options, OPTION_NAMES)
+        reject_unknown(options)
         given = {**DEFAULTS, **options}
         # checked in this order, so that of several bad options the same one is named as before
         cash = V.check_cash(given["cash"])
@@ -146,12 +146,14 @@ def defaults(names: Sequence[str] | None = None) -> dict[str, Any]:
     return {name: DEFAULTS[name] for name in chosen}
 
 
-def reject_unknown(given: Mapping[str, Any] | Sequence[str], valid: Sequence[str]) -> None:
-    """ConfigError for the first name of ``given`` (sorted) that is not in ``valid``:
-    ``unknown option 'comission' — did you mean 'commission'? (valid: ...)``."""
-    unknown = sorted(set(given) - set(valid))
+def reject_unknown(given: Iterable[str], valid: Collection[str] | None = None) -> None:
+    """ConfigError for the first name of ``given`` (sorted) that is not in ``valid`` (default:
+    the option names): ``unknown option 'comission' — did you mean 'commission'? (valid: ...)``.
+    """
+    known = _NAME_SET if valid is None else valid
+    unknown = sorted(name for name in given if name not in known)  # usually empty: cheap
     if unknown:
-        name, shown = unknown[0], sorted(valid)
+        name, shown = unknown[0], sorted(known)
         raise ConfigError(f"unknown option '{name}'{did_you_mean(name, shown)} (valid: "
                           f"{', '.join(shown)})", field=name, suggestion=nearest(name, shown))
 
@@ -175,6 +177,7 @@ def _shown(default: Any) -> str:
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(spec.name for spec in fields(EngineOptions))
+_NAME_SET = frozenset(OPTION_NAMES)
 #: The options a config holds (and its hash covers): all but the process's own settings.
 CONFIG_OPTIONS: tuple[str, ...] = tuple(
     spec.name for spec in fields(EngineOptions) if spec.metadata["option"].in_config)

@@ -22,7 +22,7 @@ from quantlab import metrics as M
 from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
 from quantlab.engine import validate as V
-from quantlab.engine.options import OPTION_NAMES, BacktestOptions, EngineOptions, reject_unknown
+from quantlab.engine.options import BacktestOptions, EngineOptions, reject_unknown
 from quantlab.engine.result import Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError
@@ -44,7 +44,7 @@ class Simulation:
         params: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
         **options: Unpack[BacktestOptions],
     ) -> None:
-        reject_unknown(options, OPTION_NAMES)  # a misspelt option first, as a signature would
+        reject_unknown(options)  # a misspelt option first, as a signature would
         self.bars = bars if isinstance(bars, Bars) else as_bars(bars)
         if self.bars.n_bars == 0:
             raise ConfigError("the data has no bars in the requested range; widen start/end",
