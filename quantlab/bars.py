@@ -9,13 +9,14 @@ their timestamps; a symbol with no bar at a timestamp has NaN there and is not t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from quantlab.errors import DataError
+from quantlab.errors import ConfigError, DataError
 
 OHLCV = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -153,6 +154,72 @@ def _check_prices(df: pd.DataFrame, symbol: str) -> None:
             f"({df.index[row]}); the columns may be swapped", symbol=symbol, row=row,
             column="high",
         )
+
+
+# -- names of symbols and intervals: pure rules, shared by the data store and the config
+
+_INTERVAL_RE = re.compile(r"^\s*(\d+)\s*(min|h|d|w|mo)\s*$", re.IGNORECASE)
+_INTERVAL_ALIASES = {
+    "daily": "1d", "day": "1d", "weekly": "1w", "monthly": "1mo", "minute": "1min",
+    "hourly": "1h", "60min": "1h",
+}
+_SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9._\-^=/:&]*$")
+
+
+def canonical_interval(interval: str) -> str:
+    """The store's label for a bar interval: ``1min``, ``5min``, ``1h``, ``1d``, ``1w``, ``1mo``.
+
+    ``60min`` and ``1h`` are the same interval (labelled ``1h``); ``daily`` means ``1d``.
+    """
+    text = str(interval).strip().lower()
+    text = _INTERVAL_ALIASES.get(text, text)
+    match = _INTERVAL_RE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(
+            f"unknown interval {interval!r}; use a number and a unit, e.g. '1min', '5min', "
+            f"'1h', '1d', '1w' or '1mo'", field="interval",
+        )
+    n, unit = int(match.group(1)), match.group(2).lower()
+    if unit == "min" and n % 60 == 0:
+        n, unit = n // 60, "h"
+    return f"{n}{unit}"
+
+
+def is_intraday(interval: str) -> bool:
+    return canonical_interval(interval).endswith(("min", "h"))
+
+
+def canonical_symbol(symbol: object) -> str:
+    """Symbols are upper-case, without surrounding blanks (``' aapl '`` is ``'AAPL'``)."""
+    if not isinstance(symbol, str):
+        raise ConfigError(
+            f"a symbol must be a string such as 'AAPL', got {type(symbol).__name__} {symbol!r}",
+            field="symbols",
+        )
+    name = symbol.strip().upper()
+    if not _SYMBOL_RE.match(name):
+        raise ConfigError(
+            f"invalid symbol {symbol!r}: use letters, digits and . - _ ^ = / : & "
+            f"(e.g. 'AAPL', 'BRK.B', '^GSPC'), starting with a letter, digit or ^",
+            field="symbols", symbol=symbol,
+        )
+    return name
+
+
+def symbol_list(symbols: str | list[str] | tuple[str, ...]) -> list[str]:
+    """One symbol or a list of them, canonical, in order, without duplicates."""
+    items = [symbols] if isinstance(symbols, str) else list(symbols)
+    if not items:
+        raise ConfigError("no symbols given; pass a symbol such as 'AAA' or a list of them",
+                          field="symbols")
+    out: list[str] = []
+    for item in items:
+        name = canonical_symbol(item)
+        if name in out:
+            raise ConfigError(f"symbol {name!r} is listed twice; list each symbol once",
+                              field="symbols", symbol=name)
+        out.append(name)
+    return out
 
 
 def infer_interval(index: pd.DatetimeIndex) -> str:

@@ -1,53 +1,62 @@
 """``BacktestConfig``: the one description of a backtest that crosses the queue.
 
 A config is validated in the caller (the kernel), before anything is queued: structure and types
-by pydantic, then the parts that need the rest of QuantLab (does the strategy exist, do its
-params, is the sweep empty, are the symbols in the store). Every problem is a
-:class:`~quantlab.errors.ConfigError` whose ``field`` names the key and whose message says how to
-fix it; pydantic's own error dump never reaches the user.
+by pydantic, then the rules that need more than a type (the engine's rules for each option, the
+names of symbols and intervals, the notify block, does the strategy exist, do its params, is the
+sweep empty). Every problem is a :class:`~quantlab.errors.ConfigError` whose ``field`` names the
+key and whose message says how to fix it; pydantic's own error dump never reaches the user.
+
+The engine options (``cash`` ... ``select``) are not written out here: their fields are generated
+from :class:`quantlab.engine.options.EngineOptions`, the one declaration of their names, types
+and defaults.
+
+This module is a leaf: it opens no data store, queue or notifier. Whether the symbols are in the
+store, and the config hash (``canonical()`` plus the data, the strategy's code and the engine
+version), are the submission's: :mod:`quantlab.jobs.fingerprint`.
 
 ``canonical()`` is the config as JSON with defaults filled and ranges expanded, so that two
-configs that mean the same backtest are equal; :func:`config_hash` adds what else decides the
-result (the data, the strategy's code, the engine version) and is the key of the result cache.
+configs that mean the same backtest are equal.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from quantlab.bars import canonical_interval, canonical_symbol, symbol_list
+from quantlab.engine import validate
+from quantlab.engine.options import CONFIG_OPTIONS, EngineOptions, defaults, info, option_types
 from quantlab.errors import ConfigError, QuantlabError
+from quantlab.notifyspec import validate_notify_config
+from quantlab.strategies import get_strategy
 
 # Keys that label a run without changing its result: they stay out of the cache hash.
 LABEL_KEYS = frozenset({"name", "tags", "notify"})
-# Keys of the config that are passed to the engine's Simulation as they are.
-ENGINE_KEYS = (
-    "cash", "commission", "commission_fixed", "slippage", "fill", "units", "size", "weights",
-    "allow_short", "stop_loss", "take_profit", "close_at_end", "select",
-)
+# Keys of the config that are passed to the engine's Simulation as they are: the engine options
+# a config holds (all of EngineOptions but the worker's own ``threads``).
+ENGINE_KEYS = CONFIG_OPTIONS
 
 
-class BacktestConfig(BaseModel):
-    """A backtest (or a parameter sweep) as data: the ``ql.backtest`` keys plus where the data
-    comes from (``symbols``, ``start``, ``end``, ``interval``) and labels (``name``, ``tags``).
-
-    Engine keys left at ``None`` take the engine's defaults (``canonical()`` shows them).
-    """
+class _RunSubject(BaseModel):
+    """A config's first keys, in the order users see them: its name, what runs (``strategy``,
+    ``params``) and on which data (``symbols``, ``start``, ``end``, ``interval``). The engine
+    options follow (generated), then the labels (:class:`BacktestConfig`)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=False)
 
@@ -58,19 +67,32 @@ class BacktestConfig(BaseModel):
     start: datetime | None = None
     end: datetime | None = None
     interval: str = "1d"
-    cash: float | None = None
-    commission: float | None = None
-    commission_fixed: float | None = None
-    slippage: float | None = None
-    fill: Literal["next_open", "close"] | None = None
-    units: Literal["whole", "fractional"] | None = None
-    size: float | None = None
-    weights: dict[str, float] | None = None
-    allow_short: bool | None = None
-    stop_loss: float | None = None
-    take_profit: float | None = None
-    close_at_end: bool | None = None
-    select: str | None = None
+
+
+def _option_fields() -> dict[str, Any]:
+    """Each engine option a config holds as a pydantic field: the option's type from
+    ``EngineOptions``, or None for "not given" (the engine's default; ``canonical()`` fills it)."""
+    types = option_types()
+    return {name: (types[name] | None, Field(default=None, description=info(name).doc))
+            for name in CONFIG_OPTIONS}
+
+
+if TYPE_CHECKING:  # a type checker cannot see generated fields; the options are read by name
+    _WithEngineOptions = _RunSubject
+else:
+    _WithEngineOptions = create_model("_WithEngineOptions", __base__=_RunSubject,
+                                      __module__=__name__, **_option_fields())
+
+
+class BacktestConfig(_WithEngineOptions):
+    """A backtest (or a parameter sweep) as data: the ``ql.backtest`` keys plus where the data
+    comes from (``symbols``, ``start``, ``end``, ``interval``) and labels (``name``, ``tags``).
+
+    The engine options (``cash`` ... ``select``: :data:`ENGINE_KEYS`) are fields generated from
+    :class:`~quantlab.engine.options.EngineOptions`; left at ``None`` they take the engine's
+    defaults (``canonical()`` shows them).
+    """
+
     tags: list[str] = Field(default_factory=list)
     notify: dict[str, Any] | None = None
     strategy_source: str | None = None
@@ -161,8 +183,9 @@ class BacktestConfig(BaseModel):
     def from_any(cls, value: Any, *, check: bool = True, **overrides: Any) -> BacktestConfig:
         """A config from a dict, a ``BacktestConfig`` or YAML text; ``overrides`` win.
 
-        With ``check=True`` (the default) the strategy, its params and the symbols are also
-        checked against the strategy registry and the data store.
+        With ``check=True`` (the default) the strategy, its params and the sweep are also
+        checked against the strategy registry. Whether the symbols are in the data store is
+        checked at submission (:func:`quantlab.jobs.fingerprint.check_symbols`), not here.
         """
         if isinstance(value, BacktestConfig):
             data: dict[str, Any] = value.model_dump(exclude_unset=True)
@@ -185,48 +208,35 @@ class BacktestConfig(BaseModel):
             config.check()
         return config
 
-    # -- semantic checks against the strategy registry and the data store ---------------------
+    # -- semantic checks (the engine's rules and the strategy registry) ------------------------
 
     def check_values(self) -> None:
-        """The engine's own rules for the cost, size and risk keys (``engine.validate``), and the
-        data store's rules for symbol and interval names; normalises the interval label."""
-        from quantlab.data.store import canonical_interval, canonical_symbol, symbol_list
-        from quantlab.engine import validate
-
+        """The rules that need more than a type: symbol and interval names (``quantlab.bars``;
+        normalised here), the engine's rules for the options given (``EngineOptions.checked``:
+        the same words as ``ql.backtest``) and the notify block (``quantlab.notifyspec``)."""
         self.interval = canonical_interval(self.interval)
         self.symbols = symbol_list(self.symbols)
-        if self.cash is not None:
-            validate.check_cash(self.cash)
-        if self.commission is not None or self.commission_fixed is not None:
-            validate.check_commission(self.commission or 0.0, self.commission_fixed or 0.0)
-        if self.slippage is not None:
-            validate.check_slippage(self.slippage)
-        if self.size is not None:
-            validate.check_size(self.size)
-        for key in ("stop_loss", "take_profit"):
-            validate.check_fraction(getattr(self, key), key)
-        if self.weights:
+        options = self.options_given()
+        if options.get("weights"):
             # weights name symbols: the same canonical form (' aapl ' is 'AAPL')
-            self.weights = {canonical_symbol(k): v for k, v in self.weights.items()}
-        validate.check_weights(self.weights, self.symbols)
-        if self.select is not None:
-            validate.check_choice(self.select, "select", validate.SELECTABLE)
+            options["weights"] = {canonical_symbol(k): v for k, v in options["weights"].items()}
+            self.weights = options["weights"]
+        EngineOptions.checked(options, self.symbols)
         if self.notify is not None:
-            from quantlab.notify import validate_notify_config
-
             self.notify = validate_notify_config(self.notify)
 
-    def check(self, *, symbols: bool = True) -> None:
-        """Check the strategy, its params, the sweep and (optionally) the symbols."""
+    def check(self, *, symbols: Literal[False] = False) -> None:
+        """Check the strategy, its params and the sweep against the strategy registry.
+
+        The symbols are the submission's check (:func:`quantlab.jobs.fingerprint.check_symbols`
+        asks the data store); ``symbols=False`` is still accepted from callers written when
+        this method asked the store itself.
+        """
         self._check_strategy()
-        if symbols:
-            check_symbols(self.symbols, self.interval)
 
     def _check_strategy(self) -> None:
         if self.strategy_source is not None:
             return  # notebook-defined strategy: registered and checked by its defining kernel
-        from quantlab.engine import validate
-
         if validate.is_sweep(self.params):
             # the lazy grid: counting needs no dict per combination
             combos, _skipped = _call_engine(validate.sweep_grid, self.strategy, self.params)
@@ -239,9 +249,7 @@ class BacktestConfig(BaseModel):
 
     @property
     def is_sweep(self) -> bool:
-        from quantlab.engine.validate import is_sweep
-
-        return bool(is_sweep(self.params))
+        return bool(validate.is_sweep(self.params))
 
     def combinations(self) -> int:
         """How many parameter combinations the config runs (1 for a single backtest)."""
@@ -252,14 +260,14 @@ class BacktestConfig(BaseModel):
                 self._check_strategy()
         return self._combinations or 1
 
+    def options_given(self) -> dict[str, Any]:
+        """The engine options this config sets (the others take the engine's defaults)."""
+        given = {name: getattr(self, name) for name in ENGINE_KEYS}
+        return {name: value for name, value in given.items() if value is not None}
+
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``engine.Simulation`` this config sets (others: defaults)."""
-        kwargs: dict[str, Any] = {"strategy": self.strategy, "params": self.params}
-        for key in ENGINE_KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                kwargs[key] = value
-        return kwargs
+        return {"strategy": self.strategy, "params": self.params, **self.options_given()}
 
     def canonical(self) -> dict[str, Any]:
         """JSON-able, key-sorted, with engine and strategy defaults filled and ranges expanded."""
@@ -274,42 +282,9 @@ class BacktestConfig(BaseModel):
         return _sorted(out)
 
     def to_yaml(self) -> str:
-        import yaml
-
         data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         data["strategy"], data["symbols"] = self.strategy, list(self.symbols)
         return yaml.safe_dump(data, sort_keys=False)
-
-
-# -- symbols ------------------------------------------------------------------------------------
-
-
-def missing_symbols(symbols: list[str], interval: str = "1d") -> list[str]:
-    """The symbols that the data store holds no bars of at ``interval``."""
-    from quantlab.data import current_store
-
-    store = current_store()
-    return [s for s in symbols if store.entry(s, interval) is None]
-
-
-def check_symbols(symbols: list[str], interval: str = "1d") -> list[str]:
-    """Raise for a symbol missing from the store unless a provider can fetch it.
-
-    Returns the missing symbols that the worker will fetch first (with ALPHAVANTAGE_API_KEY set).
-    """
-    from quantlab import settings
-    from quantlab.data import current_store
-    from quantlab.errors import DataError
-
-    missing = missing_symbols(symbols, interval)
-    if not missing or settings.current().alphavantage_api_key:
-        return missing
-    found = current_store().unknown_symbol(missing[0], interval)
-    others = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
-    raise DataError(
-        f"{found.message}{others}", symbol=missing[0], field="symbols",
-        suggestion=getattr(found, "suggestion", None),
-    )
 
 
 # -- pydantic errors -> ConfigError -------------------------------------------------------------
@@ -408,21 +383,13 @@ def _grid_size(params: Any) -> int:
 
 
 def engine_defaults() -> dict[str, Any]:
-    """Defaults of ``engine.Simulation``'s keyword arguments for the config's engine keys."""
-    from quantlab.engine import Simulation
-
-    signature = inspect.signature(Simulation)
-    return {
-        key: p.default for key, p in signature.parameters.items()
-        if key in ENGINE_KEYS and p.default is not inspect.Parameter.empty
-    }
+    """The engine's defaults of the options a config holds (declared by ``EngineOptions``)."""
+    return defaults(ENGINE_KEYS)
 
 
 def _params_with_defaults(strategy: str, params: Any, source: str | None) -> Any:
     if source is not None or isinstance(params, list):
         return params if isinstance(params, dict) else [_sorted(c) for c in params]
-    from quantlab.strategies import get_strategy
-
     try:
         defaults = dict(get_strategy(strategy).params)
     except QuantlabError:
@@ -459,8 +426,6 @@ def iso(stamp: datetime) -> str:
 
 
 def _parse_yaml(text: str) -> dict[str, Any]:
-    import yaml
-
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,6 +8,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.config import BacktestConfig
+from quantlab.engine.options import EngineOptions
 from quantlab.errors import ConfigError, DataError
 from quantlab.jobs.fingerprint import config_hash
 from tests.support import jobs as support
@@ -81,16 +82,22 @@ def test_missing_required_key_says_what_to_add(home: Path) -> None:
 
 
 def test_unknown_symbol_without_provider_key_says_how_to_import(home: Path) -> None:
-    err = error_of({**BASE, "symbols": ["AAA", "ZZZ"]})
-    assert isinstance(err, DataError)
-    assert err.field == "symbols" and err.symbol == "ZZZ"
-    assert "unknown symbol 'ZZZ'" in str(err)
-    assert "ql.data.import_csv('ZZZ'" in str(err) and "ql.data.fetch('ZZZ')" in str(err)
+    # the store is asked at submission, not by the config: ql.submit refuses before queuing
+    config = {**BASE, "symbols": ["AAA", "ZZZ"]}
+    assert BacktestConfig.from_any(config).symbols == ["AAA", "ZZZ"]
+    for submit in (lambda: ql.submit(config), lambda: config_hash(config)):
+        with pytest.raises(DataError) as info:
+            submit()
+        err = info.value
+        assert err.field == "symbols" and err.symbol == "ZZZ"
+        assert "unknown symbol 'ZZZ'" in str(err)
+        assert "ql.data.import_csv('ZZZ'" in str(err) and "ql.data.fetch('ZZZ')" in str(err)
+    assert not ql.runs()  # nothing was queued
 
 
 def test_unknown_symbol_with_a_provider_key_is_left_for_the_worker_to_fetch(
         home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from quantlab.config import check_symbols
+    from quantlab.jobs.fingerprint import check_symbols
 
     monkeypatch.setenv("ALPHAVANTAGE_API_KEY", "demo")
     config = BacktestConfig.from_any({**BASE, "symbols": ["AAA", "ZZZ"]})
@@ -182,3 +189,77 @@ def test_a_range_without_bars_is_an_error_on_start(home: Path) -> None:
         data_fingerprint(config)
     assert info.value.field == "start" and info.value.symbol == "AAA"
     assert "Choose start/end inside that range" in str(info.value)
+
+
+# The hashes of existing configs, computed with main's code at b0d4970 (before the engine options
+# were declared in quantlab/engine/options.py) over a fixed data fingerprint: every result cached
+# before must still be found. They change only with the strategy's code or ENGINE_VERSION.
+PINNED_HASHES = {
+    "base": (BASE, "26f529c81d94457d7fa62f15d384505512fa44d5c9adc9e7b5424cff2c5aa2c6"),
+    "defaults_spelt_out": (
+        {**BASE, "cash": 10_000, "commission": 0.0, "commission_fixed": 0.0, "slippage": 0.0,
+         "fill": "next_open", "units": "whole", "size": 1.0, "allow_short": False,
+         "close_at_end": False, "select": "sharpe"},
+        "26f529c81d94457d7fa62f15d384505512fa44d5c9adc9e7b5424cff2c5aa2c6"),
+    "every_option": (
+        {**BASE, "cash": 50_000, "commission": 0.001, "commission_fixed": 1.0, "slippage": 5,
+         "fill": "close", "units": "fractional", "size": 0.5, "weights": {"AAA": 0.6, "BBB": 0.4},
+         "allow_short": True, "stop_loss": 0.05, "take_profit": 0.1, "close_at_end": True,
+         "select": "sortino"},
+        "bcb5e8b15ccc4f48132daf00c6673a9df9f61f1a2d1e310d2650c6c61db33258"),
+    "sweep_intraday": (
+        {"strategy": "rsi_reversion", "symbols": "aaa", "interval": "60min",
+         "params": {"period": range(10, 30, 10), "lower": [20.0, 30.0]}, "name": "labelled",
+         "tags": ["x"]},
+        "7f66a9d18ecb73367ad57ba05586fc7e853b6115ce3ea9afa96fd2cb09ef5015"),
+    "notebook_strategy": (
+        {"strategy": "mine", "symbols": ["AAA"], "params": {"k": [1, 2]},
+         "strategy_source": "def mine(bars, k=1):\n    return k\n"},
+        "690d4197a55fd704941da5b2f71512dc675681e2da20819d3b3d0ec52c734b47"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_HASHES))
+def test_the_hash_of_an_existing_config_does_not_change(case: str) -> None:
+    raw, pinned = PINNED_HASHES[case]
+    config = BacktestConfig.from_any(raw, check=False)
+    assert config_hash(config, fingerprint="pinned-data") == pinned
+
+
+def test_the_option_fields_are_generated_from_the_engine_options() -> None:
+    from typing import get_args
+
+    from quantlab.config import ENGINE_KEYS, engine_defaults
+    from quantlab.engine.options import CONFIG_OPTIONS, OPTION_NAMES, option_types
+
+    fields = BacktestConfig.model_fields
+    options = [name for name in fields if name in OPTION_NAMES]
+    assert tuple(options) == CONFIG_OPTIONS == ENGINE_KEYS
+    assert set(OPTION_NAMES) - set(options) == {"threads"}  # the worker's setting, not a run's
+    types = option_types()
+    for name in options:
+        assert fields[name].default is None  # not given: the engine's default
+        assert set(get_args(fields[name].annotation)) == {*get_args(types[name] | None)}
+    assert engine_defaults() == {name: getattr(EngineOptions(), name) for name in CONFIG_OPTIONS}
+
+
+def test_config_is_a_leaf_that_loads_no_data_jobs_or_notify_code() -> None:
+    import subprocess
+    import sys
+
+    # a fresh interpreter (this one has loaded everything already) that imports the config and
+    # validates one with every kind of rule: names, options, a notify block, a sweep
+    code = """if True:
+        import sys
+        from quantlab.config import BacktestConfig
+        BacktestConfig.from_any({"strategy": "sma_crossover", "symbols": ["aaa", "bbb"],
+                                 "interval": "60min", "weights": {"aaa": 0.5}, "cash": 5_000,
+                                 "params": {"fast": [5, 10]},
+                                 "notify": {"email": "a@example.com", "when": "sharpe > 1"}})
+        print(" ".join(sorted(m for m in sys.modules if m.split(".")[:2] in (
+            ["quantlab", "data"], ["quantlab", "jobs"], ["quantlab", "notify"],
+            ["quantlab", "notifications"]))))
+    """
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []

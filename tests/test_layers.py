@@ -26,9 +26,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("research", "analytics"),
     ("jobs",),
     ("render",),
-    ("notebook", "reports", "dashboards", "server", "notify", "notifications", "telemetry", "cli",
-     "demo"),
-    ("__init__", "__main__"),  # the root package, the top: it gathers the public API
+    ("notebook", "reports", "dashboards", "server", "notify", "notifications", "telemetry", "cli"),
+    # the top: the root package gathers the public API, and the demo is written against it
+    ("__init__", "__main__", "demo"),
 )
 LAYER_OF = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 

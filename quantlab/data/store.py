@@ -27,7 +27,6 @@ import fcntl
 import json
 import mmap
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -42,7 +41,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quantlab import settings
+
+# The rules for symbol and interval names live with Bars (pure: config checks names without
+# loading the store); the data package keeps importing them from here.
 from quantlab.bars import OHLCV
+from quantlab.bars import canonical_interval as canonical_interval
+from quantlab.bars import canonical_symbol as canonical_symbol
+from quantlab.bars import is_intraday as is_intraday
+from quantlab.bars import symbol_list as symbol_list
 from quantlab.errors import ConfigError, DataError
 from quantlab.fileio import atomic_write_bytes
 
@@ -51,72 +57,6 @@ LOCK = ".write.lock"
 BARS_DIR = "bars"
 META_KEY = b"quantlab"
 FORMAT_VERSION = 1
-
-_INTERVAL_RE = re.compile(r"^\s*(\d+)\s*(min|h|d|w|mo)\s*$", re.IGNORECASE)
-_INTERVAL_ALIASES = {
-    "daily": "1d", "day": "1d", "weekly": "1w", "monthly": "1mo", "minute": "1min",
-    "hourly": "1h", "60min": "1h",
-}
-_SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9._\-^=/:&]*$")
-
-
-# --------------------------------------------------------------------------- names
-
-
-def canonical_interval(interval: str) -> str:
-    """The store's label for a bar interval: ``1min``, ``5min``, ``1h``, ``1d``, ``1w``, ``1mo``.
-
-    ``60min`` and ``1h`` are the same interval (labelled ``1h``); ``daily`` means ``1d``.
-    """
-    text = str(interval).strip().lower()
-    text = _INTERVAL_ALIASES.get(text, text)
-    match = _INTERVAL_RE.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(
-            f"unknown interval {interval!r}; use a number and a unit, e.g. '1min', '5min', "
-            f"'1h', '1d', '1w' or '1mo'", field="interval",
-        )
-    n, unit = int(match.group(1)), match.group(2).lower()
-    if unit == "min" and n % 60 == 0:
-        n, unit = n // 60, "h"
-    return f"{n}{unit}"
-
-
-def is_intraday(interval: str) -> bool:
-    return canonical_interval(interval).endswith(("min", "h"))
-
-
-def canonical_symbol(symbol: object) -> str:
-    """Symbols are upper-case, without surrounding blanks (``' aapl '`` is ``'AAPL'``)."""
-    if not isinstance(symbol, str):
-        raise ConfigError(
-            f"a symbol must be a string such as 'AAPL', got {type(symbol).__name__} {symbol!r}",
-            field="symbols",
-        )
-    name = symbol.strip().upper()
-    if not _SYMBOL_RE.match(name):
-        raise ConfigError(
-            f"invalid symbol {symbol!r}: use letters, digits and . - _ ^ = / : & "
-            f"(e.g. 'AAPL', 'BRK.B', '^GSPC'), starting with a letter, digit or ^",
-            field="symbols", symbol=symbol,
-        )
-    return name
-
-
-def symbol_list(symbols: str | list[str] | tuple[str, ...]) -> list[str]:
-    """One symbol or a list of them, canonical, in order, without duplicates."""
-    items = [symbols] if isinstance(symbols, str) else list(symbols)
-    if not items:
-        raise ConfigError("no symbols given; pass a symbol such as 'AAA' or a list of them",
-                          field="symbols")
-    out: list[str] = []
-    for item in items:
-        name = canonical_symbol(item)
-        if name in out:
-            raise ConfigError(f"symbol {name!r} is listed twice; list each symbol once",
-                              field="symbols", symbol=name)
-        out.append(name)
-    return out
 
 
 # --------------------------------------------------------------------------- records

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import io
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -21,58 +22,38 @@ from quantlab import metrics as M
 from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
 from quantlab.engine import validate as V
+from quantlab.engine.options import BacktestOptions, EngineOptions, reject_unknown
 from quantlab.engine.result import Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError
 from quantlab.settings import env_number
-from quantlab.strategies import Indicators, get_strategy
+from quantlab.strategies import Indicators, Strategy, get_strategy
 
 # a sweep batch holds at most this many signal bytes (k x symbols x bars int8)
 _BATCH_BYTES = 8 << 20
 
 
 class Simulation:
-    """One backtest or sweep over ``bars``; keyword arguments as :func:`quantlab.backtest`."""
+    """One backtest or sweep over ``bars``; keyword options as :func:`quantlab.backtest` (declared
+    in :mod:`quantlab.engine.options`)."""
 
     def __init__(
         self,
         bars: Bars | Any,
-        strategy: str = "sma_crossover",
+        strategy: str | Strategy = "sma_crossover",
         params: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
-        *,
-        cash: float = 10_000.0,
-        commission: float = 0.0,
-        commission_fixed: float = 0.0,
-        slippage: float = 0.0,
-        fill: str = "next_open",
-        units: str = "whole",
-        allow_short: bool = False,
-        size: float = 1.0,
-        weights: Mapping[str, float] | None = None,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        close_at_end: bool = False,
-        select: str = "sharpe",
-        threads: int | None = None,
+        **options: Unpack[BacktestOptions],
     ) -> None:
+        reject_unknown(options)  # a misspelt option first, as a signature would
         self.bars = bars if isinstance(bars, Bars) else as_bars(bars)
         if self.bars.n_bars == 0:
             raise ConfigError("the data has no bars in the requested range; widen start/end",
                               field="start")
         self.strategy = get_strategy(strategy)
-        cash_f = V.check_cash(cash)
-        comm, fixed = V.check_commission(commission, commission_fixed)
-        slip = V.check_slippage(slippage)
-        fill = V.check_choice(fill, "fill", V.FILLS)
-        units = V.check_choice(units, "units", V.UNITS)
-        allow_short = V.check_bool(allow_short, "allow_short")
-        close_at_end = V.check_bool(close_at_end, "close_at_end")
-        size_f = V.check_size(size)
-        sl = V.check_fraction(stop_loss, "stop_loss")
-        tp = V.check_fraction(take_profit, "take_profit")
-        self.select = V.check_choice(select, "select", V.SELECTABLE)
-        self.threads = V.check_threads(threads)
-        self.weights_given = V.check_weights(weights, self.bars.symbols)
+        self.options = opts = EngineOptions.checked(options, self.bars.symbols)
+        self.select = opts.select
+        self.threads = opts.threads
+        self.weights_given = None if opts.weights is None else dict(opts.weights)
 
         self.is_sweep = V.is_sweep(params)
         if self.is_sweep:
@@ -84,17 +65,17 @@ class Simulation:
             self.combos, self.skipped = [self.params], 0
 
         cfg = np.zeros(K.C_N)
-        cfg[K.C_CASH] = cash_f
-        cfg[K.C_COMM] = comm
-        cfg[K.C_FIXED] = fixed
-        cfg[K.C_SLIP] = slip / 10_000.0
-        cfg[K.C_SIZE] = size_f
-        cfg[K.C_FILL_CLOSE] = fill == "close"
-        cfg[K.C_WHOLE] = units == "whole"
-        cfg[K.C_SHORT] = allow_short
-        cfg[K.C_SL] = sl or 0.0
-        cfg[K.C_TP] = tp or 0.0
-        cfg[K.C_CLOSE_AT_END] = close_at_end
+        cfg[K.C_CASH] = opts.cash
+        cfg[K.C_COMM] = opts.commission
+        cfg[K.C_FIXED] = opts.commission_fixed
+        cfg[K.C_SLIP] = opts.slippage / 10_000.0
+        cfg[K.C_SIZE] = opts.size
+        cfg[K.C_FILL_CLOSE] = opts.fill == "close"
+        cfg[K.C_WHOLE] = opts.units == "whole"
+        cfg[K.C_SHORT] = opts.allow_short
+        cfg[K.C_SL] = opts.stop_loss or 0.0
+        cfg[K.C_TP] = opts.take_profit or 0.0
+        cfg[K.C_CLOSE_AT_END] = opts.close_at_end
         cfg[K.C_N_TOTAL] = self.bars.n_bars
         self.cfg = cfg
         self.ppy = M.periods_per_year(self.bars.interval, self.bars.index)
@@ -106,10 +87,12 @@ class Simulation:
             "end": _iso(self.bars.index, -1),
             "interval": self.bars.interval,
             "n_bars": self.bars.n_bars,
-            "cash": cash_f, "commission": comm, "commission_fixed": fixed, "slippage": slip,
-            "fill": fill, "units": units, "allow_short": allow_short, "size": size_f,
-            "weights": self.weights_given, "stop_loss": sl, "take_profit": tp,
-            "close_at_end": close_at_end, "select": self.select,
+            "cash": opts.cash, "commission": opts.commission,
+            "commission_fixed": opts.commission_fixed, "slippage": opts.slippage,
+            "fill": opts.fill, "units": opts.units, "allow_short": opts.allow_short,
+            "size": opts.size, "weights": self.weights_given, "stop_loss": opts.stop_loss,
+            "take_profit": opts.take_profit, "close_at_end": opts.close_at_end,
+            "select": self.select,
             "periods_per_year": self.ppy,
             "engine_version": ENGINE_VERSION,
             "strategy_source_hash": self.strategy.source_hash,
@@ -150,7 +133,6 @@ class Simulation:
         if threads is None:
             yield
             return
-        import numba
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         try:

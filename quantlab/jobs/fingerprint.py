@@ -1,6 +1,12 @@
-"""What a submission checks against the store and hashes: the data fingerprint of a config, the
-symbols the store lacks, and the config hash (canonical config + data + strategy code + engine
-version) that keys the result cache. Kept out of :mod:`quantlab.config`, which only validates."""
+"""The submission's checks against the data store, and its hashes.
+
+A config is validated by :mod:`quantlab.config` without opening the store; what needs the store
+happens here, when a run is submitted: :func:`check_symbols` (are the symbols stored, or can a
+provider fetch them), the data fingerprint of the bars the run will use, and the config hash
+(canonical config + data + strategy code + engine version) that keys the result cache. The
+engine options' defaults in the hash come from the canonical config, that is from
+:class:`quantlab.engine.options.EngineOptions`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,36 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from quantlab import data
+from quantlab import data, settings
 from quantlab.config import LABEL_KEYS, BacktestConfig, iso
 from quantlab.engine import ENGINE_VERSION
 from quantlab.errors import DataError
 from quantlab.strategies import get_strategy
+
+# -- symbols --------------------------------------------------------------------------------------
+
+
+def missing_symbols(symbols: list[str], interval: str = "1d") -> list[str]:
+    """The symbols that the data store holds no bars of at ``interval``."""
+    store = data.current_store()
+    return [s for s in symbols if store.entry(s, interval) is None]
+
+
+def check_symbols(symbols: list[str], interval: str = "1d") -> list[str]:
+    """Raise for a symbol missing from the store unless a provider can fetch it.
+
+    Returns the missing symbols that the worker will fetch first (with ALPHAVANTAGE_API_KEY set).
+    """
+    missing = missing_symbols(symbols, interval)
+    if not missing or settings.current().alphavantage_api_key:
+        return missing
+    found = data.current_store().unknown_symbol(missing[0], interval)
+    others = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+    raise DataError(
+        f"{found.message}{others}", symbol=missing[0], field="symbols",
+        suggestion=getattr(found, "suggestion", None),
+    )
+
 
 # -- hashing ------------------------------------------------------------------------------------
 
@@ -41,8 +72,15 @@ def data_fingerprint(config: BacktestConfig) -> str:
 def config_hash(config: BacktestConfig | Mapping[str, Any] | str,
                 fingerprint: str | None = None) -> str:
     """sha256 over the canonical config (labels excluded), the data fingerprint, the strategy
-    source hash and ``ENGINE_VERSION``: equal hashes mean equal results."""
-    cfg = config if isinstance(config, BacktestConfig) else BacktestConfig.from_any(config)
+    source hash and ``ENGINE_VERSION``: equal hashes mean equal results.
+
+    A config given as a dict or YAML is validated first, with the submission's symbol check.
+    """
+    if isinstance(config, BacktestConfig):
+        cfg = config
+    else:
+        cfg = BacktestConfig.from_any(config)
+        check_symbols(cfg.symbols, cfg.interval)
     body = {k: v for k, v in cfg.canonical().items() if k not in LABEL_KEYS}
     payload = {
         "config": body,

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from quantlab import settings as settings_mod
-from quantlab.config import BacktestConfig, check_symbols
+from quantlab.config import BacktestConfig
 from quantlab.errors import ConfigError, QuantlabError, QueueFull, RunError
 from quantlab.jobs import backends, queue
-from quantlab.jobs.fingerprint import config_hash, data_fingerprint
+from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
 from quantlab.settings import Settings, env_number
 
 log = logging.getLogger("quantlab.jobs")

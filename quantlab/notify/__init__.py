@@ -25,15 +25,10 @@ from quantlab.notify.deliverer import send_test
 from quantlab.notify.dispatcher import Dispatcher, DispatcherThread, start_dispatcher_thread
 from quantlab.notify.planning import plan_deliveries
 
-# config.py still imports validate_notify_config from here until it imports it from
-# quantlab.notifyspec (issue 14); remove this line then.
-from quantlab.notifyspec import validate_notify_config
-
 __all__ = [
     "Dispatcher",
     "DispatcherThread",
     "plan_deliveries",
     "send_test",
     "start_dispatcher_thread",
-    "validate_notify_config",
 ]

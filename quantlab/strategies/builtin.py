@@ -34,7 +34,7 @@ def _number(params: Mapping[str, Any], name: str, low: float, high: float) -> No
     value = params.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ConfigError(f"parameter '{name}' must be a number, got {value!r}",
-                         field=f"params.{name}")
+                          field=f"params.{name}")
     if not low < float(value) < high:
         raise ConfigError(
             f"parameter '{name}' must be between {low:g} and {high:g} (exclusive), got "
@@ -64,7 +64,7 @@ def ema_crossover(bars: Bars, fast: int = 12, slow: int = 26, *, ind: Indicators
 
 
 def rsi_reversion(bars: Bars, period: int = 14, lower: float = 30.0, upper: float = 70.0, *,
-                 ind: Indicators) -> np.ndarray:
+                  ind: Indicators) -> np.ndarray:
     """Buy while RSI(period) is below ``lower`` (oversold), sell while it is above ``upper``."""
     r = ind.rsi(period)
     with np.errstate(invalid="ignore"):
@@ -72,7 +72,7 @@ def rsi_reversion(bars: Bars, period: int = 14, lower: float = 30.0, upper: floa
 
 
 def bollinger_breakout(bars: Bars, period: int = 20, k: float = 2.0, *,
-                      ind: Indicators) -> np.ndarray:
+                       ind: Indicators) -> np.ndarray:
     """Buy when the close crosses above the upper band ``sma + k*std``, sell when it crosses
     back below the middle band ``sma``."""
     return band_breakout(bars.close, ind.sma(period), ind.std(period), float(k))
@@ -89,27 +89,27 @@ def _momentum(close: np.ndarray, lookback: int, top_n: int) -> np.ndarray:
         k = 0
         for i in range(n_bars):
             if close[s, i] == close[s, i]:
-               pos[k] = i
-               if k >= lookback:
-                   ret[s, i] = close[s, i] / close[s, pos[k - lookback]] - 1.0
-               k += 1
+                pos[k] = i
+                if k >= lookback:
+                    ret[s, i] = close[s, i] / close[s, pos[k - lookback]] - 1.0
+                k += 1
     for i in range(n_bars):
         valid = 0
         for s in range(n_sym):
             if ret[s, i] == ret[s, i]:
-               valid += 1
+                valid += 1
         if valid == 0:
             continue
         for s in range(n_sym):
             r = ret[s, i]
             if r != r:
-               continue
+                continue
             # rank = how many symbols beat it (ties broken by symbol order)
             better = 0
             for q in range(n_sym):
-               rq = ret[q, i]
-               if rq == rq and (rq > r or (rq == r and q < s)):
-                   better += 1
+                rq = ret[q, i]
+                if rq == rq and (rq > r or (rq == r and q < s)):
+                    better += 1
             out[s, i] = 1 if better < top_n else -1
     return out
 
