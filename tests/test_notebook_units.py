@@ -19,7 +19,7 @@ from quantlab.notebook.formatting import format_metric, metrics_table_html
 from quantlab.notebook.results import best_rows, sweep_matrix
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, format_duration, summary_line
-from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
+from quantlab.strategies.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
 from tests import test_notebook_support as support
 
 # -- cell body ---------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_run_list_filter_errors(line: str, expected: str) -> None:
 
 def test_attach_strategy_source_to_a_dict_and_a_config_model(ql_home: Any) -> None:
     import quantlab as ql
-    from quantlab.notebook.usercode import attach_strategy_source
+    from quantlab.strategies.usercode import attach_strategy_source
 
     @ql.strategy(name="unit_always_long")
     def unit_always_long(bars: Any, k: int = 1) -> Any:

@@ -19,8 +19,8 @@ import pytest
 
 import quantlab as ql
 from quantlab.notebook.formatting import format_metric
-from quantlab.notebook.usercode import attach_strategy_source, source_line_offset
 from quantlab.notebook.widget import RunWidget, wait_for_outcome
+from quantlab.strategies.usercode import attach_strategy_source, source_line_offset
 from tests import test_notebook_support as support
 from tests.test_notebook_support import Worker, wait_for
 

@@ -12,17 +12,19 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from quantlab import settings as settings_mod
+from quantlab.engine import Result
 from quantlab.errors import ConfigError, RunError
-from quantlab.jobs import backends, orchestrator
+from quantlab.events import EventStream, open_events
+from quantlab.jobs import orchestrator
 from quantlab.jobs.display import RENDERERS
+from quantlab.jobs.lifecycle import TERMINAL
+from quantlab.registry import Registry, open_registry
 from quantlab.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from quantlab.engine import Result
-
-TERMINAL = orchestrator.TERMINAL
+__all__ = ["TERMINAL", "Run", "RunList", "get_run", "runs", "submit"]
 
 
 class Run:
@@ -38,8 +40,12 @@ class Run:
     # -- state -----------------------------------------------------------------------------------
 
     @property
-    def _registry(self) -> Any:
-        return backends.registry(self.settings)
+    def _registry(self) -> Registry:
+        return open_registry(self.settings)
+
+    @property
+    def _events(self) -> EventStream:
+        return open_events(self.settings)
 
     @property
     def record(self) -> dict[str, Any]:
@@ -76,7 +82,7 @@ class Run:
 
         Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on).
         """
-        events = backends.events(self.settings)
+        events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
         after = events.last_seq(self.id)
         while self.status not in TERMINAL:
@@ -116,8 +122,6 @@ class Run:
                 f"run {self.id} was {doc['status']} before it produced a result; submit it "
                 f"again to get one", run_id=self.id,
             )
-        from quantlab.engine import Result
-
         prefix = doc["result_ref"]
         self._result = Result.from_blobs({name: self._registry.get_blob(prefix + name)
                                           for name in blobs})
@@ -132,17 +136,18 @@ class Run:
     def report(self, output: str | None = None, html: bool = True) -> Any:
         """Execute the papermill report of this run; the notebook and its HTML are kept and
         linked from the run's record (``report_ref``). Returns the files written."""
-        from quantlab.reports.runner import run_report
-
-        return run_report(self.id, output, html)
+        if RENDERERS.report is None:
+            raise RunError("reports are not available in this process (import quantlab, which "
+                           "plugs in quantlab.reports)", run_id=self.id)
+        return RENDERERS.report(self.id, output, html)
 
     def events(self, after: int = 0, limit: int = 1000) -> list[Any]:
         """This run's events after sequence number ``after`` (replayable from any point)."""
-        return list(backends.events(self.settings).read(self.id, after=after, limit=limit))
+        return list(self._events.read(self.id, after=after, limit=limit))
 
     def follow(self, after: int = 0, idle_timeout: float | None = None) -> Iterator[Any]:
         """Iterate over this run's events as they come, ending after its final event."""
-        for event in backends.events(self.settings).follow(self.id, after=after,
+        for event in self._events.follow(self.id, after=after,
                                                            idle_timeout=idle_timeout):
             yield event
             if event.type in TERMINAL:
@@ -172,13 +177,12 @@ class Run:
     def _ipython_display_(self) -> None:
         """In a Jupyter kernel, the live widget (even without ``%load_ext quantlab``); in a
         terminal IPython, the text summary."""
+        # imported here: IPython is only ever loaded by a display, and costs a second to import
         from IPython import get_ipython
         from IPython.display import display
 
-        if getattr(get_ipython(), "kernel", None) is not None:
-            from quantlab.notebook.display import display_run
-
-            display_run(self)
+        if getattr(get_ipython(), "kernel", None) is not None and RENDERERS.live_view is not None:
+            RENDERERS.live_view(self)
         else:
             display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
 
@@ -240,7 +244,7 @@ def submit(config: Any, cache: bool = True, *, priority: int = 0, name: str | No
 def get_run(run_id: str) -> Run:
     """The run with that id (``RunNotFound`` if there is none), e.g. after a kernel restart."""
     settings = settings_mod.current()
-    doc = backends.registry(settings).get_run(str(run_id))
+    doc = open_registry(settings).get_run(str(run_id))
     return Run(doc["id"], settings=settings, record=doc)
 
 
@@ -250,7 +254,7 @@ def runs(*, status: Any = None, strategy: Any = None, symbol: Any = None, tag: A
          offset: int = 0) -> RunList:
     """Search the registry: ``ql.runs(status="completed", where="sharpe>1", sort="-sharpe")``."""
     settings = settings_mod.current()
-    docs = backends.registry(settings).find_runs(
+    docs = open_registry(settings).find_runs(
         status=status, strategy=strategy, symbol=symbol, tag=tag, user=user, since=since,
         until=until, text=text, where=where, sort=sort, limit=limit, offset=offset,
     )

@@ -34,9 +34,10 @@ RETRY_CAP_SECONDS = 30.0
 
 def _backend(kind: str, run: Any) -> Any:
     """The registry or event stream the run was created under (the jobs layer's cache)."""
-    from quantlab.jobs import backends
+    from quantlab.events import open_events
+    from quantlab.registry import open_registry
 
-    opener = backends.registry if kind == "registry" else backends.events
+    opener = open_registry if kind == "registry" else open_events
     return opener(getattr(run, "settings", None))
 
 
