@@ -142,8 +142,8 @@ def test_state_walks_queued_running_completed() -> None:
 
     assert state.apply(Ev(1, "started", {"worker": "w1", "attempts": 1}, ts=1001.0))
     assert state.status == "running" and state.queue_position is None
-    assert state.apply(Ev(2, "progress", {"percent": 62.0, "step": "simulating",
-                                          "bars_done": 1_200_000, "eta": 2.0}, ts=1004.0))
+    assert state.apply(Ev(2, "progress", {"progress": 0.62, "step": "simulating",
+                                          "bars_done": 1_200_000, "eta_seconds": 2.0}, ts=1004.0))
     assert state.progress == pytest.approx(0.62)
     line = summary_line(state, now=1004.0)
     assert line == "simulating · 1.2 M bars · 0:03 elapsed · ~0:02 left"
@@ -160,11 +160,11 @@ def test_state_walks_queued_running_completed() -> None:
 def test_state_ignores_replayed_and_post_terminal_events() -> None:
     state = _queued_state()
     state.apply(Ev(5, "started", ts=1001.0))
-    assert not state.apply(Ev(5, "progress", {"percent": 90.0}))  # same seq: a replay
-    assert not state.apply(Ev(4, "progress", {"percent": 90.0}))  # older
+    assert not state.apply(Ev(5, "progress", {"progress": 0.9}))  # same seq: a replay
+    assert not state.apply(Ev(4, "progress", {"progress": 0.9}))  # older
     state.apply(Ev(6, "cancelled", {"partial": True}, ts=1002.0))
     assert state.status == "cancelled" and state.partial
-    assert not state.apply(Ev(7, "progress", {"percent": 95.0}))
+    assert not state.apply(Ev(7, "progress", {"progress": 0.95}))
     assert state.status == "cancelled"
     # a stale record never reopens a finished run either
     state.update_from_record({"id": "R1", "status": "running", "progress": 0.5})
@@ -174,7 +174,7 @@ def test_state_ignores_replayed_and_post_terminal_events() -> None:
 def test_state_requeued_after_worker_death_resumes() -> None:
     state = _queued_state()
     state.apply(Ev(1, "started", {"attempts": 1}, ts=1001.0))
-    state.apply(Ev(2, "progress", {"percent": 40.0, "step": "simulating"}, ts=1002.0))
+    state.apply(Ev(2, "progress", {"progress": 0.4, "step": "simulating"}, ts=1002.0))
     state.apply(Ev(3, "queued", {"reason": "worker_lost", "attempts": 1}, ts=1010.0))
     assert state.status == "queued" and not state.terminal
     assert "resuming (attempt 2)" in summary_line(state, now=1011.0)

@@ -43,7 +43,7 @@ def test_terminal_events_count_runs_and_their_duration() -> None:
 
 def test_progress_events_count_bars_and_other_events_count_nothing() -> None:
     before = sample(telemetry.REGISTRY, "backtest_bars_processed_total") or 0
-    telemetry.observe_event(event("progress", percent=50, bars_delta=1_000))
+    telemetry.observe_event(event("progress", progress=0.5, bars_delta=1_000))
     telemetry.observe_event(event("log", message="hello"))
     assert sample(telemetry.REGISTRY, "backtest_bars_processed_total") == before + 1_000
 

@@ -95,6 +95,14 @@ class QuantlabConsumer(Consumer):
         self._next_reap = 0.0
         self._busy_at = time.monotonic()
 
+    def run(self) -> None:
+        self._beat()  # at once: the first reaper pass may come after the first runs ended
+        super().run()
+
+    def _beat(self) -> None:
+        if self.beat is not None:
+            self.beat(worker_name())
+
     def check_worker_health(self) -> bool:
         # A dead worker process is replaced by a fork of this one, whose reaper may have opened
         # the queue's SQLite connection since: a forked child must not inherit it.
@@ -107,8 +115,7 @@ class QuantlabConsumer(Consumer):
         now = time.monotonic()
         if now >= self._next_reap:
             self._next_reap = now + REAP_EVERY
-            if self.beat is not None:
-                self.beat(worker_name())
+            self._beat()
             if not self.settings.home.exists():
                 log.info("QUANTLAB_HOME %s is gone; stopping", self.settings.home)
                 self._quit()
