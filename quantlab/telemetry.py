@@ -79,9 +79,9 @@ def observe_event(event: Any) -> None:
     """Update this process's counters from one event of the stream.
 
     ``event`` has ``type`` and ``data`` (a :class:`quantlab.events.Event`; payloads are declared
-    in :mod:`quantlab.jobs.lifecycle`). A terminal event of an executed run counts the run by
-    status and strategy and its execution ``seconds``; a cache hit (``cached``) was counted as a
-    hit when it was queued and is no execution. Progress events carry ``bars_delta``, the bars
+    in :mod:`quantlab.jobs.lifecycle`). A terminal event counts the run by status and strategy,
+    and its execution ``seconds`` when it executed at all (a run cancelled while queued tells 0);
+    a cache hit (``cached``) was counted as a hit when it was queued and is no execution. Progress events carry ``bars_delta``, the bars
     simulated since the previous one.
     """
     data = event.data or {}
@@ -91,7 +91,7 @@ def observe_event(event: Any) -> None:
         label = str(data.get("strategy"))
         BACKTEST_TOTAL.labels(status=event.type, strategy=label).inc()
         duration = data.get("seconds")
-        if isinstance(duration, int | float) and duration >= 0:
+        if isinstance(duration, int | float) and duration > 0:
             EXECUTION_SECONDS.labels(strategy=label).observe(duration)
     elif event.type == "queued" and data.get("cached") is not None:
         # "cached" is told only when the cache was consulted (not with cache=False)

@@ -139,7 +139,8 @@ class Checkpoint(EventPayload):
 @dataclass(frozen=True)
 class Ending(EventPayload):
     """What every terminal event tells: the run's ``strategy`` (metrics are labelled by it),
-    ``seconds`` of execution (0 for a run that never ran, e.g. a cache hit), ``cached`` (answered
+    ``seconds`` of execution (0 for a run that never ran: a cache hit, a cancel while queued;
+    for a run whose worker died, up to its last heartbeat), ``cached`` (answered
     from the result cache: no execution at all), ``reason`` (why it ended, when it did not simply
     finish: ``error``, ``timeout``, ``worker_lost``, ``cancelled``) and ``partial`` (a result was
     kept with some of it missing)."""

@@ -317,19 +317,21 @@ def _recover(doc: Mapping[str, Any], settings: Settings, now: float) -> bool:
     """End or re-queue one run whose worker died; True if it was re-queued."""
     run_id = doc["id"]
     lost = f"worker {doc.get('worker')} stopped responding"
-    # its execution seconds are unknown (the worker took them with it): told as 0
     strategy, reason = doc.get("strategy"), "worker_lost"
+    # executed from its start to the last sign of life of its worker
+    last_seen, started = doc.get("heartbeat_at") or now, doc.get("started_at") or now
+    seconds = round(max(0.0, last_seen - started), 4)
     if doc.get("cancel_requested"):
         transition(run_id, RunStatus.CANCELLED, expect=RUNNING, settings=settings,
                    fields={"finished_at": now, "error": f"cancelled; {lost}"},
-                   event=lifecycle.Cancelled(strategy, reason=reason, while_=RUNNING))
+                   event=lifecycle.Cancelled(strategy, seconds, reason=reason, while_=RUNNING))
         return False
     if (doc.get("attempts") or 0) >= MAX_ATTEMPTS:
         message = (f"{lost} on each of {doc.get('attempts')} attempts; the run was given up. "
                    f"It may exhaust a worker's memory: try fewer symbols, bars or combinations")
         transition(run_id, RunStatus.FAILED, expect=RUNNING, settings=settings,
                    fields={"finished_at": now, "error": message},
-                   event=lifecycle.Failed(strategy, reason=reason, error=message), note=message, level="error")
+                   event=lifecycle.Failed(strategy, seconds, reason=reason, error=message), note=message, level="error")
         return False
     fields = {"worker": None, "step": "re-queued", "heartbeat_at": None, "requeued_at": now}
     event = lifecycle.Queued(priority=doc.get("priority") or 0, reason="worker_lost",
