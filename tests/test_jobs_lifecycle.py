@@ -261,8 +261,7 @@ def test_jobs_imports_no_higher_layer_and_has_no_cycle() -> None:
 def test_event_payloads_match_the_event_types() -> None:
     from quantlab.events import EVENT_TYPES
 
-    payloads = [lifecycle.Queued, lifecycle.Started, lifecycle.Progress, lifecycle.Log,
-                lifecycle.Checkpoint, lifecycle.Completed, lifecycle.Failed, lifecycle.Cancelled]
-    assert sorted(p.type for p in payloads) == sorted(EVENT_TYPES)
+    assert sorted(lifecycle.EVENT_PAYLOADS) == sorted(EVENT_TYPES)
+    assert all(payload.type == kind for kind, payload in lifecycle.EVENT_PAYLOADS.items())
     assert set(lifecycle.Cancelled("x").data()) >= {"while", *ENDING}
     assert lifecycle.Failed("x", seconds=1.5, error="boom").data()["error"] == "boom"

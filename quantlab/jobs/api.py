@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from quantlab import settings as settings_mod
 from quantlab.engine import Result
@@ -20,9 +22,6 @@ from quantlab.jobs.display import RENDERERS
 from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.registry import Registry, open_registry
 from quantlab.settings import Settings
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["TERMINAL", "Run", "RunList", "get_run", "runs", "submit"]
 
@@ -202,8 +201,6 @@ class RunList(list[Run]):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per run: the document's fields plus one column per metric."""
-        import pandas as pd
-
         rows = []
         for doc in self.docs:
             row = {k: v for k, v in doc.items() if k not in ("metrics", "config", "traceback")}

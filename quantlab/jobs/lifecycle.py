@@ -33,6 +33,7 @@ log = logging.getLogger("quantlab.jobs")
 
 __all__ = [
     "ALLOWED",
+    "EVENT_PAYLOADS",
     "TERMINAL",
     "Cancelled",
     "Checkpoint",
@@ -176,6 +177,9 @@ class Cancelled(Ending):
     combinations_done: int = 0
 
 
+# Every event type on the stream and its payload (the stream's EVENT_TYPES, typed).
+EVENT_PAYLOADS: Mapping[str, type[EventPayload]] = {p.type: p for p in (
+    Queued, Started, Progress, Log, Checkpoint, Completed, Failed, Cancelled)}
 # The event each status is told by.
 STATUS_EVENT: Mapping[RunStatus, type[EventPayload]] = {
     QUEUED: Queued, RUNNING: Started, COMPLETED: Completed, FAILED: Failed, CANCELLED: Cancelled,

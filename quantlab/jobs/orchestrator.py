@@ -12,6 +12,7 @@ on the registry status, then one event), so that two processes racing on a run c
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import statistics
 import time
@@ -69,8 +70,6 @@ _UNIT_MINUTES = {"min": 1.0, "h": 60.0}
 
 def approx_bars(config: BacktestConfig) -> float:
     """Bars per symbol the config spans, from its dates and interval (for estimates only)."""
-    import re
-
     end = config.end.timestamp() if config.end else time.time()
     start = config.start.timestamp() if config.start else end - 10 * 365.25 * 86400
     trading_days = max(1.0, (end - start) / 86400) * 252 / 365.25

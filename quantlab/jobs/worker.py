@@ -238,3 +238,12 @@ def _services_process(services: Services) -> None:
     stop = services()
     done.wait()
     stop()
+
+
+if __name__ == "__main__":
+    # The worker is composed with its services by the `quantlab worker` command, above jobs.
+    import sys
+
+    print("error: start workers with `quantlab worker` (or `python -m quantlab worker`); "
+          "`python -m quantlab.jobs.worker` is no longer an entry point", file=sys.stderr)
+    sys.exit(2)
