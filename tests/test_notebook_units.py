@@ -157,6 +157,20 @@ def test_state_walks_queued_running_completed() -> None:
     assert summary_line(state) == "completed · 1.2 M bars · 0:05 elapsed"
 
 
+def test_state_reads_the_progress_payload_workers_publish_in_its_one_spelling() -> None:
+    from quantlab.jobs.lifecycle import Progress
+
+    told = Progress(progress=0.5, step="simulating", bars_done=10, bars_delta=10, done_units=5,
+                    total_units=10, eta_seconds=3.0).data()
+    state = _queued_state()
+    state.apply(Ev(1, "started", ts=1001.0))
+    assert state.apply(Ev(2, "progress", told, ts=1002.0))
+    assert (state.progress, state.eta_seconds, state.total_units) == (0.5, 3.0, 10)
+    # the old spellings (percent, eta) are no longer read
+    state.apply(Ev(3, "progress", {"percent": 90.0, "eta": 1.0}, ts=1003.0))
+    assert state.progress == 0.5 and state.eta_seconds is None
+
+
 def test_state_ignores_replayed_and_post_terminal_events() -> None:
     state = _queued_state()
     state.apply(Ev(5, "started", ts=1001.0))
