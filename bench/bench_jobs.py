@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_jobs.py [--rounds 30] [--burst 100] [--embedded]
 
 Everything runs in a throwaway QUANTLAB_HOME (sample data, SQLite registry) with Redis (queue
-and events) on a free port; workers are real ``python -m quantlab.jobs.worker`` processes,
+and events) on a free port; workers are real ``python -m quantlab worker`` processes,
 warmed up before measuring. Latencies use the event timestamps written by the worker, so the
 client's polling does not count.
 
@@ -59,11 +59,11 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 def start_worker(home: Path, threads: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A worker process, returned once it holds the worker lock (so that ``submit`` in
     embedded mode does not start one of its own)."""
-    from quantlab.jobs.worker import worker_alive
+    from quantlab.jobs.supervisor import worker_alive
 
     log = open(home / f"bench-worker-{threads}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "quantlab.jobs.worker", "--workers", str(threads)],
+        [sys.executable, "-m", "quantlab", "worker", "--workers", str(threads)],
         env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     deadline = time.monotonic() + 120
@@ -124,13 +124,13 @@ def main() -> None:
     workers: list[subprocess.Popen[bytes]] = []
     try:
         import quantlab as ql
-        from quantlab.jobs import backends
-        from quantlab.jobs.worker import worker_alive
+        from quantlab.events import open_events
+        from quantlab.jobs.supervisor import worker_alive
 
         ql.data.sample(minute=False)
         worker = start_worker(home, 1, env)
         workers.append(worker)
-        events = backends.events()
+        events = open_events()
         # warm both ends: the worker (its first run loads the data and Parquet paths) and this
         # client (imports, connections, the data store's caches)
         for fast in (5, 6, 7):

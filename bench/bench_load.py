@@ -123,8 +123,9 @@ def _research(args: tuple[int, int]) -> Researcher:
 
 def one_round(home: Path, env: dict[str, str], n_workers: int, researchers: int,
               runs_each: int) -> None:
-    from quantlab.jobs import backends
-    from quantlab.jobs.worker import worker_alive
+    from quantlab.events import open_events
+    from quantlab.jobs.supervisor import worker_alive
+    from quantlab.registry import open_registry
 
     worker = start_worker(home, n_workers, {**env, "QUANTLAB_MAX_CONCURRENT": "20"})
     try:
@@ -145,7 +146,7 @@ def one_round(home: Path, env: dict[str, str], n_workers: int, researchers: int,
             time.sleep(0.01)
     errors = [r.error for r in crowd if r.error is not None]
     ids = [run_id for r in crowd for run_id, _ in r.submitted]
-    registry, events = backends.registry(), backends.events()
+    registry, events = open_registry(), open_events()
     records = [registry.get_run(i) for i in ids]
     completed = sum(d["status"] == "completed" for d in records)
     twice = sum((d.get("attempts") or 0) > 1 for d in records)

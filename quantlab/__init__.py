@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from quantlab import notebook as _notebook
 from quantlab.errors import (
     ConfigError,
     DataError,
@@ -22,9 +23,22 @@ from quantlab.errors import (
     SchemaError,
     StrategyError,
 )
+from quantlab.jobs.display import RENDERERS as _RENDERERS
 from quantlab.settings import configure_numba_cache
 
 configure_numba_cache()
+
+
+def _run_report(run_id: str, output: str | None, html: bool) -> Any:
+    # imported when a report runs: papermill and nbconvert take seconds to load
+    from quantlab.reports.runner import run_report
+
+    return run_report(run_id, output, html)
+
+
+# The top layer plugs the notebook's live widget and the reports into the jobs' runs.
+_RENDERERS.live_view = _notebook.display_run
+_RENDERERS.report = _run_report
 
 __version__ = "0.1.0"
 

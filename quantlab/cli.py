@@ -1,17 +1,27 @@
 """The ``quantlab`` command.
 
 Subcommands live next to the code they drive and are imported only when used, so that
-``quantlab --help`` is instant and one broken optional part cannot break the others.
+``quantlab --help`` is instant and one broken optional part cannot break the others. The
+``worker`` command is here: a worker (``quantlab.jobs.worker``) is composed with the services of
+the layers above jobs, the notification dispatcher and the metrics endpoint and subscriber.
+``python -m quantlab worker`` is the same command (the embedded worker is started that way).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 
 import click
 
 from quantlab.errors import QuantlabError
+
+log = logging.getLogger("quantlab.jobs")
 
 # command name -> ("module:attribute" of a click command or group, one-line help for the listing)
 COMMANDS = {
@@ -20,7 +30,7 @@ COMMANDS = {
     "notify": ("quantlab.notify.cli:notify",
                "Notifications: preferences, in-app list, delivery log, dispatcher."),
     "migrate": ("quantlab.registry.cli:migrate", "Upgrade the run registry's schema in place."),
-    "worker": ("quantlab.jobs.cli:worker", "Run backtest workers on this machine."),
+    "worker": ("quantlab.cli:worker", "Run backtest workers on this machine."),
     "report": ("quantlab.reports.cli:report", "Execute the report notebook of runs (papermill)."),
     "rerun": ("quantlab.reports.cli:rerun", "Rerun runs without the cache; check they reproduce."),
     "dashboard": ("quantlab.dashboards.cli:dashboard",
@@ -53,6 +63,71 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="quantlab")
 def cli() -> None:
     """QuantLab: backtests as jobs, from Jupyter or the command line."""
+
+
+@click.command("worker")
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs executed in parallel by this machine (processes when more than 1).")
+@click.option("--warm-up/--no-warm-up", default=True, show_default=True,
+              help="Load the Numba kernels with a tiny backtest before taking runs.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="Import MODULE first (it registers strategies with @ql.strategy).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop after SECONDS without queued or running runs (the "
+              "worker that QuantLab starts by itself uses QUANTLAB_WORKER_IDLE_EXIT, 1800).")
+def worker(workers: int, warm_up: bool, imports: tuple[str, ...], metrics_port: int | None,
+           idle_exit: float | None) -> None:
+    """Run QuantLab workers: they take runs from the queue (QUANTLAB_REDIS_URL, or the SQLite
+    queue under QUANTLAB_HOME) until interrupted."""
+    if metrics_port is not None and workers > 1:
+        use_multiprocess_metrics()
+    # imported here, after the metrics mode is chosen (prometheus_client reads it on import);
+    # the worker's modules (Numba, Huey) also stay out of `quantlab --help`
+    from quantlab import telemetry
+    from quantlab.jobs.worker import serve
+
+    try:
+        code = serve(workers=workers, warm=warm_up, imports=imports, idle_exit=idle_exit,
+                     services=functools.partial(start_worker_services, metrics_port),
+                     beat=telemetry.beat_worker)
+    except QuantlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
+
+
+def start_worker_services(metrics_port: int | None) -> Callable[[], None]:
+    """Start what a worker serves besides runs, in this process; returns their stop: the
+    notification dispatcher and, with a metrics port, the metrics endpoint and the telemetry
+    subscriber (both stand by while another worker of the home or team holds their lock)."""
+    # imported here: in a `-w N` worker this runs in the spawned side process, whose metrics
+    # mode comes from the environment it inherited
+    from quantlab import telemetry
+    from quantlab.notify import start_dispatcher_thread
+
+    stops: list[Callable[[], None]] = []
+    if metrics_port is not None:
+        telemetry.start_http_server(metrics_port)
+        log.info("Prometheus metrics on port %s", metrics_port)
+        stops.append(telemetry.start_subscriber_thread().stop)
+    dispatcher = start_dispatcher_thread()
+    if dispatcher is not None:
+        stops.append(dispatcher.stop)
+
+    def stop() -> None:
+        for each in stops:
+            each()
+
+    return stop
+
+
+def use_multiprocess_metrics() -> None:
+    """Let the ``-w N`` worker processes share one metrics endpoint (prometheus_client's
+    multiprocess mode). Must run before prometheus_client is imported."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quantlab-metrics-")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,14 @@
 
 Two kinds of metric, so that nothing is counted twice however many processes expose them:
 
-* **Counters and histograms of what a process did** (runs it finished, bars it simulated, cache
-  hits, notifier failures, event delivery latency). Each worker process records its own; in
-  ``quantlab worker -w N`` they are aggregated through prometheus_client's multiprocess mode
-  (``PROMETHEUS_MULTIPROC_DIR``), so one endpoint per machine reports the sum. They are fed by
-  :func:`observe_event`, called with each event the process *publishes* — the metrics subscribe
-  to the event stream; the engine never calls them.
+* **Counters and histograms of what happened** (runs that ended, bars simulated, cache hits,
+  notifier failures, event delivery latency). The run counters are fed by one
+  :class:`Subscriber` of the event stream per home or team (a worker's side service, like the
+  notification dispatcher: the others stand by), so every event is counted once wherever it was
+  published (a cache hit in a notebook kernel included); the engine and the publishers never
+  call them. In ``quantlab worker -w N`` the processes' metrics are aggregated through
+  prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), so one endpoint per
+  machine reports the sum; across machines, ``sum()`` the counters.
 * **Gauges of the shared state** (runs running, runs queued, age of the oldest running run) are
   read from the registry at scrape time by :class:`RegistryCollector`, so every endpoint reports
   the same value; aggregate them with ``max()`` in PromQL, never ``sum()``.
@@ -15,14 +17,26 @@ Two kinds of metric, so that nothing is counted twice however many processes exp
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from quantlab import settings as settings_mod
+from quantlab.errors import RunError
+from quantlab.events import open_events
+from quantlab.events.lock import leader_lock
+from quantlab.jobs.lifecycle import TERMINAL
+from quantlab.registry import Registry, open_registry
+
+log = logging.getLogger("quantlab.telemetry")
 
 EXECUTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -34,7 +48,8 @@ BACKTEST_TOTAL = Counter(
     ["status", "strategy"], registry=REGISTRY,
 )
 EXECUTION_SECONDS = Histogram(
-    "backtest_execution_seconds", "Wall time from a run's start to its end.",
+    "backtest_execution_seconds",
+    "Execution time of a run that ended (cache hits are not executions: see backtest_cache).",
     ["strategy"], buckets=EXECUTION_BUCKETS, registry=REGISTRY,
 )
 BARS_PROCESSED = Counter(
@@ -42,7 +57,8 @@ BARS_PROCESSED = Counter(
     registry=REGISTRY,
 )
 CACHE_REQUESTS = Counter(
-    "backtest_cache", "Result-cache look-ups at submit, by outcome (hit or miss).",
+    "backtest_cache", "Result-cache look-ups at submit, by outcome (hit or miss); a hit is "
+    "answered at once and counted nowhere else.",
     ["result"], registry=REGISTRY,
 )
 WORKER_HEARTBEAT = Gauge(
@@ -59,22 +75,23 @@ NOTIFIER_FAILURES = Counter(
     ["channel"], registry=REGISTRY,
 )
 
-TERMINAL = ("completed", "failed", "cancelled")
+def observe_event(event: Any) -> None:
+    """Update this process's counters from one event of the stream.
 
-
-def observe_event(event: Any, strategy: str | None = None) -> None:
-    """Update this process's counters from one event it published.
-
-    ``event`` has ``type`` and ``data`` (a :class:`quantlab.events.Event`). Terminal events
-    carry ``seconds`` (the run's duration) and ``strategy`` (the label, unless given here);
-    progress events carry ``bars_delta``, the bars simulated since the previous one.
+    ``event`` has ``type`` and ``data`` (a :class:`quantlab.events.Event`; payloads are declared
+    in :mod:`quantlab.jobs.lifecycle`). A terminal event counts the run by status and strategy,
+    and its execution ``seconds`` when it executed at all (a run cancelled while queued tells 0);
+    a cache hit (``cached``) was counted as a hit when it was queued and is no execution. Progress events carry ``bars_delta``, the bars
+    simulated since the previous one.
     """
     data = event.data or {}
     if event.type in TERMINAL:
-        label = strategy or data.get("strategy") or "unknown"
+        if data.get("cached"):
+            return
+        label = str(data.get("strategy"))
         BACKTEST_TOTAL.labels(status=event.type, strategy=label).inc()
         duration = data.get("seconds")
-        if isinstance(duration, int | float) and duration >= 0:
+        if isinstance(duration, int | float) and duration > 0:
             EXECUTION_SECONDS.labels(strategy=label).observe(duration)
     elif event.type == "queued" and data.get("cached") is not None:
         # "cached" is told only when the cache was consulted (not with cache=False)
@@ -100,8 +117,6 @@ class RegistryCollector(Collector):
     def _registry(self) -> Any:
         if self._factory is not None:
             return self._factory()
-        from quantlab.registry import open_registry
-
         return open_registry()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -122,8 +137,6 @@ def exposition_registry(include_state: bool = True) -> CollectorRegistry:
     """The registry an endpoint serves: this process (or all worker processes in multiprocess
     mode) plus, when asked, the registry-derived gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         served = CollectorRegistry()
         multiprocess.MultiProcessCollector(served)
     else:
@@ -159,6 +172,108 @@ def metric_names(registry: CollectorRegistry | None = None) -> set[str]:
 
 def start_http_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` on ``port`` in a daemon thread (``quantlab worker --metrics-port``)."""
-    from prometheus_client import start_http_server as _start
+    _start_http_server(port, addr=addr, registry=exposition_registry())
 
-    _start(port, addr=addr, registry=exposition_registry())
+
+def beat_worker(worker: str) -> None:
+    """Stamp ``worker``'s heartbeat gauge (the worker's consumer calls it every reaper pass)."""
+    WORKER_HEARTBEAT.labels(worker=worker).set(time.time())
+
+
+# -- the subscriber ------------------------------------------------------------------------------
+
+LOCK_FILE = "telemetry-subscriber.lock"
+REDIS_KEY = "quantlab:telemetry:subscriber"
+STATE = "telemetry_state"  # registry collection of the subscriber's cursor
+CURSOR_ID = "cursor"
+SAVE_EVERY = 0.5  # seconds between two saves of the cursor
+
+
+class Subscriber:
+    """Follows every run's events and feeds the counters of this process.
+
+    ``run(stop)`` blocks until ``stop`` is set: it waits for the subscriber lock (another
+    subscriber of the same home or team may hold it), then follows the stream from the cursor
+    saved in the registry, so that a standby taking over counts what the last holder did not.
+    Without a saved cursor it starts from the first event. Errors of the stream or the registry
+    are logged and retried; they never end the loop.
+    """
+
+    def __init__(self, settings: settings_mod.Settings | None = None,
+                 observe: Callable[[Any], None] = observe_event) -> None:
+        self.settings = settings or settings_mod.current()
+        self.observe = observe
+        self.counting = threading.Event()  # set while this subscriber holds the lock
+
+    def run(self, stop: threading.Event) -> None:
+        lock = leader_lock(self.settings.home / LOCK_FILE, self.settings.redis_url, REDIS_KEY)
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not lock.acquire(stop):
+                    return
+                self.counting.set()
+                try:
+                    self._follow(stop, lock.lost)
+                    failures = 0
+                finally:
+                    self.counting.clear()
+                    lock.release()
+            except Exception:
+                failures += 1
+                log.exception("telemetry subscriber error; retrying")
+            if not stop.is_set():
+                stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+
+    def _follow(self, stop: threading.Event, lost: threading.Event) -> None:
+        registry = open_registry(self.settings)
+        stream = open_events(self.settings)
+        cursor = load_cursor(registry)
+        if cursor > stream.last_seq():
+            # the event store was emptied or replaced (numbering restarts): start over
+            log.warning("telemetry cursor %s is past the last event %s; starting over",
+                        cursor, stream.last_seq())
+            cursor = 0
+        saved, last_save = cursor, time.monotonic()
+        try:
+            while not (stop.is_set() or lost.is_set()):
+                for event in stream.wait(None, cursor, timeout=0.5):
+                    self.observe(event)
+                    cursor = event.seq
+                if cursor != saved and time.monotonic() - last_save >= SAVE_EVERY:
+                    save_cursor(registry, cursor)
+                    saved, last_save = cursor, time.monotonic()
+        finally:
+            if cursor != saved:
+                save_cursor(registry, cursor)
+
+
+def load_cursor(registry: Registry) -> int:
+    try:
+        return int(registry.get_document(STATE, CURSOR_ID).get("seq") or 0)
+    except RunError:  # none saved yet
+        return 0
+
+
+def save_cursor(registry: Registry, seq: int) -> None:
+    registry.save_document(STATE, {"id": CURSOR_ID, "seq": seq, "updated_at": time.time()})
+
+
+class SubscriberThread:
+    """A subscriber running in a daemon thread; ``stop()`` ends it."""
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=subscriber.run, args=(self.stop_event,),
+                                       name="quantlab-telemetry", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+def start_subscriber_thread(settings: settings_mod.Settings | None = None) -> SubscriberThread:
+    """Start a subscriber thread in this process (a worker's side service); returns it."""
+    return SubscriberThread(Subscriber(settings))

@@ -15,8 +15,10 @@ import pytest
 
 import quantlab as ql
 from quantlab.errors import ConfigError, QueueFull, RunError, RunNotFound
-from quantlab.jobs import backends, orchestrator, queue
-from quantlab.jobs.worker import worker_alive
+from quantlab.events import open_events
+from quantlab.jobs import orchestrator, queue
+from quantlab.jobs.supervisor import worker_alive
+from quantlab.registry import open_registry
 from tests.support import jobs as support
 from tests.support.jobs import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
@@ -84,8 +86,8 @@ def test_submitted_sweep_matches_the_backtest_sweep(home: Path) -> None:
 def test_an_invalid_config_creates_nothing(home: Path, bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         ql.submit(bad)
-    assert backends.registry().count_runs() == 0
-    assert backends.events().last_seq() == 0
+    assert open_registry().count_runs() == 0
+    assert open_events().last_seq() == 0
     assert queue.pending_count() == 0
     assert not (home / "worker.pid").exists() and not worker_alive()
 
@@ -95,7 +97,7 @@ def test_bad_priority_and_cache_arguments_are_refused(home: Path) -> None:
         ql.submit(SINGLE, priority="high")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="cache must be True or False"):
         ql.submit(SINGLE, cache="yes")  # type: ignore[arg-type]
-    assert backends.registry().count_runs() == 0
+    assert open_registry().count_runs() == 0
 
 
 def test_queue_full_creates_nothing(home: Path, no_worker: None,
@@ -106,7 +108,7 @@ def test_queue_full_creates_nothing(home: Path, no_worker: None,
     with pytest.raises(QueueFull) as info:
         ql.submit({**SINGLE, "params": {"fast": 6, "slow": 40}})
     assert "QUANTLAB_QUEUE_MAX=2" in str(info.value) and "nothing was created" in str(info.value)
-    assert backends.registry().count_runs() == 2
+    assert open_registry().count_runs() == 2
     assert queue.pending_count() == 2
     first.cancel()
     assert ql.submit({**SINGLE, "params": {"fast": 6, "slow": 40}}).status == "queued"
@@ -309,7 +311,7 @@ def test_wait_with_a_timeout_raises_and_the_run_goes_on(home: Path, no_worker: N
 
 def test_reaper_requeues_a_run_whose_worker_stopped_beating(home: Path, no_worker: None) -> None:
     run = ql.submit(SINGLE)
-    registry = backends.registry()
+    registry = open_registry()
     # What a worker that took the run and then died leaves behind:
     registry.update_run(run.id, {"status": "running", "worker": "gone:1:Worker-1", "attempts": 1,
                                  "heartbeat_at": time.time() - 60}, expect_status=("queued",))
@@ -365,7 +367,7 @@ def test_estimates_scale_with_the_config_shape(home: Path) -> None:
 
 
 def test_chunk_sizer_aims_at_the_target_time() -> None:
-    from quantlab.jobs.runner import ChunkSizer
+    from quantlab.jobs.execution import ChunkSizer
 
     sizer = ChunkSizer(target=0.05, first=64)
     sizer.observe(64, 0.001)  # far too fast: grow, but at most 8x per step
@@ -510,7 +512,7 @@ def test_a_shard_whose_worker_is_killed_is_run_again_and_the_sweep_completes(
 def test_cli_worker_refuses_a_strategy_module_it_cannot_import(home: Path) -> None:
     from click.testing import CliRunner
 
-    from quantlab.jobs import cli
+    from quantlab import cli
 
     out = CliRunner().invoke(cli.worker, ["--import", "no_such_module_here", "--no-warm-up"])
     assert out.exit_code == 2
@@ -568,7 +570,7 @@ def test_a_strategy_defined_in_the_kernel_travels_to_the_worker_as_source(
 
 
 def test_the_worker_bars_cache_is_bounded_by_count_and_bytes(home: Path) -> None:
-    from quantlab.jobs.runner import BarsCache
+    from quantlab.jobs.execution import BarsCache
 
     small = ql.data.load("AAA", "2020-01-01", "2020-12-31")
     loads: list[str] = []
@@ -631,7 +633,7 @@ def test_a_worker_reuses_indicators_of_earlier_runs_on_the_same_data(home: Path)
 
 
 def test_a_failed_start_is_explained_by_that_workers_own_log_lines(tmp_path: Path) -> None:
-    from quantlab.jobs.worker import _last_error
+    from quantlab.jobs.supervisor import _last_error
 
     log = tmp_path / "worker.log"
     log.write_text("ValueError: an error of an earlier worker\n")

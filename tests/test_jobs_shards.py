@@ -13,9 +13,10 @@ import pytest
 
 import quantlab as ql
 from quantlab import settings
-from quantlab.jobs import backends, orchestrator, queue, runner, shards
+from quantlab.jobs import execution, orchestrator, queue, shards
 from quantlab.jobs.api import Run
 from quantlab.jobs.shards import ShardBoard
+from quantlab.registry import open_registry
 from tests.support import jobs as support
 from tests.support.jobs import SWEEP, WAIT, Workers, wait_for
 
@@ -43,9 +44,9 @@ def team(home: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def _taken_by_a_coordinator_that_dies(run_id: str) -> None:
     """The run as a worker's ``execute`` leaves it when it takes it (``queued -> running``)."""
     now = time.time()
-    assert backends.registry().update_run(
+    assert open_registry().update_run(
         run_id, {"status": "running", "worker": GONE, "attempts": 1, "started_at": now,
-                 "heartbeat_at": now, "step": runner.STEP_SIMULATING},
+                 "heartbeat_at": now, "step": execution.STEP_SIMULATING},
         expect_status=("queued",))
 
 
@@ -103,7 +104,7 @@ def test_a_new_coordinator_runs_again_a_shard_whose_result_is_only_a_part(
         leftover_cancel: bool) -> None:
     run = ql.submit(SWEEP)
     _taken_by_a_coordinator_that_dies(run.id)
-    doc = backends.registry().get_run(run.id)
+    doc = open_registry().get_run(run.id)
     board = ShardBoard(run.id, SHARDS, settings.current())
     # shard 1 as a helper left it when it stopped after 2 combinations: claimed, a 2-row
     # table and a result that is not complete
@@ -111,10 +112,10 @@ def test_a_new_coordinator_runs_again_a_shard_whose_result_is_only_a_part(
     monkeypatch.setenv("QUANTLAB_JOBS_MAX_CHUNK", "2")
 
     def stop() -> None:
-        raise runner.CancelRequested
+        raise execution.CancelRequested
 
-    bars, _ = runner.load_bars(doc)
-    with pytest.raises(runner.CancelRequested):
+    bars, _ = execution.load_bars(doc)
+    with pytest.raises(execution.CancelRequested):
         shards.run_shard(doc, 1, SHARDS, bars, settings.current(), between=stop)
     assert board.result(1) == {"rows": 2, "complete": False}
     if leftover_cancel:  # the dead coordinator was stopping on the time limit

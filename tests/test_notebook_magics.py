@@ -239,7 +239,7 @@ def test_a_notebook_strategy_travels_with_its_imports_helpers_and_constants(
     assert own.startswith('@ql.strategy(name="nb_momentum")\ndef nb_momentum(bars, n=10):')
 
     # the shipped source alone rebuilds the strategy (what the worker does)
-    from quantlab.notebook.usercode import load_shipped_strategy
+    from quantlab.strategies.usercode import load_shipped_strategy
 
     rebuilt = load_shipped_strategy("nb_momentum", source)
     assert rebuilt.params == {"n": 10}

@@ -16,10 +16,10 @@ from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, summary_line
-from quantlab.notebook.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
 from quantlab.render import svg
 from quantlab.render.format import format_duration, format_metric, metrics_table_html
 from quantlab.render.results import best_rows, sweep_matrix
+from quantlab.strategies.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
 from tests.support import notebook as support
 
 # -- cell body ---------------------------------------------------------------------------------
@@ -142,8 +142,8 @@ def test_state_walks_queued_running_completed() -> None:
 
     assert state.apply(Ev(1, "started", {"worker": "w1", "attempts": 1}, ts=1001.0))
     assert state.status == "running" and state.queue_position is None
-    assert state.apply(Ev(2, "progress", {"percent": 62.0, "step": "simulating",
-                                          "bars_done": 1_200_000, "eta": 2.0}, ts=1004.0))
+    assert state.apply(Ev(2, "progress", {"progress": 0.62, "step": "simulating",
+                                          "bars_done": 1_200_000, "eta_seconds": 2.0}, ts=1004.0))
     assert state.progress == pytest.approx(0.62)
     line = summary_line(state, now=1004.0)
     assert line == "simulating · 1.2 M bars · 0:03 elapsed · ~0:02 left"
@@ -157,14 +157,28 @@ def test_state_walks_queued_running_completed() -> None:
     assert summary_line(state) == "completed · 1.2 M bars · 0:05 elapsed"
 
 
+def test_state_reads_the_progress_payload_workers_publish_in_its_one_spelling() -> None:
+    from quantlab.jobs.lifecycle import Progress
+
+    told = Progress(progress=0.5, step="simulating", bars_done=10, bars_delta=10, done_units=5,
+                    total_units=10, eta_seconds=3.0).data()
+    state = _queued_state()
+    state.apply(Ev(1, "started", ts=1001.0))
+    assert state.apply(Ev(2, "progress", told, ts=1002.0))
+    assert (state.progress, state.eta_seconds, state.total_units) == (0.5, 3.0, 10)
+    # the old spellings (percent, eta) are no longer read
+    state.apply(Ev(3, "progress", {"percent": 90.0, "eta": 1.0}, ts=1003.0))
+    assert state.progress == 0.5 and state.eta_seconds is None
+
+
 def test_state_ignores_replayed_and_post_terminal_events() -> None:
     state = _queued_state()
     state.apply(Ev(5, "started", ts=1001.0))
-    assert not state.apply(Ev(5, "progress", {"percent": 90.0}))  # same seq: a replay
-    assert not state.apply(Ev(4, "progress", {"percent": 90.0}))  # older
+    assert not state.apply(Ev(5, "progress", {"progress": 0.9}))  # same seq: a replay
+    assert not state.apply(Ev(4, "progress", {"progress": 0.9}))  # older
     state.apply(Ev(6, "cancelled", {"partial": True}, ts=1002.0))
     assert state.status == "cancelled" and state.partial
-    assert not state.apply(Ev(7, "progress", {"percent": 95.0}))
+    assert not state.apply(Ev(7, "progress", {"progress": 0.95}))
     assert state.status == "cancelled"
     # a stale record never reopens a finished run either
     state.update_from_record({"id": "R1", "status": "running", "progress": 0.5})
@@ -174,7 +188,7 @@ def test_state_ignores_replayed_and_post_terminal_events() -> None:
 def test_state_requeued_after_worker_death_resumes() -> None:
     state = _queued_state()
     state.apply(Ev(1, "started", {"attempts": 1}, ts=1001.0))
-    state.apply(Ev(2, "progress", {"percent": 40.0, "step": "simulating"}, ts=1002.0))
+    state.apply(Ev(2, "progress", {"progress": 0.4, "step": "simulating"}, ts=1002.0))
     state.apply(Ev(3, "queued", {"reason": "worker_lost", "attempts": 1}, ts=1010.0))
     assert state.status == "queued" and not state.terminal
     assert "resuming (attempt 2)" in summary_line(state, now=1011.0)
@@ -458,7 +472,7 @@ def test_run_list_filter_errors(line: str, expected: str) -> None:
 
 def test_attach_strategy_source_to_a_dict_and_a_config_model(ql_home: Any) -> None:
     import quantlab as ql
-    from quantlab.notebook.usercode import attach_strategy_source
+    from quantlab.strategies.usercode import attach_strategy_source
 
     @ql.strategy(name="unit_always_long")
     def unit_always_long(bars: Any, k: int = 1) -> Any:

@@ -18,9 +18,13 @@ from typing import Any
 import pytest
 
 import quantlab as ql
-from quantlab.notebook.usercode import attach_strategy_source, source_line_offset
+from quantlab.events import open_events
+from quantlab.jobs import lifecycle
+from quantlab.jobs.lifecycle import RunStatus
 from quantlab.notebook.widget import RunWidget, wait_for_outcome
+from quantlab.registry import open_registry
 from quantlab.render.format import format_metric
+from quantlab.strategies.usercode import attach_strategy_source, source_line_offset
 from tests.support import notebook as support
 from tests.support.notebook import Worker, wait_for
 
@@ -43,42 +47,35 @@ def no_worker(nb_home: Path) -> Iterator[None]:
 
 
 class ScriptedWorker:
-    """Moves one run through its life like quantlab.jobs.runner does: one compare-and-set
-    registry update, then one event, per transition."""
+    """Moves one run through its life like quantlab.jobs.runner does: one transition
+    (compare-and-set registry update, then one event) per status change."""
 
     def __init__(self, run_id: str) -> None:
-        from quantlab.jobs import backends
-
         self.run_id = run_id
-        self.registry = backends.registry()
-
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        from quantlab.jobs.orchestrator import publish
-
-        publish(self.run_id, kind, data)
+        self.registry = open_registry()
 
     def start(self) -> None:
-        fields = {"status": "running", "started_at": time.time(), "worker": "scripted",
-                  "attempts": 1, "step": "collecting market data", "position": None}
-        assert self.registry.update_run(self.run_id, fields, expect_status=("queued",))
-        self.publish("started", {"worker": "scripted", "attempts": 1})
+        fields = {"started_at": time.time(), "worker": "scripted", "attempts": 1,
+                  "step": "collecting market data", "position": None}
+        assert lifecycle.transition(self.run_id, RunStatus.RUNNING, expect=RunStatus.QUEUED,
+                                    fields=fields, event=lifecycle.Started("scripted", 1))
 
     def progress(self, fraction: float, step: str, bars: int, eta: float) -> None:
         self.registry.update_run(self.run_id, {"progress": fraction, "step": step,
                                                "bars_done": bars, "eta_seconds": eta})
-        self.publish("progress", {"percent": 100 * fraction, "progress": fraction, "step": step,
-                                  "bars_done": bars, "eta": eta})
+        lifecycle.publish(self.run_id, lifecycle.Progress(
+            progress=fraction, step=step, bars_done=bars, bars_delta=bars, done_units=bars,
+            total_units=2 * bars, eta_seconds=eta))
 
     def log(self, message: str, level: str = "info") -> None:
-        from quantlab.jobs.orchestrator import run_log
-
-        run_log(self.run_id, message, level)
+        lifecycle.run_log(self.run_id, message, level)
 
     def fail(self, error: str, trace: str) -> None:
-        fields = {"status": "failed", "finished_at": time.time(), "step": "failed",
-                  "error": error, "traceback": trace}
-        assert self.registry.update_run(self.run_id, fields, expect_status=("running",))
-        self.publish("failed", {"error": error, "reason": "error", "traceback": trace})
+        assert lifecycle.transition(
+            self.run_id, RunStatus.FAILED, expect=RunStatus.RUNNING,
+            fields={"error": error, "traceback": trace},
+            event=lifecycle.Failed("fragile_test_strategy", reason="error", error=error,
+                                   traceback=trace))
 
 
 @ql.strategy(name="fragile_test_strategy")
@@ -194,9 +191,7 @@ def test_a_live_sweep_ends_as_its_results_view(nb_home: Path, worker: Worker) ->
     full = view.equity_panel.chart.value
     slider.index = (0, len(slider.options) // 2)
     assert view.equity_panel.chart.value != full
-    from quantlab.jobs import backends
-
-    assert widget.state.last_seq == backends.events().last_seq(run.id)
+    assert widget.state.last_seq == open_events().last_seq(run.id)
 
 
 @pytest.mark.slow
@@ -233,11 +228,10 @@ def test_a_raising_notebook_strategy_shows_the_users_line(nb_home: Path,
 
 
 def test_a_deleted_run_stops_the_follower_with_a_note(nb_home: Path, no_worker: None) -> None:
-    from quantlab.jobs import backends
 
     run = ql.submit(SINGLE)
     widget = RunWidget(run)
-    backends.registry().delete_run(run.id)
+    open_registry().delete_run(run.id)
     wait_for(lambda: not widget.following, 10, "the follower to stop")
     assert f"run {run.id} is no longer in the registry (deleted)" in widget.info.value
 
@@ -251,9 +245,9 @@ def test_apply_drives_a_widget_without_a_thread(nb_home: Path, no_worker: None) 
     base = widget.state.last_seq
     assert widget.apply(Event(base + 1, run.id, "started", time.time(), {"attempts": 1}))
     assert widget.apply(Event(base + 2, run.id, "progress", time.time(),
-                              {"percent": 25.0, "step": "computing indicators"}))
+                              {"progress": 0.25, "step": "computing indicators"}))
     assert widget.progress.value == 0.25 and "computing indicators" in widget.info.value
-    assert not widget.apply(Event(base + 2, run.id, "progress", time.time(), {"percent": 90}))
+    assert not widget.apply(Event(base + 2, run.id, "progress", time.time(), {"progress": 0.9}))
     assert widget.progress.value == 0.25  # a replayed event changes nothing
 
 
@@ -261,9 +255,8 @@ def test_the_follower_survives_an_unreadable_event_stream(
         nb_home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """One failed wait (Redis restarting in team mode) pauses the view; it does not end it."""
     from quantlab.errors import EventsUnavailable
-    from quantlab.jobs import backends
 
-    events = backends.events()
+    events = open_events()
     real_wait = events.wait
     view: dict[str, RunWidget] = {}
     shown_at_wait: list[str] = []  # the info line as each wait starts

@@ -43,7 +43,7 @@ def test_terminal_events_count_runs_and_their_duration() -> None:
 
 def test_progress_events_count_bars_and_other_events_count_nothing() -> None:
     before = sample(telemetry.REGISTRY, "backtest_bars_processed_total") or 0
-    telemetry.observe_event(event("progress", percent=50, bars_delta=1_000))
+    telemetry.observe_event(event("progress", progress=0.5, bars_delta=1_000))
     telemetry.observe_event(event("log", message="hello"))
     assert sample(telemetry.REGISTRY, "backtest_bars_processed_total") == before + 1_000
 
@@ -111,3 +111,18 @@ def test_bad_durations_are_ignored_not_observed(bad: dict[str, object]) -> None:
     telemetry.observe_event(event("completed", strategy="x", **bad))
     assert (sample(telemetry.REGISTRY, "backtest_execution_seconds_count", strategy="x") or 0) == before
     assert sample(telemetry.REGISTRY, "backtest_total", status="completed", strategy="x") >= 1
+
+
+def test_a_cache_hit_and_a_run_that_never_executed_are_no_executions() -> None:
+    def count(name: str, **labels: str) -> float:
+        return sample(telemetry.REGISTRY, name, **labels) or 0
+
+    before = (count("backtest_execution_seconds_count", strategy="cachey"),
+              count("backtest_total", status="completed", strategy="cachey"),
+              count("backtest_total", status="cancelled", strategy="cachey"))
+    telemetry.observe_event(event("queued", cached=True))
+    telemetry.observe_event(event("completed", strategy="cachey", seconds=0.0, cached=True))
+    telemetry.observe_event(event("cancelled", strategy="cachey", seconds=0.0, cached=False))
+    assert count("backtest_execution_seconds_count", strategy="cachey") == before[0]
+    assert count("backtest_total", status="completed", strategy="cachey") == before[1]
+    assert count("backtest_total", status="cancelled", strategy="cachey") == before[2] + 1

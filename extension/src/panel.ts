@@ -132,16 +132,15 @@ export class BacktestsPanel extends Widget {
         break;
       case 'progress':
         run.status = 'running';
-        if (typeof data.percent === 'number') {
-          run.progress = data.percent / 100;
-        } else if (typeof data.progress === 'number') {
+        // the fields of quantlab.jobs.lifecycle.Progress, one spelling each
+        if (typeof data.progress === 'number') {
           run.progress = data.progress;
         }
         run.step = (data.step as string) ?? run.step;
         if (typeof data.bars_done === 'number') {
           run.bars_done = data.bars_done;
         }
-        run.eta_seconds = typeof data.eta === 'number' ? data.eta : (data.eta_seconds ?? null);
+        run.eta_seconds = typeof data.eta_seconds === 'number' ? data.eta_seconds : null;
         break;
       case 'completed':
       case 'failed':

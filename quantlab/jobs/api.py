@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from quantlab import settings as settings_mod
+from quantlab.engine import Result
 from quantlab.errors import ConfigError, RunError
-from quantlab.jobs import backends, orchestrator
+from quantlab.events import EventStream, open_events
+from quantlab.jobs import orchestrator
 from quantlab.jobs.display import RENDERERS
+from quantlab.jobs.lifecycle import TERMINAL
+from quantlab.registry import Registry, RunRecord, open_registry
 from quantlab.settings import Settings
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from quantlab.engine import Result
-
-TERMINAL = orchestrator.TERMINAL
+__all__ = ["TERMINAL", "Run", "RunList", "get_run", "runs", "submit"]
 
 
 class Run:
     """A submitted run. ``record`` is its registry document, read fresh on every access."""
 
     def __init__(self, run_id: str, *, settings: Settings | None = None,
-                 record: dict[str, Any] | None = None) -> None:
+                 record: RunRecord | None = None) -> None:
         self.id = run_id
         self.settings = settings or settings_mod.current()
         self._record = record
@@ -38,15 +39,19 @@ class Run:
     # -- state -----------------------------------------------------------------------------------
 
     @property
-    def _registry(self) -> Any:
-        return backends.registry(self.settings)
+    def _registry(self) -> Registry:
+        return open_registry(self.settings)
 
     @property
-    def record(self) -> dict[str, Any]:
+    def _events(self) -> EventStream:
+        return open_events(self.settings)
+
+    @property
+    def record(self) -> RunRecord:
         """The run's registry document: status, progress, step, attempts, worker, error, times,
         metrics ... (read now)."""
         self._record = self._registry.get_run(self.id)
-        return dict(self._record)
+        return self._record.copy()
 
     @property
     def status(self) -> str:
@@ -76,7 +81,7 @@ class Run:
 
         Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on).
         """
-        events = backends.events(self.settings)
+        events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
         after = events.last_seq(self.id)
         while self.status not in TERMINAL:
@@ -116,9 +121,7 @@ class Run:
                 f"run {self.id} was {doc['status']} before it produced a result; submit it "
                 f"again to get one", run_id=self.id,
             )
-        from quantlab.engine import Result
-
-        prefix = doc["result_ref"]
+        prefix = str(doc["result_ref"])  # checked above
         self._result = Result.from_blobs({name: self._registry.get_blob(prefix + name)
                                           for name in blobs})
         return self._result
@@ -132,17 +135,18 @@ class Run:
     def report(self, output: str | None = None, html: bool = True) -> Any:
         """Execute the papermill report of this run; the notebook and its HTML are kept and
         linked from the run's record (``report_ref``). Returns the files written."""
-        from quantlab.reports.runner import run_report
-
-        return run_report(self.id, output, html)
+        if RENDERERS.report is None:
+            raise RunError("reports are not available in this process (import quantlab, which "
+                           "plugs in quantlab.reports)", run_id=self.id)
+        return RENDERERS.report(self.id, output, html)
 
     def events(self, after: int = 0, limit: int = 1000) -> list[Any]:
         """This run's events after sequence number ``after`` (replayable from any point)."""
-        return list(backends.events(self.settings).read(self.id, after=after, limit=limit))
+        return list(self._events.read(self.id, after=after, limit=limit))
 
     def follow(self, after: int = 0, idle_timeout: float | None = None) -> Iterator[Any]:
         """Iterate over this run's events as they come, ending after its final event."""
-        for event in backends.events(self.settings).follow(self.id, after=after,
+        for event in self._events.follow(self.id, after=after,
                                                            idle_timeout=idle_timeout):
             yield event
             if event.type in TERMINAL:
@@ -154,11 +158,11 @@ class Run:
 
     # -- display ---------------------------------------------------------------------------------
 
-    def _cached_record(self) -> dict[str, Any]:
+    def _cached_record(self) -> RunRecord:
         try:
             record = self.record
         except RunError:
-            return dict(self._record or {"id": self.id, "status": "unknown"})
+            return self._record or {"id": self.id, "status": "unknown"}
         if record.get("status") == "queued":
             record["position"] = orchestrator.queue_position(record, self.settings)
         return record
@@ -172,13 +176,12 @@ class Run:
     def _ipython_display_(self) -> None:
         """In a Jupyter kernel, the live widget (even without ``%load_ext quantlab``); in a
         terminal IPython, the text summary."""
+        # imported here: IPython is only ever loaded by a display, and costs a second to import
         from IPython import get_ipython
         from IPython.display import display
 
-        if getattr(get_ipython(), "kernel", None) is not None:
-            from quantlab.notebook.display import display_run
-
-            display_run(self)
+        if getattr(get_ipython(), "kernel", None) is not None and RENDERERS.live_view is not None:
+            RENDERERS.live_view(self)
         else:
             display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
 
@@ -192,14 +195,12 @@ class Run:
 class RunList(list[Run]):
     """Runs found by ``ql.runs(...)``: a list with a table display and ``.to_frame()``."""
 
-    def __init__(self, runs: list[Run], docs: list[dict[str, Any]]) -> None:
+    def __init__(self, runs: list[Run], docs: list[RunRecord]) -> None:
         super().__init__(runs)
         self.docs = docs
 
     def to_frame(self) -> pd.DataFrame:
         """One row per run: the document's fields plus one column per metric."""
-        import pandas as pd
-
         rows = []
         for doc in self.docs:
             row = {k: v for k, v in doc.items() if k not in ("metrics", "config", "traceback")}
@@ -240,7 +241,7 @@ def submit(config: Any, cache: bool = True, *, priority: int = 0, name: str | No
 def get_run(run_id: str) -> Run:
     """The run with that id (``RunNotFound`` if there is none), e.g. after a kernel restart."""
     settings = settings_mod.current()
-    doc = backends.registry(settings).get_run(str(run_id))
+    doc = open_registry(settings).get_run(str(run_id))
     return Run(doc["id"], settings=settings, record=doc)
 
 
@@ -250,7 +251,7 @@ def runs(*, status: Any = None, strategy: Any = None, symbol: Any = None, tag: A
          offset: int = 0) -> RunList:
     """Search the registry: ``ql.runs(status="completed", where="sharpe>1", sort="-sharpe")``."""
     settings = settings_mod.current()
-    docs = backends.registry(settings).find_runs(
+    docs = open_registry(settings).find_runs(
         status=status, strategy=strategy, symbol=symbol, tag=tag, user=user, since=since,
         until=until, text=text, where=where, sort=sort, limit=limit, offset=offset,
     )

@@ -1,15 +1,16 @@
 """How a run and a list of runs look in a notebook and a terminal.
 
 This is the one place that renders them: ``Run`` and ``RunList`` call :data:`RENDERERS`, so the
-notebook package can replace the HTML of a run with a live widget by assigning
-``RENDERERS.run_html`` (or subclass :class:`Renderers`) without touching the jobs code.
+layers above jobs plug in without jobs importing them: the notebook's live widget is
+``RENDERERS.live_view`` and the papermill report of a run is ``RENDERERS.report`` (both set by
+the ``quantlab`` package when it is imported); any method can be replaced or subclassed.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 LIST_COLUMNS = ("id", "name", "status", "progress", "strategy", "symbols", "user", "queued_at",
@@ -69,6 +70,11 @@ def summary(doc: Mapping[str, Any]) -> str:
 
 class Renderers:
     """Text and HTML of a run and of a run list; override any method to change the display."""
+
+    #: shows a ``Run`` live in a Jupyter kernel (the notebook's widget); None: the HTML summary
+    live_view: Callable[[Any], Any] | None = None
+    #: executes the report of a run: ``report(run_id, output, html)`` -> the files written
+    report: Callable[[str, str | None, bool], Any] | None = None
 
     def run_text(self, doc: Mapping[str, Any]) -> str:
         return summary(doc)

@@ -5,13 +5,14 @@ limit, records the run ``queued`` and only then enqueues its id. ``cancel`` take
 the queue or asks a running one to stop at its next chunk. ``reap`` puts runs whose worker died
 back on the queue (and re-enqueues queued runs whose queue message was lost).
 
-Every lifecycle transition is one compare-and-set on the registry status (``expect_status``)
-followed by one event, so that two processes racing on a run cannot both win.
+Every status change goes through :func:`quantlab.jobs.lifecycle.transition` (a compare-and-set
+on the registry status, then one event), so that two processes racing on a run cannot both win.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import statistics
 import time
@@ -20,14 +21,22 @@ from typing import Any
 
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
-from quantlab.errors import ConfigError, QuantlabError, QueueFull, RunError
-from quantlab.jobs import backends, queue
+from quantlab.engine import ENGINE_VERSION, sweep_combinations
+from quantlab.errors import ConfigError, QueueFull, RunError
+from quantlab.jobs import lifecycle, queue
+from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
-from quantlab.settings import Settings, env_number
+from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
+from quantlab.jobs.supervisor import ensure_worker
+from quantlab.registry import RunRecord, open_registry
+from quantlab.settings import Settings
+from quantlab.strategies.usercode import attach_strategy_source, user_strategy
 
 log = logging.getLogger("quantlab.jobs")
 
-TERMINAL = ("completed", "failed", "cancelled")
+QUEUED, RUNNING = RunStatus.QUEUED, RunStatus.RUNNING
+__all__ = ["TERMINAL", "cancel", "new_run_id", "queue_position", "reap", "run_log",
+           "stale_after", "submit"]
 # A run whose worker died this many times is failed instead of re-queued (a poison run must
 # not take every worker down in turn).
 MAX_ATTEMPTS = 3
@@ -35,11 +44,6 @@ MAX_ATTEMPTS = 3
 DEFAULT_THROUGHPUT = 2e7
 # Fixed cost of a run (load data, save results) in the duration estimate.
 RUN_OVERHEAD_SECONDS = 0.05
-
-
-def stale_after() -> float:
-    """Seconds without a heartbeat after which a running run's worker is presumed dead."""
-    return env_number("QUANTLAB_HEARTBEAT_TIMEOUT", 10.0, positive=True)
 
 
 # -- ids and events ------------------------------------------------------------------------------
@@ -58,39 +62,6 @@ def new_run_id(now: float | None = None) -> str:
     return "".join(reversed(chars))
 
 
-def publish(run_id: str, kind: str, data: Mapping[str, Any] | None = None,
-            settings: Settings | None = None, *, retry_for: float = 5.0) -> Any:
-    """Publish an event, retrying through a short outage of the event store (Redis restart)."""
-    deadline = time.monotonic() + retry_for
-    delay = 0.05
-    while True:
-        try:
-            event = backends.events(settings).publish(run_id, kind, dict(data or {}))
-        except QuantlabError:
-            raise
-        except Exception as exc:  # connection errors of Redis/SQLite
-            if time.monotonic() >= deadline:
-                raise RunError(
-                    f"could not publish the '{kind}' event of run {run_id}: {exc}; check that "
-                    f"the event store (QUANTLAB_REDIS_URL or QUANTLAB_HOME) is reachable",
-                    run_id=run_id,
-                ) from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            continue
-        from quantlab import telemetry  # imported late: multiprocess mode is chosen at start
-
-        telemetry.observe_event(event)
-        return event
-
-
-def run_log(run_id: str, message: str, level: str = "info",
-            settings: Settings | None = None) -> None:
-    """A line in the run's log and a ``log`` event (the widget's live tail)."""
-    backends.registry(settings).append_log(run_id, message, level)
-    publish(run_id, "log", {"message": message, "level": level}, settings)
-
-
 # -- estimates -----------------------------------------------------------------------------------
 
 _UNIT_TRADING_DAYS = {"d": 1.0, "w": 5.0, "mo": 21.0}
@@ -99,8 +70,6 @@ _UNIT_MINUTES = {"min": 1.0, "h": 60.0}
 
 def approx_bars(config: BacktestConfig) -> float:
     """Bars per symbol the config spans, from its dates and interval (for estimates only)."""
-    import re
-
     end = config.end.timestamp() if config.end else time.time()
     start = config.start.timestamp() if config.start else end - 10 * 365.25 * 86400
     trading_days = max(1.0, (end - start) / 86400) * 252 / 365.25
@@ -121,7 +90,7 @@ def work_units(config: BacktestConfig, combinations: int) -> float:
 def throughput(settings: Settings | None = None) -> float:
     """Median simulated bars per second of the recent completed runs on this install."""
     rates = []
-    for doc in backends.registry(settings).find_runs(status="completed", limit=30):
+    for doc in open_registry(settings).find_runs(status=RunStatus.COMPLETED, limit=30):
         units, start, end = doc.get("work_units"), doc.get("started_at"), doc.get("finished_at")
         if doc.get("cached_from") or not units or not start or not end or end <= start:
             continue
@@ -136,11 +105,11 @@ def estimate_seconds(units: float, settings: Settings | None = None) -> float:
 
 def queue_position(doc: Mapping[str, Any], settings: Settings | None = None) -> int | None:
     """1-based position of a queued run (higher priority first, then first come), else None."""
-    if doc.get("status") != "queued":
+    if doc.get("status") != QUEUED:
         return None
     ahead = 0
     mine = (-(doc.get("priority") or 0), doc.get("queued_at") or 0.0, doc["id"])
-    for other in backends.registry(settings).find_runs(status="queued", limit=None):
+    for other in open_registry(settings).find_runs(status=QUEUED, limit=None):
         key = (-(other.get("priority") or 0), other.get("queued_at") or 0.0, other["id"])
         if key < mine:
             ahead += 1
@@ -152,10 +121,8 @@ def queue_position(doc: Mapping[str, Any], settings: Settings | None = None) -> 
 
 def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | None = None,
            tags: Any = None, user: str | None = None,
-           settings: Settings | None = None) -> dict[str, Any]:
+           settings: Settings | None = None) -> RunRecord:
     """Validate, answer from the cache or queue the run; returns its registry document."""
-    from quantlab.notebook.usercode import attach_strategy_source
-
     settings = settings or settings_mod.current()
     # A strategy defined in this kernel (@ql.strategy in a notebook) travels as source text.
     config = attach_strategy_source(config)
@@ -164,9 +131,10 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
         overrides["tags"] = tags
     cfg = BacktestConfig.from_any(config, check=False, **overrides)
     cfg.check(symbols=False)
+    _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
     _check_priority(priority)
-    registry = backends.registry(settings)
+    registry = open_registry(settings)
     now = time.time()
     run_id = new_run_id(now)
     user = user or settings.user
@@ -183,16 +151,13 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     message = queue.message(run_id, priority, settings)
     doc = {
         **base,
-        "status": "queued", "step": "queued", "work_units": units,
-        "combinations": combos, "fetch_symbols": to_fetch,
+        "step": "queued", "work_units": units, "combinations": combos, "fetch_symbols": to_fetch,
         "estimated_seconds": estimate_seconds(units, settings), "task_id": str(message.id),
     }
-    doc["position"] = queue_position(doc, settings)
-    registry.insert_run(doc)  # the one registry write of the transition to "queued"
-    publish(run_id, "queued", {"position": doc["position"], "priority": priority,
-                               "estimated_seconds": doc["estimated_seconds"],
-                               "cached": False if cache and digest is not None else None},
-            settings)
+    doc["position"] = queue_position({**doc, "status": QUEUED}, settings)
+    transition(run_id, QUEUED, expect=None, fields=doc, settings=settings, event=lifecycle.Queued(
+        position=doc["position"], priority=priority, estimated_seconds=doc["estimated_seconds"],
+        cached=False if cache and digest is not None else None))
     try:
         queue.send(message, settings)
     except Exception as exc:
@@ -203,13 +168,24 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
             run_id=run_id,
         ) from exc
     if not settings.redis_url:
-        from quantlab.jobs.worker import ensure_worker
-
         try:
             ensure_worker(settings)
         except RunError as exc:
             raise RunError(f"run {run_id} is queued, but {exc.message}", run_id=run_id) from exc
     return registry.get_run(run_id)
+
+
+def _check_kernel_strategy_params(cfg: BacktestConfig) -> None:
+    """The config model skips the params check of a shipped strategy (workers cannot see the
+    kernel's registry); a strategy registered in this kernel is checked here, before queueing."""
+    found = user_strategy(cfg.strategy) if cfg.strategy_source else None
+    if found is None:
+        return
+    combos, skipped = sweep_combinations(found.name, cfg.params)
+    if not combos:
+        raise ConfigError(
+            f"the sweep over {found.name} params has no valid combination ({skipped} skipped "
+            f"as invalid); widen or fix the ranges in params", field="params")
 
 
 def _check_priority(priority: Any) -> None:
@@ -222,8 +198,6 @@ def _check_priority(priority: Any) -> None:
 
 def _base_document(cfg: BacktestConfig, run_id: str, user: str, priority: int, now: float,
                    digest: str | None, fingerprint: str | None) -> dict[str, Any]:
-    from quantlab.engine import ENGINE_VERSION
-
     return {
         "id": run_id,
         "name": cfg.name or default_name(cfg),
@@ -251,7 +225,7 @@ def default_name(cfg: BacktestConfig) -> str:
 def _check_queue_room(settings: Settings) -> None:
     if settings.queue_max is None:
         return
-    queued = backends.registry(settings).count_runs(status="queued")
+    queued = open_registry(settings).count_runs(status=QUEUED)
     if queued >= settings.queue_max:
         raise QueueFull(
             f"the queue is full: {queued} runs are waiting (QUANTLAB_QUEUE_MAX="
@@ -262,51 +236,51 @@ def _check_queue_room(settings: Settings) -> None:
 
 
 def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
-                settings: Settings) -> dict[str, Any]:
-    """A new completed run that reuses the result of ``hit`` (same config hash)."""
-    registry = backends.registry(settings)
+                settings: Settings) -> RunRecord:
+    """A new run that reuses the result of ``hit`` (same config hash): inserted queued (never
+    enqueued) and completed at once. Its events tell ``cached`` and no execution (0 s)."""
+    run_id = base["id"]
     now = base["queued_at"]
-    doc = {
-        **base,
-        "status": "completed", "step": "cached", "progress": 1.0,
-        "started_at": now, "finished_at": now, "heartbeat_at": None,
-        "metrics": hit.get("metrics") or {}, "result_ref": hit.get("result_ref"),
-        "result_blobs": hit.get("result_blobs") or [], "cached_from": hit["id"],
-        "partial": False, "bars_done": hit.get("bars_done") or 0,
-        "best_params": hit.get("best_params"), "estimated_seconds": 0.0,
+    transition(run_id, QUEUED, expect=None, settings=settings,
+               fields={**base, "step": "cached", "estimated_seconds": 0.0},
+               event=lifecycle.Queued(priority=base["priority"], cached=True))
+    fields = {
+        "step": "cached", "progress": 1.0, "started_at": now, "finished_at": now,
+        "heartbeat_at": None, "metrics": hit.get("metrics") or {},
+        "result_ref": hit.get("result_ref"), "result_blobs": hit.get("result_blobs") or [],
+        "cached_from": hit["id"], "partial": False, "bars_done": hit.get("bars_done") or 0,
+        "best_params": hit.get("best_params"),
     }
-    registry.insert_run(doc)
-    run_id = doc["id"]
-    publish(run_id, "queued", {"position": None, "priority": base["priority"], "cached": True},
-            settings)
-    publish(run_id, "completed", {"cached_from": hit["id"], "metrics": doc["metrics"],
-                                  "seconds": 0.0}, settings)
-    return registry.get_run(run_id)
+    transition(run_id, RunStatus.COMPLETED, expect=QUEUED, fields=fields, settings=settings,
+               event=lifecycle.Completed(strategy=base["strategy"], cached=True,
+                                         metrics=fields["metrics"], cached_from=hit["id"]))
+    return open_registry(settings).get_run(run_id)
 
 
 # -- cancel ----------------------------------------------------------------------------------------
 
 
-def cancel(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+def cancel(run_id: str, settings: Settings | None = None) -> RunRecord:
     """Cancel a run: a queued one ends ``cancelled`` at once; a running one is asked to stop at
     its next chunk (its worker records what was finished). A finished run is left as it is."""
     settings = settings or settings_mod.current()
-    registry = backends.registry(settings)
+    registry = open_registry(settings)
     doc = registry.get_run(run_id)
-    if doc["status"] == "queued":
-        now = time.time()
-        fields = {"status": "cancelled", "finished_at": now, "step": "cancelled",
-                  "cancel_requested": True, "error": "cancelled before it started"}
-        if registry.update_run(run_id, fields, expect_status=("queued",)):
-            publish(run_id, "cancelled", {"while": "queued", "partial": False}, settings)
+    if doc["status"] == QUEUED:
+        fields = {"cancel_requested": True, "error": "cancelled before it started"}
+        event = lifecycle.Cancelled(strategy=doc.get("strategy"), reason="cancelled",
+                                    while_=QUEUED)
+        if transition(run_id, RunStatus.CANCELLED, expect=QUEUED, fields=fields, event=event,
+                      settings=settings):
             try:
                 queue.revoke(doc.get("task_id"), settings)
             except Exception:  # the status is what counts; a stale message is a no-op anyway
                 log.warning("could not revoke queue message of run %s", run_id, exc_info=True)
             return registry.get_run(run_id)
         doc = registry.get_run(run_id)
-    if doc["status"] == "running":
-        registry.update_run(run_id, {"cancel_requested": True}, expect_status=("running",))
+    if doc["status"] == RUNNING:
+        # not a transition: the run's worker sees the request and makes it
+        registry.update_run(run_id, {"cancel_requested": True}, expect_status=(RUNNING,))
         run_log(run_id, "cancel requested; stopping at the next chunk", settings=settings)
     return registry.get_run(run_id)
 
@@ -320,12 +294,12 @@ def reap(settings: Settings | None = None, *, now: float | None = None,
     queue message is gone (a queue restarted without persistence). Returns the re-queued ids."""
     settings = settings or settings_mod.current()
     now = time.time() if now is None else now
-    registry = backends.registry(settings)
+    registry = open_registry(settings)
     requeued = []
     for doc in registry.stale_runs(now - stale_after()):
         if _recover(doc, settings, now):
             requeued.append(doc["id"])
-    old_queued = [d for d in registry.find_runs(status="queued", limit=None)
+    old_queued = [d for d in registry.find_runs(status=QUEUED, limit=None)
                   if (d.get("queued_at") or now) < now - orphans_older_than]
     if old_queued:
         waiting = queue.queued_run_ids(settings)
@@ -333,37 +307,38 @@ def reap(settings: Settings | None = None, *, now: float | None = None,
             if doc["id"] not in waiting:
                 log.warning("run %s was queued but not on the queue; re-enqueued", doc["id"])
                 task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
-                registry.update_run(doc["id"], {"task_id": task_id}, expect_status=("queued",))
+                registry.update_run(doc["id"], {"task_id": task_id}, expect_status=(QUEUED,))
                 requeued.append(doc["id"])
     return requeued
 
 
 def _recover(doc: Mapping[str, Any], settings: Settings, now: float) -> bool:
-    registry = backends.registry(settings)
+    """End or re-queue one run whose worker died; True if it was re-queued."""
     run_id = doc["id"]
     lost = f"worker {doc.get('worker')} stopped responding"
+    strategy, reason = doc.get("strategy"), "worker_lost"
+    # executed from its start to the last sign of life of its worker
+    last_seen, started = doc.get("heartbeat_at") or now, doc.get("started_at") or now
+    seconds = round(max(0.0, last_seen - started), 4)
     if doc.get("cancel_requested"):
-        fields = {"status": "cancelled", "finished_at": now, "step": "cancelled",
-                  "error": f"cancelled; {lost}"}
-        if registry.update_run(run_id, fields, expect_status=("running",)):
-            publish(run_id, "cancelled", {"while": "running", "partial": False}, settings)
+        transition(run_id, RunStatus.CANCELLED, expect=RUNNING, settings=settings,
+                   fields={"finished_at": now, "error": f"cancelled; {lost}"},
+                   event=lifecycle.Cancelled(strategy, seconds, reason=reason, while_=RUNNING))
         return False
     if (doc.get("attempts") or 0) >= MAX_ATTEMPTS:
         message = (f"{lost} on each of {doc.get('attempts')} attempts; the run was given up. "
                    f"It may exhaust a worker's memory: try fewer symbols, bars or combinations")
-        fields = {"status": "failed", "finished_at": now, "step": "failed", "error": message}
-        if registry.update_run(run_id, fields, expect_status=("running",)):
-            registry.append_log(run_id, message, "error")
-            publish(run_id, "failed", {"error": message, "reason": "worker_lost"}, settings)
+        transition(run_id, RunStatus.FAILED, expect=RUNNING, settings=settings,
+                   fields={"finished_at": now, "error": message},
+                   event=lifecycle.Failed(strategy, seconds, reason=reason, error=message), note=message, level="error")
         return False
-    fields = {"status": "queued", "worker": None, "step": "re-queued", "heartbeat_at": None,
-              "requeued_at": now}
-    if not registry.update_run(run_id, fields, expect_status=("running",)):
+    fields = {"worker": None, "step": "re-queued", "heartbeat_at": None, "requeued_at": now}
+    event = lifecycle.Queued(priority=doc.get("priority") or 0, reason="worker_lost",
+                             attempts=doc.get("attempts"), worker=doc.get("worker"))
+    if not transition(run_id, QUEUED, expect=RUNNING, fields=fields, event=event,
+                      note=f"{lost}; re-queued to resume from its last checkpoint",
+                      level="warning", settings=settings):
         return False
-    publish(run_id, "queued", {"reason": "worker_lost", "attempts": doc.get("attempts"),
-                               "worker": doc.get("worker")}, settings)
-    registry.append_log(run_id, f"{lost}; re-queued to resume from its last checkpoint",
-                        "warning")
     task_id = queue.enqueue(run_id, doc.get("priority") or 0, settings)
-    registry.update_run(run_id, {"task_id": task_id}, expect_status=("queued",))
+    open_registry(settings).update_run(run_id, {"task_id": task_id}, expect_status=(QUEUED,))
     return True

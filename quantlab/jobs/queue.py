@@ -1,20 +1,27 @@
 """The Huey app: ``SqliteHuey`` under ``QUANTLAB_HOME`` (embedded) or ``PriorityRedisHuey``
-at ``QUANTLAB_REDIS_URL`` (team), with the one task QuantLab queues: execute a run by id.
+at ``QUANTLAB_REDIS_URL`` (team), and the messages QuantLab queues: execute a run by id, and
+execute one shard of a split sweep.
 
-Only a run id crosses the queue (Huey pickles task arguments); everything else lives in the
+Only a run id (and a shard's index and count) crosses the queue; everything else lives in the
 registry. The queue is a delivery mechanism, not the source of truth: a message that is lost or
 delivered twice is harmless, because a worker starts a run only by compare-and-setting its
 registry status from ``queued`` to ``running``.
+
+A message names its task by a string (Huey's ``<module>.<task name>``); this module builds and
+sends messages by that name alone, and :mod:`quantlab.jobs.tasks` registers the bodies that run
+them on the consumer's app. So submitting needs none of the worker's code.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import uuid
 from typing import Any
 
 from huey import PriorityRedisHuey, SqliteHuey
-from huey.api import Huey, TaskWrapper
+from huey.api import Huey
+from huey.registry import Message
 
 from quantlab import settings as settings_mod
 from quantlab.settings import Settings
@@ -24,54 +31,40 @@ TASK_NAME = "quantlab.execute_run"
 SHARD_TASK_NAME = "quantlab.execute_shard"
 QUEUE_FILE = "queue.sqlite"
 
+# The module that registers the task bodies: part of each task's name on the wire.
+TASKS_MODULE = "quantlab.jobs.tasks"
+
 _lock = threading.Lock()
-_apps: dict[tuple[Any, ...], tuple[Huey, dict[str, TaskWrapper]]] = {}
+_apps: dict[tuple[Any, ...], Huey] = {}
 
 
-def _execute_run(run_id: str) -> None:
-    """The Huey task: run ``run_id`` (imports lazily: the submitting kernel never runs it)."""
-    from quantlab.jobs.runner import execute
-
-    execute(run_id)
-
-
-def _execute_shard(run_id: str, index: int, count: int) -> None:
-    """The Huey task of one shard of a split sweep (see :mod:`quantlab.jobs.shards`)."""
-    from quantlab.jobs.shards import execute_shard
-
-    execute_shard(run_id, index, count)
+def wire_name(task_name: str) -> str:
+    """The name a message gives its task (``Huey``'s ``<module of the body>.<task name>``)."""
+    return f"{TASKS_MODULE}.{task_name}"
 
 
 def queue_key(settings: Settings) -> tuple[Any, ...]:
     return (os.getpid(), settings.redis_url or str(settings.home / QUEUE_FILE))
 
 
-def build_huey(settings: Settings) -> tuple[Huey, dict[str, TaskWrapper]]:
-    """A new Huey instance for ``settings`` and the QuantLab tasks registered on it."""
-    huey: Huey
+def build_huey(settings: Settings) -> Huey:
+    """A new Huey instance for ``settings`` (no task bodies: see :mod:`quantlab.jobs.tasks`)."""
     if settings.redis_url:
         # Blocking pops (BZPOPMIN) wake a worker ~1 ms after an enqueue; health checks and
         # retries let the connection pool recover when Redis restarts.
-        huey = PriorityRedisHuey(
+        return PriorityRedisHuey(
             QUEUE_NAME, url=settings.redis_url, results=False, utc=True, blocking=True,
             read_timeout=1,
         )
-    else:
-        settings.ensure_home()
-        huey = SqliteHuey(
-            QUEUE_NAME, filename=str(settings.home / QUEUE_FILE), results=False, utc=True,
-            timeout=30,
-        )
-    # No Huey retries: a failed run is final, and a lost worker is handled by the reaper.
-    tasks = {
-        TASK_NAME: huey.task(name=TASK_NAME, retries=0)(_execute_run),
-        SHARD_TASK_NAME: huey.task(name=SHARD_TASK_NAME, retries=0)(_execute_shard),
-    }
-    return huey, tasks
+    settings.ensure_home()
+    return SqliteHuey(
+        QUEUE_NAME, filename=str(settings.home / QUEUE_FILE), results=False, utc=True,
+        timeout=30,
+    )
 
 
-def app(settings: Settings | None = None) -> tuple[Huey, dict[str, TaskWrapper]]:
-    """This process's Huey app and tasks for ``settings`` (cached; rebuilt after a fork)."""
+def huey_app(settings: Settings | None = None) -> Huey:
+    """This process's Huey app for ``settings`` (cached; rebuilt after a fork)."""
     settings = settings or settings_mod.current()
     key = queue_key(settings)
     with _lock:
@@ -81,19 +74,21 @@ def app(settings: Settings | None = None) -> tuple[Huey, dict[str, TaskWrapper]]
         return found
 
 
-def huey_app(settings: Settings | None = None) -> Huey:
-    return app(settings)[0]
+def _message(task_name: str, args: tuple[Any, ...], priority: int) -> Message:
+    # No Huey retries: a failed run is final, and a lost worker is handled by the reaper.
+    return Message(id=str(uuid.uuid4()), name=wire_name(task_name), retries=0, retry_delay=0,
+                   priority=int(priority) or None, args=args, kwargs={})
 
 
-def message(run_id: str, priority: int = 0, settings: Settings | None = None) -> Any:
+def message(run_id: str, priority: int = 0, settings: Settings | None = None) -> Message:
     """The queue message that runs ``run_id`` (its ``.id`` is known before it is sent)."""
-    _, tasks = app(settings)
-    return tasks[TASK_NAME].s(run_id, priority=int(priority) or None)
+    return _message(TASK_NAME, (run_id,), priority)
 
 
-def send(task: Any, settings: Settings | None = None) -> str:
+def send(task: Message, settings: Settings | None = None) -> str:
     """Put a message made by :func:`message` on the queue; returns its id."""
-    huey_app(settings).enqueue(task)
+    huey = huey_app(settings)
+    huey.storage.enqueue(huey.serializer.serialize(task), task.priority)
     return str(task.id)
 
 
@@ -105,11 +100,7 @@ def enqueue(run_id: str, priority: int = 0, settings: Settings | None = None) ->
 def enqueue_shard(run_id: str, index: int, count: int, priority: int = 0,
                   settings: Settings | None = None) -> str:
     """Put shard ``index`` of ``count`` of run ``run_id``'s sweep on the queue."""
-    huey, tasks = app(settings)
-    message = tasks[SHARD_TASK_NAME].s(run_id, int(index), int(count),
-                                       priority=int(priority) or None)
-    huey.enqueue(message)
-    return str(message.id)
+    return send(_message(SHARD_TASK_NAME, (run_id, int(index), int(count)), priority), settings)
 
 
 def revoke(task_id: str | None, settings: Settings | None = None) -> None:
@@ -124,11 +115,11 @@ def queued_run_ids(settings: Settings | None = None, limit: int | None = None) -
     ids: set[str] = set()
     for raw in huey.storage.enqueued_items(limit):
         try:
-            task = huey.deserialize_task(raw)
+            found = huey.serializer.deserialize(raw)
         except Exception:  # a foreign or corrupt message is not ours to judge
             continue
-        if task.args and task.name.endswith(TASK_NAME):
-            ids.add(str(task.args[0]))
+        if isinstance(found, Message) and found.args and found.name == wire_name(TASK_NAME):
+            ids.add(str(found.args[0]))
     return ids
 
 

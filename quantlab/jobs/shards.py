@@ -33,14 +33,37 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
 from huey.constants import EmptyData
 
-from quantlab.jobs import backends, queue
+from quantlab import settings as settings_mod
+from quantlab.config import BacktestConfig
+from quantlab.engine import Result, Simulation
+from quantlab.engine.validate import sweep_combinations
+from quantlab.errors import RunNotFound
+from quantlab.jobs import queue
+from quantlab.jobs.execution import (
+    STEP_SAVING,
+    STEP_SIMULATING,
+    CancelRequested,
+    OwnershipLost,
+    StepProgress,
+    TimedOut,
+    drive,
+    engine_kwargs,
+    load_bars,
+    shared_indicators,
+    simulation,
+    stale_after,
+    worker_id,
+)
+from quantlab.jobs.lifecycle import RunStatus
+from quantlab.metrics import LOWER_IS_BETTER
+from quantlab.registry import RunRecord, open_registry
 from quantlab.settings import Settings, env_number
 
 MAX_SHARDS = 16
@@ -48,6 +71,14 @@ MAX_SHARDS = 16
 # SHARD_SECONDS each (a shard re-computes its indicators, so tiny shards would waste work).
 SHARD_MIN_SECONDS = 10.0
 SHARD_SECONDS = 5.0
+
+
+class ShardFailed(Exception):
+    """A shard of a split sweep raised on its worker."""
+
+    def __init__(self, message: str, trace: str | None) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 def shard_count(total: int, estimated_seconds: float | None) -> int:
@@ -161,9 +192,8 @@ class ShardBoard:
         self.storage.delete_data(self._key(None, "cancel"))
 
 
-def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: Settings, *,
-              between: Callable[[], None] | None = None,
-              chunk: Callable[[], Any] | None = None) -> None:
+def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, settings: Settings, *,
+              between: Callable[[], None] | None = None) -> None:
     """Run shard ``index`` of the sweep of run ``doc`` and record its table.
 
     ``between`` is called after every engine chunk (the coordinator publishes progress and
@@ -173,51 +203,29 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
     nothing is recorded and the shard is released, to be run whole by the next coordinator (a
     part recorded then would be taken for the shard's final result).
     """
-    from quantlab.config import BacktestConfig
-    from quantlab.engine import Simulation
-    from quantlab.engine.validate import sweep_combinations
-    from quantlab.jobs.runner import (
-        CancelRequested,
-        ChunkSizer,
-        OwnershipLost,
-        TimedOut,
-        chunk_knobs,
-        engine_kwargs,
-        shared_indicators,
-        worker_id,
-    )
-
     cfg = BacktestConfig.from_any(doc["config"], check=False)
     kwargs = engine_kwargs(cfg)
     combos, _ = sweep_combinations(kwargs["strategy"], cfg.params)
     start, stop = bounds(index, count, len(combos))
     sim = Simulation(bars, **{**kwargs, "params": combos[start:stop]})
     board = ShardBoard(doc["id"], count, settings)
-    registry = backends.registry(settings)
+    registry = open_registry(settings)
     board.beat(index, 0)
-    cap, delay = chunk_knobs()
-    sizer = ChunkSizer(cap=cap)
+
+    def after_chunk() -> None:
+        board.beat(index, sim.done_units)
+        if between is not None:
+            between()
+        else:
+            _stop_if_asked(board, registry, doc["id"])
+
     stopped: Exception | None = None
-    halt: str | None = None
     try:
         sim.prepare(shared_indicators(bars))
-        while not sim.finished:
-            units = sizer.next(sim.total_units - sim.done_units)
-            t0 = time.perf_counter()
-            sim.run(units)
-            sizer.observe(units, time.perf_counter() - t0)
-            if delay:
-                time.sleep(delay)
-            board.beat(index, sim.done_units)
-            if between is not None:
-                between()
-            else:
-                halt = _should_stop(board, registry, doc["id"])
-                if halt is not None:
-                    break
+        drive(sim, after_chunk)
     except Exception as exc:
         stopped = exc
-    lost = halt == LOST or isinstance(stopped, OwnershipLost)
+    lost = isinstance(stopped, OwnershipLost)
     if lost and not sim.finished:
         # the run was re-queued (or ended) without a cancel: a part is no result for it
         board.release(index)
@@ -235,34 +243,25 @@ def run_shard(doc: dict[str, Any], index: int, count: int, bars: Any, settings: 
         raise stopped
 
 
-CANCELLED = "cancelled"
-LOST = "lost"
-
-
-def _should_stop(board: ShardBoard, registry: Any, run_id: str) -> str | None:
-    """Why a helper stops its shard now: ``CANCELLED`` (the coordinator stopped the run on a
-    cancel or the time limit: the finished part counts), ``LOST`` (the run is no longer running,
-    e.g. re-queued after its coordinator died: the part does not count), or None."""
+def _stop_if_asked(board: ShardBoard, registry: Any, run_id: str) -> None:
+    """A helper stops its shard when the coordinator stopped the run on a cancel or the time
+    limit (``CancelRequested``: the finished part counts) or when the run is no longer running,
+    e.g. re-queued after its coordinator died (``OwnershipLost``: the part does not count)."""
     if board.cancelled():
-        return CANCELLED
-    if registry.get_run(run_id).get("status") != "running":
-        return LOST
-    return None
+        raise CancelRequested
+    if registry.get_run(run_id).get("status") != RunStatus.RUNNING:
+        raise OwnershipLost
 
 
 def execute_shard(run_id: str, index: int, count: int, settings: Settings | None = None) -> None:
     """The shard task's body on a helper worker: claim the shard, run it, record its table."""
-    from quantlab import settings as settings_mod
-    from quantlab.errors import RunNotFound
-    from quantlab.jobs.runner import load_bars, worker_id
-
     settings = settings or settings_mod.current()
     try:
-        doc = backends.registry(settings).get_run(run_id)
+        doc = open_registry(settings).get_run(run_id)
     except RunNotFound:
         return
     board = ShardBoard(run_id, count, settings)
-    if doc["status"] != "running" or board.result(index) is not None:
+    if doc["status"] != RunStatus.RUNNING or board.result(index) is not None:
         return
     if not board.claim(index, worker_id()):
         return
@@ -270,15 +269,10 @@ def execute_shard(run_id: str, index: int, count: int, settings: Settings | None
     run_shard(doc, index, count, bars, settings)
 
 
-def merge(doc: dict[str, Any], count: int, bars: Any, sweep: Any, settings: Settings) -> Any:
+def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: Settings) -> Any:
     """The sweep's Result from its shards' tables (None if no combination finished)."""
-    from quantlab.config import BacktestConfig
-    from quantlab.engine import Result, Simulation
-    from quantlab.jobs.runner import engine_kwargs
-    from quantlab.metrics import LOWER_IS_BETTER
-
     board = ShardBoard(doc["id"], count, settings)
-    registry = backends.registry(settings)
+    registry = open_registry(settings)
     tables: list[pd.DataFrame] = []
     positions: list[int] = []
     partial = False
@@ -302,7 +296,7 @@ def merge(doc: dict[str, Any], count: int, bars: Any, sweep: Any, settings: Sett
     best = int(np.argmin(filled) if lower else np.argmax(filled))
     params = sweep.combos[positions[best]]
     cfg = BacktestConfig.from_any(doc["config"], check=False)
-    single = Simulation(bars, **{**engine_kwargs(cfg), "params": params})
+    single = simulation(bars, cfg, params=params)
     single.prepare()
     single.run(single.total_units)
     res = single.result()
@@ -314,6 +308,124 @@ def merge(doc: dict[str, Any], count: int, bars: Any, sweep: Any, settings: Sett
     )
 
 
+# -- the coordinator -------------------------------------------------------------------------------
+
+
+class Coordinator(Protocol):
+    """What the coordinator of a split sweep needs of the run it executes (a runner's Job)."""
+
+    run_id: str
+    doc: RunRecord
+    settings: Settings
+    me: str
+    partial_result: Any
+
+    def step(self, step: str, done: int = 0, total: int = 0) -> None: ...
+
+    def tell(self, progress: StepProgress) -> None: ...
+
+    def check_control(self) -> None: ...
+
+    def log(self, message: str, level: str = "info") -> None: ...
+
+
+def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
+    """Coordinate a split sweep: enqueue the shards, run unclaimed (or abandoned) ones here,
+    tell the aggregated progress, and merge the shards' tables. On a cancel or the time limit,
+    the shards' finished parts are merged into ``job.partial_result`` before the stop goes on."""
+    total = sweep.total_units
+    board = ShardBoard(job.run_id, count, job.settings)
+    if board.cancelled():
+        # left by an earlier attempt that was stopping (cancel or time limit) when its worker
+        # died: this attempt runs the sweep whole (a cancel requested of the run itself is
+        # seen at the first check and sets the flag again)
+        board.uncancel()
+    pending = _pending_shards(board)
+    for shard in pending:
+        queue.enqueue_shard(job.run_id, shard, count, job.doc.get("priority") or 0, job.settings)
+    job.log(f"sweep of {total} combinations split into {count} shards "
+            f"({count - len(pending)} already done)")
+    job.step(STEP_SIMULATING, _done(board), total)
+    sim_start = time.monotonic()
+
+    def tick() -> None:
+        done = _done(board)
+        elapsed = time.monotonic() - sim_start
+        eta = (total - done) * elapsed / done if done else None
+        job.tell(StepProgress(STEP_SIMULATING, done, total, eta))
+        job.check_control()
+
+    try:
+        while True:
+            pending = _pending_shards(board)
+            _raise_shard_errors(board)
+            if not pending:
+                # every shard has its result: tell 100% (the shards' done counters are
+                # written at a bounded rate and may lag their results)
+                job.tell(StepProgress(STEP_SIMULATING, total, total, 0.0))
+                break
+            index: int | None = next((i for i in pending if board.claim(i, job.me)), None)
+            if index is None:
+                index = next((i for i in pending if board.stale(i, stale_after())), None)
+                if index is not None:
+                    job.log(f"shard {index} lost its worker; running it here", "warning")
+            if index is not None:
+                run_shard(job.doc, index, count, bars, job.settings, between=tick)
+                continue
+            tick()
+            time.sleep(0.05)
+    except (CancelRequested, TimedOut):
+        board.cancel()
+        _await_shards(board)
+        job.partial_result = merge(job.doc, count, bars, sweep, job.settings)
+        cleanup(job.run_id, count, job.settings)
+        raise
+    job.step(STEP_SAVING, total, total)
+    result = merge(job.doc, count, bars, sweep, job.settings)
+    # the merged result is about to be saved: the shards' parts are no longer needed
+    cleanup(job.run_id, count, job.settings)
+    return result
+
+
+def _done(board: ShardBoard) -> int:
+    return sum(board.done(i) for i in range(board.count))
+
+
+def _pending_shards(board: ShardBoard) -> list[int]:
+    """The shards still to run: those without a result, and those whose result is only a
+    part (a worker stopped early) unless the run is being cancelled, the one case where a
+    part is final. Such a part is forgotten here, so that the shard is claimed and run again
+    whole; a failed shard is not pending (``_raise_shard_errors`` fails the run)."""
+    cancelled = board.cancelled()
+    pending = []
+    for index in range(board.count):
+        found = board.result(index)
+        if found is not None and not found["complete"] and not found.get("error") \
+                and not cancelled:
+            board.reset(index)
+            found = None
+        if found is None:
+            pending.append(index)
+    return pending
+
+
+def _raise_shard_errors(board: ShardBoard) -> None:
+    for index in range(board.count):
+        found = board.result(index)
+        if found and found.get("error"):
+            raise ShardFailed(f"shard {index} of {board.count} failed on "
+                              f"{found.get('worker')}: {found['error']}", found.get("trace"))
+
+
+def _await_shards(board: ShardBoard) -> None:
+    """After a cancel: give the shards that other workers run time to record their part."""
+    deadline = time.monotonic() + stale_after() + 1
+    while time.monotonic() < deadline:
+        if all(board.result(i) is not None or board.stale(i, 1.0) for i in range(board.count)):
+            return
+        time.sleep(0.05)
+
+
 def cleanup(run_id: str, count: int, settings: Settings) -> None:
     ShardBoard(run_id, count, settings).clear()
-    backends.registry(settings).delete_blobs(f"runs/{run_id}/shards/")
+    open_registry(settings).delete_blobs(f"runs/{run_id}/shards/")

@@ -2,7 +2,7 @@
 
 ``%load_ext quantlab`` registers everything (see :mod:`quantlab.notebook.magics`). The modules
 that need ipywidgets are imported only when something is displayed, and
-:mod:`quantlab.notebook.usercode` (imported by workers) needs neither IPython nor ipywidgets.
+:mod:`quantlab.strategies.usercode` (imported by workers) needs neither IPython nor ipywidgets.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from quantlab.notebook.usercode import source_line_offset
+from quantlab.strategies.usercode import source_line_offset
 
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+?)\s*$')
 # Files that are never the researcher's code.
@@ -50,7 +50,7 @@ def user_frames(traceback_text: str, source: str | None) -> list[UserFrame]:
     the frame points into it (the pseudo-file ``<strategy name>`` a worker runs it under).
 
     Line numbers count from the first line of the strategy's own source: the imports and helpers
-    the kernel shipped ahead of it (see :mod:`quantlab.notebook.usercode`) are not counted.
+    the kernel shipped ahead of it (see :mod:`quantlab.strategies.usercode`) are not counted.
     """
     all_lines = source.splitlines() if source else []
     offset = source_line_offset(source)

@@ -61,7 +61,7 @@ def _short_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 def build_config(body: str, *, tags: list[str] | None = None) -> dict[str, Any]:
     """The config dict a ``%%backtest`` cell asks for: parsed, ranges expanded, the source of a
     notebook strategy attached. Validation proper is ``BacktestConfig``'s, in ``ql.submit``."""
-    from quantlab.notebook.usercode import attach_strategy_source
+    from quantlab.strategies.usercode import attach_strategy_source
 
     config = parse_body(body)
     if "params" in config:

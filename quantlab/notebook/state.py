@@ -170,17 +170,12 @@ def _on_progress(state: RunState, ts: float, data: dict[str, Any]) -> None:
     state.status = "running"
     if state.started_at is None:
         state.started_at = ts
-    if "percent" in data:
-        percent = _float_or(data.get("percent"), None)
-        if percent is not None:
-            state.progress = _fraction(percent / 100.0, state.progress)
-    elif "progress" in data:
-        state.progress = _fraction(data.get("progress"), state.progress)
+    # the fields of quantlab.jobs.lifecycle.Progress, one spelling each
+    state.progress = _fraction(data.get("progress"), state.progress)
     state.step = data.get("step") or state.step
     state.bars_done = _int_or(data.get("bars_done"), state.bars_done)
-    state.total_units = _int_or(data.get("total_units") or data.get("total"), state.total_units)
-    state.eta_seconds = _float_or(data.get("eta") if "eta" in data else data.get("eta_seconds"),
-                                  None)
+    state.total_units = _int_or(data.get("total_units"), state.total_units)
+    state.eta_seconds = _float_or(data.get("eta_seconds"), None)
 
 
 def _on_completed(state: RunState, ts: float, data: dict[str, Any]) -> None:

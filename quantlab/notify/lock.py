@@ -1,161 +1,19 @@
-"""The lock that lets only one dispatcher per home (embedded) or per team (Redis) deliver.
-
-Every worker process may start a dispatcher thread; the first one to take the lock delivers and
-the others wait as hot standbys, taking over when the holder's process ends (the OS drops a file
-lock of a dead process; a Redis lease expires when it is no longer renewed).
-"""
+"""The lock that lets only one dispatcher per home (embedded) or per team (Redis) deliver: the
+event stream's leader lock (:mod:`quantlab.events.lock`) under the dispatcher's names."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import threading
-import uuid
 from pathlib import Path
-from typing import Any, Protocol
+
+from quantlab.events.lock import FileLock, LeaderLock, RedisLock, leader_lock
+
+__all__ = ["LOCK_FILE", "REDIS_KEY", "DispatcherLock", "FileLock", "RedisLock", "lock_for"]
 
 LOCK_FILE = "notify-dispatcher.lock"
 REDIS_KEY = "quantlab:notify:dispatcher"
+DispatcherLock = LeaderLock
 
 
-class DispatcherLock(Protocol):
-    #: set when a held lock is lost (a Redis lease that could not be renewed)
-    lost: threading.Event
-
-    def acquire(self, stop: threading.Event, poll: float = 0.5) -> bool: ...
-
-    def release(self) -> None: ...
-
-    @property
-    def holder(self) -> str: ...
-
-
-def _me() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class FileLock:
-    """An exclusive ``flock`` on a file in the home folder (one per open file, so two
-    dispatchers in one process exclude each other too)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lost = threading.Event()
-        self._file: Any = None
-        self._token = _me()
-
-    def _try(self) -> bool:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open while the lock is held
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
-        handle.seek(0)
-        handle.truncate()
-        handle.write(self._token + "\n")
-        handle.flush()
-        self._file = handle
-        return True
-
-    def acquire(self, stop: threading.Event, poll: float = 0.5) -> bool:
-        """Wait until the lock is ours (True) or ``stop`` is set (False)."""
-        self.lost.clear()
-        while not stop.is_set():
-            if self._try():
-                return True
-            stop.wait(poll)
-        return False
-
-    def release(self) -> None:
-        if self._file is not None:
-            import fcntl
-
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-    @property
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "nobody"
-        except OSError:
-            return "nobody"
-
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-
-class RedisLock:
-    """A lease in Redis (``SET NX PX``) renewed every third of its time to live."""
-
-    def __init__(self, url: str, key: str = REDIS_KEY, ttl: float = 15.0) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-        self.key = key
-        self.ttl_ms = int(ttl * 1000)
-        self.lost = threading.Event()
-        self._token = _me()
-        self._held = threading.Event()
-        self._renewer: threading.Thread | None = None
-
-    def acquire(self, stop: threading.Event, poll: float = 0.5) -> bool:
-        self.lost.clear()
-        while not stop.is_set():
-            try:
-                if self.client.set(self.key, self._token, nx=True, px=self.ttl_ms):
-                    self._held.set()
-                    self._renewer = threading.Thread(target=self._renew, args=(stop,),
-                                                     name="quantlab-notify-lease", daemon=True)
-                    self._renewer.start()
-                    return True
-            except Exception:  # Redis down: wait and try again, like a standby
-                pass
-            stop.wait(poll)
-        return False
-
-    def _renew(self, stop: threading.Event) -> None:
-        while self._held.is_set() and not stop.wait(self.ttl_ms / 3000):
-            if not self._held.is_set():
-                return
-            try:
-                renewed = self.client.eval(_RENEW, 1, self.key, self._token, self.ttl_ms)
-            except Exception:
-                renewed = 0
-            if not renewed:
-                self.lost.set()  # someone else may deliver now: stop delivering
-                return
-
-    def release(self) -> None:
-        if self._held.is_set():
-            self._held.clear()
-            with contextlib.suppress(Exception):  # else the lease expires on its own
-                self.client.eval(_RELEASE, 1, self.key, self._token)
-
-    @property
-    def holder(self) -> str:
-        value = self.client.get(self.key)
-        return value.decode() if isinstance(value, bytes) else "nobody"
-
-
-def lock_for(home: Path, redis_url: str | None) -> DispatcherLock:
+def lock_for(home: Path, redis_url: str | None) -> LeaderLock:
     """Redis lease in team mode (dispatchers on many machines), file lock otherwise."""
-    if redis_url:
-        return RedisLock(redis_url)
-    return FileLock(home / LOCK_FILE)
+    return leader_lock(home / LOCK_FILE, redis_url, REDIS_KEY)

@@ -35,12 +35,12 @@ RUN_SPECS: list[dict[str, Any]] = [
 def worker_process(home: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A QuantLab worker for ``home``, started and stopped by the test (so that submit finds it
     alive and spawns no detached worker of its own)."""
-    from quantlab.jobs.worker import worker_alive
+    from quantlab.jobs.supervisor import worker_alive
     from quantlab.settings import current
 
     env = dict(os.environ, QUANTLAB_HOME=str(home))
     log = open(home / "test-worker.log", "ab")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "quantlab.jobs.worker", "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "quantlab", "worker", "--workers", "1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:

@@ -48,7 +48,7 @@ def home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
 
 
 class Workers:
-    """Worker processes started by a test (``python -m quantlab.jobs.worker``)."""
+    """Worker processes started by a test (``python -m quantlab worker``)."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -56,13 +56,13 @@ class Workers:
 
     def start(self, n_threads: int = 1, *, env: dict[str, str] | None = None,
               args: tuple[str, ...] = (), warm_up: bool = True) -> subprocess.Popen[bytes]:
-        from quantlab.jobs.worker import worker_alive
+        from quantlab.jobs.supervisor import worker_alive
 
         full_env = dict(os.environ, **(env or {}))
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
         log = open(self.home / f"test-worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "quantlab.jobs.worker", "--workers", str(n_threads), *args]
+        cmd = [sys.executable, "-m", "quantlab", "worker", "--workers", str(n_threads), *args]
         if not warm_up:
             cmd.append("--no-warm-up")
         proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT,

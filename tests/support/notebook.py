@@ -1,7 +1,7 @@
 """Fixtures and helpers shared by the notebook tests (this module holds no tests).
 
 Test modules import the fixtures they use by name. Workers are real processes
-(``python -m quantlab.jobs.worker``), notebooks run in a real kernel (nbclient), and every
+(``python -m quantlab worker``), notebooks run in a real kernel (nbclient), and every
 process a test starts is stopped at its end.
 """
 
@@ -43,7 +43,7 @@ class Worker:
     """One worker process of the test's home."""
 
     def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
-        from quantlab.jobs.worker import worker_alive
+        from quantlab.jobs.supervisor import worker_alive
 
         full_env = dict(os.environ, **(env or {}))
         full_env["PYTHONPATH"] = os.pathsep.join(
@@ -51,7 +51,7 @@ class Worker:
         self.log_path = home / "test-worker.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "quantlab.jobs.worker", "--workers", "1"],
+                [sys.executable, "-m", "quantlab", "worker", "--workers", "1"],
                 env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: worker_alive() or self.proc.poll() is not None, 60, "the worker")
         assert self.proc.poll() is None, self.log_path.read_text()

@@ -67,12 +67,12 @@ class Worker:
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quantlab.jobs.worker"], env=env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "quantlab", "worker"], env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     def wait_alive(self, home: Path, timeout: float = 60.0) -> None:
-        from quantlab.jobs.worker import worker_alive
+        from quantlab.jobs.supervisor import worker_alive
         from quantlab.settings import current
 
         def alive() -> bool:

@@ -10,7 +10,9 @@ calls or a constant it reads gives a new hash (no stale cache hit).
 Anything the function reads from the notebook that cannot be written as source (a DataFrame, an
 open connection) is refused in the kernel with a message saying what to do instead.
 
-This module is imported by workers: it must stay free of ipywidgets and IPython.
+This module is imported by workers: it must stay free of ipywidgets and IPython. It sits with
+the strategies, below the engine: the sweep check of a shipped strategy's params is the
+submitter's (:func:`quantlab.jobs.orchestrator.submit`), which can call the engine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from quantlab.errors import ConfigError, StrategyError
+from quantlab.strategies.base import Strategy
+from quantlab.strategies.registry import get_strategy
 
 # Separates what the kernel added (imports, helpers) from the strategy's own source: line
 # numbers shown to the researcher count from the line after it.
@@ -41,8 +45,6 @@ def user_strategy(name: Any) -> Any | None:
     """The registered notebook strategy called ``name``, or None for a built-in/unknown one."""
     if not isinstance(name, str):
         return None
-    from quantlab.strategies import get_strategy
-
     try:
         found = get_strategy(name)
     except ConfigError:
@@ -171,8 +173,8 @@ def source_line_offset(source: str | None) -> int:
 
 def attach_strategy_source(config: Any) -> Any:
     """If the config's strategy is a notebook strategy, put its shippable source in
-    ``strategy_source`` and check its params here, in the kernel (the config model skips that
-    check for shipped strategies because workers cannot see the kernel's registry).
+    ``strategy_source`` (the config model skips the params check for shipped strategies because
+    workers cannot see the kernel's registry: ``submit`` checks them in the kernel).
 
     ``config`` is a dict (a new dict is returned) or a ``BacktestConfig`` (a copy is returned);
     anything else (YAML text) is returned as it is.
@@ -185,37 +187,22 @@ def attach_strategy_source(config: Any) -> Any:
             return config
         out = dict(config)
         out["strategy_source"] = shippable_source(found)
-        check_params(found, out.get("params") or {})
         return out
     if hasattr(config, "model_copy") and getattr(config, "strategy_source", "x") is None:
         found = user_strategy(config.strategy)
         if found is None:
             return config
-        check_params(found, config.params)
         return config.model_copy(update={"strategy_source": shippable_source(found)})
     return config
-
-
-def check_params(strategy: Any, params: Any) -> None:
-    """The engine's own parameter checks (unknown names, empty sweep) for a kernel strategy."""
-    from quantlab.engine import sweep_combinations
-
-    combos, skipped = sweep_combinations(strategy.name, params)
-    if not combos:
-        raise ConfigError(
-            f"the sweep over {strategy.name} params has no valid combination ({skipped} skipped "
-            f"as invalid); widen or fix the ranges in params", field="params")
 
 
 def load_shipped_strategy(name: str, source: str) -> Any:
     """Worker side: run a shipped source and return the strategy called ``name``.
 
     The code is compiled under the file name ``<strategy NAME>``, so a traceback through it
-    names the strategy and the line; :mod:`quantlab.notebook.failure` maps the line back to
+    names the strategy and the line; the notebook's failure display maps the line back to
     the researcher's own numbering.
     """
-    from quantlab.strategies import Strategy
-
     filename = f"<strategy {name}>"
     # Registered with linecache so that tracebacks (and inspect) show the lines of the source.
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)

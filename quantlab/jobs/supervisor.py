@@ -1,0 +1,145 @@
+"""Worker supervision in embedded mode: is a worker alive, start one when none is.
+
+``submit`` calls :func:`ensure_worker`, which spawns a detached worker when none holds the lock
+file ``QUANTLAB_HOME/worker.lock``. Every running worker holds a *shared* lock on it, so one
+exclusive attempt tells whether any worker is alive; a second lock file serialises the spawners
+so that two kernels never start two workers. The spawned worker is the ``quantlab worker``
+command (``python -m quantlab worker``), so that it runs the same side services (notification
+dispatcher, metrics subscriber) as a worker started by hand; it leaves after
+:func:`idle_exit` seconds without work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from quantlab import settings as settings_mod
+from quantlab.errors import RunError
+from quantlab.jobs.lifecycle import RunStatus
+from quantlab.registry import open_registry
+from quantlab.settings import Settings, env_number
+
+LOCK_FILE = "worker.lock"
+SPAWN_LOCK_FILE = "worker.spawn.lock"
+LOG_FILE = "worker.log"
+PID_FILE = "worker.pid"
+
+
+# -- the lock ----------------------------------------------------------------------------------------
+
+
+def _open_lock(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def worker_alive(settings: Settings | None = None) -> bool:
+    """Whether some worker process holds the lock of this QUANTLAB_HOME."""
+    settings = settings or settings_mod.current()
+    fd = _open_lock(settings.home / LOCK_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def hold_worker_lock(settings: Settings) -> int:
+    """Take the shared lock for the life of this process (the fd is never closed)."""
+    fd = _open_lock(settings.home / LOCK_FILE)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+@contextlib.contextmanager
+def _spawn_lock(settings: Settings) -> Iterator[None]:
+    fd = _open_lock(settings.home / SPAWN_LOCK_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> int | None:
+    """Start the embedded worker if none is alive; returns the new worker's pid, else None.
+    ``RunError`` (with the error from its log) if it exits at start.
+
+    The spawned process is detached (its own session, output in ``QUANTLAB_HOME/worker.log``)
+    and outlives the kernel; it is shared by every kernel of this QUANTLAB_HOME.
+    """
+    settings = settings or settings_mod.current()
+    settings.ensure_home()
+    if worker_alive(settings):
+        return None
+    with _spawn_lock(settings):
+        if worker_alive(settings):
+            return None
+        log_path = settings.home / LOG_FILE
+        # the log is appended to: only what this worker writes can explain its exit
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        proc = spawn_worker(settings)
+        deadline = time.monotonic() + wait
+        # Hold the spawn lock until the child holds the worker lock, so that another kernel
+        # waiting on the spawn lock sees it alive instead of starting a second one.
+        while time.monotonic() < deadline and proc.poll() is None:
+            if worker_alive(settings):
+                break
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            raise RunError(
+                f"the QuantLab worker exited at start (code {proc.returncode}): "
+                f"{_last_error(log_path, log_start)}. Fix that and submit again, or start "
+                f"a worker yourself with `quantlab worker`; its log is {settings.home / LOG_FILE}",
+                returncode=proc.returncode,
+            )
+        (settings.home / PID_FILE).write_text(str(proc.pid))
+        return proc.pid
+
+
+def _last_error(path: Path, start: int = 0) -> str:
+    """The last line of a worker log from byte ``start`` on that names an error (for the
+    message of a failed start)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+def idle_exit() -> float:
+    """Seconds the self-started worker waits idle before leaving (QUANTLAB_WORKER_IDLE_EXIT)."""
+    return env_number("QUANTLAB_WORKER_IDLE_EXIT", 1800.0, positive=True)
+
+
+def spawn_worker(settings: Settings, workers: int = 1) -> subprocess.Popen[bytes]:
+    settings_mod.configure_numba_cache()  # the worker shares this process's Numba cache
+    env = dict(os.environ, QUANTLAB_HOME=str(settings.home))
+    with open(settings.home / LOG_FILE, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "quantlab", "worker", "--workers", str(workers),
+             "--idle-exit", str(idle_exit())],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, close_fds=True,
+        )
+
+
+def has_work(settings: Settings) -> bool:
+    """Whether any run is queued or running (an idle self-started worker leaves when not)."""
+    return bool(open_registry(settings).count_runs(status=[RunStatus.QUEUED, RunStatus.RUNNING]))
