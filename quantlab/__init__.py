@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from quantlab import notebook as _notebook
 from quantlab.errors import (
     ConfigError,
     DataError,
@@ -36,8 +35,15 @@ def _run_report(run_id: str, output: str | None, html: bool) -> Any:
     return run_report(run_id, output, html)
 
 
+def _live_view(run: Any) -> Any:
+    # imported when a run is shown in a kernel: the widget needs ipywidgets
+    from quantlab.notebook.display import display_run
+
+    return display_run(run)
+
+
 # The top layer plugs the notebook's live widget and the reports into the jobs' runs.
-_RENDERERS.live_view = _notebook.display_run
+_RENDERERS.live_view = _live_view
 _RENDERERS.report = _run_report
 
 __version__ = "0.1.0"

@@ -374,8 +374,10 @@ def test_analytics_loads_no_views_and_no_jobs_and_quantlab_wires_the_views() -> 
 
     script = (
         "import json, sys\n"
+        "import quantlab\n"  # what the package's own start loads (its hooks) is not analytics'
+        "before = set(sys.modules)\n"
         "import quantlab.analytics\n"
-        "above = sorted(m for m in sys.modules if m.startswith(('quantlab.render', "
+        "above = sorted(m for m in set(sys.modules) - before if m.startswith(('quantlab.render', "
         "'quantlab.jobs', 'quantlab.notebook', 'quantlab.reports')))\n"
         "import quantlab as ql\n"
         "ql.Stats\n"

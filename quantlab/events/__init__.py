@@ -14,7 +14,6 @@ from quantlab import settings as _settings
 from quantlab.errors import EventsUnavailable
 from quantlab.events.base import (
     EVENT_TYPES,
-    TERMINAL_TYPES,
     Event,
     EventStream,
 )
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_TYPES",
-    "TERMINAL_TYPES",
     "Event",
     "EventStream",
     "EventsUnavailable",

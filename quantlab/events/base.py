@@ -19,7 +19,6 @@ from quantlab.errors import ConfigError, did_you_mean
 
 EVENT_TYPES = ("queued", "started", "progress", "log", "checkpoint", "completed", "failed",
                "cancelled")
-TERMINAL_TYPES = ("completed", "failed", "cancelled")
 
 # follow() wakes at least this often to notice its stop flag.
 FOLLOW_POLL_SECONDS = 0.5

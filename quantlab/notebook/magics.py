@@ -22,6 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from quantlab.errors import QuantlabError
+from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
 from quantlab.notebook.reportview import ReportView
 from quantlab.reports.runner import run_report
@@ -150,7 +151,7 @@ class BacktestMagics(Magics):
         before = run.status
         run.cancel()
         after = run.status
-        if before in ("completed", "failed", "cancelled"):
+        if before in TERMINAL:
             print(f"run {run.id} had already ended ({before}); nothing to cancel")
         elif after == "cancelled":
             print(f"run {run.id} cancelled (it was {before})")

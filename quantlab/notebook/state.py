@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.render.format import format_count, format_duration
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 LOG_TAIL = 8
 
 

@@ -36,12 +36,13 @@ from typing import Any
 from quantlab import settings as settings_mod
 from quantlab.errors import RunNotFound
 from quantlab.events import EventStream, open_events
+from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.notify import settings as notify_settings
 from quantlab.notify import store
 from quantlab.notify.deliverer import Deliverer
 from quantlab.notify.delivery import FAILED, FINAL_STATUSES
 from quantlab.notify.lock import lock_for
-from quantlab.notify.planning import TERMINAL_EVENTS, Delivery, plan_deliveries
+from quantlab.notify.planning import Delivery, plan_deliveries
 from quantlab.notify.summary import RunSummary, summarize
 from quantlab.registry import Registry, open_registry
 from quantlab.registry.schema import as_run_record
@@ -260,7 +261,7 @@ class Dispatcher:
                 pool.submit(self._task, deliverer, delivery, summary, event.seq, stop)
 
     def _plan(self, event: Any, reg: Registry) -> list[tuple[Delivery, RunSummary]]:
-        if event.type not in TERMINAL_EVENTS:
+        if event.type not in TERMINAL:
             return []
         if time.time() - float(event.ts) > self.notify.max_age:
             return []

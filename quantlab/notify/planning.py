@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantlab.errors import ConfigError
+from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.notify.delivery import PENDING
 from quantlab.notify.summary import is_sweep
 from quantlab.notifyspec import parse_condition, validate_notify_config
@@ -22,7 +23,6 @@ from quantlab.registry import RunRecord
 
 log = logging.getLogger("quantlab.notify")
 
-TERMINAL_EVENTS = ("completed", "failed", "cancelled")
 CHANNELS = ("in_app", "email", "webhook")
 
 
@@ -84,7 +84,7 @@ def plan_deliveries(
     has no result to test; if you subscribed to failures you hear of every one). A condition on
     a metric the run does not have is not met.
     """
-    if event not in TERMINAL_EVENTS:
+    if event not in TERMINAL:
         return []
     block = run_notify_block(run)
     prefs = dict(prefs or {})

@@ -23,6 +23,7 @@ import yaml
 
 from quantlab import settings as settings_mod
 from quantlab.errors import ConfigError, QuantlabError, RunError, did_you_mean
+from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.registry import RunRecord, open_registry
 
 log = logging.getLogger("quantlab.reports")
@@ -121,7 +122,7 @@ def _reportable(run_id: str) -> RunRecord:
     record = open_registry().get_run(run_id)
     status = record.get("status")
     if status not in REPORTABLE and not (status == "cancelled" and record.get("partial")):
-        hint = ("wait for it to finish (ql.get_run(id).wait())" if status in ("queued", "running")
+        hint = ("wait for it to finish (ql.get_run(id).wait())" if status not in TERMINAL
                 else "report on a completed run")
         raise RunError(f"run {run_id!r} is {status}, so there is nothing to report yet; {hint}",
                        run_id=run_id, status=status)
