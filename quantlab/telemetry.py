@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from quantlab import settings as settings_mod
 from quantlab.errors import RunError
 from quantlab.events import open_events
-from quantlab.events.lock import leader_lock
+from quantlab.events.lock import lead, leader_lock
 from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.registry import Registry, open_registry
 
@@ -207,23 +207,8 @@ class Subscriber:
 
     def run(self, stop: threading.Event) -> None:
         lock = leader_lock(self.settings.home / LOCK_FILE, self.settings.redis_url, REDIS_KEY)
-        failures = 0
-        while not stop.is_set():
-            try:
-                if not lock.acquire(stop):
-                    return
-                self.counting.set()
-                try:
-                    self._follow(stop, lock.lost)
-                    failures = 0
-                finally:
-                    self.counting.clear()
-                    lock.release()
-            except Exception:
-                failures += 1
-                log.exception("telemetry subscriber error; retrying")
-            if not stop.is_set():
-                stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+        lead(lock, stop, lambda lost: self._follow(stop, lost), self.counting,
+             "telemetry subscriber")
 
     def _follow(self, stop: threading.Event, lost: threading.Event) -> None:
         registry = open_registry(self.settings)

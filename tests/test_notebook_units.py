@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantlab.durations import format_duration
 from quantlab.errors import ConfigError
 from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.render import svg
-from quantlab.render.format import format_duration, format_metric, metrics_table_html
+from quantlab.render.format import format_metric, metrics_table_html
 from quantlab.render.results import best_rows, sweep_matrix
 from quantlab.strategies.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
 from tests.support import notebook as support

@@ -9,12 +9,16 @@ drops a file lock of a dead process; a Redis lease expires when it is no longer 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger("quantlab.events")
 
 
 class LeaderLock(Protocol):
@@ -157,3 +161,28 @@ def leader_lock(path: Path, redis_url: str | None, key: str) -> LeaderLock:
     if redis_url:
         return RedisLock(redis_url, key)
     return FileLock(path)
+
+
+def lead(lock: LeaderLock, stop: threading.Event, follow: Callable[[threading.Event], None],
+         leading: threading.Event, what: str) -> None:
+    """Run ``follow(lost)`` whenever this process holds ``lock``, until ``stop`` is set: wait
+    for the lock (a hot standby), follow while holding it (``leading`` set meanwhile; ``lost``
+    set if the lock is lost), and retry after an error with a capped backoff: an outage of the
+    stream or the registry never ends the loop."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            if not lock.acquire(stop):
+                return
+            leading.set()
+            try:
+                follow(lock.lost)
+                failures = 0
+            finally:
+                leading.clear()
+                lock.release()
+        except Exception:
+            failures += 1
+            log.exception("%s error; retrying", what)
+        if not stop.is_set():
+            stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)

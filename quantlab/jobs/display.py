@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from quantlab.durations import format_duration
+
 LIST_COLUMNS = ("id", "name", "status", "progress", "strategy", "symbols", "user", "queued_at",
                 "sharpe", "total_return_pct")
 
@@ -20,15 +22,6 @@ LIST_COLUMNS = ("id", "name", "status", "progress", "strategy", "symbols", "user
 def _bar(progress: float, width: int = 10) -> str:
     filled = round(max(0.0, min(1.0, progress)) * width)
     return "█" * filled + "░" * (width - filled)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _when(epoch: float | None) -> str:
@@ -46,13 +39,13 @@ def summary(doc: Mapping[str, Any]) -> str:
         if doc.get("position"):
             parts.append(f"position {doc['position']}")
         if doc.get("estimated_seconds") is not None:
-            parts.append(f"~{_duration(doc['estimated_seconds'])} estimated")
+            parts.append(f"~{format_duration(doc['estimated_seconds'])} estimated")
     elif status == "running":
         parts += [str(doc.get("step") or ""), f"{_bar(progress)} {progress:.0%}"]
         if doc.get("started_at"):
-            parts.append(f"{_duration(time.time() - doc['started_at'])} elapsed")
+            parts.append(f"{format_duration(time.time() - doc['started_at'])} elapsed")
         if doc.get("eta_seconds") is not None:
-            parts.append(f"~{_duration(doc['eta_seconds'])} left")
+            parts.append(f"~{format_duration(doc['eta_seconds'])} left")
     elif status == "completed":
         if doc.get("cached_from"):
             parts.append(f"cached from {doc['cached_from']}")

@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
+from quantlab.durations import format_duration
 from quantlab.errors import ConfigError
 from quantlab.notebook.state import RunState
 from quantlab.registry import open_registry
 from quantlab.render.format import (
-    format_duration,
     format_metric,
     html_table,
     metric_label,

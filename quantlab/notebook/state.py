@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from quantlab.durations import format_duration
 from quantlab.jobs.lifecycle import TERMINAL
-from quantlab.render.format import format_count, format_duration
+from quantlab.render.format import format_count
 
 LOG_TAIL = 8
 

@@ -36,6 +36,7 @@ from typing import Any
 from quantlab import settings as settings_mod
 from quantlab.errors import RunNotFound
 from quantlab.events import EventStream, open_events
+from quantlab.events.lock import lead
 from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.notify import settings as notify_settings
 from quantlab.notify import store
@@ -173,23 +174,8 @@ class Dispatcher:
 
     def run(self, stop: threading.Event) -> None:
         lock = lock_for(self.settings.home, self.settings.redis_url)
-        failures = 0
-        while not stop.is_set():
-            try:
-                if not lock.acquire(stop):
-                    return
-                self.delivering.set()
-                try:
-                    self._serve(stop, lock.lost)
-                    failures = 0
-                finally:
-                    self.delivering.clear()
-                    lock.release()
-            except Exception:
-                failures += 1
-                log.exception("notification dispatcher error; retrying")
-            if not stop.is_set():
-                stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+        lead(lock, stop, lambda lost: self._serve(stop, lost), self.delivering,
+             "notification dispatcher")
 
     def _serve(self, stop: threading.Event, lost: threading.Event) -> None:
         inner = threading.Event()  # set on stop, or when the lock is lost

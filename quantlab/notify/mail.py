@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from quantlab.durations import format_duration
 from quantlab.notify import settings as notify_settings
 from quantlab.notify.delivery import (
     Attempt,
@@ -26,7 +27,6 @@ from quantlab.notify.delivery import (
 from quantlab.notify.summary import (
     KEY_METRICS,
     RunSummary,
-    format_duration,
     format_metric,
     metric_label,
 )

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantlab.metrics import PERCENT, metric_info, metric_label
+
 #: The metrics a notification shows, in this order (all of them are in the webhook payload).
 KEY_METRICS: tuple[str, ...] = (
     "total_return_pct",
@@ -20,18 +22,6 @@ KEY_METRICS: tuple[str, ...] = (
     "exposure_pct",
     "equity_final",
 )
-_LABELS = {
-    "total_return_pct": ("Total return", "%"),
-    "cagr_pct": ("CAGR", "%"),
-    "sharpe": ("Sharpe", ""),
-    "sortino": ("Sortino", ""),
-    "max_drawdown_pct": ("Max drawdown", "%"),
-    "win_rate_pct": ("Win rate", "%"),
-    "n_trades": ("Trades", ""),
-    "profit_factor": ("Profit factor", ""),
-    "exposure_pct": ("Exposure", "%"),
-    "equity_final": ("Final equity", ""),
-}
 _EVENT_WORDS = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled"}
 
 
@@ -64,34 +54,17 @@ def _number(value: Any) -> float | None:
 
 
 def format_metric(name: str, value: Any) -> str:
+    """A metric as a notification's one-liner shows it: ``23.46%``, ``1.73``, ``25``, two
+    decimals (the label, unit and whole-number-ness come from :mod:`quantlab.metrics`)."""
     number = _number(value)
     if number is None:
         return "—"
-    unit = _LABELS.get(name, ("", ""))[1]
-    if name in ("n_trades", "open_trades", "rejected_orders", "max_drawdown_duration"):
+    info = metric_info(name)
+    if info.whole:
         return f"{number:,.0f}"
-    if name == "equity_final":
-        return f"{number:,.2f}"
     if math.isinf(number):
         return "∞" if number > 0 else "-∞"
-    return f"{number:,.2f}{unit}"
-
-
-def metric_label(name: str) -> str:
-    return _LABELS.get(name, (name, ""))[0]
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    if minutes:
-        return f"{minutes}:{secs:02d}"
-    return f"{seconds:.1f} s"
+    return f"{number:,.2f}{'%' if info.unit == PERCENT else ''}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pandas as pd
 from quantlab.metrics import BARS, CASH, COUNT, PERCENT, metric_info, metric_label
 
 __all__ = ["CELL_STYLE", "HEADLINE_METRICS", "HEAD_STYLE", "METRIC_GROUPS", "TABLE_CSS",
-           "TABLE_STYLE", "format_cell", "format_count", "format_duration", "format_metric",
+           "TABLE_STYLE", "format_cell", "format_count", "format_metric",
            "frame_html", "headline", "html_table", "is_number", "metric_label",
            "metrics_table_html", "status_badge", "status_color"]
 
@@ -184,20 +184,6 @@ def status_badge(status: str, extra: str = "") -> str:
     return (f'<span class="ql-status ql-status-{html.escape(status)}" style="background:'
             f'{status_color(status)};color:white;border-radius:3px;padding:1px 6px;'
             f'font-size:11px">{label}</span>')
-
-
-def format_duration(seconds: float | None) -> str:
-    """How long something took or will take, the one spelling everywhere: ``0:03``,
-    ``1:02:03`` (h:mm:ss, as a clock reads), under a second ``0.4 s`` (a quick backtest must not
-    read ``0:00``); an em dash when unknown."""
-    if seconds is None or math.isnan(seconds):
-        return "—"
-    if seconds < 1:
-        return f"{max(seconds, 0.0):.1f} s"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def format_count(value: int | None) -> str:

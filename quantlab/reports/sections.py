@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantlab.durations import format_duration
 from quantlab.render import svg
 from quantlab.render.charts import bar_chart
-from quantlab.render.format import format_duration, frame_html, metrics_table_html, status_badge
+from quantlab.render.format import frame_html, metrics_table_html, status_badge
 from quantlab.render.html import NOTE, h
 from quantlab.render.results import best_rows, better, equity_svg, sweep_columns, sweep_matrix
 from quantlab.render.svg import heat_color
