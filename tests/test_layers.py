@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bars", "indicators", "metrics", "notifyspec", "symbols"),
     ("data", "registry", "events", "strategies"),
     ("engine",),
-    ("config",),
+    ("config", "configtext"),
     ("research", "analytics"),
     ("jobs",),
     ("render",),
@@ -34,6 +34,9 @@ LAYER_OF = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 
 # config.py validates and nothing more: it is a leaf above the engine (DESIGN.md, "Layout").
 CONFIG_MAY_NOT_IMPORT = ("data", "jobs", "notify", "registry", "events")
+# Parts of one layer that stay apart: the notebook package is the kernel's (magics, widgets);
+# reports, dashboards and the server share what they draw through render/, not through it.
+APART = {"reports": ("notebook",), "dashboards": ("notebook",), "server": ("notebook",)}
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,12 @@ def test_config_is_a_leaf() -> None:
     reaching = sorted({i.where() for i in IMPORTS
                        if i.source == "quantlab.config" and part_of(i.target) in CONFIG_MAY_NOT_IMPORT})
     assert not reaching, "config.py must only validate:\n" + "\n".join(reaching)
+
+
+def test_reports_dashboards_and_the_server_do_not_import_the_notebook_package() -> None:
+    reaching = sorted({i.where() for i in IMPORTS
+                       if part_of(i.target) in APART.get(part_of(i.source), ())})
+    assert not reaching, "imports across parts kept apart:\n" + "\n".join(reaching)
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:

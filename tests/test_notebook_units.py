@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantlab.configtext import expand_param_ranges, parse_body, parse_range
 from quantlab.durations import format_duration
 from quantlab.errors import ConfigError
-from quantlab.notebook.cellconfig import expand_param_ranges, parse_body, parse_range
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, summary_line

@@ -21,9 +21,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from quantlab.configtext import expand_param_ranges, parse_body
 from quantlab.errors import QuantlabError
 from quantlab.jobs.lifecycle import TERMINAL
-from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
 from quantlab.notebook.reportview import ReportView
 from quantlab.reports.runner import run_report
 

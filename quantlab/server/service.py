@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from quantlab import analytics, notifications
+from quantlab.configtext import expand_param_ranges, parse_body
 from quantlab.errors import ConfigError, RunError, did_you_mean
 from quantlab.events import open_events
 from quantlab.jobs import api as jobs
-from quantlab.notebook.cellconfig import expand_param_ranges, parse_body
 from quantlab.registry import open_registry
 from quantlab.reports.rerun import submit_again
 from quantlab.reports.runner import run_report

@@ -1,4 +1,5 @@
-"""Turning the body of a ``%%backtest`` cell into a config dict.
+"""The text form of a config: the body of a ``%%backtest`` cell (or a config sent as that text
+to the REST API) turned into a config dict.
 
 The body is YAML (JSON is valid YAML). Everything here is pure and fast so that a bad cell is
 rejected in the kernel, with a message that points at the line and says how to fix it, before
