@@ -109,10 +109,12 @@ class Researcher:
 
 def _ready(_: int) -> None:
     """A researcher's kernel has quantlab loaded before it submits: pay the imports (and the
-    validation code's first use) before the clock starts."""
+    validation code's first use, and the submission's store check) before the clock starts."""
     from quantlab.config import BacktestConfig
+    from quantlab.jobs.fingerprint import check_symbols
 
-    BacktestConfig.from_any(CONFIG)
+    config = BacktestConfig.from_any(CONFIG)
+    check_symbols(config.symbols, config.interval)
 
 
 def _research(args: tuple[int, int]) -> Researcher:
