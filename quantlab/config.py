@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -225,12 +225,11 @@ class BacktestConfig(_WithEngineOptions):
         if self.notify is not None:
             self.notify = validate_notify_config(self.notify)
 
-    def check(self, *, symbols: Literal[False] = False) -> None:
+    def check(self) -> None:
         """Check the strategy, its params and the sweep against the strategy registry.
 
         The symbols are the submission's check (:func:`quantlab.jobs.fingerprint.check_symbols`
-        asks the data store); ``symbols=False`` is still accepted from callers written when
-        this method asked the store itself.
+        asks the data store): a config only validates.
         """
         self._check_strategy()
 

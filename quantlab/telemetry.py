@@ -88,7 +88,7 @@ def observe_event(event: Any) -> None:
     if event.type in TERMINAL:
         if data.get("cached"):
             return
-        label = str(data.get("strategy"))
+        label = str(data.get("strategy") or "unknown")
         BACKTEST_TOTAL.labels(status=event.type, strategy=label).inc()
         duration = data.get("seconds")
         if isinstance(duration, int | float) and duration > 0:
@@ -187,6 +187,11 @@ REDIS_KEY = "quantlab:telemetry:subscriber"
 STATE = "telemetry_state"  # registry collection of the subscriber's cursor
 CURSOR_ID = "cursor"
 SAVE_EVERY = 0.5  # seconds between two saves of the cursor
+# A subscriber that finds no saved cursor (the first one of a home or team, e.g. after an
+# upgrade) counts only events from this long before it started: older ones are history that an
+# earlier release counted already, and counting them now would spike the counters (and the
+# failure-rate alert).
+HISTORY_SECONDS = 60.0
 
 
 class Subscriber:
@@ -204,6 +209,7 @@ class Subscriber:
         self.settings = settings or settings_mod.current()
         self.observe = observe
         self.counting = threading.Event()  # set while this subscriber holds the lock
+        self.started_at = time.time()
 
     def run(self, stop: threading.Event) -> None:
         lock = leader_lock(self.settings.home / LOCK_FILE, self.settings.redis_url, REDIS_KEY)
@@ -213,7 +219,10 @@ class Subscriber:
     def _follow(self, stop: threading.Event, lost: threading.Event) -> None:
         registry = open_registry(self.settings)
         stream = open_events(self.settings)
-        cursor = load_cursor(registry)
+        saved_cursor = load_cursor(registry)
+        cursor = saved_cursor or 0
+        # without a saved cursor, events older than this are history (see HISTORY_SECONDS)
+        counted_from = self.started_at - HISTORY_SECONDS if saved_cursor is None else 0.0
         if cursor > stream.last_seq():
             # the event store was emptied or replaced (numbering restarts): start over
             log.warning("telemetry cursor %s is past the last event %s; starting over",
@@ -223,7 +232,8 @@ class Subscriber:
         try:
             while not (stop.is_set() or lost.is_set()):
                 for event in stream.wait(None, cursor, timeout=0.5):
-                    self.observe(event)
+                    if event.ts >= counted_from:
+                        self.observe(event)
                     cursor = event.seq
                 if cursor != saved and time.monotonic() - last_save >= SAVE_EVERY:
                     save_cursor(registry, cursor)
@@ -233,11 +243,12 @@ class Subscriber:
                 save_cursor(registry, cursor)
 
 
-def load_cursor(registry: Registry) -> int:
+def load_cursor(registry: Registry) -> int | None:
+    """The seq of the last event counted, None if no subscriber of this home or team saved one."""
     try:
         return int(registry.get_document(STATE, CURSOR_ID).get("seq") or 0)
     except RunError:  # none saved yet
-        return 0
+        return None
 
 
 def save_cursor(registry: Registry, seq: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_a_cache_hit_is_counted_apart_from_executions(home: Path, no_worker: Non
         second = ql.submit(SINGLE)
         assert second.record["cached_from"] == first.id
         last = open_events().last_seq()
-        wait_for(lambda: telemetry.load_cursor(open_registry()) >= last, 30,
+        wait_for(lambda: (telemetry.load_cursor(open_registry()) or 0) >= last, 30,
                  "the subscriber to count every event")
     finally:
         subscriber.stop()
@@ -143,6 +144,29 @@ def test_a_standby_subscriber_counts_nothing_until_it_holds_the_lock(ql_home: Pa
     stops[1].set()
     threads[1].join(10)
     assert seen == [[1], [2]]
+
+
+def test_the_first_subscriber_leaves_history_uncounted(ql_home: Path) -> None:
+    """With no saved cursor (the first subscriber of a home, e.g. after an upgrade), events from
+    well before it started were counted by the release that saw them: counting them again would
+    spike the counters. Events from then on are counted, and the cursor saved covers both."""
+    old = open_events().publish("old", "log", {"message": "history"})
+    with sqlite3.connect(ql_home / "events.sqlite") as db:  # published two hours ago
+        db.execute("UPDATE events SET ts = ts - 7200 WHERE seq = ?", (old.seq,))
+    open_events().publish("recent", "log", {"message": "a few seconds before the subscriber"})
+    seen: list[str] = []
+    subscriber = telemetry.Subscriber(observe=lambda e: seen.append(e.run_id))
+    stop = threading.Event()
+    thread = threading.Thread(target=subscriber.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: subscriber.counting.is_set(), 10, "the subscriber to hold the lock")
+        open_events().publish("new", "log", {"message": "now"})
+        wait_for(lambda: seen == ["recent", "new"], 10, "the recent and new events counted")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert telemetry.load_cursor(open_registry()) == open_events().last_seq()
 
 
 def test_transition_refuses_what_the_table_does_not_allow(home: Path, no_worker: None) -> None:
@@ -265,3 +289,61 @@ def test_event_payloads_match_the_event_types() -> None:
     assert all(payload.type == kind for kind, payload in lifecycle.EVENT_PAYLOADS.items())
     assert set(lifecycle.Cancelled("x").data()) >= {"while", *ENDING}
     assert lifecycle.Failed("x", seconds=1.5, error="boom").data()["error"] == "boom"
+
+
+def test_a_cache_hit_that_cannot_be_told_raises_and_never_executes(
+        home: Path, no_worker: None) -> None:
+    """The event store fails after the cache hit's run was recorded: submit raises, and the run
+    ends failed (left queued, never enqueued, the reaper would have executed it)."""
+    first = executed(SINGLE)
+    real_publish = lifecycle.publish
+
+    def store_away(run_id: str, payload: lifecycle.EventPayload, *args: Any, **kwargs: Any) -> Any:
+        if payload.type == "queued":
+            raise ql.RunError(f"could not publish the 'queued' event of run {run_id}",
+                              run_id=run_id)
+        return real_publish(run_id, payload, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lifecycle, "publish", store_away)
+        with pytest.raises(ql.RunError, match="could not publish the 'queued' event"):
+            ql.submit({**SINGLE, "name": "cached, untold"})
+    (doc,) = [d for d in open_registry().find_runs(limit=None) if d["id"] != first.id]
+    assert doc["status"] == "failed"
+    assert doc["error"].startswith("the cached result could not be recorded: could not publish")
+    assert doc["id"] not in orchestrator.reap()  # nothing puts it back on the queue
+    assert doc["id"] != first.id
+
+
+def test_a_failure_keeps_its_log_line_when_the_event_cannot_be_told(
+        home: Path, no_worker: None) -> None:
+    """transition() writes the log before it publishes: a failed run's error and traceback are
+    in its log even if the 'failed' event could not be told."""
+    run = ql.submit({**SINGLE, "strategy": "lifecycle_broken", "params": {"n": 3}})
+    real_publish = lifecycle.publish
+
+    def store_away(run_id: str, payload: lifecycle.EventPayload, *args: Any, **kwargs: Any) -> Any:
+        if payload.type == "failed":
+            raise ql.RunError("the event store is away", run_id=run_id)
+        return real_publish(run_id, payload, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lifecycle, "publish", store_away)
+        with pytest.raises(ql.RunError, match="the event store is away"):
+            runner.execute(run.id)
+    assert run.status == "failed"
+    errors = [line for line in open_registry().logs(run.id) if line["level"] == "error"]
+    assert errors and "ZeroDivisionError" in errors[-1]["message"]
+
+
+def test_queue_messages_keep_the_task_names_of_the_previous_release(ql_home: Path) -> None:
+    """Messages already on a queue at an upgrade (and workers of the previous release during a
+    rolling one) name their task by these strings: a worker must still find the bodies."""
+    from quantlab.jobs import queue, tasks
+
+    names = {"run": "quantlab.jobs.queue.quantlab.execute_run",
+             "shard": "quantlab.jobs.queue.quantlab.execute_shard"}
+    assert queue.message("R1").name == names["run"]
+    huey = tasks.register(queue.huey_app())
+    for name in names.values():
+        huey._registry.string_to_task(name)  # raises when no body is registered under it

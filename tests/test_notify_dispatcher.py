@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 import quantlab as ql
 from quantlab.errors import ConfigError
+from quantlab.events.lock import RedisLock
 from quantlab.notify import store
 from quantlab.notify.cli import notify as notify_cli
 from quantlab.notify.dispatcher import Dispatcher, DispatcherThread, start_dispatcher_thread
-from quantlab.notify.lock import RedisLock
 from quantlab.notify.planning import plan_deliveries
 from quantlab.registry import Registry, open_registry
 from tests.support.notify import SECRET, Mailbox, Receiver

@@ -27,7 +27,7 @@ from quantlab.data.providers import (
 )
 from quantlab.data.ratelimit import RateLimiter
 from quantlab.data.samples import sample
-from quantlab.data.store import WriteSummary, canonical_interval, current_store
+from quantlab.data.store import WriteSummary, canonical_interval, canonical_symbol, current_store
 
 __all__ = [
     "AlphaVantage",
@@ -70,7 +70,5 @@ def __getattr__(name: str) -> Any:
 def remove(symbol: str, interval: str | None = None) -> list[str]:
     """Delete ``symbol``'s bars at ``interval`` (or at every interval); returns the intervals
     removed. An unknown symbol raises :class:`~quantlab.errors.DataError`."""
-    from quantlab.data.store import canonical_symbol
-
     iv = canonical_interval(interval) if interval is not None else None
     return current_store().remove(canonical_symbol(symbol), iv)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -225,15 +225,18 @@ def transition(run_id: str, to: RunStatus, *,
                expect: RunStatus | Iterable[RunStatus] | None,
                fields: Mapping[str, Any] | None = None, event: EventPayload | None = None,
                note: str | None = None, level: str = "info",
+               on_won: Callable[[], None] | None = None,
                settings: Settings | None = None) -> bool:
     """Move run ``run_id`` to status ``to``; returns whether this caller won.
 
     ``expect`` is the status (or statuses) the run must be in: the registry update is a
     compare-and-set on it, so of two processes racing on a run only one wins. ``expect=None``
-    inserts a new run, ``fields`` being its document. Only then is ``event`` published (a payload
-    of the type that tells ``to``; None only for the quiet undo of a take nobody was told of),
-    and ``note`` appended to the run's log. A terminal status gets ``finished_at`` (now) and the
-    ``step`` of its name unless ``fields`` say otherwise.
+    inserts a new run, ``fields`` being its document. Only then, in this order: ``on_won()`` (what
+    the winner must do whatever happens next), ``note`` appended to the run's log, and ``event``
+    published (a payload of the type that tells ``to``; None only for the quiet undo of a take
+    nobody was told of). So an event store that stays away (the publish raises after its
+    retries) loses neither the log line nor the winner's bookkeeping. A terminal status gets
+    ``finished_at`` (now) and the ``step`` of its name unless ``fields`` say otherwise.
     """
     expected = _expected(expect)
     _check_allowed(run_id, expected, to, event)
@@ -246,10 +249,12 @@ def transition(run_id: str, to: RunStatus, *,
         registry.insert_run({**doc, "id": run_id})
     elif not registry.update_run(run_id, doc, expect_status=expected):
         return False
-    if event is not None:
-        publish(run_id, event, settings)
+    if on_won is not None:
+        on_won()
     if note is not None:
         registry.append_log(run_id, note, level)
+    if event is not None:
+        publish(run_id, event, settings)
     log.debug("run %s: %s -> %s", run_id, "new" if expected is None else "|".join(expected), to)
     return True
 

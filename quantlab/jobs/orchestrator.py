@@ -11,6 +11,7 @@ on the registry status, then one event), so that two processes racing on a run c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -130,7 +131,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     if tags is not None:
         overrides["tags"] = tags
     cfg = BacktestConfig.from_any(config, check=False, **overrides)
-    cfg.check(symbols=False)
+    cfg.check()
     _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
     _check_priority(priority)
@@ -241,9 +242,6 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
     enqueued) and completed at once. Its events tell ``cached`` and no execution (0 s)."""
     run_id = base["id"]
     now = base["queued_at"]
-    transition(run_id, QUEUED, expect=None, settings=settings,
-               fields={**base, "step": "cached", "estimated_seconds": 0.0},
-               event=lifecycle.Queued(priority=base["priority"], cached=True))
     fields = {
         "step": "cached", "progress": 1.0, "started_at": now, "finished_at": now,
         "heartbeat_at": None, "metrics": hit.get("metrics") or {},
@@ -251,9 +249,24 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
         "cached_from": hit["id"], "partial": False, "bars_done": hit.get("bars_done") or 0,
         "best_params": hit.get("best_params"),
     }
-    transition(run_id, RunStatus.COMPLETED, expect=QUEUED, fields=fields, settings=settings,
-               event=lifecycle.Completed(strategy=base["strategy"], cached=True,
-                                         metrics=fields["metrics"], cached_from=hit["id"]))
+    try:
+        transition(run_id, QUEUED, expect=None, settings=settings,
+                   fields={**base, "step": "cached", "estimated_seconds": 0.0},
+                   event=lifecycle.Queued(priority=base["priority"], cached=True))
+        transition(run_id, RunStatus.COMPLETED, expect=QUEUED, fields=fields, settings=settings,
+                   event=lifecycle.Completed(strategy=base["strategy"], cached=True,
+                                             metrics=fields["metrics"], cached_from=hit["id"]))
+    except Exception as exc:
+        # Never enqueued: left queued, the reaper would take it for a lost message and execute
+        # it after this submit raised. It ends failed instead, so nothing executes (if the
+        # store is away too, or nothing was inserted, there is nothing more to do).
+        error = f"the cached result could not be recorded: {exc}"
+        with contextlib.suppress(Exception):
+            transition(run_id, RunStatus.FAILED, expect=QUEUED, settings=settings,
+                       fields={"error": error},
+                       event=lifecycle.Failed(strategy=base["strategy"], reason="error",
+                                              error=error))
+        raise
     return open_registry(settings).get_run(run_id)
 
 

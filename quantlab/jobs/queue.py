@@ -31,8 +31,10 @@ TASK_NAME = "quantlab.execute_run"
 SHARD_TASK_NAME = "quantlab.execute_shard"
 QUEUE_FILE = "queue.sqlite"
 
-# The module that registers the task bodies: part of each task's name on the wire.
-TASKS_MODULE = "quantlab.jobs.tasks"
+# The first part of each task's name on the wire (Huey's "<module of the body>.<task name>"):
+# the module that registered the bodies when these names were first sent, kept so that messages
+# already on a queue, and workers of the previous release during a rolling upgrade, still match.
+TASKS_MODULE = "quantlab.jobs.queue"
 
 _lock = threading.Lock()
 _apps: dict[tuple[Any, ...], Huey] = {}
@@ -118,7 +120,7 @@ def queued_run_ids(settings: Settings | None = None, limit: int | None = None) -
             found = huey.serializer.deserialize(raw)
         except Exception:  # a foreign or corrupt message is not ours to judge
             continue
-        if isinstance(found, Message) and found.args and found.name == wire_name(TASK_NAME):
+        if isinstance(found, Message) and found.args and found.name.endswith(TASK_NAME):
             ids.add(str(found.args[0]))
     return ids
 

@@ -348,9 +348,8 @@ class Job:
         fields.update({"progress": 1.0, "eta_seconds": 0.0, "partial": partial})
         event = lifecycle.Completed(**self._ending(), partial=partial, metrics=fields["metrics"])
         if not transition(self.run_id, RunStatus.COMPLETED, expect=RUNNING, fields=fields,
-                          event=event, settings=self.settings):
+                          event=event, on_won=self._mark_ended, settings=self.settings):
             raise OwnershipLost
-        self.ended = True
         self.registry.delete_checkpoint(self.run_id)
 
     def _cancelled(self) -> None:
@@ -369,8 +368,7 @@ class Job:
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)
         if transition(self.run_id, RunStatus.CANCELLED, expect=RUNNING, fields=fields,
-                      event=event, settings=self.settings):
-            self.ended = True
+                      event=event, on_won=self._mark_ended, settings=self.settings):
             self.registry.delete_checkpoint(self.run_id)
 
     def _failed(self, message: str, *, reason: str, trace: str | None) -> None:
@@ -382,9 +380,13 @@ class Job:
         event = lifecycle.Failed(**self._ending(), reason=reason, error=message, traceback=trace)
         if transition(self.run_id, RunStatus.FAILED, expect=RUNNING, fields=fields, event=event,
                       note=message + (f"\n{trace}" if trace else ""), level="error",
-                      settings=self.settings):
-            self.ended = True
+                      on_won=self._mark_ended, settings=self.settings):
             self.registry.delete_checkpoint(self.run_id)
+
+    def _mark_ended(self) -> None:
+        """This worker recorded the run's end (set before the event is told: a failure to tell
+        it must not leave the shards' state behind)."""
+        self.ended = True
 
     def _ending(self) -> dict[str, Any]:
         """What every terminal event of an executed run tells about the execution."""

@@ -21,6 +21,9 @@ def execute_shard(run_id: str, index: int, count: int) -> None:
 
 
 BODIES = {queue.TASK_NAME: execute_run, queue.SHARD_TASK_NAME: execute_shard}
+for _body in BODIES.values():
+    # Huey names a task after its body's module: keep the names messages are sent under
+    _body.__module__ = queue.TASKS_MODULE
 
 
 def register(huey: Huey) -> Huey:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantlab.events.lock import FileLock, LeaderLock, RedisLock, leader_lock
+from quantlab.events.lock import LeaderLock, leader_lock
 
-__all__ = ["LOCK_FILE", "REDIS_KEY", "DispatcherLock", "FileLock", "RedisLock", "lock_for"]
+__all__ = ["LOCK_FILE", "REDIS_KEY", "lock_for"]
 
 LOCK_FILE = "notify-dispatcher.lock"
 REDIS_KEY = "quantlab:notify:dispatcher"
-DispatcherLock = LeaderLock
 
 
 def lock_for(home: Path, redis_url: str | None) -> LeaderLock:
