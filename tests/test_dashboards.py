@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import quantlab as ql
 from quantlab.dashboards.serve import ServeOptions, notebook_path, voila_argv
 from quantlab.render.format import format_metric
 from tests.support.analytics import RUN_SPECS, populated_home
-from tests.support.procs import free_port, wait_for
+from tests.support.procs import free_port, listening, wait_for
 
 # where scripts/test.sh finds it (`command -v chromium`); Debian puts it in /usr/bin
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -163,13 +162,6 @@ def start_dashboard(name: str, home: Path, *options: str) -> Server:
         raise
     return Server(proc, port, log)
 
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for_log(server: Server, text: str, seconds: float = 120) -> None:

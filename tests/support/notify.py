@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from quantlab.notify import settings as notify_settings
 from quantlab.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_for
 
 SECRET = "receiver-shared-secret-0123456789"
 
@@ -83,9 +83,8 @@ class Mailbox:
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[str, list[str],
                                                                        EmailMessage]]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} email(s)",
+                 interval=0.01)
         return list(self.messages)
 
     def close(self) -> None:
@@ -150,9 +149,8 @@ class Receiver:
         return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook?team=quant"
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(self.requests) >= count, timeout, f"{count} webhook request(s)",
+                 interval=0.01)
         return list(self.requests)
 
     def close(self) -> None:

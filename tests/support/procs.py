@@ -55,3 +55,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0,
         if reason is not None:
             raise AssertionError(reason + (f"\n{detail()}" if detail is not None else ""))
         time.sleep(interval)
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

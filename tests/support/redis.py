@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.procs import free_port, wait_for
+from tests.support.procs import free_port, listening, wait_for
 
 
 class RedisServer:
@@ -40,16 +39,9 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: _listening(port), 10, f"redis-server on port {port}")
+        wait_for(lambda: listening(port), 10, f"redis-server on port {port}")
     except AssertionError:
         proc.kill()
         raise
     return RedisServer(port, proc, workdir)
 
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
