@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from quantlab.bars import canonical_interval, canonical_symbol, symbol_list
+from quantlab.configtext import DuplicateKeyError, load_yaml
 from quantlab.engine import validate
 from quantlab.engine.options import CONFIG_OPTIONS, EngineOptions, defaults, info, option_types
 from quantlab.errors import ConfigError, QuantlabError
@@ -426,7 +427,12 @@ def iso(stamp: datetime) -> str:
 
 def _parse_yaml(text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(
+            f"the config gives the key '{exc.path}' twice (lines {exc.first_line} and "
+            f"{exc.problem_mark.line + 1 if exc.problem_mark else '?'}); give each key once",
+            field=exc.path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

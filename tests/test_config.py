@@ -122,6 +122,12 @@ def test_yaml_text_and_models_are_accepted(home: Path) -> None:
     assert again.name == "copy" and again.canonical()["params"] == config.canonical()["params"]
 
 
+def test_yaml_text_with_a_key_given_twice_is_refused(home: Path) -> None:
+    err = error_of("strategy: sma_crossover\nsymbols: [AAA]\nparams:\n  fast: 5\n  fast: 8\n")
+    assert err.field == "params.fast"
+    assert "gives the key 'params.fast' twice (lines 4 and 5); give each key once" in str(err)
+
+
 def test_invalid_yaml_says_where(home: Path) -> None:
     err = error_of("strategy: [sma\nsymbols: AAA\n")
     assert "not valid YAML at line" in str(err)
