@@ -163,6 +163,21 @@ _INTERVAL_ALIASES = {
     "daily": "1d", "day": "1d", "weekly": "1w", "monthly": "1mo", "minute": "1min",
     "hourly": "1h", "60min": "1h",
 }
+# The dates a bar (and a config's or a load's start and end) may carry: timestamps are held in
+# nanoseconds, which span 1677-09-21 to 2262-04-11; whole years inside that keep the rule simple.
+FIRST_DATE = "1678-01-01"
+LAST_DATE = "2261-12-31"
+
+
+def date_in_range(year: int) -> bool:
+    """Whether a date of ``year`` is within :data:`FIRST_DATE` .. :data:`LAST_DATE`."""
+    return int(FIRST_DATE[:4]) <= year <= int(LAST_DATE[:4])
+
+
+# The longest symbol name: the data store names a file after it (quoted, so up to three bytes a
+# character, plus the interval and temp-file affixes), which must stay under the 255 bytes a file
+# name may take. Real tickers (OCC option symbols included) are far shorter.
+MAX_SYMBOL_LENGTH = 64
 _SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9._\-^=/:&]*$")
 
 
@@ -197,6 +212,12 @@ def canonical_symbol(symbol: object) -> str:
             field="symbols",
         )
     name = symbol.strip().upper()
+    if len(name) > MAX_SYMBOL_LENGTH:
+        raise ConfigError(
+            f"the symbol {name[:20]}... is {len(name):,} characters long; a symbol has at most "
+            f"{MAX_SYMBOL_LENGTH} (e.g. 'AAPL', 'BRK.B', '^GSPC')", field="symbols",
+            symbol=name[:MAX_SYMBOL_LENGTH],
+        )
     if not _SYMBOL_RE.match(name):
         raise ConfigError(
             f"invalid symbol {symbol!r}: use letters, digits and . - _ ^ = / : & "

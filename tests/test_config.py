@@ -49,6 +49,14 @@ def error_of(config: object) -> ConfigError:
     ({"symbols": ["AAA", "aaa"]}, "symbols", "listed twice"),
     ({"tags": {"a": 1}}, "tags", "expected a list"),
     ({"select": "sharp"}, "select", "did you mean 'sharpe'?"),
+    ({"end": "9999-12-31"}, "end", "end: 9999-12-31 is outside the dates bars can carry "
+     "(1678-01-01 to 2261-12-31); leave the key out to use all the data"),
+    ({"start": "1066-10-14"}, "start", "start: 1066-10-14 is outside the dates bars can carry"),
+    ({"symbols": ["X" * 300]}, "symbols", "the symbol XXXXXXXXXXXXXXXXXXXX... is 300 characters "
+     "long; a symbol has at most 64"),
+    ({"params": {"fast": list(range(1, 30_001)), "slow": list(range(2, 30_002))}}, "params",
+     "the sweep spans 900,000,000 combinations (30,000 fast x 30,000 slow), more than the "
+     "1,000,000 one run may hold; use larger steps"),
 ])
 def test_bad_configs_name_the_field_and_the_fix(home: Path, extra: dict[str, object],
                                                 field: str, message: str) -> None:
@@ -120,6 +128,14 @@ def test_yaml_text_and_models_are_accepted(home: Path) -> None:
     assert config.is_sweep and config.combinations() == 2
     again = BacktestConfig.from_any(config, name="copy")
     assert again.name == "copy" and again.canonical()["params"] == config.canonical()["params"]
+
+
+def test_a_grid_too_large_is_refused_for_a_notebook_strategy_too(home: Path) -> None:
+    config = {**BASE, "strategy": "mine", "strategy_source": "def mine(): ...",
+              "params": {"a": list(range(2_000)), "b": list(range(2_000))}}
+    err = error_of(config)
+    assert err.field == "params" and err.fields["combinations"] == 4_000_000
+    assert "the sweep spans 4,000,000 combinations (2,000 a x 2,000 b)" in str(err)
 
 
 def test_yaml_text_with_a_key_given_twice_is_refused(home: Path) -> None:

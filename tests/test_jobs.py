@@ -100,6 +100,18 @@ def test_bad_priority_and_cache_arguments_are_refused(home: Path) -> None:
     assert open_registry().count_runs() == 0
 
 
+@pytest.mark.parametrize(("priority", "shown"), [
+    (10**30, "a number of about 31 digits"), (-1_000_001, "-1,000,001")])
+def test_a_priority_out_of_range_is_refused_before_anything_is_recorded(
+        home: Path, priority: int, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ql.submit(SINGLE, priority=priority)
+    assert str(info.value) == ("priority must be between -1,000,000 and 1,000,000 (higher runs "
+                               f"first, default 0), got {shown}")
+    assert info.value.field == "priority"
+    assert open_registry().count_runs() == 0 and queue.pending_count() == 0
+
+
 def test_queue_full_creates_nothing(home: Path, no_worker: None,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUANTLAB_QUEUE_MAX", "2")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantlab.bars import OHLCV, Bars
+from quantlab.bars import FIRST_DATE, LAST_DATE, OHLCV, Bars, date_in_range
 from quantlab.data.store import (
     Series,
     canonical_interval,
@@ -43,6 +43,10 @@ def _parse_time(value: TimeArg, name: str) -> tuple[pd.Timestamp, bool] | None:
         ) from None
     if pd.isna(ts):
         raise ConfigError(f"{name}={value!r} is not a date; write it as 'YYYY-MM-DD'", field=name)
+    if not date_in_range(ts.year):
+        raise ConfigError(
+            f"{name}={value!r} is outside the dates bars can carry ({FIRST_DATE} to {LAST_DATE}); "
+            f"leave {name} out to use all the data", field=name)
     whole_day = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
         isinstance(value, str) and ":" not in value and ts == ts.normalize()
     )

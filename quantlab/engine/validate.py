@@ -25,6 +25,10 @@ SELECTABLE = ("sharpe", "sortino", "calmar", "total_return_pct", "cagr_pct", "eq
               "max_drawdown_pct", "win_rate_pct", "profit_factor", "expectancy_pct")
 
 _SWEEP_TYPES = (list, tuple, range, np.ndarray)
+# The most combinations one sweep may span. The grid is held as columns (a few numbers per
+# combination) and each combination keeps its metrics, so a grid of two 30,000-value ranges
+# (900 million) would exhaust memory long before it ran: it is refused while it is still a count.
+MAX_COMBINATIONS = 1_000_000
 
 
 def _real(value: Any, field: str, example: str) -> float:
@@ -158,6 +162,19 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def check_grid_size(sizes: Mapping[str, int]) -> int:
+    """The number of combinations of a grid whose parameters sweep ``sizes`` values each;
+    :class:`ConfigError` naming the count and :data:`MAX_COMBINATIONS` when it is larger."""
+    total = math.prod(sizes.values())
+    if total > MAX_COMBINATIONS:
+        axes = " x ".join(f"{n:,} {name}" for name, n in sizes.items() if n > 1)
+        raise ConfigError(
+            f"the sweep spans {total:,} combinations ({axes}), more than the {MAX_COMBINATIONS:,} "
+            f"one run may hold; use larger steps (e.g. '5..50:5') or split it into several runs",
+            field="params", combinations=total, limit=MAX_COMBINATIONS)
+    return total
 
 
 def _check_names(strat: Strategy, names: Sequence[str]) -> None:
@@ -310,6 +327,7 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
                     f"parameter '{name}' sweeps over an empty list/range; give at least one "
                     f"value", field=f"params.{name}")
             axes.append((name, values))
+        check_grid_size({name: len(values) for name, values in axes})  # before any allocation
         # a value that makes no sense alone (fast=0) is checked once per value, not per combo
         first = {name: values[0] for name, values in axes}
         for name, values in axes:

@@ -189,11 +189,24 @@ def _check_kernel_strategy_params(cfg: BacktestConfig) -> None:
             f"as invalid); widen or fix the ranges in params", field="params")
 
 
+# |priority| at most this: any ordering a team needs fits, and the registry stores it as a
+# 64-bit integer (10**30 could not be recorded).
+MAX_PRIORITY = 1_000_000
+
+
 def _check_priority(priority: Any) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigError(
             f"priority must be a whole number (higher runs first, default 0), got {priority!r}",
             field="priority",
+        )
+    if abs(priority) > MAX_PRIORITY:
+        # (str() of a huge int is refused by Python itself: show its size)
+        shown = (f"{priority:,}" if abs(priority) < 10**15 else
+                 f"a number of about {int(abs(priority).bit_length() * 0.30103) + 1} digits")
+        raise ConfigError(
+            f"priority must be between -{MAX_PRIORITY:,} and {MAX_PRIORITY:,} (higher runs first, "
+            f"default 0), got {shown}", field="priority",
         )
 
 
