@@ -132,8 +132,10 @@ def _check_prices(df: pd.DataFrame, symbol: str) -> None:
     bad = ~np.isfinite(prices)
     if bad.any():
         row, col = (int(x) for x in np.argwhere(bad)[0])
+        value = prices[row, col]
+        what = "missing (NaN)" if np.isnan(value) else f"infinite ({value:g})"
         raise DataError(
-            f"{symbol}: {PRICE_COLUMNS[col]} is missing (NaN) at row {row} ({df.index[row]}); "
+            f"{symbol}: {PRICE_COLUMNS[col]} is {what} at row {row} ({df.index[row]}); "
             f"drop that bar or fill it from the source", symbol=symbol, row=row,
             column=PRICE_COLUMNS[col],
         )
