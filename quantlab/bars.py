@@ -10,6 +10,7 @@ their timestamps; a symbol with no bar at a timestamp has NaN there and is not t
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -207,13 +208,22 @@ def is_intraday(interval: str) -> bool:
 
 
 def canonical_symbol(symbol: object) -> str:
-    """Symbols are upper-case, without surrounding blanks (``' aapl '`` is ``'AAPL'``)."""
+    """Symbols are upper-case ASCII, without surrounding blanks (``' aapl '`` is ``'AAPL'``).
+
+    The one normalisation is ASCII upper-casing. A name with other characters is refused, and
+    when Unicode would turn it into a valid symbol (NFKC, then upper case: ``'ſpy'``,
+    ``'ﬁx'``, ``'ıbm'``, full-width ``'ＳＰＹ'``) the message names that symbol, so that a
+    look-alike never silently stands for another name.
+    """
     if not isinstance(symbol, str):
         raise ConfigError(
             f"a symbol must be a string such as 'AAPL', got {type(symbol).__name__} {symbol!r}",
             field="symbols",
         )
-    name = symbol.strip().upper()
+    stripped = symbol.strip()
+    if not stripped.isascii():
+        _refuse_non_ascii(symbol, stripped)
+    name = stripped.upper()
     if len(name) > MAX_SYMBOL_LENGTH:
         raise ConfigError(
             f"the symbol {name[:20]}... is {len(name):,} characters long; a symbol has at most "
@@ -227,6 +237,24 @@ def canonical_symbol(symbol: object) -> str:
             field="symbols", symbol=symbol,
         )
     return name
+
+
+def _refuse_non_ascii(symbol: str, stripped: str) -> None:
+    odd = next(c for c in stripped if not c.isascii())
+    described = f"{odd!r} (U+{ord(odd):04X} {unicodedata.name(odd, 'unnamed character')})"
+    looks_like = unicodedata.normalize("NFKC", stripped).upper()
+    if looks_like.isascii() and _SYMBOL_RE.match(looks_like) \
+            and len(looks_like) <= MAX_SYMBOL_LENGTH:
+        raise ConfigError(
+            f"symbol {symbol!r} holds the non-ASCII character {described}; symbols are ASCII, "
+            f"and this name would read as {looks_like!r}: write {looks_like!r} if that is what "
+            f"you mean", field="symbols", symbol=symbol, suggestion=looks_like,
+        )
+    raise ConfigError(
+        f"invalid symbol {symbol!r}: it holds the non-ASCII character {described}; use ASCII "
+        f"letters, digits and . - _ ^ = / : & (e.g. 'AAPL', 'BRK.B', '^GSPC')",
+        field="symbols", symbol=symbol,
+    )
 
 
 def symbol_list(symbols: str | list[str] | tuple[str, ...]) -> list[str]:

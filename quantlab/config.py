@@ -121,7 +121,9 @@ class BacktestConfig(_WithEngineOptions):
     @field_validator("symbols")
     @classmethod
     def _symbols_non_empty_unique(cls, value: list[str]) -> list[str]:
-        cleaned = [s.strip().upper() for s in value]  # the data store's canonical names
+        # the data store's canonical names; a non-ASCII name is left as written, for
+        # check_values (bars.canonical_symbol) to refuse naming the symbol it resembles
+        cleaned = [s.strip().upper() if s.isascii() else s.strip() for s in value]
         if not cleaned or any(not s for s in cleaned):
             raise PydanticCustomError(
                 "ql_symbols", "give at least one symbol, e.g. symbols: [AAA, BBB]"

@@ -130,6 +130,27 @@ def test_yaml_text_and_models_are_accepted(home: Path) -> None:
     assert again.name == "copy" and again.canonical()["params"] == config.canonical()["params"]
 
 
+@pytest.mark.parametrize(("written", "char", "means"), [
+    ("ſpy", "'ſ' (U+017F LATIN SMALL LETTER LONG S)", "SPY"),
+    ("ﬁx", "'ﬁ' (U+FB01 LATIN SMALL LIGATURE FI)", "FIX"),
+    ("ıbm", "'ı' (U+0131 LATIN SMALL LETTER DOTLESS I)", "IBM"),
+    ("ＡＡＡ", "'Ａ' (U+FF21 FULLWIDTH LATIN CAPITAL LETTER A)", "AAA"),
+])
+def test_a_symbol_that_unicode_would_turn_into_another_is_refused_naming_it(
+        home: Path, written: str, char: str, means: str) -> None:
+    err = error_of({**BASE, "symbols": ["AAA", written] if means != "AAA" else [written]})
+    assert str(err) == (f"symbol {written!r} holds the non-ASCII character {char}; symbols are "
+                        f"ASCII, and this name would read as {means!r}: write {means!r} if that "
+                        f"is what you mean")
+    assert err.field == "symbols" and err.fields["suggestion"] == means
+
+
+def test_other_non_ascii_symbols_are_invalid(home: Path) -> None:
+    err = error_of({**BASE, "symbols": ["café"]})
+    assert str(err).startswith("invalid symbol 'café': it holds the non-ASCII character 'é' "
+                               "(U+00E9 LATIN SMALL LETTER E WITH ACUTE); use ASCII letters")
+
+
 def test_a_grid_too_large_is_refused_for_a_notebook_strategy_too(home: Path) -> None:
     config = {**BASE, "strategy": "mine", "strategy_source": "def mine(): ...",
               "params": {"a": list(range(2_000)), "b": list(range(2_000))}}

@@ -280,6 +280,10 @@ ERROR_CALLS: list[tuple[str, Callable[[], object], str]] = [
      r"symbol 'OLD' is listed twice; list each symbol once"),
     ("long-symbol", lambda: ql.data.import_frame("S" * 300, bars_frame("2020-01-01", 3)),
      r"the symbol S{20}\.\.\. is 300 characters long; a symbol has at most 64"),
+    ("look-alike-symbol", lambda: ql.data.import_frame("ſpy", bars_frame("2020-01-01", 3)),
+     r"symbol 'ſpy' holds the non-ASCII character 'ſ' \(U\+017F LATIN SMALL LETTER LONG S\); "
+     r"symbols are ASCII, and this name would read as 'SPY': write 'SPY'"),
+    ("look-alike-load", lambda: ql.data.load("ﬁx"), r"would read as 'FIX'"),
     ("no-symbols", lambda: ql.data.load([]),
      r"no symbols given; pass a symbol such as 'AAA'"),
     ("bad-mode", lambda: ql.data.import_frame("OLD", bars_frame("2020-01-01", 3), mode="merge"),
