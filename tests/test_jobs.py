@@ -8,6 +8,7 @@ import signal
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,34 @@ def test_a_priority_out_of_range_is_refused_before_anything_is_recorded(
                                f"first, default 0), got {shown}")
     assert info.value.field == "priority"
     assert open_registry().count_runs() == 0 and queue.pending_count() == 0
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"fast": 10, "slow": 5000},
+     "no signal can form: slow=5,000 > {n} bars (AAA has {n} 1d bars from 2020-01-01 to "
+     "2020-12-31); a window must be shorter than the data: use slow < {n}, or give more data"),
+    ({"fast": 10**18, "slow": 10**18 + 1},
+     "no signal can form: fast=1,000,000,000,000,000,000 > {n} bars"),
+    ({"fast": [5, 10], "slow": [50, 200, "n"]},
+     "no signal can form: slow={n} = {n} bars (AAA has {n} 1d bars from 2020-01-01 to "
+     "2020-12-31); a window must be shorter than the data: keep slow below {n} in the sweep"),
+])
+def test_a_window_as_long_as_the_data_is_refused_at_submit(
+        home: Path, params: dict[str, Any], message: str) -> None:
+    n = ql.data.bar_counts("AAA", SINGLE["start"], SINGLE["end"])["AAA"]
+    assert 200 < n < 300  # a year of business days
+    if isinstance(params["slow"], list):
+        params = {**params, "slow": [n if v == "n" else v for v in params["slow"]]}
+    with pytest.raises(ConfigError) as info:
+        ql.submit({**SINGLE, "params": params})
+    assert str(info.value).startswith(message.format(n=n))
+    assert str(info.value.field).startswith("params.") and info.value.fields["bars"] == n
+    assert open_registry().count_runs() == 0 and queue.pending_count() == 0
+
+
+def test_a_window_shorter_than_the_data_is_accepted(home: Path, no_worker: None) -> None:
+    n = ql.data.bar_counts("AAA", SINGLE["start"], SINGLE["end"])["AAA"]
+    assert ql.submit({**SINGLE, "params": {"fast": 10, "slow": n - 1}}).status == "queued"
 
 
 def test_queue_full_creates_nothing(home: Path, no_worker: None,

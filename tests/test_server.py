@@ -250,6 +250,8 @@ BAD_SUBMISSIONS = [
     ({"config": "strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 1..30000, "
                 "slow: 2..30001}\n"},
      "the sweep spans 900,000,000 combinations (30,000 fast x 30,000 slow)", "params"),
+    ({"config": {**CONFIG, "params": {"fast": 10, "slow": 5000}}},
+     "no signal can form: slow=5,000 > ", "params.slow"),
     ({"config": "strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 5, fast: 8}\n"},
      "duplicate key 'params.fast'", "params.fast"),
 ]

@@ -187,6 +187,30 @@ def check(symbols: SymbolsArg, start: TimeArg = None, end: TimeArg = None,
     return names
 
 
+def bar_counts(symbols: SymbolsArg, start: TimeArg = None, end: TimeArg = None,
+               interval: str | None = "1d") -> dict[str, int]:
+    """How many bars each symbol has between ``start`` and ``end`` (as :func:`load` selects
+    them; 0 for a range without bars, which :func:`load` refuses). Without a range the manifest
+    answers; with one, the symbol's timestamps are read (the store's cache keeps them)."""
+    names = symbol_list(symbols)
+    iv = canonical_interval(interval or "1d")
+    store = current_store()
+    counts: dict[str, int] = {}
+    for name in names:
+        entry = store.entry(name, iv)
+        if entry is None:
+            raise store.unknown_symbol(name, iv)
+        if start is None and end is None:
+            counts[name] = int(entry.rows)
+            continue
+        series = store.read(name, iv)
+        lo, hi = _range_ns(start, end, series.tz)
+        i0 = 0 if lo is None else int(np.searchsorted(series.ts, lo, side="left"))
+        i1 = len(series.ts) if hi is None else int(np.searchsorted(series.ts, hi, side="left"))
+        counts[name] = max(0, i1 - i0)
+    return counts
+
+
 def fingerprint_bars(bars: Bars) -> str:
     """SHA-256 of exactly these bars: symbols, interval, timestamps and every OHLCV value."""
     digest = hashlib.sha256()

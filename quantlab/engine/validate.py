@@ -164,6 +164,56 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+# The parameters of the built-in strategies that are windows of bars: a signal needs more bars
+# than the window (a crossover of SMA(slow) needs slow bars for its first value, one more to
+# cross), so a window as long as the data makes a run that can never trade.
+WINDOW_PARAMS: dict[str, tuple[str, ...]] = {
+    "sma_crossover": ("fast", "slow"), "ema_crossover": ("fast", "slow"),
+    "rsi_reversion": ("period",), "bollinger_breakout": ("period",), "momentum": ("lookback",),
+}
+
+
+def check_windows(strategy: str | Strategy, params: Any, bars: Mapping[str, int],
+                  which: str = "bars") -> None:
+    """:class:`ConfigError` when a window parameter of a built-in strategy (its largest value,
+    in a sweep) is not shorter than the data: ``bars`` is each symbol's number of bars, and
+    ``which`` says which bars (e.g. ``"1d bars from 2020-01-01"``). Such a run could form no
+    signal and would end with zero trades, looking like a strategy that never fires."""
+    strat = get_strategy(strategy)
+    names = WINDOW_PARAMS.get(strat.name, ()) if strat.builtin else ()
+    if not names or not bars:
+        return
+    symbol = max(bars, key=lambda s: bars[s])
+    n = bars[symbol]
+    if n <= 0:
+        return  # a range without bars: the data's own check says so
+    for name in names:
+        values = _values_of(params, name, strat.params.get(name))
+        whole = [int(v) for v in values if isinstance(v, int | np.integer)
+                 and not isinstance(v, bool)]
+        longest = max(whole, default=None)
+        if longest is None or longest < n:
+            continue
+        held = f"{symbol} has {n:,} {which}" if len(bars) == 1 else (
+            f"the longest series, {symbol}, has {n:,} {which}")
+        fix = (f"keep {name} below {n:,} in the sweep" if len(set(whole)) > 1 else
+               f"use {name} < {n:,}")
+        raise ConfigError(
+            f"no signal can form: {name}={longest:,} {'>' if longest > n else '='} {n:,} bars "
+            f"({held}); a window must be shorter than the data: {fix}, or give more data (an "
+            f"earlier start)", field=f"params.{name}", bars=n, window=longest)
+
+
+def _values_of(params: Any, name: str, default: Any) -> list[Any]:
+    """Every value ``params`` gives parameter ``name`` (its default when it gives none)."""
+    if isinstance(params, list | tuple):
+        return [combo.get(name, default) for combo in params if isinstance(combo, Mapping)]
+    if isinstance(params, Mapping):
+        value = params.get(name, default)
+        return list(value) if _is_sweep_value(value) else [value]
+    return [default]
+
+
 def check_grid_size(sizes: Mapping[str, int]) -> int:
     """The number of combinations of a grid whose parameters sweep ``sizes`` values each;
     :class:`ConfigError` naming the count and :data:`MAX_COMBINATIONS` when it is larger."""
