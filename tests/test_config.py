@@ -193,13 +193,13 @@ def test_hash_ignores_labels_and_follows_what_changes_the_result(home: Path) -> 
 def test_hash_changes_when_a_bar_of_the_data_changes(home: Path) -> None:
     before = config_hash(BASE)
     frame = ql.data.load("AAA", "2020-06-01", "2020-06-30").frame("AAA")
-    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    frame.iloc[3, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 1.01
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     assert config_hash(BASE) != before
     # ...but not when a bar outside the config's range changes
     outside = config_hash(BASE)
     frame = ql.data.load("AAA", "2023-06-01", "2023-06-30").frame("AAA")
-    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    frame.iloc[3, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 1.01
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     assert config_hash(BASE) == outside
 

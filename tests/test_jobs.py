@@ -262,7 +262,7 @@ def test_cache_hit_returns_the_result_at_once_and_new_data_misses(home: Path) ->
     assert fresh.record["config_hash"] == first.record["config_hash"]
     # change one bar inside the run's range: the hash changes, the cache misses
     frame = ql.data.load("AAA", "2020-03-02", "2020-03-31").frame("AAA")
-    frame.iloc[2, frame.columns.get_loc("close")] *= 0.97
+    frame.iloc[2, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 0.97
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     changed = ql.submit(SINGLE)
     assert changed.record["cached_from"] is None
