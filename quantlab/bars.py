@@ -10,6 +10,7 @@ their timestamps; a symbol with no bar at a timestamp has NaN there and is not t
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -132,8 +133,10 @@ def _check_prices(df: pd.DataFrame, symbol: str) -> None:
     bad = ~np.isfinite(prices)
     if bad.any():
         row, col = (int(x) for x in np.argwhere(bad)[0])
+        value = prices[row, col]
+        what = "missing (NaN)" if np.isnan(value) else f"infinite ({value:g})"
         raise DataError(
-            f"{symbol}: {PRICE_COLUMNS[col]} is missing (NaN) at row {row} ({df.index[row]}); "
+            f"{symbol}: {PRICE_COLUMNS[col]} is {what} at row {row} ({df.index[row]}); "
             f"drop that bar or fill it from the source", symbol=symbol, row=row,
             column=PRICE_COLUMNS[col],
         )
@@ -163,6 +166,21 @@ _INTERVAL_ALIASES = {
     "daily": "1d", "day": "1d", "weekly": "1w", "monthly": "1mo", "minute": "1min",
     "hourly": "1h", "60min": "1h",
 }
+# The dates a bar (and a config's or a load's start and end) may carry: timestamps are held in
+# nanoseconds, which span 1677-09-21 to 2262-04-11; whole years inside that keep the rule simple.
+FIRST_DATE = "1678-01-01"
+LAST_DATE = "2261-12-31"
+
+
+def date_in_range(year: int) -> bool:
+    """Whether a date of ``year`` is within :data:`FIRST_DATE` .. :data:`LAST_DATE`."""
+    return int(FIRST_DATE[:4]) <= year <= int(LAST_DATE[:4])
+
+
+# The longest symbol name: the data store names a file after it (quoted, so up to three bytes a
+# character, plus the interval and temp-file affixes), which must stay under the 255 bytes a file
+# name may take. Real tickers (OCC option symbols included) are far shorter.
+MAX_SYMBOL_LENGTH = 64
 _SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9._\-^=/:&]*$")
 
 
@@ -190,13 +208,28 @@ def is_intraday(interval: str) -> bool:
 
 
 def canonical_symbol(symbol: object) -> str:
-    """Symbols are upper-case, without surrounding blanks (``' aapl '`` is ``'AAPL'``)."""
+    """Symbols are upper-case ASCII, without surrounding blanks (``' aapl '`` is ``'AAPL'``).
+
+    The one normalisation is ASCII upper-casing. A name with other characters is refused, and
+    when Unicode would turn it into a valid symbol (NFKC, then upper case: ``'ſpy'``,
+    ``'ﬁx'``, ``'ıbm'``, full-width ``'ＳＰＹ'``) the message names that symbol, so that a
+    look-alike never silently stands for another name.
+    """
     if not isinstance(symbol, str):
         raise ConfigError(
             f"a symbol must be a string such as 'AAPL', got {type(symbol).__name__} {symbol!r}",
             field="symbols",
         )
-    name = symbol.strip().upper()
+    stripped = symbol.strip()
+    if not stripped.isascii():
+        _refuse_non_ascii(symbol, stripped)
+    name = stripped.upper()
+    if len(name) > MAX_SYMBOL_LENGTH:
+        raise ConfigError(
+            f"the symbol {name[:20]}... is {len(name):,} characters long; a symbol has at most "
+            f"{MAX_SYMBOL_LENGTH} (e.g. 'AAPL', 'BRK.B', '^GSPC')", field="symbols",
+            symbol=name[:MAX_SYMBOL_LENGTH],
+        )
     if not _SYMBOL_RE.match(name):
         raise ConfigError(
             f"invalid symbol {symbol!r}: use letters, digits and . - _ ^ = / : & "
@@ -204,6 +237,24 @@ def canonical_symbol(symbol: object) -> str:
             field="symbols", symbol=symbol,
         )
     return name
+
+
+def _refuse_non_ascii(symbol: str, stripped: str) -> None:
+    odd = next(c for c in stripped if not c.isascii())
+    described = f"{odd!r} (U+{ord(odd):04X} {unicodedata.name(odd, 'unnamed character')})"
+    looks_like = unicodedata.normalize("NFKC", stripped).upper()
+    if looks_like.isascii() and _SYMBOL_RE.match(looks_like) \
+            and len(looks_like) <= MAX_SYMBOL_LENGTH:
+        raise ConfigError(
+            f"symbol {symbol!r} holds the non-ASCII character {described}; symbols are ASCII, "
+            f"and this name would read as {looks_like!r}: write {looks_like!r} if that is what "
+            f"you mean", field="symbols", symbol=symbol, suggestion=looks_like,
+        )
+    raise ConfigError(
+        f"invalid symbol {symbol!r}: it holds the non-ASCII character {described}; use ASCII "
+        f"letters, digits and . - _ ^ = / : & (e.g. 'AAPL', 'BRK.B', '^GSPC')",
+        field="symbols", symbol=symbol,
+    )
 
 
 def symbol_list(symbols: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -39,7 +39,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from quantlab.bars import canonical_interval, canonical_symbol, symbol_list
+from quantlab.bars import (
+    FIRST_DATE,
+    LAST_DATE,
+    canonical_interval,
+    canonical_symbol,
+    date_in_range,
+    symbol_list,
+)
+from quantlab.configtext import DuplicateKeyError, load_yaml
 from quantlab.engine import validate
 from quantlab.engine.options import CONFIG_OPTIONS, EngineOptions, defaults, info, option_types
 from quantlab.errors import ConfigError, QuantlabError
@@ -113,7 +121,9 @@ class BacktestConfig(_WithEngineOptions):
     @field_validator("symbols")
     @classmethod
     def _symbols_non_empty_unique(cls, value: list[str]) -> list[str]:
-        cleaned = [s.strip().upper() for s in value]  # the data store's canonical names
+        # the data store's canonical names; a non-ASCII name is left as written, for
+        # check_values (bars.canonical_symbol) to refuse naming the symbol it resembles
+        cleaned = [s.strip().upper() if s.isascii() else s.strip() for s in value]
         if not cleaned or any(not s for s in cleaned):
             raise PydanticCustomError(
                 "ql_symbols", "give at least one symbol, e.g. symbols: [AAA, BBB]"
@@ -150,7 +160,12 @@ class BacktestConfig(_WithEngineOptions):
                 ) from None
             if stamp is pd.NaT:
                 return None
-            return stamp.to_pydatetime()
+            value = stamp.to_pydatetime()
+        if isinstance(value, datetime) and not date_in_range(value.year):
+            raise PydanticCustomError(
+                "ql_date", "{value} is outside the dates bars can carry ({first} to {last}); "
+                "leave the key out to use all the data",
+                {"value": iso(value), "first": FIRST_DATE, "last": LAST_DATE})
         return value
 
     @field_validator("params", mode="before")
@@ -235,7 +250,10 @@ class BacktestConfig(_WithEngineOptions):
 
     def _check_strategy(self) -> None:
         if self.strategy_source is not None:
-            return  # notebook-defined strategy: registered and checked by its defining kernel
+            # notebook-defined strategy: registered and checked by its defining kernel; the
+            # grid's size is counted here all the same (a grid too large is refused)
+            self._combinations = _grid_size(self.params)
+            return
         if validate.is_sweep(self.params):
             # the lazy grid: counting needs no dict per combination
             combos, _skipped = _call_engine(validate.sweep_grid, self.strategy, self.params)
@@ -374,11 +392,8 @@ def _grid_size(params: Any) -> int:
     """Combinations of a grid or list of params, before any validity rule skips some."""
     if isinstance(params, list):
         return len(params)
-    size = 1
-    for value in dict(params or {}).values():
-        if isinstance(value, list):
-            size *= len(value)
-    return size
+    return validate.check_grid_size({name: len(value) for name, value in dict(params or {}).items()
+                                     if isinstance(value, list)})
 
 
 def engine_defaults() -> dict[str, Any]:
@@ -426,7 +441,12 @@ def iso(stamp: datetime) -> str:
 
 def _parse_yaml(text: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(
+            f"the config gives the key '{exc.path}' twice (lines {exc.first_line} and "
+            f"{exc.problem_mark.line + 1 if exc.problem_mark else '?'}); give each key once",
+            field=exc.path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

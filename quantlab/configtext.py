@@ -29,6 +29,53 @@ MAX_RANGE_LENGTH = 1_000_000
 EXAMPLE = "strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 10, slow: 50}"
 
 
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping key given twice: ``path`` is where (``params.fast``), the mark is the second
+    one and ``first_line`` the line of the first."""
+
+    def __init__(self, path: str, first: yaml.Node, again: yaml.Node) -> None:
+        self.path = path
+        self.first_line = first.start_mark.line + 1
+        super().__init__(
+            problem=f"the key '{path}' is given twice (first on line {self.first_line})",
+            problem_mark=again.start_mark,
+        )
+
+
+def _refuse_duplicates(node: yaml.Node, path: str = "") -> None:
+    """Walk a composed YAML document and raise :class:`DuplicateKeyError` for a key given twice
+    in one mapping, at any depth (YAML's loader would keep the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                where = f"{path}.{key_node.value}" if path else str(key_node.value)
+                if key in seen:
+                    raise DuplicateKeyError(where, seen[key], key_node)
+                seen[key] = key_node
+                _refuse_duplicates(value_node, where)
+            else:
+                _refuse_duplicates(value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, f"{path}[{i}]")
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in a mapping at any depth
+    (:class:`DuplicateKeyError`, a ``yaml.MarkedYAMLError`` naming the key)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicates(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_body(text: str) -> dict[str, Any]:
     """Parse a cell body into a dict of config keys; errors name the line of the cell."""
     if not text.strip():
@@ -37,7 +84,9 @@ def parse_body(text: str) -> dict[str, Any]:
             f"%%backtest\n{EXAMPLE}"
         )
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise _duplicate_error(exc) from None
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc) from None
     except yaml.YAMLError as exc:  # errors without a position are rare (e.g. a bad encoding)
@@ -54,6 +103,20 @@ def parse_body(text: str) -> dict[str, Any]:
             field=str(non_text[0]),
         )
     return {key: value for key, value in loaded.items()}
+
+
+def _duplicate_error(exc: DuplicateKeyError) -> ConfigError:
+    mark = exc.problem_mark
+    line = mark.line + 1 if mark is not None else None
+    snippet = ""
+    if mark is not None and mark.buffer:
+        lines = str(mark.buffer).rstrip("\x00").splitlines()
+        if 0 <= mark.line < len(lines):
+            snippet = f":\n    {lines[mark.line]}\n    {' ' * mark.column}^"
+    return ConfigError(
+        f"duplicate key '{exc.path}' on line {line} of the cell body (it is already given on line "
+        f"{exc.first_line}){snippet}\nhint: give each key once; YAML would silently keep only "
+        f"the last value", field=exc.path, line=line)
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError) -> ConfigError:

@@ -49,6 +49,14 @@ def error_of(config: object) -> ConfigError:
     ({"symbols": ["AAA", "aaa"]}, "symbols", "listed twice"),
     ({"tags": {"a": 1}}, "tags", "expected a list"),
     ({"select": "sharp"}, "select", "did you mean 'sharpe'?"),
+    ({"end": "9999-12-31"}, "end", "end: 9999-12-31 is outside the dates bars can carry "
+     "(1678-01-01 to 2261-12-31); leave the key out to use all the data"),
+    ({"start": "1066-10-14"}, "start", "start: 1066-10-14 is outside the dates bars can carry"),
+    ({"symbols": ["X" * 300]}, "symbols", "the symbol XXXXXXXXXXXXXXXXXXXX... is 300 characters "
+     "long; a symbol has at most 64"),
+    ({"params": {"fast": list(range(1, 30_001)), "slow": list(range(2, 30_002))}}, "params",
+     "the sweep spans 900,000,000 combinations (30,000 fast x 30,000 slow), more than the "
+     "1,000,000 one run may hold; use larger steps"),
 ])
 def test_bad_configs_name_the_field_and_the_fix(home: Path, extra: dict[str, object],
                                                 field: str, message: str) -> None:
@@ -122,6 +130,41 @@ def test_yaml_text_and_models_are_accepted(home: Path) -> None:
     assert again.name == "copy" and again.canonical()["params"] == config.canonical()["params"]
 
 
+@pytest.mark.parametrize(("written", "char", "means"), [
+    ("ſpy", "'ſ' (U+017F LATIN SMALL LETTER LONG S)", "SPY"),
+    ("ﬁx", "'ﬁ' (U+FB01 LATIN SMALL LIGATURE FI)", "FIX"),
+    ("ıbm", "'ı' (U+0131 LATIN SMALL LETTER DOTLESS I)", "IBM"),
+    ("ＡＡＡ", "'Ａ' (U+FF21 FULLWIDTH LATIN CAPITAL LETTER A)", "AAA"),
+])
+def test_a_symbol_that_unicode_would_turn_into_another_is_refused_naming_it(
+        home: Path, written: str, char: str, means: str) -> None:
+    err = error_of({**BASE, "symbols": ["AAA", written] if means != "AAA" else [written]})
+    assert str(err) == (f"symbol {written!r} holds the non-ASCII character {char}; symbols are "
+                        f"ASCII, and this name would read as {means!r}: write {means!r} if that "
+                        f"is what you mean")
+    assert err.field == "symbols" and err.fields["suggestion"] == means
+
+
+def test_other_non_ascii_symbols_are_invalid(home: Path) -> None:
+    err = error_of({**BASE, "symbols": ["café"]})
+    assert str(err).startswith("invalid symbol 'café': it holds the non-ASCII character 'é' "
+                               "(U+00E9 LATIN SMALL LETTER E WITH ACUTE); use ASCII letters")
+
+
+def test_a_grid_too_large_is_refused_for_a_notebook_strategy_too(home: Path) -> None:
+    config = {**BASE, "strategy": "mine", "strategy_source": "def mine(): ...",
+              "params": {"a": list(range(2_000)), "b": list(range(2_000))}}
+    err = error_of(config)
+    assert err.field == "params" and err.fields["combinations"] == 4_000_000
+    assert "the sweep spans 4,000,000 combinations (2,000 a x 2,000 b)" in str(err)
+
+
+def test_yaml_text_with_a_key_given_twice_is_refused(home: Path) -> None:
+    err = error_of("strategy: sma_crossover\nsymbols: [AAA]\nparams:\n  fast: 5\n  fast: 8\n")
+    assert err.field == "params.fast"
+    assert "gives the key 'params.fast' twice (lines 4 and 5); give each key once" in str(err)
+
+
 def test_invalid_yaml_says_where(home: Path) -> None:
     err = error_of("strategy: [sma\nsymbols: AAA\n")
     assert "not valid YAML at line" in str(err)
@@ -150,13 +193,13 @@ def test_hash_ignores_labels_and_follows_what_changes_the_result(home: Path) -> 
 def test_hash_changes_when_a_bar_of_the_data_changes(home: Path) -> None:
     before = config_hash(BASE)
     frame = ql.data.load("AAA", "2020-06-01", "2020-06-30").frame("AAA")
-    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    frame.iloc[3, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 1.01
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     assert config_hash(BASE) != before
     # ...but not when a bar outside the config's range changes
     outside = config_hash(BASE)
     frame = ql.data.load("AAA", "2023-06-01", "2023-06-30").frame("AAA")
-    frame.iloc[3, frame.columns.get_loc("close")] *= 1.01
+    frame.iloc[3, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 1.01
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     assert config_hash(BASE) == outside
 

@@ -120,8 +120,40 @@ BAD_CSVS = [
     ),
     pytest.param(
         GOOD_CSV.replace("Date", "When"), {},
-        r"GOOD: no date column; name it with date_column='\.\.\.' \(CLI --date-column\)",
+        r"GOOD: no date column \(none is named date, datetime, timestamp or time\); column "
+        r"'When' holds dates: pass date_column='When' \(CLI --date-column 'When'\)",
+        id="no-date-column-names-the-likely-one",
+    ),
+    pytest.param(
+        "Open,High,Low,Close\n10,11,9,10.5\n", {},
+        r"GOOD: no date column \(none is named date, datetime, timestamp or time\); name it "
+        r"with date_column='\.\.\.' \(CLI --date-column\)",
         id="no-date-column",
+    ),
+    pytest.param(
+        replace_line(3, "2021-03-02,10.5,11.5,10.0,inf,1200"),
+        {},
+        r"GOOD: close is infinite \(inf\) at row 1 \(2021-03-02 00:00:00\); drop that bar",
+        id="infinite-price",
+    ),
+    pytest.param(
+        replace_line(4, "2021-03-03,11.0,11.2,10.1,12.2,900"),
+        {},
+        r"GOOD: close \(12\.2\) is above its high \(11\.2\) at row 2 \(line 4 of bad.csv\) "
+        r"\(2021-03-03 00:00:00\); a bar's close lies between its low and its high",
+        id="close-above-high",
+    ),
+    pytest.param(
+        replace_line(4, "2021-03-03,11.0,11.2,10.1,10.0,900"),
+        {},
+        r"GOOD: close \(10\) is below its low \(10\.1\) at row 2 \(line 4 of bad.csv\)",
+        id="close-below-low",
+    ),
+    pytest.param(
+        GOOD_CSV.replace(",", ";"), {"sep": ","},
+        r"GOOD: bad.csv read as one column 'Date;Open;High;Low;Close;Volume' with sep=','; its "
+        r"fields are separated by ';': pass sep=';' \(CLI --sep ';'\), or leave sep out",
+        id="wrong-separator",
     ),
     pytest.param(
         GOOD_CSV, {"date_column": "Dat"},
@@ -180,6 +212,45 @@ def test_an_explicit_column_mapping_wins_over_a_column_of_the_same_name(
     assert ql.data.load("ADJ").close[0].tolist() == [1.1, 1.2, 1.3]
 
 
+@pytest.mark.parametrize("header", ["", "Date", "date", "DATE", "Time", "TIMESTAMP",
+                                    "DateTime", "datetime"])
+def test_a_csv_written_by_to_csv_imports_with_no_options(ql_home: Path, header: str) -> None:
+    frame = bars_frame("2020-01-01", 30)
+    frame.index.name = header or None  # no name: the header's first field is empty
+    path = ql_home / "frame.csv"
+    frame.to_csv(path)
+    assert path.read_text().startswith(f"{header},open,high")
+    summary = ql.data.import_csv("FRAME", path)
+    assert (summary.rows, summary.first) == (30, pd.Timestamp("2020-01-01"))
+    np.testing.assert_allclose(ql.data.load("FRAME").close[0], frame["close"].to_numpy())
+
+
+@pytest.mark.parametrize(("sep", "encoding"), [
+    (";", "utf-8"), ("\t", "utf-8"), ("|", "utf-8"), (",", "utf-16"), (";", "utf-16"),
+    (",", "utf-16-le"), (",", "utf-8-sig")])
+def test_the_separator_and_a_marked_or_utf16_encoding_are_detected(
+        ql_home: Path, sep: str, encoding: str) -> None:
+    path = ql_home / "bars.csv"
+    path.write_bytes(GOOD_CSV.replace(",", sep).encode(encoding))
+    summary = ql.data.import_csv("SEP", path)
+    assert summary.rows == 4
+    np.testing.assert_array_equal(ql.data.load("SEP").close[0], [10.5, 11.0, 10.2, 10.7])
+
+
+def test_a_latin1_file_is_refused_suggesting_the_encoding_which_then_works(
+        ql_home: Path, stocked: dict[str, bytes]) -> None:
+    path = ql_home / "latin.csv"
+    path.write_bytes(GOOD_CSV.replace("Volume", "Volumen (€)").encode("cp1252"))
+    with pytest.raises(ql.DataError) as info:
+        ql.data.import_csv("GOOD", path)
+    assert str(info.value) == (
+        "GOOD: latin.csv is not utf-8 text (byte 0x80 on line 1); if it was saved as Latin-1 or "
+        "Windows-1252, pass encoding='latin-1' (CLI --encoding latin-1), or save it as UTF-8")
+    assert store_bytes(ql_home) == stocked
+    path.write_bytes(GOOD_CSV.replace("Volume", "Volumé").encode("latin-1"))
+    assert ql.data.import_csv("LATIN", path, encoding="latin-1").rows == 4
+
+
 ERROR_CALLS: list[tuple[str, Callable[[], object], str]] = [
     ("unknown-symbol", lambda: ql.data.load("GOOF"),
      r"unknown symbol 'GOOF': it is not in the data store\. Did you mean 'GOOD'\? 1d symbols "
@@ -200,10 +271,19 @@ ERROR_CALLS: list[tuple[str, Callable[[], object], str]] = [
      r"start='2020-02-01' is not before end='2020-01-01'; pass a start date earlier"),
     ("bad-date", lambda: ql.data.load("OLD", start="last tuesday"),
      r"start='last tuesday' is not a date; write it as 'YYYY-MM-DD'"),
+    ("far-future-end", lambda: ql.data.load("OLD", end="9999-12-31"),
+     r"end='9999-12-31' is outside the dates bars can carry \(1678-01-01 to 2261-12-31\); "
+     r"leave end out to use all the data"),
     ("bad-symbol", lambda: ql.data.load("A B"),
      r"invalid symbol 'A B': use letters, digits"),
     ("twice", lambda: ql.data.load(["OLD", "old"]),
      r"symbol 'OLD' is listed twice; list each symbol once"),
+    ("long-symbol", lambda: ql.data.import_frame("S" * 300, bars_frame("2020-01-01", 3)),
+     r"the symbol S{20}\.\.\. is 300 characters long; a symbol has at most 64"),
+    ("look-alike-symbol", lambda: ql.data.import_frame("ſpy", bars_frame("2020-01-01", 3)),
+     r"symbol 'ſpy' holds the non-ASCII character 'ſ' \(U\+017F LATIN SMALL LETTER LONG S\); "
+     r"symbols are ASCII, and this name would read as 'SPY': write 'SPY'"),
+    ("look-alike-load", lambda: ql.data.load("ﬁx"), r"would read as 'FIX'"),
     ("no-symbols", lambda: ql.data.load([]),
      r"no symbols given; pass a symbol such as 'AAA'"),
     ("bad-mode", lambda: ql.data.import_frame("OLD", bars_frame("2020-01-01", 3), mode="merge"),

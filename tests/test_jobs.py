@@ -8,6 +8,7 @@ import signal
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,46 @@ def test_bad_priority_and_cache_arguments_are_refused(home: Path) -> None:
     with pytest.raises(ConfigError, match="cache must be True or False"):
         ql.submit(SINGLE, cache="yes")  # type: ignore[arg-type]
     assert open_registry().count_runs() == 0
+
+
+@pytest.mark.parametrize(("priority", "shown"), [
+    (10**30, "a number of about 31 digits"), (-1_000_001, "-1,000,001")])
+def test_a_priority_out_of_range_is_refused_before_anything_is_recorded(
+        home: Path, priority: int, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ql.submit(SINGLE, priority=priority)
+    assert str(info.value) == ("priority must be between -1,000,000 and 1,000,000 (higher runs "
+                               f"first, default 0), got {shown}")
+    assert info.value.field == "priority"
+    assert open_registry().count_runs() == 0 and queue.pending_count() == 0
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"fast": 10, "slow": 5000},
+     "no signal can form: slow=5,000 > {n} bars (AAA has {n} 1d bars from 2020-01-01 to "
+     "2020-12-31); a window must be shorter than the data: use slow < {n}, or give more data"),
+    ({"fast": 10**18, "slow": 10**18 + 1},
+     "no signal can form: fast=1,000,000,000,000,000,000 > {n} bars"),
+    ({"fast": [5, 10], "slow": [50, 200, "n"]},
+     "no signal can form: slow={n} = {n} bars (AAA has {n} 1d bars from 2020-01-01 to "
+     "2020-12-31); a window must be shorter than the data: keep slow below {n} in the sweep"),
+])
+def test_a_window_as_long_as_the_data_is_refused_at_submit(
+        home: Path, params: dict[str, Any], message: str) -> None:
+    n = ql.data.bar_counts("AAA", SINGLE["start"], SINGLE["end"])["AAA"]
+    assert 200 < n < 300  # a year of business days
+    if isinstance(params["slow"], list):
+        params = {**params, "slow": [n if v == "n" else v for v in params["slow"]]}
+    with pytest.raises(ConfigError) as info:
+        ql.submit({**SINGLE, "params": params})
+    assert str(info.value).startswith(message.format(n=n))
+    assert str(info.value.field).startswith("params.") and info.value.fields["bars"] == n
+    assert open_registry().count_runs() == 0 and queue.pending_count() == 0
+
+
+def test_a_window_shorter_than_the_data_is_accepted(home: Path, no_worker: None) -> None:
+    n = ql.data.bar_counts("AAA", SINGLE["start"], SINGLE["end"])["AAA"]
+    assert ql.submit({**SINGLE, "params": {"fast": 10, "slow": n - 1}}).status == "queued"
 
 
 def test_queue_full_creates_nothing(home: Path, no_worker: None,
@@ -221,7 +262,7 @@ def test_cache_hit_returns_the_result_at_once_and_new_data_misses(home: Path) ->
     assert fresh.record["config_hash"] == first.record["config_hash"]
     # change one bar inside the run's range: the hash changes, the cache misses
     frame = ql.data.load("AAA", "2020-03-02", "2020-03-31").frame("AAA")
-    frame.iloc[2, frame.columns.get_loc("close")] *= 0.97
+    frame.iloc[2, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] *= 0.97
     ql.data.import_frame("AAA", frame, interval="1d", mode="extend", adjusted=True)
     changed = ql.submit(SINGLE)
     assert changed.record["cached_from"] is None

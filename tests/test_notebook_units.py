@@ -64,6 +64,30 @@ def test_body_shapes_that_are_not_a_config(body: str, expected: str) -> None:
         parse_body(body)
 
 
+@pytest.mark.parametrize(("body", "field", "line", "first"), [
+    ("strategy: sma_crossover\nsymbols: [AAA]\nstrategy: rsi\n", "strategy", 3, 1),
+    ("strategy: sma_crossover\nparams: {fast: 1, fast: 2}\n", "params.fast", 2, 2),
+    ("strategy: sma_crossover\nparams:\n  fast: 5\n  slow: 50\n  fast: 10\n", "params.fast",
+     5, 3),
+    ("strategy: x\nnotify:\n  on: [failed]\n  to: [{email: a@b.c, email: d@e.f}]\n",
+     "notify.to[0].email", 4, 4),
+])
+def test_a_key_given_twice_is_refused_naming_it(body: str, field: str, line: int,
+                                                first: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_body(body)
+    message = str(info.value)
+    assert message.startswith(f"duplicate key '{field}' on line {line} of the cell body (it is "
+                              f"already given on line {first})")
+    assert "give each key once" in message
+    assert info.value.field == field and info.value.line == line
+
+
+def test_a_yaml_merge_key_may_be_overridden() -> None:
+    body = "base: &b {fast: 5}\nparams:\n  <<: *b\n  fast: 10\n"
+    assert parse_body(body)["params"] == {"fast": 10}
+
+
 def test_yaml_dates_and_underscored_numbers_parse() -> None:
     config = parse_body("start: 2015-01-01\ncash: 100_000\ncommission: 0.001\n")
     assert str(config["start"]) == "2015-01-01"

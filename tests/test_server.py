@@ -241,6 +241,19 @@ BAD_SUBMISSIONS = [
     ({"name": "no config"}, "the request has no config", "config"),
     ({"config": 42}, "'config' must be an object or YAML text", "config"),
     ({"config": CONFIG, "priority": "high"}, "priority must be a whole number", "priority"),
+    # values out of what the system can hold: refused before anything is allocated or written
+    ({"config": {**CONFIG, "end": "9999-12-31"}}, "end: 9999-12-31 is outside the dates", "end"),
+    ({"config": CONFIG, "priority": 10**30}, "priority must be between -1,000,000 and 1,000,000",
+     "priority"),
+    ({"config": {**CONFIG, "symbols": ["S" * 300]}}, "is 300 characters long; a symbol has at "
+     "most 64", "symbols"),
+    ({"config": "strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 1..30000, "
+                "slow: 2..30001}\n"},
+     "the sweep spans 900,000,000 combinations (30,000 fast x 30,000 slow)", "params"),
+    ({"config": {**CONFIG, "params": {"fast": 10, "slow": 5000}}},
+     "no signal can form: slow=5,000 > ", "params.slow"),
+    ({"config": "strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 5, fast: 8}\n"},
+     "duplicate key 'params.fast'", "params.fast"),
 ]
 
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from quantlab.data.importers import import_csv, import_frame
-from quantlab.data.loading import check, fingerprint, fingerprint_bars, load, query, symbols
+from quantlab.data.loading import (
+    bar_counts,
+    check,
+    fingerprint,
+    fingerprint_bars,
+    load,
+    query,
+    symbols,
+)
 from quantlab.data.providers import (
     History,
     Known,
@@ -36,6 +44,7 @@ __all__ = [
     "Provider",
     "RateLimiter",
     "WriteSummary",
+    "bar_counts",
     "canonical_interval",
     "check",
     "current_store",

@@ -63,19 +63,21 @@ def data() -> None:
 @click.option("--adjusted/--unadjusted", default=False, show_default=True,
               help="Whether prices are split/dividend adjusted.")
 @click.option("--sort", is_flag=True, help="Sort the rows by time (e.g. newest-first files).")
-@click.option("--sep", default=",", show_default=True, help="Field separator.")
+@click.option("--sep", help="Field separator (default: detected from the header: , ; tab |).")
+@click.option("--encoding", help="Text encoding (default: UTF-8, or UTF-16 by its mark), "
+              "e.g. latin-1.")
 @_clear_errors
 def import_cmd(symbol: str, path: str, mode: str, date_column: str | None,
                date_format: str | None, columns: tuple[str, ...], timezone: str | None,
                interval: str | None, source: str | None, adjusted: bool, sort: bool,
-               sep: str) -> None:
+               sep: str | None, encoding: str | None) -> None:
     """Import a CSV file of OHLCV bars as SYMBOL."""
     from quantlab.data import import_csv
 
     summary = import_csv(symbol, path, mode=mode, date_column=date_column,
                          date_format=date_format, columns=_mapping(columns) or None,
                          timezone=timezone, interval=interval, source=source,
-                         adjusted=adjusted, sort=sort, sep=sep)
+                         adjusted=adjusted, sort=sort, sep=sep, encoding=encoding)
     click.echo(f"{summary.symbol} {summary.interval}: wrote {summary.rows_written} bars "
                f"({summary.new_rows} new, {summary.updated_rows} replaced); stored "
                f"{summary.rows} bars from {summary.first} to {summary.last}")

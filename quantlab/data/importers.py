@@ -8,6 +8,7 @@ Messages locate the problem (symbol, row, and for a CSV the line of the file) an
 from __future__ import annotations
 
 import difflib
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from quantlab.data.store import (
 from quantlab.errors import ConfigError, DataError
 
 DATE_NAMES = ("date", "datetime", "timestamp", "time", "ts", "day")
+# Separators tried when none is given: the first that splits the header is used.
+SEPARATORS = (",", ";", "\t", "|")
+_SEP_NAMES = {",": "','", ";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
+# Byte-order marks: a file that starts with one says its own encoding.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
 class _Where:
@@ -122,11 +128,21 @@ def _timestamps(df: pd.DataFrame, date_column: str | None, date_format: str | No
     if date_column is None:
         names = {_squash(c): c for c in df.columns}
         found = next((names[n] for n in DATE_NAMES if n in names), None)
+        if found is None and len(df.columns) and _unnamed(df.columns[0]) \
+                and _looks_like_dates(df[df.columns[0]]):
+            # DataFrame.to_csv() writes the index first, under no name ("Unnamed: 0" on reading)
+            found = df.columns[0]
         if found is None:
+            likely = next((c for c in df.columns if _squash(c) not in OHLCV
+                           and _looks_like_dates(df[c])), None)
+            hint = (f"column {str(likely)!r} holds dates: pass date_column={str(likely)!r} "
+                    f"(CLI --date-column {str(likely)!r})" if likely is not None else
+                    "name it with date_column='...' (CLI --date-column), or give the frame a "
+                    "DatetimeIndex")
             raise DataError(
-                f"{symbol}: no date column; name it with date_column='...' (CLI --date-column), "
-                f"or give the frame a DatetimeIndex. Columns found: {list(map(str, df.columns))}",
-                symbol=symbol, column="date",
+                f"{symbol}: no date column (none is named date, datetime, timestamp or time); "
+                f"{hint}. Columns found: {list(map(str, df.columns))}",
+                symbol=symbol, column="date", suggestion=None if likely is None else str(likely),
             )
         date_column = str(found)
     if date_column not in df.columns:
@@ -154,6 +170,30 @@ def _timestamps(df: pd.DataFrame, date_column: str | None, date_format: str | No
             symbol=symbol, row=i, column=date_column,
         )
     return pd.DatetimeIndex(parsed)
+
+
+def _unnamed(column: object) -> bool:
+    """A column the CSV's header left without a name (pandas reads it as ``Unnamed: 0``)."""
+    text = str(column).strip()
+    return not text or text.startswith("Unnamed:")
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    """Whether the first values of a column are dates (not plain numbers, which any column of
+    prices also is)."""
+    sample = values.dropna().head(5)
+    if not len(sample):
+        return False
+    if pd.api.types.is_datetime64_any_dtype(sample.dtype):
+        return True
+    text = sample.astype("string")
+    if text.str.fullmatch(r"\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*").all():
+        return False
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    except (ValueError, TypeError):
+        return False
+    return bool(pd.notna(parsed).all())
 
 
 def _apply_timezone(index: pd.DatetimeIndex, timezone: str | None, symbol: str
@@ -247,13 +287,31 @@ def prepare(
             frame[name] = 0.0
     frame = _check_volume(frame[list(OHLCV)], where)
     try:
-        return normalize_ohlcv(frame, symbol)
+        clean = normalize_ohlcv(frame, symbol)
     except DataError as exc:
         row = exc.fields.get("row")
         if path is None or row is None:
             raise
         raise DataError(f"{exc.message} [{where.row(int(row))}]", symbol=symbol, row=row,
                         column=exc.fields.get("column")) from None
+    _check_close_in_range(clean, where)
+    return clean
+
+
+def _check_close_in_range(frame: pd.DataFrame, where: _Where) -> None:
+    """A bar's close lies between its low and its high (the engine fills stops and limits
+    inside that range; a close outside it is a corrupt or misaligned row)."""
+    close, high, low = (frame[c].to_numpy() for c in ("close", "high", "low"))
+    outside = np.flatnonzero((close > high) | (close < low))
+    if len(outside):
+        i = int(outside[0])
+        side = f"above its high ({high[i]:g})" if close[i] > high[i] else \
+            f"below its low ({low[i]:g})"
+        raise DataError(
+            f"{where.symbol}: close ({close[i]:g}) is {side} at {where.row(i)} "
+            f"({frame.index[i]}); a bar's close lies between its low and its high: fix or drop "
+            f"that row", symbol=where.symbol, row=i, column="close",
+        )
 
 
 def _interval_for(frame: pd.DataFrame, interval: str | None, symbol: str) -> str:
@@ -304,6 +362,55 @@ def import_frame(
     return current_store().write(name, iv, frame, mode=mode, source=source, adjusted=adjusted)
 
 
+def _encoding_of(file: Path) -> str:
+    """The file's encoding by its byte-order mark; UTF-16 without one is told by its NUL bytes
+    (every ASCII character of a CSV has one); else UTF-8."""
+    with file.open("rb") as fh:
+        head = fh.read(4096)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    if len(head) >= 4 and head.count(b"\x00") >= len(head) // 3:
+        return "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be"
+    return "utf-8"
+
+
+def _decode(file: Path, encoding: str, name: str) -> str:
+    data = file.read_bytes()
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise ConfigError(f"{name}: unknown encoding={encoding!r}; use e.g. encoding='utf-8', "
+                          f"'latin-1' or 'utf-16'", field="encoding") from None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{name}: {file.name} is not {encoding} text (byte {data[exc.start]:#04x} on line "
+            f"{line}); if it was saved as Latin-1 or Windows-1252, pass encoding='latin-1' "
+            f"(CLI --encoding latin-1), or save it as UTF-8", symbol=name,
+            suggestion="latin-1") from None
+
+
+def _separator_of(text: str) -> str:
+    """The separator of a CSV: of :data:`SEPARATORS`, the one its header line holds most often
+    (``,`` when none)."""
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])  # ties: the first listed
+    return best if counts[best] else ","
+
+
+def _one_column(raw: pd.DataFrame, sep: str, file: Path, name: str) -> None:
+    """A file read as one column was split with the wrong separator: say which one it uses."""
+    header = str(raw.columns[0])
+    other = next((s for s in SEPARATORS if s != sep and s in header), None)
+    if other is not None:
+        raise DataError(
+            f"{name}: {file.name} read as one column {header!r} with sep={sep!r}; its fields "
+            f"are separated by {_SEP_NAMES[other]}: pass sep={other!r} (CLI --sep {other!r}), or "
+            f"leave sep out to detect it", symbol=name, suggestion=other)
+
+
 def import_csv(
     symbol: str,
     path: str | Path,
@@ -317,11 +424,15 @@ def import_csv(
     source: str | None = None,
     adjusted: bool = False,
     sort: bool = False,
-    sep: str = ",",
+    sep: str | None = None,
+    encoding: str | None = None,
 ) -> WriteSummary:
     """Store the bars of a CSV file (a header row, one bar per line) under ``symbol``.
 
-    Options as :func:`import_frame`; ``sep`` is the field separator. Errors name the line.
+    Options as :func:`import_frame`. ``sep`` is the field separator (default: whichever of
+    ``,`` ``;`` tab ``|`` the header line holds most often). ``encoding`` defaults to the file's
+    byte-order mark (UTF-8 or UTF-16), else UTF-8; a file that is not UTF-8 is refused with a
+    message suggesting ``encoding=``. Errors name the line.
     """
     name = canonical_symbol(symbol)
     if mode not in ("replace", "extend"):
@@ -330,14 +441,20 @@ def import_csv(
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"{name}: no such file {str(file)!r}; check the path", symbol=name)
+    encoding = encoding or _encoding_of(file)
+    text = _decode(file, encoding, name)
+    if sep is None:
+        sep = _separator_of(text)
     try:
-        raw = pd.read_csv(file, sep=sep, dtype=str, skipinitialspace=True)
+        raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: {file.name} is empty; it needs a header row and one bar per "
                         f"line", symbol=name) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         raise DataError(f"{name}: cannot parse {file.name} as CSV ({exc}); check the file, or "
                         f"pass sep= for another separator", symbol=name) from None
+    if len(raw.columns) == 1:
+        _one_column(raw, sep, file, name)
     frame = prepare(name, raw, date_column=date_column, columns=columns,
                     date_format=date_format, timezone=timezone, sort=sort, path=file)
     iv = _interval_for(frame, interval, name)

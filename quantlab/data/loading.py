@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantlab.bars import OHLCV, Bars
+from quantlab.bars import FIRST_DATE, LAST_DATE, OHLCV, Bars, date_in_range
 from quantlab.data.store import (
     Series,
     canonical_interval,
@@ -43,6 +43,10 @@ def _parse_time(value: TimeArg, name: str) -> tuple[pd.Timestamp, bool] | None:
         ) from None
     if pd.isna(ts):
         raise ConfigError(f"{name}={value!r} is not a date; write it as 'YYYY-MM-DD'", field=name)
+    if not date_in_range(ts.year):
+        raise ConfigError(
+            f"{name}={value!r} is outside the dates bars can carry ({FIRST_DATE} to {LAST_DATE}); "
+            f"leave {name} out to use all the data", field=name)
     whole_day = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
         isinstance(value, str) and ":" not in value and ts == ts.normalize()
     )
@@ -181,6 +185,30 @@ def check(symbols: SymbolsArg, start: TimeArg = None, end: TimeArg = None,
                 f"Choose start/end inside that range", symbol=name,
             )
     return names
+
+
+def bar_counts(symbols: SymbolsArg, start: TimeArg = None, end: TimeArg = None,
+               interval: str | None = "1d") -> dict[str, int]:
+    """How many bars each symbol has between ``start`` and ``end`` (as :func:`load` selects
+    them; 0 for a range without bars, which :func:`load` refuses). Without a range the manifest
+    answers; with one, the symbol's timestamps are read (the store's cache keeps them)."""
+    names = symbol_list(symbols)
+    iv = canonical_interval(interval or "1d")
+    store = current_store()
+    counts: dict[str, int] = {}
+    for name in names:
+        entry = store.entry(name, iv)
+        if entry is None:
+            raise store.unknown_symbol(name, iv)
+        if start is None and end is None:
+            counts[name] = int(entry.rows)
+            continue
+        series = store.read(name, iv)
+        lo, hi = _range_ns(start, end, series.tz)
+        i0 = 0 if lo is None else int(np.searchsorted(series.ts, lo, side="left"))
+        i1 = len(series.ts) if hi is None else int(np.searchsorted(series.ts, hi, side="left"))
+        counts[name] = max(0, i1 - i0)
+    return counts
 
 
 def fingerprint_bars(bars: Bars) -> str:

@@ -25,6 +25,10 @@ SELECTABLE = ("sharpe", "sortino", "calmar", "total_return_pct", "cagr_pct", "eq
               "max_drawdown_pct", "win_rate_pct", "profit_factor", "expectancy_pct")
 
 _SWEEP_TYPES = (list, tuple, range, np.ndarray)
+# The most combinations one sweep may span. The grid is held as columns (a few numbers per
+# combination) and each combination keeps its metrics, so a grid of two 30,000-value ranges
+# (900 million) would exhaust memory long before it ran: it is refused while it is still a count.
+MAX_COMBINATIONS = 1_000_000
 
 
 def _real(value: Any, field: str, example: str) -> float:
@@ -158,6 +162,69 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# The parameters of the built-in strategies that are windows of bars: a signal needs more bars
+# than the window (a crossover of SMA(slow) needs slow bars for its first value, one more to
+# cross), so a window as long as the data makes a run that can never trade.
+WINDOW_PARAMS: dict[str, tuple[str, ...]] = {
+    "sma_crossover": ("fast", "slow"), "ema_crossover": ("fast", "slow"),
+    "rsi_reversion": ("period",), "bollinger_breakout": ("period",), "momentum": ("lookback",),
+}
+
+
+def check_windows(strategy: str | Strategy, params: Any, bars: Mapping[str, int],
+                  which: str = "bars") -> None:
+    """:class:`ConfigError` when a window parameter of a built-in strategy (its largest value,
+    in a sweep) is not shorter than the data: ``bars`` is each symbol's number of bars, and
+    ``which`` says which bars (e.g. ``"1d bars from 2020-01-01"``). Such a run could form no
+    signal and would end with zero trades, looking like a strategy that never fires."""
+    strat = get_strategy(strategy)
+    names = WINDOW_PARAMS.get(strat.name, ()) if strat.builtin else ()
+    if not names or not bars:
+        return
+    symbol = max(bars, key=lambda s: bars[s])
+    n = bars[symbol]
+    if n <= 0:
+        return  # a range without bars: the data's own check says so
+    for name in names:
+        values = _values_of(params, name, strat.params.get(name))
+        whole = [int(v) for v in values if isinstance(v, int | np.integer)
+                 and not isinstance(v, bool)]
+        longest = max(whole, default=None)
+        if longest is None or longest < n:
+            continue
+        held = f"{symbol} has {n:,} {which}" if len(bars) == 1 else (
+            f"the longest series, {symbol}, has {n:,} {which}")
+        fix = (f"keep {name} below {n:,} in the sweep" if len(set(whole)) > 1 else
+               f"use {name} < {n:,}")
+        raise ConfigError(
+            f"no signal can form: {name}={longest:,} {'>' if longest > n else '='} {n:,} bars "
+            f"({held}); a window must be shorter than the data: {fix}, or give more data (an "
+            f"earlier start)", field=f"params.{name}", bars=n, window=longest)
+
+
+def _values_of(params: Any, name: str, default: Any) -> list[Any]:
+    """Every value ``params`` gives parameter ``name`` (its default when it gives none)."""
+    if isinstance(params, list | tuple):
+        return [combo.get(name, default) for combo in params if isinstance(combo, Mapping)]
+    if isinstance(params, Mapping):
+        value = params.get(name, default)
+        return list(value) if _is_sweep_value(value) else [value]
+    return [default]
+
+
+def check_grid_size(sizes: Mapping[str, int]) -> int:
+    """The number of combinations of a grid whose parameters sweep ``sizes`` values each;
+    :class:`ConfigError` naming the count and :data:`MAX_COMBINATIONS` when it is larger."""
+    total = math.prod(sizes.values())
+    if total > MAX_COMBINATIONS:
+        axes = " x ".join(f"{n:,} {name}" for name, n in sizes.items() if n > 1)
+        raise ConfigError(
+            f"the sweep spans {total:,} combinations ({axes}), more than the {MAX_COMBINATIONS:,} "
+            f"one run may hold; use larger steps (e.g. '5..50:5') or split it into several runs",
+            field="params", combinations=total, limit=MAX_COMBINATIONS)
+    return total
 
 
 def _check_names(strat: Strategy, names: Sequence[str]) -> None:
@@ -310,6 +377,7 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
                     f"parameter '{name}' sweeps over an empty list/range; give at least one "
                     f"value", field=f"params.{name}")
             axes.append((name, values))
+        check_grid_size({name: len(values) for name, values in axes})  # before any allocation
         # a value that makes no sense alone (fast=0) is checked once per value, not per combo
         first = {name: values[0] for name, values in axes}
         for name, values in axes:

@@ -20,9 +20,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from quantlab import data
 from quantlab import settings as settings_mod
-from quantlab.config import BacktestConfig
-from quantlab.engine import ENGINE_VERSION, sweep_combinations
+from quantlab.config import BacktestConfig, iso
+from quantlab.engine import ENGINE_VERSION, sweep_combinations, validate
 from quantlab.errors import ConfigError, QueueFull, RunError
 from quantlab.jobs import lifecycle, queue
 from quantlab.jobs.execution import stale_after
@@ -135,6 +136,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
     _check_priority(priority)
+    _check_windows(cfg, to_fetch)
     registry = open_registry(settings)
     now = time.time()
     run_id = new_run_id(now)
@@ -189,12 +191,39 @@ def _check_kernel_strategy_params(cfg: BacktestConfig) -> None:
             f"as invalid); widen or fix the ranges in params", field="params")
 
 
+# |priority| at most this: any ordering a team needs fits, and the registry stores it as a
+# 64-bit integer (10**30 could not be recorded).
+MAX_PRIORITY = 1_000_000
+
+
 def _check_priority(priority: Any) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigError(
             f"priority must be a whole number (higher runs first, default 0), got {priority!r}",
             field="priority",
         )
+    if abs(priority) > MAX_PRIORITY:
+        # (str() of a huge int is refused by Python itself: show its size)
+        shown = (f"{priority:,}" if abs(priority) < 10**15 else
+                 f"a number of about {int(abs(priority).bit_length() * 0.30103) + 1} digits")
+        raise ConfigError(
+            f"priority must be between -{MAX_PRIORITY:,} and {MAX_PRIORITY:,} (higher runs first, "
+            f"default 0), got {shown}", field="priority",
+        )
+
+
+def _check_windows(cfg: BacktestConfig, to_fetch: list[str]) -> None:
+    """A built-in strategy's window (``slow``, ``period`` ...) as long as the data it will run
+    on can form no signal: refused here, where the data is known, rather than run to a silent
+    zero-trade result. Symbols still to be fetched are the worker's to count."""
+    if to_fetch or cfg.strategy_source is not None \
+            or cfg.strategy not in validate.WINDOW_PARAMS:
+        return
+    start = iso(cfg.start) if cfg.start else None
+    end = iso(cfg.end) if cfg.end else None
+    counts = data.bar_counts(list(cfg.symbols), start, end, cfg.interval)
+    span = "".join((f" from {start}" if start else "", f" to {end}" if end else ""))
+    validate.check_windows(cfg.strategy, cfg.params, counts, f"{cfg.interval} bars{span}")
 
 
 def _base_document(cfg: BacktestConfig, run_id: str, user: str, priority: int, now: float,
