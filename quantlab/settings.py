@@ -11,8 +11,9 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from quantlab.errors import ConfigError
@@ -97,6 +98,9 @@ class Settings:
     queue_max: int | None
     max_duration: float | None
     alphavantage_api_key: str | None
+
+    def __repr__(self) -> str:  # printed in a notebook or a log: no password, no key
+        return _safe_repr(self)
 
     @property
     def mode(self) -> str:
@@ -209,6 +213,19 @@ def redact(url: str) -> str:
             f"{name}{eq}{HIDDEN if eq and _SECRET_PARAM.search(name) else value}"
             for name, eq, value in pairs)
     return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+
+def _safe_repr(obj: Any) -> str:
+    """A dataclass's repr with URLs redacted and passwords, keys and secrets hidden."""
+    shown = []
+    for item in fields(obj):
+        value = getattr(obj, item.name)
+        if value and re.search(r"password|secret|api_key|token", item.name):
+            value = HIDDEN
+        elif isinstance(value, str) and "://" in value:
+            value = redact(value)
+        shown.append(f"{item.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
 
 
 def redact_text(text: str) -> str:

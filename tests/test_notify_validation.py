@@ -247,3 +247,17 @@ def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
 
     assert redact(url) == shown
     assert redact_text(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"
+
+
+def test_settings_print_without_their_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab import settings
+    from quantlab.notify import settings as notify_settings
+
+    monkeypatch.setenv("QUANTLAB_REDIS_URL", "redis://:s3cret-pw@redis.lab:6379/0")
+    monkeypatch.setenv("QUANTLAB_MONGO_URL", "mongodb://ql:s3cret-pw@mongo.lab/ql")
+    monkeypatch.setenv("QUANTLAB_SMTP_PASSWORD", "s3cret-pw")
+    shown = repr(settings.current()) + repr(notify_settings.current())
+    assert "s3cret-pw" not in shown
+    assert "redis_url='redis://:***@redis.lab:6379/0'" in shown
+    assert "mongo_url='mongodb://ql:***@mongo.lab/ql'" in shown
+    assert "smtp_password='***'" in shown
