@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import ipaddress
 import logging
 import os
 import sys
@@ -73,14 +74,21 @@ def cli() -> None:
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Import MODULE first (it registers strategies with @ql.strategy).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
-              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+              help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (no auth: see "
+              "docs/operations.md).")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              envvar="QUANTLAB_METRICS_ADDRESS",
+              help="Address the metrics endpoint listens on; 0.0.0.0 (every interface) only "
+              "behind a firewall or an authenticating proxy.")
 @click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Stop after SECONDS without queued or running runs (the "
               "worker that QuantLab starts by itself uses QUANTLAB_WORKER_IDLE_EXIT, 1800).")
 def worker(workers: int, warm_up: bool, imports: tuple[str, ...], metrics_port: int | None,
-           idle_exit: float | None) -> None:
+           metrics_address: str, idle_exit: float | None) -> None:
     """Run QuantLab workers: they take runs from the queue (QUANTLAB_REDIS_URL, or the SQLite
     queue under QUANTLAB_HOME) until interrupted."""
+    if metrics_port is not None:
+        check_metrics_address(metrics_address, metrics_port)
     if metrics_port is not None and workers > 1:
         use_multiprocess_metrics()
     # imported here, after the metrics mode is chosen (prometheus_client reads it on import);
@@ -90,7 +98,8 @@ def worker(workers: int, warm_up: bool, imports: tuple[str, ...], metrics_port: 
 
     try:
         code = serve(workers=workers, warm=warm_up, imports=imports, idle_exit=idle_exit,
-                     services=functools.partial(start_worker_services, metrics_port),
+                     services=functools.partial(start_worker_services, metrics_port,
+                                                metrics_address),
                      beat=telemetry.beat_worker)
     except QuantlabError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -98,10 +107,26 @@ def worker(workers: int, warm_up: bool, imports: tuple[str, ...], metrics_port: 
     sys.exit(code)
 
 
-def start_worker_services(metrics_port: int | None) -> Callable[[], None]:
+def check_metrics_address(address: str, port: int) -> None:
+    """Refuse a metrics address that is not an IP address, before the worker starts (a host
+    name would need DNS, and would hide which interface is exposed)."""
+    if address == "localhost":
+        return
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise click.BadParameter(
+            f"{address!r} is not an IP address; give 127.0.0.1 (the default: this machine "
+            f"only), an address of one of its interfaces, or 0.0.0.0 (every interface)",
+            param_hint="'--metrics-address'") from None
+
+
+def start_worker_services(metrics_port: int | None,
+                          metrics_address: str = "127.0.0.1") -> Callable[[], None]:
     """Start what a worker serves besides runs, in this process; returns their stop: the
-    notification dispatcher and, with a metrics port, the metrics endpoint and the telemetry
-    subscriber (both stand by while another worker of the home or team holds their lock)."""
+    notification dispatcher and, with a metrics port, the metrics endpoint (on
+    ``metrics_address``) and the telemetry subscriber (both stand by while another worker of
+    the home or team holds their lock)."""
     # imported here: in a `-w N` worker this runs in the spawned side process, whose metrics
     # mode comes from the environment it inherited
     from quantlab import telemetry
@@ -109,8 +134,13 @@ def start_worker_services(metrics_port: int | None) -> Callable[[], None]:
 
     stops: list[Callable[[], None]] = []
     if metrics_port is not None:
-        telemetry.start_http_server(metrics_port)
-        log.info("Prometheus metrics on port %s", metrics_port)
+        telemetry.start_http_server(metrics_port, addr=metrics_address)
+        log.info("Prometheus metrics at http://%s:%s/metrics", _host(metrics_address),
+                 metrics_port)
+        if not _loopback(metrics_address):
+            log.warning("the metrics endpoint listens on %s without authentication: anyone who "
+                        "can reach this machine reads it; restrict it with a firewall or an "
+                        "authenticating proxy (docs/operations.md)", metrics_address)
         stops.append(telemetry.start_subscriber_thread().stop)
     dispatcher = start_dispatcher_thread()
     if dispatcher is not None:
@@ -121,6 +151,19 @@ def start_worker_services(metrics_port: int | None) -> Callable[[], None]:
             each()
 
     return stop
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def use_multiprocess_metrics() -> None:

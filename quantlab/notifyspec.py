@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quantlab.errors import ConfigError
-from quantlab.settings import env_flag
+from quantlab.settings import env_flag, redact
 
 
 def private_webhooks_allowed() -> bool:
@@ -448,10 +448,36 @@ AddressInfo = ipaddress.IPv4Address | ipaddress.IPv6Address
 def is_public_address(address: AddressInfo) -> bool:
     """True for a globally routable unicast address; False for loopback, private (10/8,
     172.16/12, 192.168/16, fc00::/7), link-local (169.254/16 — cloud metadata lives there),
-    carrier-grade NAT, multicast, reserved and unspecified addresses."""
+    carrier-grade NAT, multicast, reserved and unspecified addresses, and for an IPv6 address
+    that carries such an IPv4 address (IPv4-mapped, IPv4-compatible ``::a.b.c.d``, NAT64
+    ``64:ff9b::/96``, 6to4 ``2002::/16``)."""
+    embedded = embedded_ipv4(address)
+    if embedded is not None and not is_public_address(embedded):
+        return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_global and not address.is_multicast
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_6TO4 = ipaddress.IPv6Network("2002::/16")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(address: AddressInfo) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, in any form that a host may route to it:
+    IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64
+    (``64:ff9b::a.b.c.d``) and 6to4 (``2002:AABB:CCDD::``); None for an IPv4 address or
+    another IPv6 address."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def resolve_host(host: str, port: int) -> list[AddressInfo]:
@@ -488,27 +514,28 @@ def parse_webhook_url(url: Any, *, field: str = "webhooks.url") -> WebhookTarget
             f"got {url!r}", field=field,
         )
     url = url.strip()
+    shown = redact(url)  # messages and logs never quote a webhook's token or password
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ConfigError(
-            f"{field}: {url!r} is not an http(s) URL; only http:// and https:// webhooks are "
+            f"{field}: {shown!r} is not an http(s) URL; only http:// and https:// webhooks are "
             f"supported — write e.g. 'https://{parts.netloc or 'hooks.example.com'}/...'",
-            field=field, url=url,
+            field=field, url=shown,
         )
     if not parts.hostname:
-        raise ConfigError(f"{field}: {url!r} has no host name; write e.g. "
-                          f"'https://hooks.example.com/quantlab'", field=field, url=url)
+        raise ConfigError(f"{field}: {shown!r} has no host name; write e.g. "
+                          f"'https://hooks.example.com/quantlab'", field=field, url=shown)
     if parts.username or parts.password:
         raise ConfigError(
-            f"{field}: {url!r} carries credentials; remove 'user:password@' — receivers "
+            f"{field}: {shown!r} carries credentials; remove 'user:password@' — receivers "
             f"authenticate QuantLab by the request's HMAC signature (the webhook's secret)",
-            field=field, url=url,
+            field=field, url=shown,
         )
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise ConfigError(f"{field}: {url!r} has an invalid port; use a number from 1 to 65535",
-                          field=field, url=url) from None
+        raise ConfigError(f"{field}: {shown!r} has an invalid port; use a number from 1 to 65535",
+                          field=field, url=shown) from None
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -531,8 +558,8 @@ def check_webhook_url(
         addresses = resolve_host(target.host, target.port)
     except OSError as exc:
         raise ConfigError(
-            f"{field}: the host of {target.url!r} cannot be resolved ({exc}); check the spelling "
-            f"of '{target.host}' and this machine's DNS", field=field, url=target.url,
+            f"{field}: the host of {redact(target.url)!r} cannot be resolved ({exc}); check the spelling "
+            f"of '{target.host}' and this machine's DNS", field=field, url=redact(target.url),
         ) from None
     refuse_private_addresses(target, addresses, field=field)
     return target
@@ -545,10 +572,10 @@ def refuse_private_addresses(target: WebhookTarget, addresses: Sequence[Any], *,
     refused = [a for a in addresses if not is_public_address(a)]
     if refused:
         raise ConfigError(
-            f"{field}: {target.url!r} resolves to {refused[0]}, a loopback/private/link-local "
+            f"{field}: {redact(target.url)!r} resolves to {refused[0]}, a loopback/private/link-local "
             f"address; webhooks may only reach public addresses, so they cannot be used to reach "
             f"the internal network. Use a public URL, or (on a trusted install) set "
-            f"QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1", field=field, url=target.url, address=str(refused[0]),
+            f"QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1", field=field, url=redact(target.url), address=str(refused[0]),
         )
 
 

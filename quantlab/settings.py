@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from quantlab.errors import ConfigError
@@ -97,6 +99,9 @@ class Settings:
     max_duration: float | None
     alphavantage_api_key: str | None
 
+    def __repr__(self) -> str:  # printed in a notebook or a log: no password, no key
+        return _safe_repr(self)
+
     @property
     def mode(self) -> str:
         """``"team"`` when Redis or MongoDB is configured, else ``"embedded"`` (for display only)."""
@@ -148,10 +153,81 @@ def configure_numba_cache() -> None:
     os.environ["NUMBA_CACHE_DIR"] = str(Path(base) / "quantlab" / "numba")
 
 
+#: query parameters whose values are hidden in any URL shown
+_SECRET_PARAM = re.compile(
+    r"^(?!auth(source|mechanism)).*(pass|pwd|secret|token|key|sig|auth|cred|code|session)",
+    re.IGNORECASE)
+#: a path segment of a web URL shown as it is: a plain lower-case word (``services``, ``api``,
+#: ``hooks``); the first segment that is not, and everything after it, is hidden
+_PLAIN_SEGMENT = re.compile(r"[a-z][a-z_-]{0,23}")
+HIDDEN = "***"
+# a URL in a message: up to a space or quote, without the punctuation that ends a sentence
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:)\]]")
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` as it may be logged or shown: no password, no token.
+
+    - A password becomes ``***`` (``redis://:***@host:6379/0``, ``mongodb://u:***@h/db``);
+      in a web (http/https) URL a bare user name too (``https://***@host/``).
+    - A web URL is a webhook, whose path often *is* the secret (Slack's
+      ``/services/T000/B000/XXXX``): its path is kept up to the first segment that is not a
+      plain lower-case word, the rest becomes ``***`` (``https://hooks.slack.com/services/***``),
+      and the fragment is dropped.
+    - The values of query parameters that look secret (``password``, ``token``, ``key``,
+      ``sig``, ``code``, ``auth``…) become ``***``.
+
+    Anything that is not a URL (a path) comes back unchanged; a URL that cannot be parsed comes
+    back as ``***``.
+    """
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return HIDDEN
+    web = parts.scheme.lower() in ("http", "https")
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            userinfo = f"{user}:{HIDDEN}"
+        elif web:
+            userinfo = HIDDEN
+        netloc = f"{userinfo}@{hostport}"
+    path, query, fragment = parts.path, parts.query, parts.fragment
+    if web:
+        kept: list[str] = []
+        segments = path.split("/")[1:]
+        for index, segment in enumerate(segments):
+            if _PLAIN_SEGMENT.fullmatch(segment) or (segment == "" and index == len(segments) - 1):
+                kept.append(segment)
+            else:
+                kept.append(HIDDEN)
+                break
+        path = "/" + "/".join(kept) if segments else path
+        fragment = ""
+    if query:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(
+            f"{name}{eq}{HIDDEN if eq and _SECRET_PARAM.search(name) else value}"
+            for name, eq, value in pairs)
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+
+def _safe_repr(obj: Any) -> str:
+    """A dataclass's repr with URLs redacted and passwords, keys and secrets hidden."""
+    shown = []
+    for item in fields(obj):
+        value = getattr(obj, item.name)
+        if value and re.search(r"password|secret|api_key|token", item.name):
+            value = HIDDEN
+        elif isinstance(value, str) and "://" in value:
+            value = redact(value)
+        shown.append(f"{item.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)

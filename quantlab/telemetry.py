@@ -17,6 +17,7 @@ Two kinds of metric, so that nothing is counted twice however many processes exp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -30,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from quantlab import settings as settings_mod
-from quantlab.errors import RunError
+from quantlab.errors import ConfigError, RunError
 from quantlab.events import open_events
 from quantlab.events.lock import lead, leader_lock
 from quantlab.jobs.lifecycle import TERMINAL
@@ -82,13 +83,15 @@ def observe_event(event: Any) -> None:
     in :mod:`quantlab.jobs.lifecycle`). A terminal event counts the run by status and strategy,
     and its execution ``seconds`` when it executed at all (a run cancelled while queued tells 0);
     a cache hit (``cached``) was counted as a hit when it was queued and is no execution. Progress events carry ``bars_delta``, the bars
-    simulated since the previous one.
+    simulated since the previous one. A run of a notebook strategy (``notebook`` in the data,
+    which the :class:`Subscriber` adds) is counted under ``strategy="notebook"`` (see
+    :func:`strategy_label`).
     """
     data = event.data or {}
     if event.type in TERMINAL:
         if data.get("cached"):
             return
-        label = str(data.get("strategy") or "unknown")
+        label = strategy_label(data)
         BACKTEST_TOTAL.labels(status=event.type, strategy=label).inc()
         duration = data.get("seconds")
         if isinstance(duration, int | float) and duration > 0:
@@ -100,6 +103,50 @@ def observe_event(event: Any) -> None:
         done = data.get("bars_delta")
         if isinstance(done, int | float) and done > 0:
             BARS_PROCESSED.inc(done)
+
+
+#: the ``strategy`` label of every run of a notebook strategy not listed in
+#: QUANTLAB_METRICS_STRATEGIES: user-chosen names would make the label values unbounded
+NOTEBOOK_LABEL = "notebook"
+
+
+def listed_strategies() -> frozenset[str]:
+    """Notebook strategies that keep their own label: QUANTLAB_METRICS_STRATEGIES=a,b."""
+    raw = os.environ.get("QUANTLAB_METRICS_STRATEGIES", "")
+    return frozenset(name for name in (part.strip() for part in raw.split(",")) if name)
+
+
+def strategy_label(data: Any) -> str:
+    """The ``strategy`` label of a terminal event's run: the name of a built-in or registered
+    (team) strategy, which the operators control, as it is; ``notebook`` for a strategy shipped
+    from a notebook as source, unless its name is listed in QUANTLAB_METRICS_STRATEGIES."""
+    name = str(data.get("strategy") or "unknown")
+    if data.get("notebook") and name not in listed_strategies():
+        return NOTEBOOK_LABEL
+    return name
+
+
+def is_notebook_run(registry: Registry, run_id: str, strategy: Any) -> bool:
+    """Whether the run's strategy was shipped from a notebook (its config carries
+    ``strategy_source``). A run whose record cannot be read counts as one unless its strategy
+    is a built-in: an unknown name must not become a label value."""
+    try:
+        config = registry.get_run(run_id).get("config")
+    except Exception:  # deleted, or the registry is away: decide by the name
+        from quantlab.strategies.builtin import BUILTINS
+
+        return strategy not in {s.name for s in BUILTINS}
+    return isinstance(config, dict) and bool(config.get("strategy_source"))
+
+
+def with_origin(event: Any, registry: Registry) -> Any:
+    """``event``, a terminal one with ``notebook`` added to its data (what
+    :func:`strategy_label` needs); other events unchanged."""
+    data = event.data or {}
+    if event.type not in TERMINAL or data.get("cached") or "notebook" in data:
+        return event
+    notebook = is_notebook_run(registry, event.run_id, data.get("strategy"))
+    return dataclasses.replace(event, data={**data, "notebook": notebook})
 
 
 def observe_delivery(event: Any, client: str, now: float | None = None) -> None:
@@ -170,9 +217,20 @@ def metric_names(registry: CollectorRegistry | None = None) -> set[str]:
     return names
 
 
-def start_http_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve ``/metrics`` on ``port`` in a daemon thread (``quantlab worker --metrics-port``)."""
-    _start_http_server(port, addr=addr, registry=exposition_registry())
+def start_http_server(port: int, addr: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` on ``addr``:``port`` in a daemon thread (``quantlab worker
+    --metrics-port``, ``--metrics-address``); returns the server (``shutdown()`` stops it).
+
+    The endpoint has no authentication, hence this machine only by default; ConfigError when
+    the address cannot be listened on (the port is taken, the address is not this machine's).
+    """
+    try:
+        server, _thread = _start_http_server(port, addr=addr, registry=exposition_registry())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {addr}:{port} ({exc.strerror or exc}); choose another "
+            f"--metrics-port, or stop what listens there", address=addr, port=port) from None
+    return server
 
 
 def beat_worker(worker: str) -> None:
@@ -233,7 +291,7 @@ class Subscriber:
             while not (stop.is_set() or lost.is_set()):
                 for event in stream.wait(None, cursor, timeout=0.5):
                     if event.ts >= counted_from:
-                        self.observe(event)
+                        self.observe(with_origin(event, registry))
                     cursor = event.seq
                 if cursor != saved and time.monotonic() - last_save >= SAVE_EVERY:
                     save_cursor(registry, cursor)

@@ -38,6 +38,8 @@ def test_the_worker_command_of_compose_and_the_image_is_a_valid_cli_call() -> No
         assert command is not None
         ctx = command.make_context("worker", list(cmd[2:]))  # parses and checks every option
         assert ctx.params["workers"] == 2 and ctx.params["metrics_port"] == 9100
+        # the Prometheus container scrapes over the compose network (the default is loopback)
+        assert ctx.params["metrics_address"] == "0.0.0.0"
 
 
 def test_prometheus_scrapes_the_worker_metrics_port_and_loads_the_alerts() -> None:

@@ -347,3 +347,40 @@ def test_queue_messages_keep_the_task_names_of_the_previous_release(ql_home: Pat
     huey = tasks.register(queue.huey_app())
     for name in names.values():
         huey._registry.string_to_task(name)  # raises when no body is registered under it
+
+
+def test_notebook_strategies_share_one_metrics_label_unless_listed(
+        home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a notebook strategy's name is the user's choice: as a label value it would make the
+    # series unbounded, so its runs count under strategy="notebook"; built-ins keep their name,
+    # and so does a notebook strategy listed in QUANTLAB_METRICS_STRATEGIES
+    def sample(name: str, **labels: str) -> float:
+        return telemetry.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def count_with_a_subscriber(*configs: dict[str, Any]) -> list[Any]:
+        subscriber = telemetry.start_subscriber_thread()
+        try:
+            runs = [executed(config, cache=False) for config in configs]
+            last = open_events().last_seq()
+            wait_for(lambda: (telemetry.load_cursor(open_registry()) or 0) >= last, 30,
+                     "the subscriber to count every event")
+        finally:
+            subscriber.stop()
+        return runs
+
+    monkeypatch.delenv("QUANTLAB_METRICS_STRATEGIES", raising=False)
+    broken = {**SINGLE, "strategy": "lifecycle_broken", "params": {"n": 3}}
+    before = (sample("backtest_total", status="failed", strategy="notebook"),
+              sample("backtest_total", status="failed", strategy="lifecycle_broken"),
+              sample("backtest_total", status="completed", strategy="sma_crossover"))
+    notebook_run, builtin_run = count_with_a_subscriber(broken, SINGLE)
+    assert notebook_run.record["config"]["strategy_source"]  # shipped from the notebook
+    assert notebook_run.status == "failed" and builtin_run.status == "completed"
+    assert sample("backtest_total", status="failed", strategy="notebook") == before[0] + 1
+    assert sample("backtest_total", status="failed", strategy="lifecycle_broken") == before[1]
+    assert sample("backtest_total", status="completed", strategy="sma_crossover") == before[2] + 1
+
+    monkeypatch.setenv("QUANTLAB_METRICS_STRATEGIES", "team_alpha, lifecycle_broken")
+    count_with_a_subscriber({**broken, "params": {"n": 4}})
+    assert sample("backtest_total", status="failed", strategy="lifecycle_broken") == before[1] + 1
+    assert sample("backtest_total", status="failed", strategy="notebook") == before[0] + 1

@@ -509,3 +509,44 @@ def test_notify_run_serves_in_its_own_process_until_sigterm(home: Path,
     assert proc.returncode == 0, err
     assert "notification dispatcher for" in out and out.strip().endswith("dispatcher stopped")
     assert sorted(r.json()["run"]["id"] for r in receiver.requests) == ["BEFORE", "DURING"]
+
+
+def test_a_webhook_token_in_the_path_is_shown_redacted_everywhere(
+        home: Path, receiver: Receiver, dispatchers: list) -> None:
+    # a Slack-style URL whose path is the secret: the delivery log (registry), `notify log`,
+    # `notify show` and `notify test` show it redacted; the request still goes to the full URL
+    from tests.support.procs import free_port
+
+    token = "T000/B000/XXXXSECRET"
+    live = receiver.url.replace("/hook?team=quant", f"/services/{token}")
+    dead = f"http://127.0.0.1:{free_port()}/services/{token}"
+    ql.notifications.set_preferences(in_app=False,
+                                     webhooks=[{"url": dead, "secret": SECRET},
+                                               {"url": live, "secret": SECRET}])
+    start(dispatchers)
+    finish_run("R1")
+    receiver.wait_for(1)
+    wait_for(caught_up)
+    assert receiver.requests[0].path == f"/services/{token}"
+    logged = deliveries("R1")
+    assert sorted(d["target"] for d in logged) == sorted(
+        [dead.replace(token, "***"), live.replace(token, "***")])
+    assert "XXXXSECRET" not in repr(logged)
+
+    runner = CliRunner()
+    log = runner.invoke(notify_cli, ["log"])
+    assert log.exit_code == 0, log.output
+    assert f"webhook {dead.replace(token, '***')}  run R1" in log.output
+    assert "#1 — " in log.output and "ConnectionRefusedError" in log.output
+    shown = runner.invoke(notify_cli, ["show"])
+    assert f"webhook:  {live.replace(token, '***')}  secret rece…" in shown.output
+    tested = runner.invoke(notify_cli, ["test"])
+    assert "delivered webhook" in tested.output
+    for output in (log.output, shown.output, tested.output):
+        assert "XXXXSECRET" not in output
+    assert "XXXXSECRET" in runner.invoke(notify_cli, ["show", "--secrets"]).output
+
+    # the redacted form, as shown, removes the one webhook it names
+    removed = runner.invoke(notify_cli, ["set", "--remove-webhook", dead.replace(token, "***")])
+    assert removed.exit_code == 0, removed.output
+    assert [h["url"] for h in ql.notifications.get_preferences()["webhooks"]] == [live]

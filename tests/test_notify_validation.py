@@ -173,3 +173,91 @@ def test_preferences_get_defaults_and_are_checked() -> None:
         validate_preferences({"in-app": False})
     with pytest.raises(ConfigError, match="loopback/private"):
         validate_preferences({"webhooks": [{"url": "http://192.168.1.1/", "secret": SECRET}]})
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://[::127.0.0.1]/hook", "::7f00:1"),  # IPv4-compatible loopback
+        ("http://[::10.1.2.3]/hook", "::a01:203"),  # IPv4-compatible private
+        ("http://[64:ff9b::127.0.0.1]/hook", "64:ff9b::7f00:1"),  # NAT64 loopback
+        ("http://[64:ff9b::169.254.169.254]/x", "64:ff9b::a9fe:a9fe"),  # NAT64 metadata
+        ("http://[64:ff9b::192.168.1.1]/hook", "64:ff9b::c0a8:101"),  # NAT64 private
+        ("http://[2002:7f00:1::]/hook", "2002:7f00:1::"),  # 6to4 of 127.0.0.1
+        ("http://[2002:a00:1::1]/hook", "2002:a00:1::1"),  # 6to4 of 10.0.0.1
+        ("http://[2002:c0a8:101::5]/hook", "2002:c0a8:101::5"),  # 6to4 of 192.168.1.1
+    ],
+)
+def test_ipv6_forms_of_private_and_loopback_addresses_are_refused(url: str, address: str
+                                                                  ) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_notify_config({"webhooks": [{"url": url, "secret": SECRET}]})
+    message = str(info.value)
+    assert f"resolves to {address}, a loopback/private/link-local address" in message
+    assert "QUANTLAB_WEBHOOK_ALLOW_PRIVATE=1" in message
+    assert info.value.address == address
+
+
+def test_a_host_resolving_to_a_nat64_loopback_is_refused(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    import socket
+
+    def nat64(host: str, port: int, **kwargs: object) -> list:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("64:ff9b::7f00:1", port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", nat64)
+    with pytest.raises(ConfigError, match=r"resolves to 64:ff9b::7f00:1, a loopback"):
+        check_webhook_url("https://hooks.quantlab.invalid/x")
+
+
+def test_embedded_public_ipv4_addresses_stay_allowed() -> None:
+    import ipaddress
+
+    for text in ("64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"):
+        assert is_public_address(ipaddress.ip_address(text)), text
+
+
+def test_a_refused_webhook_message_never_quotes_its_token() -> None:
+    url = "http://[::127.0.0.1]/services/T000/B000/XXXXSECRET"
+    with pytest.raises(ConfigError) as info:
+        validate_notify_config({"webhooks": [{"url": url, "secret": SECRET}]})
+    assert "XXXXSECRET" not in str(info.value)
+    assert "'http://[::127.0.0.1]/services/***' resolves to ::7f00:1" in str(info.value)
+    assert "XXXXSECRET" not in str(info.value.url)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@redis.lab:6379/0", "redis://:***@redis.lab:6379/0"),
+        ("redis://default:s3cret@redis.lab:6379", "redis://default:***@redis.lab:6379"),
+        ("mongodb://u:s3cret@db:27017/ql?authSource=admin", "mongodb://u:***@db:27017/ql?authSource=admin"),
+        ("redis://redis.lab:6379/0?password=s3cret", "redis://redis.lab:6379/0?password=***"),
+        ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/services/***"),
+        ("https://discord.com/api/webhooks/1234/s3cret", "https://discord.com/api/webhooks/***"),
+        ("https://api.telegram.org/bot12:s3cret/sendMessage", "https://api.telegram.org/***"),
+        ("https://fn.example.net/api/hook?code=s3cret&team=q", "https://fn.example.net/api/hook?code=***&team=q"),
+        ("https://s3cret@hooks.example.com/x", "https://***@hooks.example.com/x"),
+        ("http://127.0.0.1:8080/hook?team=quant", "http://127.0.0.1:8080/hook?team=quant"),
+        ("/home/alice/.quantlab", "/home/alice/.quantlab"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    from quantlab.settings import redact, redact_text
+
+    assert redact(url) == shown
+    assert redact_text(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"
+
+
+def test_settings_print_without_their_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab import settings
+    from quantlab.notify import settings as notify_settings
+
+    monkeypatch.setenv("QUANTLAB_REDIS_URL", "redis://:s3cret-pw@redis.lab:6379/0")
+    monkeypatch.setenv("QUANTLAB_MONGO_URL", "mongodb://ql:s3cret-pw@mongo.lab/ql")
+    monkeypatch.setenv("QUANTLAB_SMTP_PASSWORD", "s3cret-pw")
+    shown = repr(settings.current()) + repr(notify_settings.current())
+    assert "s3cret-pw" not in shown
+    assert "redis_url='redis://:***@redis.lab:6379/0'" in shown
+    assert "mongo_url='mongodb://ql:***@mongo.lab/ql'" in shown
+    assert "smtp_password='***'" in shown

@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from quantlab import telemetry
+from quantlab.errors import ConfigError
 from quantlab.events import Event
 from tests.support.procs import free_port
 
@@ -83,6 +84,7 @@ def test_http_endpoint_serves_the_metrics(ql_home: Path) -> None:
 CHILD = """
 import sys
 from quantlab import telemetry
+from quantlab.errors import ConfigError
 from quantlab.events import Event
 for _ in range(int(sys.argv[1])):
     telemetry.observe_event(Event(1, "r", "completed", 0.0, {"strategy": "momentum", "seconds": 1.0}))
@@ -126,3 +128,42 @@ def test_a_cache_hit_and_a_run_that_never_executed_are_no_executions() -> None:
     assert count("backtest_execution_seconds_count", strategy="cachey") == before[0]
     assert count("backtest_total", status="completed", strategy="cachey") == before[1]
     assert count("backtest_total", status="cancelled", strategy="cachey") == before[2] + 1
+
+
+def test_the_strategy_label_of_a_run_comes_from_its_record(ql_home: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.registry import open_registry
+
+    monkeypatch.delenv("QUANTLAB_METRICS_STRATEGIES", raising=False)
+    reg = open_registry()
+    reg.insert_run({"id": "team", "name": "t", "strategy": "team_alpha", "status": "completed",
+                    "config": {"strategy": "team_alpha"}})  # registered on the workers
+    reg.insert_run({"id": "nb", "name": "n", "strategy": "my_idea_42", "status": "completed",
+                    "config": {"strategy": "my_idea_42", "strategy_source": "def f(): ..."}})
+
+    def label(run_id: str, strategy: str, **data: object) -> str:
+        ending = Event(seq=1, run_id=run_id, type="completed", ts=time.time(),
+                       data={"strategy": strategy, **data})
+        return telemetry.strategy_label(telemetry.with_origin(ending, reg).data)
+
+    assert label("team", "team_alpha") == "team_alpha"
+    assert label("nb", "my_idea_42") == "notebook"
+    assert label("deleted", "sma_crossover") == "sma_crossover"  # a built-in, record gone
+    assert label("deleted", "whatever_a_user_typed") == "notebook"  # unknown: bounded
+    assert label("nb", "my_idea_42", notebook=False) == "my_idea_42"  # told by the event
+    monkeypatch.setenv("QUANTLAB_METRICS_STRATEGIES", "my_idea_42")
+    assert label("nb", "my_idea_42") == "my_idea_42"
+
+
+def test_the_endpoint_listens_on_this_machine_only_by_default(ql_home: Path) -> None:
+    port = free_port()
+    server = telemetry.start_http_server(port)
+    try:
+        assert server.server_address[:2] == ("127.0.0.1", port)
+        with pytest.raises(ConfigError) as info:  # the port is taken now
+            telemetry.start_http_server(port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in str(info.value)
+    assert "choose another --metrics-port" in str(info.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,56 @@ def test_a_worker_notifies_and_serves_metrics_of_all_its_processes(
     beats = [v for (name, _), v in samples.items()
              if name == "quantlab_worker_heartbeat_timestamp_seconds"]
     assert beats and abs(max(beats) - time.time()) < 60
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server that asks for a password; its URL (with the password)."""
+    import shutil
+    import subprocess
+
+    from tests.support.redis import _listening
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+         "--requirepass", "s3cret-redis-pw"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), 10, f"redis-server on port {port}")
+        yield f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_the_worker_logs_no_password_and_serves_metrics_on_this_machine_only(
+        home: Path, workers: Workers, redis_with_password: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAB_REDIS_URL", redis_with_password)
+    port = free_port()
+    workers.start(1, args=("--metrics-port", str(port)), warm_up=False)
+    shown = redis_with_password.replace("s3cret-redis-pw", "***")
+    wait_for(lambda: "Prometheus metrics at" in workers.log_text(), WAIT, "the services")
+    run = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}, cache=False)
+    assert run.wait(timeout=WAIT).status == "completed"
+    text = workers.log_text()
+    assert f"queue {shown}" in text
+    assert f"Prometheus metrics at http://127.0.0.1:{port}/metrics" in text
+    assert "s3cret-redis-pw" not in text
+    assert "without authentication" not in text  # no warning for the loopback default
+    assert scrape(port)[("backtest_queue_size", ())] == 0
+
+
+def test_a_metrics_address_that_is_not_this_machines_is_refused(home: Path) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.cli import worker
+
+    out = CliRunner().invoke(worker, ["--metrics-port", str(free_port()),
+                                      "--metrics-address", "metrics.example"])
+    assert out.exit_code == 2
+    assert "Invalid value for '--metrics-address'" in out.output
+    assert "'metrics.example' is not an IP address" in out.output
+    assert "127.0.0.1 (the default: this machine only)" in out.output

@@ -197,7 +197,7 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
     if imported:
         log.info("strategy modules imported: %s", ", ".join(imported))
     hold_worker_lock(settings)
-    where = settings.redis_url or settings.home
+    where = settings_mod.redact(settings.redis_url) if settings.redis_url else settings.home
     log.info("QuantLab worker pid %s, %s worker(s), queue %s", os.getpid(), workers, where)
     if warm:
         log.info("warm-up took %.3f s", warm_up())

@@ -22,6 +22,12 @@ def _mask(secret: str | None) -> str:
     return secret[:4] + "…" + f" ({len(secret)} chars)"
 
 
+def _target(entry: dict[str, Any]) -> str:
+    """A delivery's target as shown: a webhook's URL redacted."""
+    target = str(entry.get("target"))
+    return settings_mod.redact(target) if entry.get("channel") == "webhook" else target
+
+
 def _when(ts: Any) -> str:
     try:
         return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
@@ -40,8 +46,11 @@ def _print_preferences(prefs: dict[str, Any], user: str, show_secrets: bool) -> 
     if not prefs["webhooks"]:
         click.echo("  webhooks: (none)")
     for hook in prefs["webhooks"]:
-        secret = hook.get("secret") if show_secrets else _mask(hook.get("secret"))
-        click.echo(f"  webhook:  {hook.get('url')}  secret {secret}")
+        url = str(hook.get("url"))
+        if show_secrets:
+            click.echo(f"  webhook:  {url}  secret {hook.get('secret')}")
+        else:  # the URL's path is often a secret too (Slack's /services/T…/B…/token)
+            click.echo(f"  webhook:  {settings_mod.redact(url)}  secret {_mask(hook.get('secret'))}")
 
 
 @click.group()
@@ -51,7 +60,8 @@ def notify() -> None:
 
 @notify.command()
 @click.option("--user", help="Whose preferences (default: you, QUANTLAB_USER).")
-@click.option("--secrets", "show_secrets", is_flag=True, help="Print webhook secrets in full.")
+@click.option("--secrets", "show_secrets", is_flag=True,
+              help="Print webhook secrets and URLs in full.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (secrets included).")
 def show(user: str | None, show_secrets: bool, as_json: bool) -> None:
     """Show notification preferences."""
@@ -156,12 +166,14 @@ def log_(run_id: str | None, status: str | None, limit: int) -> None:
         click.echo("no deliveries")
         return
     for entry in entries:
+        # redacted again here: a log written by an earlier release kept webhook URLs whole
         click.echo(f"{_when(entry.get('updated_at'))}  {entry.get('status'):<9} "
-                   f"{entry.get('channel'):<7} {entry.get('target')}  run {entry.get('run_id')} "
+                   f"{entry.get('channel'):<7} {_target(entry)}  run {entry.get('run_id')} "
                    f"({entry.get('event')})")
         for attempt in entry.get("attempts") or []:
             code = attempt.get("status_code") or "—"
-            error = f"  {attempt['error']}" if attempt.get("error") else ""
+            error = f"  {settings_mod.redact_text(str(attempt['error']))}" \
+                if attempt.get("error") else ""
             click.echo(f"    #{attempt.get('attempt')} {code} {attempt.get('latency_ms'):.0f} ms"
                        f"{error}")
 
@@ -181,7 +193,8 @@ def test(user: str | None) -> None:
     for record in records:
         last = (record.get("attempts") or [{}])[-1]
         detail = last.get("error") or f"status {last.get('status_code') or 'ok'}"
-        click.echo(f"{record['status']:<9} {record['channel']:<7} {record['target']}  {detail}")
+        click.echo(f"{record['status']:<9} {record['channel']:<7} {_target(record)}  "
+                   f"{settings_mod.redact_text(str(detail))}")
         failed += record["status"] != "delivered"
     if failed:
         raise click.ClickException(f"{failed} of {len(records)} deliveries failed")
@@ -208,9 +221,9 @@ def run_() -> None:
 
     previous = signal.signal(signal.SIGTERM, handle)
     dispatcher = Dispatcher()
+    redis_url = dispatcher.settings.redis_url
     click.echo(f"notification dispatcher for {dispatcher.settings.home}"
-               f"{' / ' + dispatcher.settings.redis_url if dispatcher.settings.redis_url else ''}"
-               " — Ctrl-C to stop")
+               f"{' / ' + settings_mod.redact(redis_url) if redis_url else ''} — Ctrl-C to stop")
     try:
         dispatcher.run(stop)
     except KeyboardInterrupt:

@@ -43,7 +43,10 @@ class Deliverer:
 
     def _logger(self, record: dict[str, Any]) -> Callable[[Attempt], None]:
         def on_attempt(attempt: Attempt) -> None:
-            record["attempts"].append(attempt.to_dict())
+            entry = attempt.to_dict()
+            if entry.get("error"):  # a message may quote the webhook's URL
+                entry["error"] = settings_mod.redact_text(str(entry["error"]))
+            record["attempts"].append(entry)
             record["updated_at"] = time.time()
             self._save(record)
         return on_attempt
@@ -58,7 +61,7 @@ class Deliverer:
         record["status"] = result.status
         record["updated_at"] = time.time()
         if result.error and result.status != "delivered":
-            record["error"] = result.error
+            record["error"] = settings_mod.redact_text(result.error)
         self._save(record)
         return record
 

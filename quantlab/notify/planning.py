@@ -20,6 +20,7 @@ from quantlab.notify.delivery import PENDING
 from quantlab.notify.summary import is_sweep
 from quantlab.notifyspec import parse_condition, validate_notify_config
 from quantlab.registry import RunRecord
+from quantlab.settings import redact
 
 log = logging.getLogger("quantlab.notify")
 
@@ -40,9 +41,11 @@ class Delivery:
     secret: str | None = None
 
     def record(self) -> dict[str, Any]:
-        """A fresh delivery-log document (the secret is never logged)."""
+        """A fresh delivery-log document: the secret is never logged, and a webhook's URL is
+        logged redacted (its path is often a token)."""
         now = time.time()
-        return {"id": self.id, "channel": self.channel, "target": self.target,
+        target = redact(self.target) if self.channel == "webhook" else self.target
+        return {"id": self.id, "channel": self.channel, "target": target,
                 "run_id": self.run_id, "event": self.event, "user": self.user,
                 "source": self.source, "status": PENDING, "attempts": [], "created_at": now,
                 "updated_at": now}

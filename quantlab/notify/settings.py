@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from quantlab.errors import ConfigError
 from quantlab.notifyspec import private_webhooks_allowed
-from quantlab.settings import env_flag, env_number
+from quantlab.settings import _safe_repr, env_flag, env_number
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class NotifySettings:
     digest_window: float
     max_age: float
     public_url: str | None
+
+    def __repr__(self) -> str:  # no SMTP password in a notebook or a log
+        return _safe_repr(self)
 
     @property
     def email_configured(self) -> bool:

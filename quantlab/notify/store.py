@@ -89,12 +89,19 @@ def edited_webhooks(user: str | None = None, *, add: str | None = None, secret: 
     accepts or refuses the whole edit."""
     hooks = load_preferences(reg or open_registry(), _user(user))["webhooks"]
     if remove is not None:
+        # the URL in full, or as `quantlab notify show` prints it (redacted) when only one matches
         kept = [h for h in hooks if h.get("url") != remove]
         if len(kept) == len(hooks):
-            known = ", ".join(h.get("url", "?") for h in hooks) or "none"
-            raise ConfigError(f"no webhook {remove!r} in your preferences (yours: {known}); give "
-                              f"the URL exactly as `quantlab notify show` prints it",
-                              field="webhooks")
+            kept = [h for h in hooks if settings_mod.redact(str(h.get("url"))) != remove]
+        known = ", ".join(settings_mod.redact(str(h.get("url", "?"))) for h in hooks) or "none"
+        if len(kept) == len(hooks):
+            raise ConfigError(f"no webhook {settings_mod.redact(remove)!r} in your preferences (yours: "
+                              f"{known}); give the URL as `quantlab notify show` prints it, or "
+                              f"in full", field="webhooks")
+        if len(kept) < len(hooks) - 1:
+            raise ConfigError(f"{remove!r} matches {len(hooks) - len(kept)} of your webhooks "
+                              f"({known}); give the URL in full (`quantlab notify show "
+                              f"--secrets` prints it)", field="webhooks")
         hooks = kept
     if add is not None:
         hooks = [*(h for h in hooks if h.get("url") != add), {"url": add, "secret": secret}]
