@@ -683,3 +683,19 @@ def test_a_failed_start_is_explained_by_that_workers_own_log_lines(tmp_path: Pat
         fh.write("QuantLab worker pid 7, 1 worker(s)\nKilled\n")
     assert _last_error(log, start) == "Killed"
     assert _last_error(log) == "ValueError: an error of an earlier worker"
+
+
+def test_a_queue_that_refuses_the_message_creates_nothing_and_shows_no_password(
+        home: Path, no_worker: None) -> None:
+    def refuse(*_: Any, **__: Any) -> str:
+        raise ConnectionError("Error connecting to redis://:s3cret@127.0.0.1:1/0")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queue, "send", refuse)
+        with pytest.raises(RunError) as info:
+            ql.submit(SINGLE)
+    message = str(info.value)
+    assert message.startswith("could not put the run on the queue (Error connecting to "
+                              "redis://:***@127.0.0.1:1/0); nothing was created.")
+    assert "s3cret" not in message
+    assert open_registry().count_runs() == 0

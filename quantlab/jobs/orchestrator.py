@@ -31,7 +31,7 @@ from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerpri
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.supervisor import ensure_worker
 from quantlab.registry import RunRecord, open_registry
-from quantlab.settings import Settings
+from quantlab.settings import Settings, redact, redact_text
 from quantlab.strategies.usercode import attach_strategy_source, user_strategy
 
 log = logging.getLogger("quantlab.jobs")
@@ -165,10 +165,10 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
         queue.send(message, settings)
     except Exception as exc:
         registry.delete_run(run_id)
+        where = redact(settings.redis_url) if settings.redis_url else settings.home / queue.QUEUE_FILE
         raise RunError(
-            f"could not put the run on the queue ({exc}); nothing was created. Check that the "
-            f"queue is reachable ({settings.redis_url or settings.home / queue.QUEUE_FILE})",
-            run_id=run_id,
+            f"could not put the run on the queue ({redact_text(str(exc))}); nothing was created. "
+            f"Check that the queue is reachable ({where})", run_id=run_id,
         ) from exc
     if not settings.redis_url:
         try:
