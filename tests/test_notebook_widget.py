@@ -21,7 +21,7 @@ import quantlab as ql
 from quantlab.events import open_events
 from quantlab.jobs import lifecycle
 from quantlab.jobs.lifecycle import RunStatus
-from quantlab.notebook.widget import RunWidget, wait_for_outcome
+from quantlab.notebook.widget import TICK_SECONDS, RunWidget, wait_for_outcome
 from quantlab.registry import open_registry
 from quantlab.render.format import format_metric
 from quantlab.strategies.usercode import attach_strategy_source, source_line_offset
@@ -279,3 +279,27 @@ def test_the_follower_survives_an_unreadable_event_stream(
     script.fail("StrategyError: boom", "Traceback (most recent call last):\n")
     assert wait_for_outcome(widget, 10)
     assert widget.state.status == "failed"
+
+
+def test_a_widget_keeps_following_the_home_its_run_was_created_under(
+        nb_home: Path, tmp_path: Path) -> None:
+    """The follower thread reads the registry of its run's settings, fixed when the widget is
+    built: a kernel whose QUANTLAB_HOME changes later (or a test after it) is not touched."""
+    lock = os.open(nb_home / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_SH)  # a worker seems alive: the run stays queued
+    try:
+        run = ql.submit({"strategy": "sma_crossover", "symbols": ["AAA"],
+                         "params": {"fast": 10, "slow": 30}})
+        widget = RunWidget(run)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("QUANTLAB_HOME", str(elsewhere))
+                time.sleep(3 * TICK_SECONDS + 0.5)  # a queued run is reconciled every tick
+                assert not (elsewhere / "registry.sqlite").exists()
+            assert widget.state.queue_position == 1
+        finally:
+            widget.stop()
+    finally:
+        os.close(lock)

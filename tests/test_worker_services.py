@@ -15,6 +15,7 @@ import quantlab as ql
 from tests.support import jobs as support
 from tests.support.jobs import SINGLE, WAIT, Workers, wait_for
 from tests.support.procs import free_port
+from tests.support.redis import start_redis
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home
@@ -56,23 +57,12 @@ def test_a_worker_notifies_and_serves_metrics_of_all_its_processes(
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[str]:
     """A private redis-server that asks for a password; its URL (with the password)."""
-    import shutil
-    import subprocess
-
-    from tests.support.redis import _listening
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
-         "--requirepass", "s3cret-redis-pw"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_redis(tmp_path, password="s3cret-redis-pw")
     try:
-        wait_for(lambda: _listening(port), 10, f"redis-server on port {port}")
-        yield f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.kill()
-        proc.wait(10)
+        server.proc.kill()
+        server.proc.wait(10)
 
 
 def test_the_worker_logs_no_password_and_serves_metrics_on_this_machine_only(

@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from quantlab import settings as settings_mod
 from quantlab.errors import EventsUnavailable, RunNotFound
 from quantlab.events import open_events
 from quantlab.jobs.orchestrator import queue_position
@@ -26,6 +27,7 @@ from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.registry import open_registry
 from quantlab.render.format import headline, status_badge, status_color
+from quantlab.settings import Settings
 
 # How long one wait on the event stream blocks: also the tick of the elapsed-time display.
 TICK_SECONDS = 1.0
@@ -33,12 +35,6 @@ TICK_SECONDS = 1.0
 RECONCILE_SECONDS = 5.0
 # The longest pause between two tries at an unreadable event stream (e.g. Redis restarting).
 RETRY_CAP_SECONDS = 30.0
-
-
-def _backend(kind: str, run: Any) -> Any:
-    """The registry or event stream the run was created under (opened once per settings)."""
-    opener = open_registry if kind == "registry" else open_events
-    return opener(getattr(run, "settings", None))
 
 
 class RunWidget(widgets.VBox):
@@ -49,6 +45,9 @@ class RunWidget(widgets.VBox):
                  events: Any = None) -> None:
         self.run = run
         self.run_id = str(run.id)
+        # the settings the run was created under, fixed now: the follower thread must keep
+        # reading that home (or team) whatever the environment says later
+        self.settings: Settings = getattr(run, "settings", None) or settings_mod.current()
         self._registry = registry
         self._events = events
         self._stop = threading.Event()
@@ -96,13 +95,13 @@ class RunWidget(widgets.VBox):
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            self._registry = _backend("registry", self.run)
+            self._registry = open_registry(self.settings)
         return self._registry
 
     @property
     def events(self) -> Any:
         if self._events is None:
-            self._events = _backend("events", self.run)
+            self._events = open_events(self.settings)
         return self._events
 
     def _read_record(self) -> dict[str, Any] | None:
@@ -206,7 +205,7 @@ class RunWidget(widgets.VBox):
 
     def _update_queue_position(self, record: dict[str, Any]) -> None:
         """The live position (the record's ``position`` is the one at submit time)."""
-        position = self._safe(lambda: queue_position(record), None)
+        position = self._safe(lambda: queue_position(record, self.settings), None)
         if position is not None:
             self.state.queue_position = int(position)
         self.state.queue_length = self._safe(

@@ -12,11 +12,12 @@ from tests.support.procs import free_port, listening, wait_for
 
 
 class RedisServer:
-    def __init__(self, port: int, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+    def __init__(self, port: int, proc: subprocess.Popen[bytes], workdir: Path,
+                 password: str | None = None) -> None:
         self.port = port
         self.proc = proc
         self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
 
     def flush(self) -> None:
         import redis
@@ -24,8 +25,10 @@ class RedisServer:
         redis.Redis.from_url(self.url).flushall()
 
 
-def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
-    """A private redis-server on ``port`` (default: a free one), without persistence."""
+def start_redis(workdir: Path, port: int | None = None,
+                password: str | None = None) -> RedisServer:
+    """A private redis-server on ``port`` (default: a free one), without persistence, asking
+    for ``password`` when given."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
@@ -35,7 +38,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     port = port or free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+         "--dir", str(workdir), *(["--requirepass", password] if password else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -43,5 +46,5 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
     except AssertionError:
         proc.kill()
         raise
-    return RedisServer(port, proc, workdir)
+    return RedisServer(port, proc, workdir, password)
 
