@@ -410,6 +410,63 @@ def test_cli_status_runs_and_cancel(home: Path, no_worker: None) -> None:
     assert os.environ["QUANTLAB_HOME"] == str(home)
 
 
+def test_only_the_owner_or_an_admin_may_cancel_a_run(home: Path, no_worker: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.errors import NotOwner
+    from quantlab.jobs import cli
+
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    mine = ql.submit(SINGLE)
+    assert mine.record["user"] == "alice"
+    monkeypatch.setenv("QUANTLAB_USER", "bob")
+    refused = (f"run {mine.id} belongs to alice: only alice or an admin (QUANTLAB_ADMINS) can "
+               f"cancel it; you are bob")
+    with pytest.raises(NotOwner) as caught:
+        ql.get_run(mine.id).cancel()  # the Python API asks as QUANTLAB_USER
+    assert str(caught.value) == refused
+    assert caught.value.owner == "alice" and caught.value.user == "bob"
+    out = CliRunner().invoke(cli.cancel, [mine.id])  # `quantlab cancel` follows the same rule
+    assert out.exit_code == 2 and refused in out.output
+    assert mine.status == "queued" and event_types(mine) == ["queued"]
+    assert queue.queued_run_ids() == {mine.id}  # still on the queue
+    # an admin may
+    monkeypatch.setenv("QUANTLAB_ADMINS", "carol, bob")
+    assert ql.get_run(mine.id).cancel().status == "cancelled"
+    # and the owner may, with no admin set (a single-user install: every run is the user's)
+    monkeypatch.delenv("QUANTLAB_ADMINS")
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}})
+    assert again.cancel().status == "cancelled"
+
+
+def test_only_the_user_a_notification_is_for_or_an_admin_may_mark_it_read(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.errors import NotOwner
+
+    registry = open_registry()
+    note = registry.add_notification({"user": "alice", "run_id": "R1", "kind": "completed",
+                                      "title": "done", "body": "done"})
+    monkeypatch.setenv("QUANTLAB_USER", "bob")
+    with pytest.raises(NotOwner, match=f"notification {note} belongs to alice: only alice or an "
+                                       f"admin \\(QUANTLAB_ADMINS\\) can mark it read; you are bob"):
+        ql.notifications.mark_read(note)
+    with pytest.raises(NotOwner, match="the notifications of alice are alice's: only alice or "
+                                       "an admin"):
+        ql.notifications.mark_all_read("alice")
+    assert registry.get_notification(note)["read"] is False
+    assert ql.notifications.mark_read("no-such-notification") is False
+    monkeypatch.setenv("QUANTLAB_ADMINS", "bob")
+    assert ql.notifications.mark_read(note) is True
+    assert registry.get_notification(note)["read"] is True
+    monkeypatch.delenv("QUANTLAB_ADMINS")
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    other = registry.add_notification({"user": "alice", "run_id": "R1", "kind": "failed",
+                                       "title": "failed", "body": "failed"})
+    assert ql.notifications.mark_all_read() == 1 and registry.get_notification(other)["read"]
+
+
 def test_max_concurrent_holds_with_two_worker_processes(home: Path, workers: Workers) -> None:
     workers.start(2, env={**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "16",
                           "QUANTLAB_MAX_CONCURRENT": "1"})

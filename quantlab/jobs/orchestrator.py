@@ -28,6 +28,7 @@ from quantlab.jobs import lifecycle, queue
 from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
+from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker
 from quantlab.registry import RunRecord, open_registry
 from quantlab.settings import Settings
@@ -273,12 +274,18 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
 # -- cancel ----------------------------------------------------------------------------------------
 
 
-def cancel(run_id: str, settings: Settings | None = None) -> RunRecord:
+def cancel(run_id: str, settings: Settings | None = None, *,
+           user: str | None = None) -> RunRecord:
     """Cancel a run: a queued one ends ``cancelled`` at once; a running one is asked to stop at
-    its next chunk (its worker records what was finished). A finished run is left as it is."""
+    its next chunk (its worker records what was finished). A finished run is left as it is.
+
+    ``user`` is who asks (default: the settings' user, ``QUANTLAB_USER``): only the run's owner
+    or an admin (``QUANTLAB_ADMINS``) may cancel it; anyone else gets ``NotOwner``, and the run
+    is left as it is."""
     settings = settings or settings_mod.current()
     registry = open_registry(settings)
     doc = registry.get_run(run_id)
+    check_owner(doc, user or settings.user, "cancel")
     if doc["status"] == QUEUED:
         fields = {"cancel_requested": True, "error": "cancelled before it started"}
         event = lifecycle.Cancelled(strategy=doc.get("strategy"), reason="cancelled",
