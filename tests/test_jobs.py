@@ -480,6 +480,22 @@ def test_max_concurrent_holds_with_two_worker_processes(home: Path, workers: Wor
     assert all(event_types(r).count("started") == 1 for r in runs)
 
 
+def test_max_concurrent_is_never_exceeded_in_the_registry_and_a_put_back_is_quiet(
+        home: Path, workers: Workers) -> None:
+    """What a user sees never shows more running runs than QUANTLAB_MAX_CONCURRENT (a worker
+    finding no room leaves its run queued), and a run put back is never taken for a lost
+    message by the reaper (the 're-enqueued' warning)."""
+    workers.start(4, env={**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "24",
+                          "QUANTLAB_MAX_CONCURRENT": "2"})
+    runs = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}) for f in range(5, 13)]
+    assert support.watch_concurrency(limit=2) == []  # no 're-enqueued' warning
+    assert "re-enqueued" not in workers.log_text()
+    for run in runs:
+        assert run.record["status"] == "completed" and run.record["attempts"] == 1
+        assert event_types(run).count("started") == 1
+        assert event_types(run).count("queued") == 1  # a put-back tells nothing
+
+
 def test_a_split_sweep_runs_on_several_workers_and_equals_the_whole_sweep(
         home: Path, workers: Workers) -> None:
     env = {"QUANTLAB_SHARD_COMBINATIONS": "5", "QUANTLAB_JOBS_MAX_CHUNK": "1",
