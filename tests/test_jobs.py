@@ -19,6 +19,7 @@ from quantlab.events import open_events
 from quantlab.jobs import orchestrator, queue
 from quantlab.jobs.supervisor import worker_alive
 from quantlab.registry import open_registry
+from quantlab.settings import current
 from tests.support import jobs as support
 from tests.support.jobs import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
@@ -337,6 +338,48 @@ def test_reaper_reenqueues_a_queued_run_whose_message_was_lost(home: Path,
     assert orchestrator.reap(now=time.time() + 60) == [run.id]
     assert queue.queued_run_ids() == {run.id}
     assert orchestrator.reap(now=time.time() + 60) == []  # now it is there: nothing to do
+
+
+def test_reaper_leaves_a_run_a_live_worker_holds_and_takes_back_one_a_dead_worker_held(
+        home: Path, no_worker: None, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from quantlab.jobs import slots
+
+    run = ql.submit(SINGLE)
+    queue.huey_app().storage.flush_queue()  # a worker took its message ...
+    with slots.holding(run.id, current(), "w:1"):  # ... and holds it
+        assert orchestrator.reap(now=time.time() + 60) == []
+    assert "re-enqueued" not in caplog.text
+    # a worker that died holding it leaves a mark that goes stale: the message is lost
+    stale = json.dumps({"worker": "gone:1", "at": time.time() - slots.IN_HAND_STALE - 1})
+    queue.huey_app().storage.put_data(f"{slots.IN_HAND_PREFIX}{run.id}.x", stale.encode())
+    assert orchestrator.reap(now=time.time() + 60) == [run.id]
+    assert f"run {run.id} was queued but not on the queue; re-enqueued" in caplog.text
+    assert queue.queued_run_ids() == {run.id}
+    assert slots.in_hand([run.id], current()) == set()
+    keys = [k.decode() if isinstance(k, bytes) else str(k)
+            for k in queue.huey_app().storage.result_items()]
+    assert not [k for k in keys if k.startswith(slots.IN_HAND_PREFIX)]  # the stale mark is gone
+
+
+def test_the_take_lock_is_exclusive_and_a_dead_holders_is_broken_once(home: Path) -> None:
+    import json
+
+    from quantlab.jobs import slots
+
+    first, second = slots.TakeLock(current(), "w:1"), slots.TakeLock(current(), "w:2")
+    assert first.acquire(timeout=0.1)
+    assert not second.acquire(timeout=0.1)  # a live holder keeps it
+    first.release()
+    assert second.acquire(timeout=0.1)
+    second.release()
+    storage = queue.huey_app().storage
+    dead = {"token": "t-dead", "worker": "gone:1", "at": time.time() - slots.LOCK_STALE - 1}
+    storage.put_data(slots.LOCK_KEY, json.dumps(dead).encode())
+    assert first.acquire(timeout=1.0)  # the dead holder's lock was broken
+    assert not second.acquire(timeout=0.1)  # and the new holder's is not broken again
+    first.release()
 
 
 def test_a_duplicate_message_never_runs_a_run_twice(home: Path, workers: Workers) -> None:
