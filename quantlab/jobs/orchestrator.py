@@ -338,7 +338,9 @@ def _lost_messages(old_queued: list[RunRecord], settings: Settings) -> list[RunR
     """The queued runs whose message is really gone. A run missing from the queue is looked at
     again a moment later (``LOST_RECHECK``): a worker may have just taken its message to start
     it, or to put it back because the concurrency limit is reached. It is lost only if it is
-    then in no live worker's hand, still on no queue, and still queued."""
+    then in no live worker's hand, still on no queue, still queued, and its message was not
+    sent again meanwhile (the same ``task_id``: a worker that put it back and another that took
+    it at once leave a new one)."""
     if not old_queued:
         return []
     waiting = queue.queued_run_ids(settings)
@@ -356,9 +358,11 @@ def _lost_messages(old_queued: list[RunRecord], settings: Settings) -> list[RunR
         if doc["id"] in held or doc["id"] in waiting:
             continue
         try:
-            if registry.get_run(doc["id"])["status"] != QUEUED:
-                continue
+            now_doc = registry.get_run(doc["id"])
         except RunError:  # deleted meanwhile (a submit that could not queue it)
+            continue
+        # started meanwhile, or its message sent again (a put-back, another reaper: a new id)
+        if now_doc["status"] != QUEUED or now_doc.get("task_id") != doc.get("task_id"):
             continue
         lost.append(doc)
     return lost
