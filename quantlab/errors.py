@@ -71,6 +71,12 @@ class RunNotFound(RunError, KeyError):
         return self.message
 
 
+class NotOwner(RunError, PermissionError):
+    """The caller may not act on another user's run or notification (answered 403 over REST):
+    only its owner (``owner``) or an admin listed in ``QUANTLAB_ADMINS`` may; ``user`` is the
+    caller and ``action`` what was refused."""
+
+
 class QueueFull(QuantlabError):
     """The queue already holds ``QUANTLAB_QUEUE_MAX`` runs; nothing was created."""
 

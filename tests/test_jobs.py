@@ -20,6 +20,7 @@ from quantlab.events import open_events
 from quantlab.jobs import orchestrator, queue
 from quantlab.jobs.supervisor import worker_alive
 from quantlab.registry import open_registry
+from quantlab.settings import current
 from tests.support import jobs as support
 from tests.support.jobs import SINGLE, SLOW, SWEEP, WAIT, Workers, event_types, wait_for
 
@@ -380,6 +381,48 @@ def test_reaper_reenqueues_a_queued_run_whose_message_was_lost(home: Path,
     assert orchestrator.reap(now=time.time() + 60) == []  # now it is there: nothing to do
 
 
+def test_reaper_leaves_a_run_a_live_worker_holds_and_takes_back_one_a_dead_worker_held(
+        home: Path, no_worker: None, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from quantlab.jobs import slots
+
+    run = ql.submit(SINGLE)
+    queue.huey_app().storage.flush_queue()  # a worker took its message ...
+    with slots.holding(run.id, current(), "w:1"):  # ... and holds it
+        assert orchestrator.reap(now=time.time() + 60) == []
+    assert "re-enqueued" not in caplog.text
+    # a worker that died holding it leaves a mark that goes stale: the message is lost
+    stale = json.dumps({"worker": "gone:1", "at": time.time() - slots.IN_HAND_STALE - 1})
+    queue.huey_app().storage.put_data(f"{slots.IN_HAND_PREFIX}{run.id}.x", stale.encode())
+    assert orchestrator.reap(now=time.time() + 60) == [run.id]
+    assert f"run {run.id} was queued but not on the queue; re-enqueued" in caplog.text
+    assert queue.queued_run_ids() == {run.id}
+    assert slots.in_hand([run.id], current()) == set()
+    keys = [k.decode() if isinstance(k, bytes) else str(k)
+            for k in queue.huey_app().storage.result_items()]
+    assert not [k for k in keys if k.startswith(slots.IN_HAND_PREFIX)]  # the stale mark is gone
+
+
+def test_the_take_lock_is_exclusive_and_a_dead_holders_is_broken_once(home: Path) -> None:
+    import json
+
+    from quantlab.jobs import slots
+
+    first, second = slots.TakeLock(current(), "w:1"), slots.TakeLock(current(), "w:2")
+    assert first.acquire(timeout=0.1)
+    assert not second.acquire(timeout=0.1)  # a live holder keeps it
+    first.release()
+    assert second.acquire(timeout=0.1)
+    second.release()
+    storage = queue.huey_app().storage
+    dead = {"token": "t-dead", "worker": "gone:1", "at": time.time() - slots.LOCK_STALE - 1}
+    storage.put_data(slots.LOCK_KEY, json.dumps(dead).encode())
+    assert first.acquire(timeout=1.0)  # the dead holder's lock was broken
+    assert not second.acquire(timeout=0.1)  # and the new holder's is not broken again
+    first.release()
+
+
 def test_a_duplicate_message_never_runs_a_run_twice(home: Path, workers: Workers) -> None:
     workers.start()
     run = ql.submit(SINGLE)
@@ -451,6 +494,63 @@ def test_cli_status_runs_and_cancel(home: Path, no_worker: None) -> None:
     assert os.environ["QUANTLAB_HOME"] == str(home)
 
 
+def test_only_the_owner_or_an_admin_may_cancel_a_run(home: Path, no_worker: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from quantlab.errors import NotOwner
+    from quantlab.jobs import cli
+
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    mine = ql.submit(SINGLE)
+    assert mine.record["user"] == "alice"
+    monkeypatch.setenv("QUANTLAB_USER", "bob")
+    refused = (f"run {mine.id} belongs to alice: only alice or an admin (QUANTLAB_ADMINS) can "
+               f"cancel it; you are bob")
+    with pytest.raises(NotOwner) as caught:
+        ql.get_run(mine.id).cancel()  # the Python API asks as QUANTLAB_USER
+    assert str(caught.value) == refused
+    assert caught.value.owner == "alice" and caught.value.user == "bob"
+    out = CliRunner().invoke(cli.cancel, [mine.id])  # `quantlab cancel` follows the same rule
+    assert out.exit_code == 2 and refused in out.output
+    assert mine.status == "queued" and event_types(mine) == ["queued"]
+    assert queue.queued_run_ids() == {mine.id}  # still on the queue
+    # an admin may
+    monkeypatch.setenv("QUANTLAB_ADMINS", "carol, bob")
+    assert ql.get_run(mine.id).cancel().status == "cancelled"
+    # and the owner may, with no admin set (a single-user install: every run is the user's)
+    monkeypatch.delenv("QUANTLAB_ADMINS")
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}})
+    assert again.cancel().status == "cancelled"
+
+
+def test_only_the_user_a_notification_is_for_or_an_admin_may_mark_it_read(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.errors import NotOwner
+
+    registry = open_registry()
+    note = registry.add_notification({"user": "alice", "run_id": "R1", "kind": "completed",
+                                      "title": "done", "body": "done"})
+    monkeypatch.setenv("QUANTLAB_USER", "bob")
+    with pytest.raises(NotOwner, match=f"notification {note} belongs to alice: only alice or an "
+                                       f"admin \\(QUANTLAB_ADMINS\\) can mark it read; you are bob"):
+        ql.notifications.mark_read(note)
+    with pytest.raises(NotOwner, match="the notifications of alice are alice's: only alice or "
+                                       "an admin"):
+        ql.notifications.mark_all_read("alice")
+    assert registry.get_notification(note)["read"] is False
+    assert ql.notifications.mark_read("no-such-notification") is False
+    monkeypatch.setenv("QUANTLAB_ADMINS", "bob")
+    assert ql.notifications.mark_read(note) is True
+    assert registry.get_notification(note)["read"] is True
+    monkeypatch.delenv("QUANTLAB_ADMINS")
+    monkeypatch.setenv("QUANTLAB_USER", "alice")
+    other = registry.add_notification({"user": "alice", "run_id": "R1", "kind": "failed",
+                                       "title": "failed", "body": "failed"})
+    assert ql.notifications.mark_all_read() == 1 and registry.get_notification(other)["read"]
+
+
 def test_max_concurrent_holds_with_two_worker_processes(home: Path, workers: Workers) -> None:
     workers.start(2, env={**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "16",
                           "QUANTLAB_MAX_CONCURRENT": "1"})
@@ -462,6 +562,22 @@ def test_max_concurrent_holds_with_two_worker_processes(home: Path, workers: Wor
     for earlier, later in itertools.pairwise(records):
         assert later["started_at"] >= earlier["finished_at"]
     assert all(event_types(r).count("started") == 1 for r in runs)
+
+
+def test_max_concurrent_is_never_exceeded_in_the_registry_and_a_put_back_is_quiet(
+        home: Path, workers: Workers) -> None:
+    """What a user sees never shows more running runs than QUANTLAB_MAX_CONCURRENT (a worker
+    finding no room leaves its run queued), and a run put back is never taken for a lost
+    message by the reaper (the 're-enqueued' warning)."""
+    workers.start(4, env={**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "24",
+                          "QUANTLAB_MAX_CONCURRENT": "2"})
+    runs = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}) for f in range(5, 13)]
+    assert support.watch_concurrency(limit=2) == []  # no 're-enqueued' warning
+    assert "re-enqueued" not in workers.log_text()
+    for run in runs:
+        assert run.record["status"] == "completed" and run.record["attempts"] == 1
+        assert event_types(run).count("started") == 1
+        assert event_types(run).count("queued") == 1  # a put-back tells nothing
 
 
 def test_a_split_sweep_runs_on_several_workers_and_equals_the_whole_sweep(

@@ -72,6 +72,22 @@ def test_team_cancel_of_a_running_sweep_keeps_its_finished_part(team: str,
     assert 2 <= len(run.result().table) < 24
 
 
+def test_team_max_concurrent_holds_under_8_worker_processes(team: str,
+                                                           workers: Workers) -> None:
+    """8 processes racing for 3 slots: the registry never shows a 4th running run, no run is
+    lost, put back noisily or run twice."""
+    env = {**SLOW, "QUANTLAB_JOBS_MAX_CHUNK": "24", "QUANTLAB_MAX_CONCURRENT": "3"}
+    workers.start(4, env=env)
+    workers.start(4, env=env)
+    runs = [ql.submit({**SINGLE, "params": {"fast": f, "slow": 40}}) for f in range(5, 17)]
+    assert support.watch_concurrency(limit=3) == []
+    assert "re-enqueued" not in workers.log_text()
+    for run in runs:
+        assert run.record["status"] == "completed" and run.record["attempts"] == 1
+        assert event_types(run).count("started") == 1
+        assert event_types(run).count("completed") == 1
+
+
 def restart_redis(server: object) -> None:
     """Stop the private redis-server and start a new one on the same port (no persistence:
     queue and streams come back empty)."""

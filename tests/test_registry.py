@@ -382,6 +382,9 @@ def test_notifications_newest_first_and_read_flag(registry: Registry) -> None:
     assert registry.mark_read("missing") is False
     assert [n["id"] for n in registry.list_notifications("ana", unread_only=True)] == [second]
     assert registry.list_notifications("ana")[1]["read"] is True
+    found = registry.get_notification(first)  # whose it is: the ownership check reads it
+    assert found is not None and found["user"] == "ana" and found["read"] is True
+    assert registry.get_notification("missing") is None
     with pytest.raises(ConfigError, match="a notification needs the 'user' it is for"):
         registry.add_notification({"title": "nobody"})
 

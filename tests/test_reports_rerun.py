@@ -68,6 +68,19 @@ def test_rerun_reproduces(home: tuple[Path, list[str]]) -> None:
     assert first.line().startswith(f"{ids[0]} reproduced (21 metrics equal, rerun ")
 
 
+def test_a_rerun_of_another_users_run_is_the_callers(home: tuple[Path, list[str]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _, ids = home
+    owner = ql.get_run(ids[1]).record["user"]
+    monkeypatch.setenv("QUANTLAB_USER", f"not-{owner}")
+    (outcome,) = rerun(ids[1:])
+    assert outcome.status == "reproduced"
+    new = ql.get_run(outcome.new_run_id or "")
+    assert new.record["user"] == f"not-{owner}" and new.record["rerun_of"] == ids[1]
+    assert ql.get_run(ids[1]).record["user"] == owner  # the original stays its owner's
+    new.cancel()  # the caller's own run: theirs to cancel (a finished run is left as it is)
+
+
 def test_drift_from_an_older_engine(home: tuple[Path, list[str]]) -> None:
     from quantlab.registry import open_registry
 

@@ -395,6 +395,38 @@ def test_cancelling_a_finished_run_leaves_it_as_it_was(lab: Lab) -> None:
     assert record["status"] == "completed" and record["metrics"] == {"sharpe": 2.0}
 
 
+def test_only_the_owner_may_cancel_and_a_rerun_is_the_callers(lab: Lab) -> None:
+    # the server's login is "tester" (token auth: QUANTLAB_USER), no QUANTLAB_ADMINS
+    theirs = insert_run(lab, status="queued", user="alice", name="alice's run")
+    after = lab.events().last_seq(theirs)
+    status, reply = lab.server.request("POST", f"{API}/runs/{theirs}/cancel")
+    assert status == 403, reply
+    assert reply["message"] == (f"run {theirs} belongs to alice: only alice or an admin "
+                                f"(QUANTLAB_ADMINS) can cancel it; you are tester")
+    assert reply["type"] == "NotOwner" and reply["owner"] == "alice" and reply["user"] == "tester"
+    assert lab.registry().get_run(theirs)["status"] == "queued"
+    assert not lab.registry().get_run(theirs).get("cancel_requested")
+    assert list(lab.events().read(theirs, after)) == []
+    lab.registry().update_run(theirs, {"status": "completed"}, expect_status=("queued",))
+    # a rerun of another user's run is a new run of the caller's
+    status, again = lab.server.request("POST", f"{API}/runs/{theirs}/rerun")
+    assert status == 201, again
+    assert again["user"] == "tester" and again["rerun_of"] == theirs
+    status, record = lab.server.request("POST", f"{API}/runs/{again['id']}/cancel")
+    assert status == 200 and record["user"] == "tester"
+
+
+def test_another_users_notification_cannot_be_marked_read(lab: Lab) -> None:
+    registry = lab.registry()
+    theirs = registry.add_notification({"user": "alice", "run_id": "R1", "kind": "completed",
+                                        "title": "run completed", "body": "sharpe 1.2"})
+    status, reply = lab.server.request("POST", f"{API}/notifications/{theirs}/read")
+    assert status == 403, reply
+    assert reply["message"] == (f"notification {theirs} belongs to alice: only alice or an "
+                                f"admin (QUANTLAB_ADMINS) can mark it read; you are tester")
+    assert registry.get_notification(theirs)["read"] is False
+
+
 def test_rerun_submits_the_stored_config_again_without_the_cache(lab: Lab) -> None:
     status, first = lab.server.request("POST", f"{API}/runs", {"config": CONFIG})
     assert status == 201

@@ -128,7 +128,9 @@ class Run:
 
     def cancel(self) -> Run:
         """Cancel: a queued run ends at once; a running one stops at its next chunk (a sweep
-        keeps its finished combinations). Does nothing to a finished run."""
+        keeps its finished combinations). Does nothing to a finished run. Only the run's owner
+        (this process's ``QUANTLAB_USER``) or an admin (``QUANTLAB_ADMINS``) may cancel it:
+        another user's run raises ``NotOwner``."""
         self._record = orchestrator.cancel(self.id, self.settings)
         return self
 

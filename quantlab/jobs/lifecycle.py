@@ -5,7 +5,7 @@ each one tells (with a typed payload), and :func:`transition`, the one way a sta
 
     (new) ──> queued ──> running ──> completed | failed | cancelled
                 │  ^        │
-                │  └────────┘  the reaper (worker lost) or the concurrency-limit undo
+                │  └────────┘  the reaper (worker lost)
                 └──> cancelled (cancel while queued) | completed (cache hit) | failed
 
 A transition is one compare-and-set of the registry status (two processes racing on a run
@@ -61,7 +61,7 @@ ALLOWED: Mapping[RunStatus | None, frozenset[RunStatus]] = {
     None: frozenset({QUEUED}),  # every run is inserted queued, a cache hit too
     # COMPLETED: a cache hit, answered at once; FAILED: a run that cannot be started
     QUEUED: frozenset({RUNNING, CANCELLED, COMPLETED, FAILED}),
-    RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, QUEUED}),  # QUEUED: reaper, put-back
+    RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, QUEUED}),  # QUEUED: the reaper
     COMPLETED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),

@@ -25,10 +25,11 @@ from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig, iso
 from quantlab.engine import ENGINE_VERSION, sweep_combinations, validate
 from quantlab.errors import ConfigError, QueueFull, RunError
-from quantlab.jobs import lifecycle, queue
+from quantlab.jobs import lifecycle, queue, slots
 from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
+from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker
 from quantlab.registry import RunRecord, open_registry
 from quantlab.settings import Settings, redact, redact_text
@@ -302,12 +303,18 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
 # -- cancel ----------------------------------------------------------------------------------------
 
 
-def cancel(run_id: str, settings: Settings | None = None) -> RunRecord:
+def cancel(run_id: str, settings: Settings | None = None, *,
+           user: str | None = None) -> RunRecord:
     """Cancel a run: a queued one ends ``cancelled`` at once; a running one is asked to stop at
-    its next chunk (its worker records what was finished). A finished run is left as it is."""
+    its next chunk (its worker records what was finished). A finished run is left as it is.
+
+    ``user`` is who asks (default: the settings' user, ``QUANTLAB_USER``): only the run's owner
+    or an admin (``QUANTLAB_ADMINS``) may cancel it; anyone else gets ``NotOwner``, and the run
+    is left as it is."""
     settings = settings or settings_mod.current()
     registry = open_registry(settings)
     doc = registry.get_run(run_id)
+    check_owner(doc, user or settings.user, "cancel")
     if doc["status"] == QUEUED:
         fields = {"cancel_requested": True, "error": "cancelled before it started"}
         event = lifecycle.Cancelled(strategy=doc.get("strategy"), reason="cancelled",
@@ -330,6 +337,10 @@ def cancel(run_id: str, settings: Settings | None = None) -> RunRecord:
 # -- reaper ----------------------------------------------------------------------------------------
 
 
+# Seconds the reaper waits before it looks again at a queued run missing from the queue.
+LOST_RECHECK = 0.5
+
+
 def reap(settings: Settings | None = None, *, now: float | None = None,
          orphans_older_than: float = 5.0) -> list[str]:
     """Re-queue running runs whose worker stopped heart-beating, and re-enqueue queued runs whose
@@ -343,15 +354,47 @@ def reap(settings: Settings | None = None, *, now: float | None = None,
             requeued.append(doc["id"])
     old_queued = [d for d in registry.find_runs(status=QUEUED, limit=None)
                   if (d.get("queued_at") or now) < now - orphans_older_than]
-    if old_queued:
-        waiting = queue.queued_run_ids(settings)
-        for doc in old_queued:
-            if doc["id"] not in waiting:
-                log.warning("run %s was queued but not on the queue; re-enqueued", doc["id"])
-                task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
-                registry.update_run(doc["id"], {"task_id": task_id}, expect_status=(QUEUED,))
-                requeued.append(doc["id"])
+    for doc in _lost_messages(old_queued, settings):
+        log.warning("run %s was queued but not on the queue; re-enqueued", doc["id"])
+        task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
+        registry.update_run(doc["id"], {"task_id": task_id}, expect_status=(QUEUED,))
+        slots.forget(doc["id"], settings)
+        requeued.append(doc["id"])
     return requeued
+
+
+def _lost_messages(old_queued: list[RunRecord], settings: Settings) -> list[RunRecord]:
+    """The queued runs whose message is really gone. A run missing from the queue is looked at
+    again a moment later (``LOST_RECHECK``): a worker may have just taken its message to start
+    it, or to put it back because the concurrency limit is reached. It is lost only if it is
+    then in no live worker's hand, still on no queue, still queued, and its message was not
+    sent again meanwhile (the same ``task_id``: a worker that put it back and another that took
+    it at once leave a new one)."""
+    if not old_queued:
+        return []
+    waiting = queue.queued_run_ids(settings)
+    missing = [d for d in old_queued if d["id"] not in waiting]
+    if not missing:
+        return []
+    time.sleep(LOST_RECHECK)
+    # in this order: a worker drops its mark only after it sent the message again or took
+    # the run, so a mark gone by now means a message back on the queue, or a run not queued
+    held = slots.in_hand([d["id"] for d in missing], settings)
+    waiting = queue.queued_run_ids(settings)
+    registry = open_registry(settings)
+    lost = []
+    for doc in missing:
+        if doc["id"] in held or doc["id"] in waiting:
+            continue
+        try:
+            now_doc = registry.get_run(doc["id"])
+        except RunError:  # deleted meanwhile (a submit that could not queue it)
+            continue
+        # started meanwhile, or its message sent again (a put-back, another reaper: a new id)
+        if now_doc["status"] != QUEUED or now_doc.get("task_id") != doc.get("task_id"):
+            continue
+        lost.append(doc)
+    return lost
 
 
 def _recover(doc: Mapping[str, Any], settings: Settings, now: float) -> bool:

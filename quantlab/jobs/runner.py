@@ -25,7 +25,7 @@ from quantlab import data
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.errors import RunNotFound
-from quantlab.jobs import lifecycle, queue, shards
+from quantlab.jobs import lifecycle, queue, shards, slots
 from quantlab.jobs.execution import (
     STEP_DATA,
     STEP_INDICATORS,
@@ -102,51 +102,91 @@ def execute(run_id: str, settings: Settings | None = None) -> None:
     """Run ``run_id`` if it is still queued (the Huey task's body). Never raises for a run's
     own failure: that is recorded on the run, and the worker lives on."""
     settings = settings or settings_mod.current()
-    try:
-        doc = open_registry(settings).get_run(run_id)
-    except RunNotFound:
-        log.warning("run %s is on the queue but not in the registry; dropped", run_id)
-        return
-    if doc["status"] != QUEUED:
-        return  # cancelled while queued, or a duplicate message of a run already taken
     me = worker_id()
-    now = time.time()
-    attempts = int(doc.get("attempts") or 0) + 1
-    fields: RunRecord = {
-        "started_at": doc.get("started_at") or now, "heartbeat_at": now, "worker": me,
-        "attempts": attempts, "step": STEP_DATA, "position": None,
-    }
-    # The take is quiet: told (``started``) only once the concurrency limit lets it stand.
-    if not transition(run_id, RUNNING, expect=QUEUED, fields=fields, settings=settings):
+    if settings.max_concurrent:
+        with slots.holding(run_id, settings, me):  # off the queue, not started: not lost
+            doc = _take_within_limit(run_id, settings, me)
+    else:
+        doc = _take(run_id, settings, me)
+    if doc is None:
         return
-    if _over_concurrency_limit(settings):
-        _put_back(doc, settings)
-        return
-    doc.update({**fields, "status": RUNNING})
-    publish(run_id, lifecycle.Started(worker=me, attempts=attempts), settings)
+    publish(run_id, lifecycle.Started(worker=me, attempts=doc["attempts"]), settings)
     with Heartbeat(run_id, settings):
         Job(doc, settings, me).run()
 
 
+def _queued_doc(run_id: str, settings: Settings) -> RunRecord | None:
+    try:
+        doc = open_registry(settings).get_run(run_id)
+    except RunNotFound:
+        log.warning("run %s is on the queue but not in the registry; dropped", run_id)
+        return None
+    if doc["status"] != QUEUED:
+        return None  # cancelled while queued, or a duplicate message of a run already taken
+    return doc
+
+
+def _take(run_id: str, settings: Settings, me: str) -> RunRecord | None:
+    """``queued -> running`` (a compare-and-set: of two workers only one takes a run); the run's
+    document as taken, or None. Quiet: the caller tells ``started``."""
+    doc = _queued_doc(run_id, settings)
+    if doc is None:
+        return None
+    now = time.time()
+    fields: RunRecord = {
+        "started_at": doc.get("started_at") or now, "heartbeat_at": now, "worker": me,
+        "attempts": int(doc.get("attempts") or 0) + 1, "step": STEP_DATA, "position": None,
+    }
+    if not transition(run_id, RUNNING, expect=QUEUED, fields=fields, settings=settings):
+        return None
+    doc.update({**fields, "status": RUNNING})
+    return doc
+
+
+def _take_within_limit(run_id: str, settings: Settings, me: str) -> RunRecord | None:
+    """``QUANTLAB_MAX_CONCURRENT``: count the running runs and take this one only if there is
+    room, both under the take lock, so that no one ever sees more running runs than the limit.
+    Without room (or the lock), the run stays queued and its message goes back on the queue."""
+    if _queued_doc(run_id, settings) is None:
+        return None
+    lock = slots.TakeLock(settings, me)
+    doc = None
+    if lock.acquire():
+        try:
+            if not _over_concurrency_limit(settings):
+                doc = _take(run_id, settings, me)
+                if doc is None:
+                    return None  # another worker took it, or it was cancelled
+        finally:
+            lock.release()
+    if doc is None:
+        _put_back(run_id, settings)
+    return doc
+
+
 def _over_concurrency_limit(settings: Settings) -> bool:
-    """``QUANTLAB_MAX_CONCURRENT``: counted *after* taking the run, so that two workers taking
-    runs at the same instant both see both runs and neither exceeds the limit."""
+    """Whether the running runs already fill ``QUANTLAB_MAX_CONCURRENT`` (counted under the take
+    lock: no other worker takes a run meanwhile)."""
     if not settings.max_concurrent:
         return False
     running = open_registry(settings).count_runs(status=RUNNING)
-    return bool(running > settings.max_concurrent)
+    return bool(running >= settings.max_concurrent)
 
 
-def _put_back(doc: Mapping[str, Any], settings: Settings) -> None:
-    """Undo the quiet take (no event: to everyone else the run stayed queued) and re-enqueue
-    it after a short random pause, so that racing workers do not retry in step."""
-    restore = {key: doc.get(key) for key in ("started_at", "heartbeat_at", "worker", "attempts",
-                                             "step", "position")}
-    if transition(doc["id"], QUEUED, expect=RUNNING, fields=restore, settings=settings):
-        time.sleep(random.uniform(0.05, 0.25))
-        task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
-        open_registry(settings).update_run(doc["id"], {"task_id": task_id},
-                                           expect_status=(QUEUED,))
+def _put_back(run_id: str, settings: Settings) -> None:
+    """Send the message of a run left queued (no room) again after a short random pause, so
+    that racing workers do not retry in step. The run was never touched: no one sees a thing,
+    and its in-hand mark keeps the reaper from taking it for a lost message meanwhile."""
+    time.sleep(random.uniform(0.05, 0.25))
+    registry = open_registry(settings)
+    try:
+        doc = registry.get_run(run_id)
+    except RunNotFound:
+        return
+    if doc["status"] != QUEUED:
+        return  # cancelled meanwhile: nothing to send
+    task_id = queue.enqueue(run_id, doc.get("priority") or 0, settings)
+    registry.update_run(run_id, {"task_id": task_id}, expect_status=(QUEUED,))
 
 
 class Job:

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from quantlab import settings as settings_mod
-from quantlab.errors import ConfigError, RunError
+from quantlab.errors import ConfigError, NotOwner, RunError
+from quantlab.jobs.ownership import ADMINS_VARIABLE, check_owner, may_act
 from quantlab.notifyspec import (
     PREFERENCE_KEYS,
     default_preferences,
@@ -130,13 +131,31 @@ def list_notifications(
                                                        limit=limit))
 
 
-def mark_read(notification_id: str, *, reg: Registry | None = None) -> bool:
-    """Mark one notification read; False when there is no such notification."""
-    return bool((reg or open_registry()).mark_read(notification_id))
+def mark_read(notification_id: str, *, user: str | None = None,
+              reg: Registry | None = None) -> bool:
+    """Mark one notification read; False when there is no such notification.
+
+    ``user`` is who asks (default: the current user, ``QUANTLAB_USER``): only the user the
+    notification is for, or an admin (``QUANTLAB_ADMINS``), may; anyone else gets ``NotOwner``.
+    """
+    reg = reg or open_registry()
+    found = reg.get_notification(notification_id)
+    if found is None:
+        return False
+    check_owner({**found, "id": notification_id}, _user(user), "mark read",
+                kind="notification")
+    return bool(reg.mark_read(notification_id))
 
 
-def mark_all_read(user: str | None = None, *, reg: Registry | None = None) -> int:
-    """Mark every unread notification of the user read; returns how many."""
+def mark_all_read(user: str | None = None, *, caller: str | None = None,
+                  reg: Registry | None = None) -> int:
+    """Mark every unread notification of the user read; returns how many. Another user's
+    (``user`` not the caller, default the current user) only by an admin (``QUANTLAB_ADMINS``)."""
+    owner, asking = _user(user), _user(caller)
+    if not may_act(owner, asking):
+        raise NotOwner(f"the notifications of {owner} are {owner}'s: only {owner} or an admin "
+                       f"({ADMINS_VARIABLE}) can mark them read; you are {asking}",
+                       owner=owner, user=asking, action="mark read")
     reg = reg or open_registry()
     count = 0
     while True:  # the registry pages; loop until none is left

@@ -181,6 +181,10 @@ class Registry(ABC):
     def mark_read(self, notification_id: str) -> bool:
         """Mark as read; False when there is no such notification."""
 
+    @abstractmethod
+    def get_notification(self, notification_id: str) -> dict[str, Any] | None:
+        """One notification (whose ``user`` it is for, ``read`` ...), or None."""
+
     # ---- preferences -------------------------------------------------------------------------
 
     @abstractmethod

@@ -324,6 +324,10 @@ class MongoRegistry(Registry):
                                                      {"$set": {"read": True}})
         return bool(result.matched_count)
 
+    def get_notification(self, notification_id: str) -> dict[str, Any] | None:
+        doc = self.db["notifications"].find_one({"_id": notification_id})
+        return None if doc is None else _strip_id(doc)
+
     # ---- preferences -------------------------------------------------------------------------
 
     def get_preferences(self, user: str) -> dict[str, Any]:

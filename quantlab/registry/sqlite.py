@@ -404,6 +404,11 @@ class SQLiteRegistry(Registry):
                                      (notification_id,))
         return cur.rowcount > 0
 
+    def get_notification(self, notification_id: str) -> dict[str, Any] | None:
+        row = self._db.get().execute("SELECT doc, read FROM notifications WHERE id = ?",
+                                     (notification_id,)).fetchone()
+        return None if row is None else {**json.loads(row[0]), "read": bool(row[1])}
+
     # ---- preferences -------------------------------------------------------------------------
 
     def get_preferences(self, user: str) -> dict[str, Any]:

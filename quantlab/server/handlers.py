@@ -27,6 +27,7 @@ from quantlab import telemetry
 from quantlab.errors import (
     ConfigError,
     MissingDependency,
+    NotOwner,
     QuantlabError,
     QueueFull,
     RunNotFound,
@@ -49,6 +50,8 @@ def status_for(exc: BaseException) -> int:
     """The HTTP status of a QuantLab error."""
     if isinstance(exc, RunNotFound | service.NotFound):
         return 404
+    if isinstance(exc, NotOwner):
+        return 403
     if isinstance(exc, ConfigError | StrategyError):
         return 400
     if isinstance(exc, QueueFull):
@@ -190,7 +193,7 @@ class CancelHandler(QuantlabHandler):
     @web.authenticated
     @authorized
     async def post(self, run_id: str) -> None:
-        self.reply(await self.call(service.cancel_run, run_id))
+        self.reply(await self.call(service.cancel_run, run_id, self.run_user))
 
 
 class RerunHandler(QuantlabHandler):
@@ -234,7 +237,8 @@ class NotificationReadHandler(QuantlabHandler):
     @web.authenticated
     @authorized
     async def post(self, notification_id: str) -> None:
-        self.reply(await self.call(service.mark_notification_read, notification_id))
+        self.reply(await self.call(service.mark_notification_read, notification_id,
+                                   self.run_user))
 
 
 class MetricsHandler(APIHandler):

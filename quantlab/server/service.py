@@ -18,6 +18,7 @@ from quantlab.configtext import expand_param_ranges, parse_body
 from quantlab.errors import ConfigError, RunError, did_you_mean
 from quantlab.events import open_events
 from quantlab.jobs import api as jobs
+from quantlab.jobs import orchestrator
 from quantlab.registry import open_registry
 from quantlab.reports.rerun import submit_again
 from quantlab.reports.runner import run_report
@@ -200,10 +201,9 @@ def submit_run(body: Any, user: str) -> dict[str, Any]:
     return json_safe(jobs.submit(config, user=user, **args).record)
 
 
-def cancel_run(run_id: str) -> dict[str, Any]:
-    run = jobs.get_run(run_id)
-    run.cancel()
-    return json_safe(run.record)
+def cancel_run(run_id: str, user: str) -> dict[str, Any]:
+    """POST /runs/{id}/cancel by ``user``: only the run's owner or an admin may (NotOwner, 403)."""
+    return json_safe(orchestrator.cancel(run_id, user=user))
 
 
 def rerun(run_id: str, user: str) -> dict[str, Any]:
@@ -302,8 +302,9 @@ def list_notifications(user: str, params: Mapping[str, list[str]]) -> dict[str, 
     return json_safe({"notifications": items, "user": user})
 
 
-def mark_notification_read(notification_id: str) -> dict[str, Any]:
-    if not notifications.mark_read(notification_id):
+def mark_notification_read(notification_id: str, user: str) -> dict[str, Any]:
+    """POST /notifications/{id}/read by ``user``: only the user it is for, or an admin."""
+    if not notifications.mark_read(notification_id, user=user):
         raise NotFound(
             f"there is no notification {notification_id!r}; list them with GET "
             f"/quantlab/api/notifications", notification_id=notification_id)

@@ -106,3 +106,38 @@ def no_worker(home: Path) -> Iterator[None]:
 
 def event_types(run: Any) -> list[str]:
     return [e.type for e in run.events()]
+
+
+def watch_concurrency(limit: int) -> list[str]:
+    """Until the runs of this home end: the most runs the registry ever showed running (it must reach
+    ``limit`` and never pass it), with the reaper's check for lost messages run as eagerly as it
+    gets meanwhile (every queued run is old enough to be looked for on the queue); returns the
+    reaper's warnings about re-enqueued runs (there must be none: nothing was lost)."""
+    import logging
+    import time
+
+    from quantlab.jobs import orchestrator
+    from quantlab.registry import open_registry
+
+    registry = open_registry()
+    warnings: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "re-enqueued" in record.getMessage():
+                warnings.append(record.getMessage())
+
+    catch = Catch(logging.WARNING)
+    logging.getLogger("quantlab.jobs").addHandler(catch)
+    most = 0
+    deadline = time.monotonic() + WAIT
+    try:
+        while registry.count_runs(status=["queued", "running"]):  # only ``runs`` in this home
+            assert time.monotonic() < deadline, "the runs did not end"
+            most = max(most, registry.count_runs(status="running"))
+            assert most <= limit, f"{most} runs running with QUANTLAB_MAX_CONCURRENT={limit}"
+            orchestrator.reap(orphans_older_than=0.0)
+    finally:
+        logging.getLogger("quantlab.jobs").removeHandler(catch)
+    assert most == limit
+    return warnings
