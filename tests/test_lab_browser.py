@@ -54,7 +54,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
         import quantlab as ql
 
         ql.data.sample()
-    worker = Worker(env, base / "worker.log")
+    # Every chunk of a run pauses 0.1 s on this worker: the sweep (~100 chunks) then runs for
+    # seconds on any machine, so the run queued behind it is still queued when Cancel is clicked.
+    worker = Worker({**env, "QUANTLAB_JOBS_CHUNK_DELAY": "0.1"}, base / "worker.log")
     server = JupyterProcess(
         env, root, base / "lab.log", app="jupyterlab",
         extra_args=("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",))
