@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from quantlab import settings as settings_mod
 from quantlab.errors import ConfigError, RunError
 from quantlab.events import open_events
-from quantlab.events.lock import lead, leader_lock
+from quantlab.events.lock import LeaderThread, lead, leader_lock
 from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.registry import Registry, open_registry
 
@@ -313,19 +313,12 @@ def save_cursor(registry: Registry, seq: int) -> None:
     registry.save_document(STATE, {"id": CURSOR_ID, "seq": seq, "updated_at": time.time()})
 
 
-class SubscriberThread:
+class SubscriberThread(LeaderThread):
     """A subscriber running in a daemon thread; ``stop()`` ends it."""
 
     def __init__(self, subscriber: Subscriber) -> None:
         self.subscriber = subscriber
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=subscriber.run, args=(self.stop_event,),
-                                       name="quantlab-telemetry", daemon=True)
-        self.thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout)
+        super().__init__(subscriber.run, "quantlab-telemetry")
 
 
 def start_subscriber_thread(settings: settings_mod.Settings | None = None) -> SubscriberThread:

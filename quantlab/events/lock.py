@@ -186,3 +186,22 @@ def lead(lock: LeaderLock, stop: threading.Event, follow: Callable[[threading.Ev
             log.exception("%s error; retrying", what)
         if not stop.is_set():
             stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+
+
+class LeaderThread:
+    """A leader-locked follower of the stream (its ``run(stop)``) in a daemon thread of this
+    process; ``stop()`` ends it."""
+
+    def __init__(self, run: Callable[[threading.Event], None], name: str) -> None:
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=run, args=(self.stop_event,), name=name,
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)

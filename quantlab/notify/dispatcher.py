@@ -36,7 +36,7 @@ from typing import Any
 from quantlab import settings as settings_mod
 from quantlab.errors import RunNotFound
 from quantlab.events import EventStream, open_events
-from quantlab.events.lock import lead
+from quantlab.events.lock import LeaderThread, lead
 from quantlab.jobs.lifecycle import TERMINAL
 from quantlab.notify import settings as notify_settings
 from quantlab.notify import store
@@ -313,23 +313,12 @@ class Dispatcher:
 # A dispatcher thread for worker processes
 
 
-class DispatcherThread:
+class DispatcherThread(LeaderThread):
     """A dispatcher running in a daemon thread; ``stop()`` ends it."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=dispatcher.run, args=(self.stop_event,),
-                                       name="quantlab-notify-dispatcher", daemon=True)
-        self.thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout)
+        super().__init__(dispatcher.run, "quantlab-notify-dispatcher")
 
 
 _threads: dict[tuple[Any, ...], DispatcherThread] = {}
