@@ -208,6 +208,57 @@ def test_cancel_of_a_split_sweep_ends_it_at_once_and_takes_its_shards_off_the_qu
     _no_shard_state_left(run)
 
 
+def test_cancel_of_a_split_sweep_keeps_the_part_of_a_helpers_shard_and_leaves_nothing(
+        backend: str, home: Path, workers: Workers) -> None:
+    """Two workers, each in the middle of a shard, and a shard that waits on the queue. The
+    helper stops at its next chunk; its part is merged (or, if it came after the coordinator
+    stopped waiting, removed by the helper itself)."""
+    slower = {**ONE_BY_ONE, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2"}  # a shard takes over 1.2 s
+    procs = [workers.start(env=slower), workers.start(env=slower)]
+    # both take messages before the submit, so that the helper starts a shard while the
+    # coordinator runs its first one
+    wait_for(lambda: workers.log_text().count("Huey consumer started") == 2, WAIT,
+             "both workers to consume")
+    run = ql.submit(SWEEP)
+    coordinator = wait_for(lambda: run.record["worker"], WAIT, "a coordinator").split(":")[1]
+    helper = next(p for p in procs if str(p.pid) != coordinator)
+    board = ShardBoard(run.id, SPLIT, settings.current())
+
+    def in_a_shard(pid: str) -> bool:
+        return any((board.claimed_by(i) or "").split(":")[1:2] == [pid]
+                   and board.result(i) is None and board.done(i) >= 1 for i in range(SPLIT))
+
+    wait_for(lambda: in_a_shard(coordinator) and in_a_shard(str(helper.pid)), WAIT,
+             "both workers to be in the middle of a shard")
+    assert any(board.claimed_by(i) is None for i in range(SPLIT)), "no shard left on the queue"
+    asked = time.time()
+    run.cancel()
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "cancelled" and record["partial"] is True
+    took = _event(run, "cancelled").ts - asked
+    assert took < HEARTBEAT_TIMEOUT / 2, f"the cancel took {took:.1f} s"
+    # each shard kept a prefix of its combinations: the whole sweep's rows for them
+    table = run.result().table
+    full = ql.backtest(SWEEP["symbols"], SWEEP["strategy"], SWEEP["params"],
+                       start=SWEEP["start"], end=SWEEP["end"], interval="1d").table
+    per = COMBINATIONS // SPLIT
+    numbered = full.reset_index(drop=True).reset_index(names="position")
+    positions = list(table.merge(numbered, on=["fast", "slow"])["position"])
+    pd.testing.assert_frame_equal(table, full.iloc[positions].reset_index(drop=True))
+    shard_of = [p // per for p in positions]
+    for shard in set(shard_of):  # a prefix of the shard: no gap
+        mine = [p for p in positions if p // per == shard]
+        assert mine == list(range(shard * per, shard * per + len(mine)))
+    assert _shard_messages(run.id) == []
+    # the helper is done with its shard: nothing of the shards is left, whenever it stopped
+    wait_for(lambda: not (home / "blobs" / "runs" / run.id / "shards").exists()
+             and not any(board.claimed_by(i) or board.result(i) for i in range(SPLIT)), WAIT,
+             "the shards' state to be gone")
+    _no_shard_state_left(run)
+    assert all(p.poll() is None for p in procs)
+
+
 def test_the_time_limit_of_a_split_sweep_ends_it_at_once_and_takes_its_shards_off_the_queue(
         backend: str, workers: Workers) -> None:
     limit = 1.0
