@@ -210,9 +210,10 @@ def test_cancel_of_a_split_sweep_ends_it_at_once_and_takes_its_shards_off_the_qu
 
 def test_cancel_of_a_split_sweep_keeps_the_part_of_a_helpers_shard_and_leaves_nothing(
         backend: str, home: Path, workers: Workers) -> None:
-    """Two workers, each in the middle of a shard, and a shard that waits on the queue. The
+    """Two workers, each in the middle of a shard, and shards that wait on the queue. The
     helper stops at its next chunk; its part is merged (or, if it came after the coordinator
-    stopped waiting, removed by the helper itself)."""
+    stopped waiting, removed by the helper itself); a waiting shard is never started (its
+    message was taken off the queue, and it was claimed for no one)."""
     slower = {**ONE_BY_ONE, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2"}  # a shard takes over 1.2 s
     procs = [workers.start(env=slower), workers.start(env=slower)]
     # both take messages before the submit, so that the helper starts a shard while the
@@ -230,7 +231,8 @@ def test_cancel_of_a_split_sweep_keeps_the_part_of_a_helpers_shard_and_leaves_no
 
     wait_for(lambda: in_a_shard(coordinator) and in_a_shard(str(helper.pid)), WAIT,
              "both workers to be in the middle of a shard")
-    assert any(board.claimed_by(i) is None for i in range(SPLIT)), "no shard left on the queue"
+    waiting = {i for i in range(SPLIT) if board.claimed_by(i) is None}
+    assert waiting, "no shard left on the queue"
     asked = time.time()
     run.cancel()
     run.wait(timeout=WAIT)
@@ -250,6 +252,8 @@ def test_cancel_of_a_split_sweep_keeps_the_part_of_a_helpers_shard_and_leaves_no
     for shard in set(shard_of):  # a prefix of the shard: no gap
         mine = [p for p in positions if p // per == shard]
         assert mine == list(range(shard * per, shard * per + len(mine)))
+    # a shard that no worker had started when the cancel came was never started after it
+    assert not waiting & set(shard_of)
     assert _shard_messages(run.id) == []
     # the helper is done with its shard: nothing of the shards is left, whenever it stopped
     wait_for(lambda: not (home / "blobs" / "runs" / run.id / "shards").exists()
