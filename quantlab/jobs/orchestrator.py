@@ -321,17 +321,25 @@ def cancel(run_id: str, settings: Settings | None = None, *,
                                     while_=QUEUED)
         if transition(run_id, RunStatus.CANCELLED, expect=QUEUED, fields=fields, event=event,
                       settings=settings):
-            try:
-                queue.revoke(doc.get("task_id"), settings)
-            except Exception:  # the status is what counts; a stale message is a no-op anyway
-                log.warning("could not revoke queue message of run %s", run_id, exc_info=True)
+            _off_the_queue(queue.remove, doc.get("task_id"), run_id, settings)
             return registry.get_run(run_id)
         doc = registry.get_run(run_id)
-    if doc["status"] == RUNNING:
-        # not a transition: the run's worker sees the request and makes it
-        registry.update_run(run_id, {"cancel_requested": True}, expect_status=(RUNNING,))
+    # not a transition: a running run's worker sees the request and makes it
+    if doc["status"] == RUNNING and registry.update_run(
+            run_id, {"cancel_requested": True}, expect_status=(RUNNING,)):
         run_log(run_id, "cancel requested; stopping at the next chunk", settings=settings)
+        # a split sweep's shards that no worker took yet go now (its coordinator also takes
+        # them off when it stops, and a shard that starts for it returns at once)
+        _off_the_queue(queue.remove_shards, run_id, run_id, settings)
     return registry.get_run(run_id)
+
+
+def _off_the_queue(remove: Any, what: Any, run_id: str, settings: Settings) -> None:
+    try:
+        remove(what, settings)
+    except Exception:  # the status is what counts: a message left is a no-op when it comes
+        log.warning("could not take queue messages of run %s off the queue", run_id,
+                    exc_info=True)
 
 
 # -- reaper ----------------------------------------------------------------------------------------
