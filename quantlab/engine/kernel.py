@@ -771,7 +771,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
         u = np.uint64(i)
         ue = np.uint64(stretch)
         while u < ue:
-            if high is not None:
+            # (`is not None` alone in its test: Numba drops it from a run without stops)
+            if high is not None:  # noqa: SIM102
                 if low[u] <= lower or high[u] >= upper:
                     break
             equity = cash + units * close[u]

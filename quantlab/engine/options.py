@@ -130,8 +130,8 @@ class BacktestOptions(TypedDict, total=False):
     size: float | Sequence[float]
     weights: Mapping[str, float] | None
     allow_short: bool
-    stop_loss: float | None | Sequence[float | None]
-    take_profit: float | None | Sequence[float | None]
+    stop_loss: float | Sequence[float | None] | None
+    take_profit: float | Sequence[float | None] | None
     close_at_end: bool
     select: str
     threads: int | None
@@ -146,7 +146,8 @@ def option_types(sweeps: bool = False) -> dict[str, Any]:
     """Each option's type (resolved annotations of :class:`EngineOptions`), in field order;
     with ``sweeps``, a sweepable option's type also admits a sequence of its values."""
     hints = get_type_hints(EngineOptions)
-    return {name: hints[name] | Sequence[hints[name]]  # type: ignore[name-defined]
+    sequence: Any = Sequence  # subscripted with a type known only at run time
+    return {name: hints[name] | sequence[hints[name]]
             if sweeps and name in _SWEEPABLE_SET else hints[name] for name in OPTION_NAMES}
 
 

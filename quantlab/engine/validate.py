@@ -429,15 +429,15 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True,
             own, carried = carried_options(strat, given)
             combo = _full(strat, own)
             strat.check(combo)
-            axes = {name: values for name, values in keyword_axes.items() if name not in carried}
-            n_option_combos = math.prod(len(values) for values in axes.values())
+            crossing = {name: values for name, values in keyword_axes.items()
+                        if name not in carried}
             if not strat.is_valid(combo):
-                skipped += n_option_combos
+                skipped += math.prod(len(values) for values in crossing.values())
                 continue
             carried = {name: check_option(name, _scalar(value))
                        for name, value in carried.items()}
-            for values_ in itertools.product(*axes.values()):
-                valid.append(_ordered({**combo, **carried, **dict(zip(axes, values_))}))
+            for values_ in itertools.product(*crossing.values()):
+                valid.append(_ordered({**combo, **carried, **dict(zip(crossing, values_))}))
         if not valid:
             raise _no_valid(strat, skipped)
         return valid, skipped
