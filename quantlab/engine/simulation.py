@@ -58,6 +58,10 @@ class Simulation:
         self.strategy = get_strategy(strategy)
         # options given as lists (or ranges) are sweep dimensions: the grid is params x them
         swept = swept_options(options)
+        if isinstance(params, Mapping):
+            # an option that params carry is theirs (a sweep's best combination reruns alone)
+            own = V.carried_options(self.strategy, params)[1]
+            swept = {name: values for name, values in swept.items() if name not in own}
         fixed: dict[str, Any] = {k: v for k, v in options.items() if k not in swept}
         self.is_sweep = V.is_sweep(params) or bool(swept)
         carried: dict[str, Any] = {}
