@@ -307,3 +307,101 @@ def test_the_config_hash_follows_the_swept_values(home: Path) -> None:
     assert one != config_hash({**base, "stop_loss": 0.02})
     assert config_hash({**base, "stop_loss": 0.02}) == config_hash({**base, "stop_loss": 0.02})
 
+
+
+# -- a queued sweep over options ---------------------------------------------------------------
+
+def test_a_queued_split_sweep_over_options_equals_the_backtest(home: Path, workers: Any) -> None:
+    """The shards split the combinations of params x options: each carries its option values
+    to the worker that runs it, and the merged table is the in-process sweep's."""
+    config = {"strategy": "sma_crossover", "symbols": ["AAA"], "start": "2019-01-01",
+              "end": "2021-12-31", "params": {"fast": [5, 10, 20], "slow": 50},
+              "stop_loss": [0.02, 0.05], "commission": "0.0..0.002:0.002"}
+    workers.start(env={"QUANTLAB_SHARD_COMBINATIONS": "5", "QUANTLAB_JOBS_MAX_CHUNK": "2"})
+    run = ql.submit(config).wait(timeout=support.WAIT)
+    record = run.record
+    assert record["status"] == "completed", record.get("error")
+    assert any("split into 3 shards" in line["message"] for line in run.logs())
+    expected = ql.backtest(["AAA"], "sma_crossover", {"fast": [5, 10, 20], "slow": 50},
+                           start="2019-01-01", end="2021-12-31", stop_loss=[0.02, 0.05],
+                           commission=[0.0, 0.002])
+    result = run.result()
+    assert len(result.table) == 12
+    pd.testing.assert_frame_equal(result.table, expected.table)
+    assert result.params == expected.params
+    assert same_metrics(result.metrics, expected.metrics)
+
+
+# -- break-even cost ----------------------------------------------------------------------------
+
+def _winning_run(**options: Any) -> tuple[pd.DataFrame, ql.Result]:
+    for seed in range(20):
+        data = random_walk(1000, seed=seed)
+        res = ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30}, **options)
+        if res.metrics["total_return_pct"] > 20:
+            return data, res
+    raise AssertionError("no winning run among the seeds")
+
+
+@pytest.mark.parametrize("options", [{}, {"commission_fixed": 1.0, "slippage": 5.0},
+                                     {"stop_loss": 0.03, "allow_short": True}],
+                         ids=["plain", "fixed-and-slippage", "stops-short"])
+def test_break_even_cost_is_where_total_return_crosses_zero(options: dict[str, Any]) -> None:
+    data, res = _winning_run(**options)
+    cost = res.break_even_cost(tol=1e-8)
+    assert 0 < cost < 0.5
+
+    def total_return(commission: float) -> float:
+        return ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30},
+                           **{**options, "commission": commission}).metrics["total_return_pct"]
+
+    assert total_return(cost - 1e-6) > 0 > total_return(cost + 1e-6)
+    # the run's own commission does not move the answer: the commission is replaced
+    costly = ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30},
+                         **{**options, "commission": 0.001})
+    assert costly.break_even_cost(tol=1e-8) == pytest.approx(cost, abs=2e-8)
+
+
+def test_break_even_cost_of_a_sweep_is_its_chosen_combination() -> None:
+    data, _ = _winning_run()
+    sweep = ql.backtest(data, "sma_crossover", {"fast": [5, 8], "slow": 30},
+                        commission=[0.0, 0.001], select="total_return_pct")
+    alone = ql.backtest(data, "sma_crossover", sweep.params)
+    assert sweep.break_even_cost() == alone.break_even_cost()
+
+
+def test_no_break_even_is_nan_and_strict_says_why() -> None:
+    from tests.support.engine import fixed_signals
+
+    data = random_walk(300, seed=1)
+    never = ql.backtest(data, fixed_signals("h15_never", np.zeros(300)))
+    assert math.isnan(never.break_even_cost())
+    with pytest.raises(ql.RunError, match="never trades, so no commission changes its return"):
+        never.break_even_cost(strict=True)
+    losing = next(r for r in (ql.backtest(random_walk(1000, seed=s), "sma_crossover",
+                                          {"fast": 5, "slow": 30}) for s in range(20))
+                  if r.metrics["total_return_pct"] < 0)
+    assert math.isnan(losing.break_even_cost())
+    with pytest.raises(ql.RunError, match="does not make money even at zero commission"):
+        losing.break_even_cost(strict=True)
+
+
+def test_the_results_view_shows_the_break_even_line(home: Path) -> None:
+    from quantlab.engine.result import Result
+    from quantlab.render.results import break_even_html
+
+    _, res = _winning_run()
+    line = break_even_html(res)
+    assert line.startswith('<div class="ql-break-even">Break-even commission: ')
+    assert f"{res.break_even_cost():.4%} of traded value per fill" in line
+    never = ql.backtest(random_walk(100, seed=1), "sma_crossover", {"fast": 5, "slow": 99})
+    assert "none (the run never trades" in break_even_html(never)
+    # a stored run's result re-simulates from the data store
+    stored = ql.backtest("AAA", "sma_crossover", {"fast": 5, "slow": 30}, start="2019-01-01",
+                         end="2021-12-31", allow_short=True)
+    again = Result.from_blobs(stored.to_blobs())
+    assert again._total_return_at is None
+    if stored.metrics["total_return_pct"] > 0:
+        assert again.break_even_cost() == stored.break_even_cost()
+    else:
+        assert math.isnan(again.break_even_cost()) and math.isnan(stored.break_even_cost())

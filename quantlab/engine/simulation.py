@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import numba
@@ -23,6 +23,7 @@ from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
 from quantlab.engine import validate as V
 from quantlab.engine.options import (
+    OPTION_NAMES,
     SWEEPABLE,
     BacktestOptions,
     EngineOptions,
@@ -379,11 +380,20 @@ class Simulation:
         if self.is_sweep:
             return self._sweep_result(partial=not self.finished)
         rows = int(self.acct[K.A_LOG_ROWS])
-        return Result(
+        res = Result(
             metrics=M.as_dict(self._metrics_row()), params=self.params, config=self.config,
             index=self.bars.index, symbols=self.bars.symbols, equity=self.equity,
             log=self.log[:rows].copy(), positions=self.pos.copy(),
         )
+        res._total_return_at = self._total_return_at()
+        return res
+
+    def _total_return_at(self) -> Callable[[float], float]:
+        """This single run re-simulated at another proportional commission (its total return,
+        percent), on the same bars and indicators: ``Result.break_even_cost``."""
+        options = {name: getattr(self.options, name) for name in OPTION_NAMES}
+        options["weights"] = self.weights_given
+        return total_return_at(self.bars, self.strategy, self.params, options, self.ind)
 
     def _sweep_result(self, partial: bool) -> Result:
         done = self.done_units
@@ -421,12 +431,34 @@ class Simulation:
         single.prepare()
         single.run(single.total_units)
         res = single.result()
-        return Result(
+        best_res = Result(
             metrics=res.metrics, params=params, config=config, index=self.bars.index,
             symbols=self.bars.symbols, equity=single.equity,
             log=single.log[: int(single.acct[K.A_LOG_ROWS])].copy(),
             positions=single.pos.copy(), table=table, partial=partial,
         )
+        best_res._total_return_at = res._total_return_at
+        return best_res
+
+
+def total_return_at(bars: Bars, strategy: str | Strategy, params: Mapping[str, Any],
+                    options: Mapping[str, Any], indicators: Indicators | None = None
+                    ) -> Callable[[float], float]:
+    """A function of a proportional commission: the total return (percent) of the single run
+    of ``strategy`` with ``params`` and ``options`` on ``bars`` at that commission. A
+    commission the params carry (a swept one) gives way to the argument."""
+    fixed = {k: v for k, v in params.items() if k != "commission"}
+    seen: dict[float, float] = {}
+
+    def total_return(commission: float) -> float:
+        if commission not in seen:
+            sim = Simulation(bars, strategy, fixed, **{**options, "commission": commission})
+            sim.prepare(indicators)
+            sim.run(sim.total_units)
+            seen[commission] = float(sim._metrics_row()[M.METRIC_INDEX["total_return_pct"]])
+        return seen[commission]
+
+    return total_return
 
 
 def _carried_names(combos: Sequence[Mapping[str, Any]]) -> list[str]:
