@@ -248,6 +248,9 @@ _INFO: Mapping[str, OptionInfo] = {spec.name: spec.metadata["option"]
 #: params x these, in this order, the last fastest.
 SWEEPABLE: tuple[str, ...] = tuple(name for name in OPTION_NAMES if _INFO[name].sweepable)
 _SWEEPABLE_SET = frozenset(SWEEPABLE)
+# the sweep checks of quantlab.engine.validate learn the sweepable options here
+V.OPTION_SWEEPS.names = SWEEPABLE
+V.OPTION_SWEEPS.swept = swept_options
 
 __all__ = ["CONFIG_OPTIONS", "DEFAULTS", "OPTION_NAMES", "SWEEPABLE", "BacktestOptions",
            "EngineOptions", "OptionInfo", "defaults", "info", "is_swept", "option_types",

@@ -26,6 +26,18 @@ OPEN_TRADE_COLUMNS = ("symbol", "size", "entry_time", "entry_price", "entry_bar"
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end", "ruin")
 
 _BLOB_FRAMES = ("equity", "trades", "open_trades", "table")
+
+
+class Resimulation:
+    """How a stored Result re-simulates itself (``break_even_cost``) at another commission.
+    Filled by :mod:`quantlab.engine.simulation` when imported (it imports this module, so this
+    one cannot import it; importing the engine package imports both)."""
+
+    def __init__(self) -> None:
+        self.total_return_at: Any = None
+
+
+RESIMULATION = Resimulation()
 # the largest commission the engine accepts is just below this (validate.check_commission)
 _MAX_COMMISSION = 0.5 - 1e-9
 
@@ -205,21 +217,20 @@ class Result:
     def _total_return_from_config(self) -> Callable[[float], float]:
         """Re-simulation of a stored run (``run.result()``): its bars from the data store,
         by the config's symbols and dates."""
-        from quantlab.engine.api import load_bars
+        from quantlab.data import load  # the store (pyarrow, DuckDB) only when needed
         from quantlab.engine.options import CONFIG_OPTIONS
-        from quantlab.engine.simulation import total_return_at
 
         config = self.config
         try:
-            bars = load_bars(list(config["symbols"]), start=config.get("start"),
-                             end=config.get("end"), interval=config.get("interval"))
+            bars = load(list(config["symbols"]), start=config.get("start"),
+                        end=config.get("end"), interval=config.get("interval"))
         except (KeyError, QuantlabError) as exc:
             raise RunError(
                 f"break_even_cost() re-simulates the run and needs its bars: {exc}; for a "
                 f"backtest of in-memory data, call it on the Result ql.backtest returned",
                 reason="its bars could not be loaded from the data store") from None
         options = {name: config[name] for name in CONFIG_OPTIONS if name in config}
-        return total_return_at(bars, str(config["strategy"]), self.params, options)
+        return RESIMULATION.total_return_at(bars, str(config["strategy"]), self.params, options)
 
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:

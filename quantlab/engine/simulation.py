@@ -30,7 +30,7 @@ from quantlab.engine.options import (
     reject_unknown,
     swept_options,
 )
-from quantlab.engine.result import Result
+from quantlab.engine.result import RESIMULATION, Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError
 from quantlab.settings import env_number
@@ -570,4 +570,7 @@ def _jsonable_params(params: Any) -> Any:
     return [dict(p) for p in params]
 
 
-__all__ = ["Simulation"]
+# a stored Result re-simulates through this module (Result.break_even_cost)
+RESIMULATION.total_return_at = total_return_at
+
+__all__ = ["Simulation", "total_return_at"]

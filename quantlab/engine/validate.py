@@ -11,7 +11,7 @@ import contextlib
 import gc
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -248,11 +248,22 @@ def _full(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:
     return combo
 
 
-def _sweepable() -> tuple[str, ...]:
-    # the options module imports this one: its names are read when first needed
-    from quantlab.engine.options import SWEEPABLE
+class OptionSweeps:
+    """What these checks need of the engine options: the names a sweep may vary and the check
+    of their swept values. :mod:`quantlab.engine.options` fills :data:`OPTION_SWEEPS` when it
+    is imported (it imports this module, so this one cannot import it; importing the engine
+    package imports both)."""
 
-    return SWEEPABLE
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self.swept: Callable[[Mapping[str, Any]], dict[str, list[Any]]] = lambda options: {}
+
+
+OPTION_SWEEPS = OptionSweeps()
+
+
+def _sweepable() -> tuple[str, ...]:
+    return OPTION_SWEEPS.names
 
 
 def _carried_option(strat: Strategy, name: str) -> bool:
@@ -276,8 +287,7 @@ def carried_options(strategy: str | Strategy, params: Mapping[str, Any] | None
 
 def _option_checker() -> Any:
     """A memoised check of one swept option value (the engine's rule for the option)."""
-    from quantlab.engine.options import swept_options
-
+    swept_options = OPTION_SWEEPS.swept
     seen: dict[tuple[str, Any], Any] = {}
 
     def check(name: str, value: Any) -> Any:
@@ -400,9 +410,7 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True,
     and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
     """
     strat = get_strategy(strategy)
-    from quantlab.engine.options import swept_options
-
-    keyword_axes = swept_options(options or {})  # checked, in the options' order
+    keyword_axes = OPTION_SWEEPS.swept(options or {})  # checked, in the options' order
     check_option = _option_checker()
     if isinstance(params, list | tuple):
         if not params:
