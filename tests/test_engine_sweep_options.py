@@ -405,3 +405,26 @@ def test_the_results_view_shows_the_break_even_line(home: Path) -> None:
         assert again.break_even_cost() == stored.break_even_cost()
     else:
         assert math.isnan(again.break_even_cost()) and math.isnan(stored.break_even_cost())
+
+
+def test_the_backtest_cell_of_the_docs_sweeps_params_and_options() -> None:
+    """docs/notebook.md's cell, through the magic's own parsing (``build_config``) and the
+    config that ``ql.submit`` validates with."""
+    from quantlab.notebook.magics import build_config
+
+    body = ('strategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: "10..30:10", slow: [100, 150]}\n'
+            "stop_loss: 0.01..0.05:0.01          # 5 values\n"
+            "take_profit: [null, 0.1]            # null: no target\n"
+            "commission: [0.0005, 0.001, 0.002]\n")
+    assert body.splitlines()[2:] == [
+        line for line in Path(__file__).resolve().parents[1].joinpath("docs", "notebook.md")
+        .read_text().split('%%backtest --name "crossover: stops and costs"\n')[1]
+        .split("```")[0].splitlines()[2:]]
+    config = BacktestConfig.from_any(build_config(body))
+    assert config.params == {"fast": [10, 20, 30], "slow": [100, 150]}
+    assert config.stop_loss == [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert config.take_profit == [None, 0.1]
+    assert config.combinations() == 180
+    with pytest.raises(ConfigError, match="stop_loss: the range 0.05..0.01 is empty") as info:
+        BacktestConfig.from_any(build_config(body.replace("0.01..0.05:0.01", "0.05..0.01")))
+    assert info.value.field == "stop_loss"
