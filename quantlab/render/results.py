@@ -41,6 +41,8 @@ def break_even_html(result: Any) -> str:
         cost = find(strict=True)
     except QuantlabError as exc:
         text = f"none ({exc.fields.get('reason') or exc.message})"
+    except Exception as exc:  # one line of the view must not break the view
+        text = f"not available ({type(exc).__name__}: {exc})"
     else:
         text = (f"{cost:.4%} of traded value per fill" if cost != float("inf")
                 else "none below 50% (it makes money at any commission the engine accepts)")
