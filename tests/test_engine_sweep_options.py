@@ -222,6 +222,29 @@ def test_every_row_of_a_sweep_with_stops_equals_the_general_kernel(strategy: str
         assert same_metrics({k: general[k] for k in table_row}, table_row), i
 
 
+@pytest.mark.parametrize(("strategy", "params"), [
+    ("sma_crossover", {"fast": [4, 6], "slow": 20}),
+    ("momentum", {"lookback": [10, 20], "top_n": [1, 2]}),  # weights follow the params
+])
+def test_a_portfolio_sweep_over_options_equals_its_single_runs(strategy: str,
+                                                               params: dict[str, Any]) -> None:
+    frames = {"A": gappy_walk(400, seed=41), "B": gappy_walk(400, seed=42),
+              "C": gappy_walk(400, seed=43)}
+    options = {"stop_loss": [None, 0.03], "commission": [0.0, 0.002], "size": [0.5, 1.0]}
+    res = ql.backtest(frames, strategy, params, cash=100_000, **options)
+    names = [c for c in res.table.columns if c not in METRICS and c not in OPTIONS]
+    n_params = math.prod(len(v) for v in params.values() if isinstance(v, list))
+    assert len(res.table) == n_params * 8
+    assert set(OPTIONS) & set(res.table.columns) == set(options)
+    for i in range(0, len(res.table), 3):
+        row = res.table.iloc[i]
+        single = ql.backtest(frames, strategy, {k: res.table[k].iloc[i].item() for k in names},
+                             cash=100_000, **row_options(row, list(options)))
+        table_row = {k: (v.item() if hasattr(v, "item") else v)
+                     for k, v in row.drop([*names, *options]).items()}
+        assert same_metrics({k: single.metrics[k] for k in table_row}, table_row), i
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("options", "field", "message"), [
