@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quantlab.engine import kernel as K
+from quantlab.errors import QuantlabError, RunError
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
                  "pnl", "return_pct", "commission", "entry_bar", "exit_bar", "exit_reason")
@@ -25,6 +26,20 @@ OPEN_TRADE_COLUMNS = ("symbol", "size", "entry_time", "entry_price", "entry_bar"
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end", "ruin")
 
 _BLOB_FRAMES = ("equity", "trades", "open_trades", "table")
+
+
+class Resimulation:
+    """How a stored Result re-simulates itself (``break_even_cost``) at another commission.
+    Filled by :mod:`quantlab.engine.simulation` when imported (it imports this module, so this
+    one cannot import it; importing the engine package imports both)."""
+
+    def __init__(self) -> None:
+        self.total_return_at: Any = None
+
+
+RESIMULATION = Resimulation()
+# the largest commission the engine accepts is just below this (validate.check_commission)
+_MAX_COMMISSION = 0.5 - 1e-9
 
 
 class Result:
@@ -65,6 +80,9 @@ class Result:
         self._equity: pd.Series | None = equity if isinstance(equity, pd.Series) else None
         self._trades = trades
         self._open_trades = open_trades
+        # total return (percent) of this run re-simulated at another proportional commission;
+        # set by the Simulation that made it (its bars in memory), else rebuilt from the config
+        self._total_return_at: Callable[[float], float] | None = None
 
     # -- lazily built views ---------------------------------------------------------------
     @property
@@ -149,6 +167,70 @@ class Result:
             "return_pct": ret,
             "commission": comm,
         }, columns=list(OPEN_TRADE_COLUMNS))
+
+    # -- costs ----------------------------------------------------------------------------
+    def break_even_cost(self, tol: float = 1e-6, *, strict: bool = False) -> float:
+        """The proportional commission (a fraction of traded value, as ``commission=``) at
+        which this run's total return falls to zero, with every other setting (fixed fee,
+        slippage, sizing, stops) kept; for a sweep, of its chosen combination.
+
+        Found by bisection over re-simulations on ``[0, 0.5)`` (the engine's commission
+        range) until the bracket is narrower than ``tol``; the midpoint is returned, so it is
+        within ``tol`` of the crossing (about 20 re-simulations for the default ``tol``). Not a
+        closed form: commission changes the units each entry buys (whole units of equity after
+        commission), so the path of equity, and of every later trade's size, depends on it;
+        only with fractional units, no fixed fee and no stops would one follow. Total return
+        falls as commission rises, up to whole-unit rounding, so the crossing found is the
+        one a researcher means.
+
+        NaN (or, with ``strict=True``, a :class:`RunError` saying which) when there is no
+        break-even: the run never trades (commission cannot change it), or it does not make
+        money even at zero commission. ``inf`` when it still makes money at the largest
+        commission the engine accepts."""
+        reason = self._no_break_even()
+        total_return = self._total_return_at or self._total_return_from_config()
+        if reason is None and not total_return(0.0) > 0.0:
+            reason = ("it does not make money even at zero commission (total return "
+                      f"{total_return(0.0):.4g}% before proportional costs)")
+        if reason is not None:
+            if strict:
+                raise RunError(f"no break-even commission: {reason}", reason=reason)
+            return math.nan
+        lo, hi = 0.0, _MAX_COMMISSION
+        if total_return(hi) > 0.0:
+            return math.inf
+        while hi - lo > tol:
+            mid = 0.5 * (lo + hi)
+            if total_return(mid) > 0.0:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
+    def _no_break_even(self) -> str | None:
+        trades = self.metrics.get("n_trades", 0) or 0
+        held = self.metrics.get("open_trades", 0) or 0
+        if not trades and not held:
+            return "the run never trades, so no commission changes its return"
+        return None
+
+    def _total_return_from_config(self) -> Callable[[float], float]:
+        """Re-simulation of a stored run (``run.result()``): its bars from the data store,
+        by the config's symbols and dates."""
+        from quantlab.data import load  # the store (pyarrow, DuckDB) only when needed
+        from quantlab.engine.options import CONFIG_OPTIONS
+
+        config = self.config
+        try:
+            bars = load(list(config["symbols"]), start=config.get("start"),
+                        end=config.get("end"), interval=config.get("interval"))
+        except (KeyError, QuantlabError) as exc:
+            raise RunError(
+                f"break_even_cost() re-simulates the run and needs its bars: {exc}; for a "
+                f"backtest of in-memory data, call it on the Result ql.backtest returned",
+                reason="its bars could not be loaded from the data store") from None
+        options = {name: config[name] for name in CONFIG_OPTIONS if name in config}
+        return RESIMULATION.total_return_at(bars, str(config["strategy"]), self.params, options)
 
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:

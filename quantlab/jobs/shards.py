@@ -222,7 +222,8 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
     """
     cfg = BacktestConfig.from_any(doc["config"], check=False)
     kwargs = engine_kwargs(cfg)
-    combos, _ = sweep_combinations(kwargs["strategy"], cfg.params)
+    # a combination carries its swept options' values (params x options, the engine's order)
+    combos, _ = sweep_combinations(kwargs["strategy"], cfg.params, kwargs)
     start, stop = bounds(index, count, len(combos))
     sim = Simulation(bars, **{**kwargs, "params": combos[start:stop]})
     board = ShardBoard(doc["id"], count, settings)

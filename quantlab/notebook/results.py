@@ -25,6 +25,7 @@ from quantlab.render.format import (
 from quantlab.render.results import (
     best_rows,
     better,
+    break_even_html,
     equity_svg,
     sweep_columns,
     sweep_matrix,
@@ -146,7 +147,7 @@ class ResultsView(widgets.VBox):
     def __init__(self, result: Any, *, heading: str | None = None) -> None:
         self.result = result
         metrics = dict(getattr(result, "metrics", {}) or {})
-        self.metrics_html = widgets.HTML(metrics_table_html(metrics))
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result))
         self.metrics_html.add_class("ql-metrics")
         tabs: list[tuple[str, widgets.Widget]] = []
         table = getattr(result, "table", None)

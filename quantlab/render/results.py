@@ -4,10 +4,12 @@ in widgets; the run reports put them in a page, so both show a run the same way.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pandas as pd
 
+from quantlab.errors import QuantlabError
 from quantlab.metrics import LOWER_IS_BETTER
 from quantlab.render import svg
 from quantlab.render.format import frame_html
@@ -27,6 +29,24 @@ def sweep_columns(result: Any) -> tuple[list[str], list[str]]:
     numeric = [c for c in table.columns
                if c not in params and pd.api.types.is_numeric_dtype(table[c])]
     return params, numeric
+
+
+def break_even_html(result: Any) -> str:
+    """The line under the metrics that says at what proportional commission the run stops
+    making money (``Result.break_even_cost``), or why there is no such commission."""
+    find = getattr(result, "break_even_cost", None)
+    if find is None or not getattr(result, "metrics", None):
+        return ""
+    try:
+        cost = find(strict=True)
+    except QuantlabError as exc:
+        text = f"none ({exc.fields.get('reason') or exc.message})"
+    except Exception as exc:  # one line of the view must not break the view
+        text = f"not available ({type(exc).__name__}: {exc})"
+    else:
+        text = (f"{cost:.4%} of traded value per fill" if cost != float("inf")
+                else "none below 50% (it makes money at any commission the engine accepts)")
+    return (f'<div class="ql-break-even">Break-even commission: {html.escape(text)}</div>')
 
 
 def better(metric: str) -> str:
