@@ -89,7 +89,7 @@ class Run:
         """
         events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
-        after = 0
+        after: int | None = None  # read once the stream answers
         down = False
         while self.status not in TERMINAL:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -99,14 +99,14 @@ class Run:
                     f"after {timeout} s; wait longer, or run.cancel() it"
                 )
             try:
-                if not after:
-                    after = events.last_seq(self.id)
+                if after is None:
+                    after = int(events.last_seq(self.id))
                 found = events.wait(self.id, after=after, timeout=min(remaining, 1.0))
             except Exception as exc:
                 if not unreachable(exc):
                     raise
                 if not down:
-                    log.warning("run %s: %s", self.id, StreamOutage(str(exc), after).message)
+                    log.warning("run %s: %s", self.id, StreamOutage(str(exc), after or 0).message)
                 down = True
                 time.sleep(min(RETRY_CAP_SECONDS, max(remaining, 0.0)))
                 continue
