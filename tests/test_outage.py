@@ -5,6 +5,7 @@ back empty, which is the harder case)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -224,3 +225,31 @@ def test_a_follower_is_told_of_the_outage_and_resumes_after_its_last_event(
     assert not down.back and down.after == before.seq and "reconnecting" in down.message
     assert back.back and back.after == before.seq
     assert seen == [before, down, back, after]
+
+
+def test_a_leader_locked_subscriber_waits_for_the_stream_and_resumes(
+        own_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The notification dispatcher's and the metrics subscriber's loop (events.lock.lead): an
+    outage is waited out with one warning and retries every second, never an error per try."""
+    from quantlab.events.lock import RedisLock, lead
+
+    lock = RedisLock(own_redis.url, "quantlab:test-lead")
+    stop_leading, leading = threading.Event(), threading.Event()
+    tries: list[float] = []
+
+    def follow(lost: threading.Event) -> None:
+        tries.append(time.monotonic())
+        if len(tries) <= 3:
+            raise EventsUnavailable("cannot reach Redis (restarting)")
+        stop_leading.set()  # the stream is back: this follower's work is done
+
+    with caplog.at_level("WARNING", logger="quantlab.events"):
+        lead(lock, stop_leading, follow, leading, "test subscriber")
+    assert len(tries) == 4
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(tries))
+    warnings = [r for r in caplog.records if "event stream unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+    stop(own_redis)  # asking who leads while Redis is away answers, not raises
+    assert lock.holder.startswith("unknown (Redis unreachable: ")
