@@ -2,14 +2,17 @@
 heatmap (click a cell: that combination's equity and trades), parallel coordinates and
 parameter stability.
 
-The figures are :mod:`quantlab.render.figures`' plotly figures shown as ``FigureWidget``s (their
-JavaScript ships with plotly: offline in JupyterLab and Voila); the trades table is the
-reports' own HTML table (sorts, filters, pages), so a notebook and a report show a run alike.
+The figures are :mod:`quantlab.render.figures`' plotly figures, shown as plotly's own output
+(``application/vnd.plotly.v1+json``, drawn by the jupyterlab-plotly extension that ships with
+plotly: offline, and only the figure's data is kept in the notebook). The sweep's heatmap alone
+is a ``FigureWidget``, whose clicks reach Python (its widget carries plotly.js, ~5 MB, so there
+is one per view). The trades table is the reports' own HTML table (sorts, filters, pages).
 """
 
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import ipywidgets as widgets
@@ -45,13 +48,22 @@ def html_output(text: str) -> widgets.Output:
     return out
 
 
+def figure_output(fig: go.Figure) -> widgets.Output:
+    """An Output showing ``fig`` as plotly's mime type (what ``fig.show()`` shows in Lab)."""
+    out = widgets.Output()
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+                             "text/plain": str(fig.layout.title.text or "figure")}},)
+    return out
+
+
 class ChartPanel(widgets.VBox):
     """The result's figure: price with trades and indicators, equity against buy & hold,
     drawdown and per-trade P&L on one zoomable time axis."""
 
     def __init__(self, result: Any) -> None:
-        self.figure = go.FigureWidget(plot(result, kind="result"))
-        super().__init__([self.figure])
+        self.figure = plot(result, kind="result")
+        super().__init__([figure_output(self.figure)])
 
 
 class SweepPanel(widgets.VBox):
@@ -73,7 +85,8 @@ class SweepPanel(widgets.VBox):
         self.x_param = widgets.Dropdown(options=self.params, value=x_default, description="x")
         self.y_param = widgets.Dropdown(options=y_options, value=y_default, description="y")
         self.message = widgets.HTML()
-        self.figure = go.FigureWidget()
+        self.figure: go.FigureWidget | None = None
+        self.map_box = widgets.Box()
         self.extra = widgets.VBox()
         self.detail = widgets.VBox()
         self.best = widgets.HTML()
@@ -85,7 +98,7 @@ class SweepPanel(widgets.VBox):
             self.summary,
             widgets.HBox([self.metric, self.x_param, self.y_param]),
             self.message,
-            self.figure,
+            self.map_box,
             self.detail,
             self.extra,
             widgets.HTML("<b>Best combinations</b>"),
@@ -121,15 +134,17 @@ class SweepPanel(widgets.VBox):
                                   f"{html.escape(str(exc))}</div>")
             return
         self.message.value = ""
-        with self.figure.batch_update():
-            self.figure.data = ()
-            self.figure.add_trace(fig.data[0])
-            self.figure.layout = fig.layout
+        # a new widget built from the figure: its data is then in the widget's state (saved
+        # with the notebook); data added to an existing one reaches only a live frontend
+        old, self.figure = self.figure, go.FigureWidget(fig)
         self.figure.data[0].on_click(self._on_click)
+        self.map_box.children = [self.figure]
+        if old is not None:
+            old.close()
         extra: list[widgets.Widget] = []
         if len(self.params) > 2:
-            extra.append(go.FigureWidget(figures.parallel_figure(self.table, self.params, metric)))
-        extra.append(go.FigureWidget(figures.stability_figure(self.table, self.params, metric)))
+            extra.append(figure_output(figures.parallel_figure(self.table, self.params, metric)))
+        extra.append(figure_output(figures.stability_figure(self.table, self.params, metric)))
         self.extra.children = extra
         columns = [*self.params] + [m for m in (metric, *HEADLINE_METRICS)
                                     if m in self.metrics and m not in self.params]
@@ -163,8 +178,8 @@ class SweepPanel(widgets.VBox):
         label = ", ".join(f"{k}={v}" for k, v in params.items())
         units = str(combo.config.get("units", "whole"))
         self.detail.children = [
-            go.FigureWidget(figures.equity_figure(combo.equity, combo.drawdown,
-                                                  title=f"Equity of {label}")),
+            figure_output(figures.equity_figure(combo.equity, combo.drawdown,
+                                                title=f"Equity of {label}")),
             html_output(trades_table_html(combo.trades, units=units)),
         ]
         return combo

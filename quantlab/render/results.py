@@ -317,8 +317,9 @@ def sweep_explorer_html(result: Any, *, metric: str | None = None, x: str | None
                if 0 < len(cells) < n_cells else "")) if cells else ""
     return (
         '<div class="ql-sweep-explorer">'
-        + figure_html(fig, post_script=_EXPLORER_JS if cells else None)
+        # the cells before the figure: its script reads them as it runs
         + f'<script type="application/json" class="ql-cells">{_script_json(cells)}</script>'
+        + figure_html(fig, post_script=_EXPLORER_JS if cells else None)
         + (f"<p {NOTE_STYLE}>{html.escape(hint)}</p>" if hint else note)
         + '<div class="ql-cell-equity"></div><div class="ql-cell-detail" '
           'style="font-family:sans-serif;font-size:12px"></div></div>'

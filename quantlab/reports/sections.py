@@ -102,7 +102,7 @@ def charts_html(result: Any) -> str:
     """The result's interactive figure (price and trades when the data store still holds the
     run's bars, equity against buy & hold, drawdown, per-trade P&L); plotly.js must be on the
     page (:func:`plotly_js`)."""
-    return figure_html(plot(result, kind="result"))
+    return figure_html(plot(result, kind="result"), div_id="ql-result-figure")
 
 
 def trades_html(result: Any, max_rows: int = 50) -> str:
