@@ -154,6 +154,23 @@ def test_a_saved_result_page_works_offline(browser: Any, tmp_path: Path) -> None
     assert pd.Timestamp(after[0]) > pd.Timestamp(before[0])
     assert pd.Timestamp(after[1]) < pd.Timestamp(before[1])
 
+    # the heatmap's labels are drawn whole, inside the figure (not clipped)
+    outside = page.evaluate("""() => {
+        const gd = document.querySelector('.ql-sweep-explorer .js-plotly-plot');
+        const frame = gd.querySelector('.main-svg').getBoundingClientRect();
+        return [...gd.querySelectorAll('.xtitle, .ytitle, .cbtitle text, .gtitle, .xtick text,'
+                                       + ' .ytick text')]
+          .map(t => [t.textContent, t.getBoundingClientRect()])
+          .filter(([_, b]) => b.left < frame.left || b.right > frame.right
+                              || b.top < frame.top || b.bottom > frame.bottom)
+          .map(([text, _]) => text);
+    }""")
+    assert outside == []
+    titles = page.evaluate("() => [...document.querySelectorAll("
+                           "'.ql-sweep-explorer .xtitle, .ql-sweep-explorer .ytitle, "
+                           ".ql-sweep-explorer .cbtitle text')].map(t => t.textContent)")
+    assert sorted(titles) == ["Sharpe", "fast", "slow"]
+
     last = click_cell(page, "10", "60")
     combo = sweep.combination(fast=10, slow=60)
     assert float(last) == pytest.approx(combo.equity.iloc[-1], abs=1e-3)
