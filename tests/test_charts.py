@@ -5,6 +5,7 @@ series, the heatmap's axes, and ``Result.plot``/``combination``/``returns``/``po
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,3 +195,50 @@ def test_result_page_is_self_contained_with_every_trade() -> None:
 def test_heat_colour_runs_red_to_green() -> None:
     low, high = figures.heat_color(-1, -1, 1), figures.heat_color(1, -1, 1)
     assert low != high and figures.heat_color(float("nan"), 0, 1) == "#ffffff"
+
+
+def test_plot_without_the_render_layer_says_what_to_import(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from quantlab.engine import result as result_module
+
+    res = ql.backtest(_bars(), params={"fast": 10, "slow": 30})
+    monkeypatch.setattr(result_module.VIEWS, "plot", None)
+    with pytest.raises(ql.MissingDependency, match=r"import quantlab\.render\.resultviews"):
+        res.plot()
+
+
+def test_plot_kinds_are_checked() -> None:
+    res = ql.backtest(_bars(), params={"fast": 10, "slow": 30})
+    with pytest.raises(ConfigError, match="kind='heatmap' draws a sweep"):
+        res.plot(kind="heatmap")
+    with pytest.raises(ConfigError, match="kind='pie' is not a figure"):
+        res.plot(kind="pie")
+
+
+def test_a_stored_result_draws_its_price_from_the_data_store(tmp_path: Any,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setenv("QUANTLAB_HOME", str(tmp_path))
+    ql.data.sample()
+    sweep = ql.backtest("AAA", start="2020-01-01", params={"fast": [5, 10], "slow": [50, 100]})
+    stored = Result.from_blobs(sweep.to_blobs())  # as run.result() gives it: no bars kept
+    assert stored._bars is None
+    traces = _traces(stored.plot(kind="result"))
+    assert traces["AAA"].type == "candlestick" and "Long entry" in traces
+    combo = stored.combination(fast=10, slow=100)
+    assert combo.metrics == ql.backtest("AAA", start="2020-01-01",
+                                        params={"fast": 10, "slow": 100}).metrics
+
+
+def test_a_notebook_strategy_overlays_its_own_lines() -> None:
+    @ql.strategy(name="figure_test_breakout")
+    def breakout(bars: Any, n: int = 20) -> np.ndarray:
+        close = pd.Series(bars.close[0])
+        return np.where(close > close.rolling(n).max().shift(1), 1, 0).astype(np.int8)
+
+    breakout.indicator_lines = lambda close, p: {  # type: ignore[attr-defined]
+        f"high({p['n']})": pd.Series(close).rolling(p["n"]).max().to_numpy()}
+    res = ql.backtest(_bars(), strategy="figure_test_breakout", params={"n": 15})
+    line = _traces(res.plot())["high(15)"]
+    np.testing.assert_allclose(np.asarray(line.y, float),
+                               _bars()["close"].rolling(15).max().to_numpy(), equal_nan=True)
