@@ -275,9 +275,12 @@ def result_figure(result: Any, *, bars: Any = None, symbol: str | None = None,
     if has_price:
         rows.insert(0, "Price")
     heights = {"Price": 0.44, "Equity": 0.26, "Drawdown (%)": 0.14, "Trade P&L": 0.16}
+    # each panel is named by its y axis title: subplot titles would sit where the legend is
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.03,
-                        row_heights=[heights[r] for r in rows], subplot_titles=rows)
+                        row_heights=[heights[r] for r in rows])
     row_of = {name: i + 1 for i, name in enumerate(rows)}
+    for name, row in row_of.items():
+        fig.update_yaxes(title_text=name, row=row, col=1)
     units = str(config.get("units", "whole"))
     if has_price:
         at = 0 if symbol is None else list(bars.symbols).index(symbol)
@@ -307,13 +310,21 @@ def result_figure(result: Any, *, bars: Any = None, symbol: str | None = None,
                   row=row_of["Drawdown (%)"], col=1)
     _add_trade_pnl(fig, trades, units, row_of["Trade P&L"])
     equity_axis = "yaxis" if row_of["Equity"] == 1 else f"yaxis{row_of['Equity']}"
+    # Top to bottom, none over another: the title in the top margin, then the legend just
+    # above the first panel.
+    top, plot_height = 120, height - 120 - 40
+    equity_top = fig.layout[equity_axis].domain[1]
     fig.update_layout(
-        title={"text": title or _result_title(result), "x": 0.01},
-        height=height, hovermode="x unified", margin={"l": 60, "r": 20, "t": 70, "b": 40},
-        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        title={"text": title or _result_title(result), "x": 0.01, "y": 1.0, "yref": "container",
+               "yanchor": "top", "pad": {"t": 12}},
+        height=height, hovermode="x unified", margin={"l": 70, "r": 20, "t": top, "b": 40},
+        legend={"orientation": "h", "y": 1.0 + 6 / plot_height, "yanchor": "bottom", "x": 0,
+                "xanchor": "left"},
         updatemenus=[{
+            # in the equity panel's top left corner: the legend above may wrap to any width
             "type": "buttons", "direction": "left", "x": 0.0, "xanchor": "left",
-            "y": 1.0, "yanchor": "bottom", "pad": {"t": 0, "b": 30}, "showactive": True,
+            "y": equity_top, "yanchor": "top", "pad": {"t": 2, "l": 2},
+            "bgcolor": "rgba(255,255,255,0.8)", "font": {"size": 10}, "showactive": True,
             "buttons": [
                 {"label": "Equity: linear", "method": "relayout",
                  "args": [{f"{equity_axis}.type": "linear"}]},
