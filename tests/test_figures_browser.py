@@ -80,7 +80,8 @@ def offline_page(browser: Any) -> tuple[Any, list[str], list[str]]:
 
     def route(request_route: Any) -> None:
         url = request_route.request.url
-        if url.startswith(("file://", "data:", "http://127.0.0.1", "http://localhost")):
+        # blob: URLs are made by the page itself (anywidget loads its module from one)
+        if url.startswith(("file://", "data:", "blob:", "http://127.0.0.1", "http://localhost")):
             request_route.continue_()
         else:
             refused.append(url)
@@ -216,3 +217,70 @@ def test_a_report_file_works_offline(browser: Any, report_file: tuple[Path, str]
                             "255)')")
     assert len(set(colours)) > 3
     assert refused == [] and errors == []
+
+
+NOTEBOOK_CELL = """import numpy as np, pandas as pd, quantlab as ql
+from quantlab.notebook.display import display_result
+rng = np.random.default_rng(3); n = 600
+c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
+df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
+                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
+view = display_result(ql.backtest(df, params={"fast": [5, 10], "slow": [30, 60]}))"""
+
+
+def test_the_notebook_results_view_draws_in_jupyterlab(browser: Any, tmp_path: Path) -> None:
+    """Run in a real JupyterLab: the figures draw through plotly's own renderer (installed with
+    plotly), the heatmap widget draws, and the trades table's script runs in its output."""
+    import json
+
+    import nbformat
+
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    root, jupyter = tmp_path / "root", tmp_path / "jupyter"
+    root.mkdir()
+    (jupyter / "config" / "labconfig").mkdir(parents=True)
+    (jupyter / "config" / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, root / "view.ipynb")
+    server = JupyterProcess(
+        quantlab_env(tmp_path / "home", jupyter), root, tmp_path / "lab.log", app="jupyterlab",
+        extra_args=("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",))
+    try:
+        server.wait_ready()
+        page, refused, _ = offline_page(browser)
+        page.goto(f"{server.base}/lab/tree/view.ipynb?token={server.token}")
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.wait_for(timeout=120_000)
+        # Ctrl+Enter runs the cell in place; pressed before the kernel is connected it is
+        # lost, so press again until the cell has run
+        for _ in range(12):
+            editor.click()
+            page.keyboard.press("Control+Enter")
+            try:
+                page.wait_for_selector(".ql-results", timeout=10_000)
+                break
+            except Exception:
+                continue
+        page.wait_for_selector(".ql-results", timeout=120_000)
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'.ql-results .js-plotly-plot .main-svg').length >= 2",
+                               timeout=60_000)
+        # the sweep tab: the heatmap widget with its title
+        assert "Sharpe by fast × slow" in page.inner_text(".ql-results .js-plotly-plot >> nth=0")
+        page.locator(".ql-results .lm-TabBar-tab", has_text="Chart").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.ql-results .js-plotly-plot')]"
+            ".some(gd => gd.data && gd.data.some(t => t.name === 'Long entry'))",
+            timeout=30_000)
+        page.locator(".ql-results .lm-TabBar-tab", has_text="Trades").click()
+        header = page.locator(".ql-results .ql-trades-view th:nth-child(10)").first
+        header.click()
+        assert header.get_attribute("data-sort") == "asc"  # set by the table's own script
+        assert refused == []
+        page.close()
+    finally:
+        server.stop()
