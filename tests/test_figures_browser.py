@@ -269,15 +269,27 @@ def test_the_notebook_results_view_draws_in_jupyterlab(browser: Any, tmp_path: P
         page.wait_for_function("() => document.querySelectorAll("
                                "'.ql-results .js-plotly-plot .main-svg').length >= 2",
                                timeout=60_000)
-        # the sweep tab: the heatmap widget with its title
-        assert "Sharpe by fast × slow" in page.inner_text(".ql-results .js-plotly-plot >> nth=0")
+        # the sweep tab: the heatmap widget with its title; a click on a cell reaches Python,
+        # which shows that combination's equity and trades
+        heatmap = ".ql-results .js-plotly-plot"
+        page.wait_for_function(f"() => document.querySelector('{heatmap}')._fullLayout")
+        assert "Sharpe by fast × slow" in page.evaluate(
+            f"() => document.querySelector('{heatmap}').textContent")
+        x, y = page.evaluate(CELL_JS, [heatmap, "10", "60"])
+        page.mouse.move(x, y)
+        page.mouse.click(x, y)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.ql-results .js-plotly-plot')].some(gd => "
+            "gd.layout && gd.layout.title && gd.layout.title.text === "
+            "'Equity of fast=10, slow=60')", timeout=60_000)
+        assert "closed trades" in page.inner_text(".ql-results")
         page.locator(".ql-results .lm-TabBar-tab", has_text="Chart").click()
         page.wait_for_function(
             "() => [...document.querySelectorAll('.ql-results .js-plotly-plot')]"
             ".some(gd => gd.data && gd.data.some(t => t.name === 'Long entry'))",
             timeout=30_000)
         page.locator(".ql-results .lm-TabBar-tab", has_text="Trades").click()
-        header = page.locator(".ql-results .ql-trades-view th:nth-child(10)").first
+        header = page.locator(".ql-results .ql-trades-view th:nth-child(10):visible").first
         header.click()
         assert header.get_attribute("data-sort") == "asc"  # set by the table's own script
         assert refused == []
