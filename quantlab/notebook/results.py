@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -37,6 +38,17 @@ from quantlab.render.results import (
 from quantlab.render.resultviews import plot
 
 NONE_PARAM = "(none)"
+
+
+def _warm_up_plotly() -> None:
+    # plotly's renderers and FigureWidget import nbformat and jupyterlab on first use (1-2 s):
+    # done in the background when the notebook package loads, so that the results view of the
+    # first run that completes does not wait for them
+    import plotly.graph_objs._figurewidget
+    import plotly.io  # noqa: F401
+
+
+threading.Thread(target=_warm_up_plotly, name="quantlab-plotly-warm-up", daemon=True).start()
 
 
 def html_output(text: str) -> widgets.Output:
