@@ -70,7 +70,10 @@ _LAZY = {
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
 # (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
-_VIEWS = {"quantlab.analytics": "quantlab.render.html"}
+# Results get their figures, data and reruns the same way (quantlab.render.resultviews).
+_VIEWS = {"quantlab.analytics": "quantlab.render.html",
+          "quantlab.engine.api": "quantlab.render.resultviews",
+          "quantlab.jobs.api": "quantlab.render.resultviews"}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
