@@ -118,7 +118,7 @@ if TYPE_CHECKING:
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
-    from quantlab.research import Audit, audit
+    from quantlab.research.audit import Audit, audit
     from quantlab.strategies import list_strategies, strategy
 
 
