@@ -17,6 +17,7 @@ import quantlab as ql
 from quantlab.bars import as_bars
 from quantlab.errors import ConfigError
 from quantlab.registry import open_registry
+from quantlab.render.format import AUDIT_SKIPPED, audit_badge, audit_skipped
 from quantlab.research.audit import cut_points, edge_combinations, first_difference, perturb
 from quantlab.strategies.builtin import BUILTINS
 from quantlab.strategies.registry import get_strategy
@@ -315,10 +316,26 @@ def test_audit_false_skips_the_audit_and_is_recorded_on_the_run(
     run = ql.submit({**ONE_YEAR, "strategy": "audit_peeker", "audit": False})
     assert run.status == "queued" and calls == []
     assert run.record["config"]["audit"] is False
-    assert audit_mod.skipped(run.record["config"])
+    assert audit_skipped(run.record["config"])
+    assert AUDIT_SKIPPED in audit_badge(run.record["config"]) and audit_badge({}) == ""
     yaml_text = ql.BacktestConfig.from_any({**ONE_YEAR, "strategy": "sma_crossover",
                                             "audit": False}).to_yaml()
     assert "audit: false" in yaml_text
+
+
+def test_a_skipped_audit_is_a_badge_in_the_widget_the_snapshot_and_the_report(
+        home: Path, no_worker: None) -> None:
+    from quantlab.notebook.display import run_snapshot_html
+    from quantlab.notebook.widget import RunWidget
+    from quantlab.reports.sections import header_html
+
+    skipped = ql.submit({**ONE_YEAR, "strategy": "audit_clean", "audit": False})
+    audited = ql.submit({**ONE_YEAR, "strategy": "audit_clean"})
+    for run, shown in ((skipped, True), (audited, False)):
+        widget = RunWidget(run, follow=False)
+        views = (widget.header.value, run_snapshot_html(run.record, widget.state),
+                 header_html(run.record))
+        assert all((AUDIT_SKIPPED in view) is shown for view in views), views
 
 
 def test_a_bad_audit_value_is_a_config_error_naming_the_key() -> None:
@@ -356,3 +373,14 @@ def test_the_rest_api_refuses_a_peeking_strategy_with_a_400(lab: Lab) -> None:
     assert reply["type"] == "ConfigError" and reply["field"] == "strategy"
     assert "look-ahead" in reply["message"] and "line 4: `z = (close" in reply["message"]
     assert lab.registry().count_runs() == before
+
+
+def test_the_run_list_payload_says_which_runs_skipped_the_audit(lab: Lab) -> None:
+    from tests.test_server import CONFIG, insert_run
+
+    skipped = insert_run(lab, config={**CONFIG, "audit": False})
+    audited = insert_run(lab)
+    status, page = lab.server.request("GET", f"{API}/runs?limit=50")
+    assert status == 200
+    flags = {run["id"]: run["audit_skipped"] for run in page["runs"]}
+    assert flags[skipped] is True and flags[audited] is False

@@ -20,7 +20,7 @@ import pandas as pd
 from quantlab.durations import format_duration
 from quantlab.render import svg
 from quantlab.render.charts import bar_chart
-from quantlab.render.format import frame_html, metrics_table_html, status_badge
+from quantlab.render.format import audit_badge, frame_html, metrics_table_html, status_badge
 from quantlab.render.html import NOTE, h
 from quantlab.render.results import best_rows, better, equity_svg, sweep_columns, sweep_matrix
 from quantlab.render.svg import heat_color
@@ -53,7 +53,8 @@ def header_html(record: Mapping[str, Any]) -> str:
         f'<div class="ql-report-header"><h2 style="font-family:sans-serif;margin:4px 0">'
         f"{h(name)}</h2>"
         f'<p {NOTE}>run <code class="ql-run-id">{h(record["id"])}</code> '
-        f'{status_badge(str(record.get("status")))} · by {h(record.get("user") or "—")} · '
+        f'{status_badge(str(record.get("status")))}{audit_badge(record.get("config"))} · by '
+        f'{h(record.get("user") or "—")} · '
         f"tags {h(tags)}</p>"
         f'<p {NOTE}>queued {_when(record.get("queued_at"))} · finished '
         f'{_when(record.get("finished_at"))}{duration}{cached}{partial}</p>'

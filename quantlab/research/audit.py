@@ -58,7 +58,6 @@ RANDOM_CUTS = 16
 SEED = 0
 # the table of verdicts in QUANTLAB_HOME
 CACHE_FILE = "audits.sqlite"
-SKIPPED_BADGE = "look-ahead audit skipped"
 
 KINDS = ("truncation", "perturbation")
 
@@ -538,9 +537,4 @@ def _store_verdict(home: Path, key: str, verdict: Audit) -> None:
                          (key, json.dumps(verdict.to_json(), default=str), time.time()))
     except sqlite3.Error:
         pass  # the verdict stands; the next submit audits again
-
-
-def skipped(config: Mapping[str, Any] | None) -> bool:
-    """Whether a run's stored config skipped the look-ahead audit (``audit: false``)."""
-    return bool(config) and (config or {}).get("audit") is False
 
