@@ -384,3 +384,43 @@ def test_the_run_list_payload_says_which_runs_skipped_the_audit(lab: Lab) -> Non
     assert status == 200
     flags = {run["id"]: run["audit_skipped"] for run in page["runs"]}
     assert flags[skipped] is True and flags[audited] is False
+
+
+# -- %%backtest ------------------------------------------------------------------------------------
+
+
+def test_backtest_magic_refuses_a_strategy_defined_in_a_cell_in_one_line(
+        home: Path, no_worker: None) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ip = InteractiveShell.instance(config=config)
+    ip.run_line_magic("load_ext", "quantlab")
+    defined = ip.run_cell(
+        "import numpy as np\n"
+        "import pandas as pd\n"
+        "import quantlab as ql\n"
+        "\n"
+        "@ql.strategy\n"
+        "def cell_centred(bars, n=10):\n"
+        "    close = pd.Series(bars.close[0])\n"
+        "    mid = close.rolling(n, center=True).mean()\n"
+        "    return np.where(mid.isna(), 0, np.where(close > mid, 1, -1))\n",
+        store_history=False)
+    assert defined.error_in_exec is None
+    result = ip.run_cell("%%backtest --out never\nstrategy: cell_centred\nsymbols: [AAA]\n"
+                         "start: 2020-01-01\nend: 2020-12-31\n", store_history=False)
+    err = result.error_in_exec
+    assert isinstance(err, ConfigError)
+    rendered = err._render_traceback_()
+    assert len(rendered) == 1 and "Traceback" not in rendered[0]
+    # the window of 10 first has a value on the 6th bar of 2020 (2020-01-09), from bars 1..10
+    assert "look-ahead" in str(err) and "2020-01-09" in str(err)
+    assert "line 4: `mid = close.rolling(n, center=True).mean()`" in str(err)
+    assert open_registry().count_runs() == 0 and "never" not in ip.user_ns
+    # audit: false queues it
+    ip.run_cell("%%backtest --out queued\nstrategy: cell_centred\nsymbols: [AAA]\n"
+                "start: 2020-01-01\nend: 2020-12-31\naudit: false\n", store_history=False)
+    assert ip.user_ns["queued"].record["config"]["audit"] is False

@@ -72,6 +72,8 @@ class Audit:
     series and combination, ``signal_full``/``signal_cut`` the signal on all the real bars and
     after the change, ``line``/``code`` the line of the strategy's source most likely
     responsible (counted from its first line, as the notebook shows it) when it can be told.
+    ``skipped_cuts`` counts the checks (cut x kind) the strategy could not run (it raised on
+    a short history): they are not evidence either way.
     """
 
     ok: bool
@@ -151,8 +153,11 @@ def _stamp(value: Any) -> str:
     return str(value)
 
 
+_SIGNAL_WORDS = {1: "+1 (buy)", -1: "-1 (sell)", 0: "0 (nothing)"}
+
+
 def _signal(value: int | None) -> str:
-    return {1: "+1 (buy)", -1: "-1 (sell)", 0: "0 (nothing)"}.get(value, "?")  # type: ignore[arg-type]
+    return _SIGNAL_WORDS.get(value, "?") if value is not None else "?"
 
 
 # -- the audit -------------------------------------------------------------------------------------
@@ -198,8 +203,9 @@ def _as_strategy(strategy: Any) -> Strategy:
 
 def _as_data(value: Any) -> Bars:
     if isinstance(value, str | list | tuple):
-        return data_mod.load(symbol_list(value))
-    bars = as_bars(value)
+        bars = data_mod.load(symbol_list(value))
+    else:
+        bars = as_bars(value)
     if bars.n_bars < 2:
         raise ConfigError("the look-ahead audit needs at least 2 bars", field="data")
     return bars
@@ -254,7 +260,7 @@ def edge_combinations(strat: Strategy, params: Any) -> list[dict[str, Any]]:
 
 
 def _values(value: Any) -> list[Any]:
-    return list(value) if validate._is_sweep_value(value) else [value]
+    return list(value) if validate.is_sweep({"value": value}) else [value]
 
 
 def _smallest(values: Sequence[Any]) -> Any:
