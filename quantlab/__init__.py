@@ -66,6 +66,8 @@ _LAZY = {
     "stats": "quantlab.analytics",
     "Comparison": "quantlab.analytics",
     "Stats": "quantlab.analytics",
+    "audit": "quantlab.research",
+    "Audit": "quantlab.research",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
@@ -78,6 +80,7 @@ _VIEWS = {"quantlab.analytics": "quantlab.render.html",
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
     "ENGINE_VERSION",
+    "Audit",
     "BacktestConfig",
     "Comparison",
     "ConfigError",
@@ -97,6 +100,7 @@ __all__ = [
     "Stats",
     "StrategyError",
     "__version__",
+    "audit",
     "backtest",
     "compare",
     "data",
@@ -117,6 +121,7 @@ if TYPE_CHECKING:
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
+    from quantlab.research.audit import Audit, audit
     from quantlab.strategies import list_strategies, strategy
 
 

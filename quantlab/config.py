@@ -64,7 +64,8 @@ from quantlab.notifyspec import validate_notify_config
 from quantlab.strategies import get_strategy
 
 # Keys that label a run without changing its result: they stay out of the cache hash.
-LABEL_KEYS = frozenset({"name", "tags", "notify"})
+# (``audit: false`` skips the look-ahead audit of a notebook strategy: it changes no result.)
+LABEL_KEYS = frozenset({"name", "tags", "notify", "audit"})
 # Keys of the config that are passed to the engine's Simulation as they are: the engine options
 # a config holds (all of EngineOptions but the worker's own ``threads``).
 ENGINE_KEYS = CONFIG_OPTIONS
@@ -116,6 +117,9 @@ class BacktestConfig(_WithEngineOptions):
     tags: list[str] = Field(default_factory=list)
     notify: dict[str, Any] | None = None
     strategy_source: str | None = None
+    # false: submit a notebook strategy without the look-ahead audit (quantlab.research.audit);
+    # kept in the stored config only when false, so that the run says it was skipped
+    audit: bool = True
 
     _combinations: int | None = PrivateAttr(default=None)
 
@@ -327,6 +331,8 @@ class BacktestConfig(_WithEngineOptions):
                 out[key] = _plain(default)
         out["params"] = _params_with_defaults(self.strategy, self.params, self.strategy_source)
         out["tags"] = sorted(set(self.tags))
+        if self.audit:
+            del out["audit"]  # the default: configs from before the audit keep their form
         return _sorted(out)
 
     def to_yaml(self) -> str:

@@ -32,6 +32,7 @@ from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker
 from quantlab.registry import RunRecord, open_registry
+from quantlab.research.audit import audit_before_queue
 from quantlab.settings import Settings, redact, redact_text
 from quantlab.strategies.usercode import attach_strategy_source, user_strategy
 
@@ -143,6 +144,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     run_id = new_run_id(now)
     user = user or settings.user
     fingerprint = None if to_fetch else data_fingerprint(cfg)
+    audit_before_queue(cfg, fingerprint, settings)  # a peeking notebook strategy: ConfigError
     digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
     base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
     if cache and digest is not None:

@@ -29,7 +29,7 @@ from quantlab.notebook.failure import failure_html
 from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.registry import open_registry
-from quantlab.render.format import headline, status_badge, status_color
+from quantlab.render.format import audit_badge, headline, status_badge, status_color
 from quantlab.settings import Settings
 
 # How long one wait on the event stream blocks: also the tick of the elapsed-time display.
@@ -281,7 +281,7 @@ class RunWidget(widgets.VBox):
                   if state.cached_from else "")
         return (f'<div class="ql-header" style="font-family:sans-serif;font-size:13px">'
                 f"run <code>{html.escape(self.run_id)}</code>{name} · "
-                f"{status_badge(state.status, extra)} · {what}{cached}</div>")
+                f"{status_badge(state.status, extra)}{audit_badge(config)} · {what}{cached}</div>")
 
     @staticmethod
     def _log_html(state: RunState) -> str:

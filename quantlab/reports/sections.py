@@ -19,7 +19,7 @@ import pandas as pd
 
 from quantlab.durations import format_duration
 from quantlab.render.figures import figure_html, heat_color, plotly_js_html
-from quantlab.render.format import metrics_table_html, status_badge
+from quantlab.render.format import audit_badge, metrics_table_html, status_badge
 from quantlab.render.html import NOTE, h
 from quantlab.render.results import result_trades_html, sweep_views_html
 from quantlab.render.resultviews import plot
@@ -52,7 +52,8 @@ def header_html(record: Mapping[str, Any]) -> str:
         f'<div class="ql-report-header"><h2 style="font-family:sans-serif;margin:4px 0">'
         f"{h(name)}</h2>"
         f'<p {NOTE}>run <code class="ql-run-id">{h(record["id"])}</code> '
-        f'{status_badge(str(record.get("status")))} · by {h(record.get("user") or "—")} · '
+        f'{status_badge(str(record.get("status")))}{audit_badge(record.get("config"))} · by '
+        f'{h(record.get("user") or "—")} · '
         f"tags {h(tags)}</p>"
         f'<p {NOTE}>queued {_when(record.get("queued_at"))} · finished '
         f'{_when(record.get("finished_at"))}{duration}{cached}{partial}</p>'
