@@ -20,6 +20,7 @@ from quantlab.events import EventStream, open_events
 from quantlab.jobs import orchestrator
 from quantlab.jobs.display import RENDERERS
 from quantlab.jobs.lifecycle import TERMINAL
+from quantlab.jobs.supervisor import watch_worker
 from quantlab.registry import Registry, RunRecord, open_registry
 from quantlab.settings import Settings
 
@@ -81,6 +82,7 @@ class Run:
 
         Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on).
         """
+        watch_worker(self.settings)  # a dead embedded worker is replaced meanwhile
         events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
         after = events.last_seq(self.id)
