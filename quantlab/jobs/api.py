@@ -185,6 +185,7 @@ class Run:
         from IPython.display import display
 
         if getattr(get_ipython(), "kernel", None) is not None and RENDERERS.live_view is not None:
+            watch_worker(self.settings)  # the widget never waits behind a dead embedded worker
             RENDERERS.live_view(self)
         else:
             display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)

@@ -1,7 +1,8 @@
 """The submit side of a run's life, and the reaper every worker runs.
 
 ``submit`` validates the config in the caller, answers a cache hit at once, enforces the queue
-limit, records the run ``queued`` and only then enqueues its id. ``cancel`` takes a queued run off
+limit, checks the home and the queue, records the run ``queued`` and only then enqueues its id
+(atomic: a submit that raises leaves nothing to execute). ``cancel`` takes a queued run off
 the queue or asks a running one to stop at its next chunk. ``reap`` puts runs whose worker died
 back on the queue (and re-enqueues queued runs whose queue message was lost).
 
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import re
 import secrets
+import sqlite3
 import statistics
 import time
 from collections.abc import Mapping
@@ -41,6 +43,7 @@ from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker, watch_worker
 from quantlab.registry import RunRecord, open_registry
+from quantlab.registry._sqlite_conn import environment_error
 from quantlab.settings import Settings, redact, redact_text
 from quantlab.strategies.usercode import attach_strategy_source, user_strategy
 
@@ -138,9 +141,9 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
 
     Atomic for the caller: if it raises, nothing will execute; if it returns, the run executes
     once. Every check that can fail (config, home writable, queue reachable, worker startable)
-    runs before the run is recorded; the run is recorded ``queued`` but marked ``submitting``
-    (no worker sees it, the reaper leaves it alone), its ``queued`` event told, and only then
-    its message sent, the step that commits it. A failure after the record undoes it (see
+    runs before the run is recorded; the run is recorded ``queued`` with step ``submitting``
+    (not on the queue yet, and the reaper does not re-enqueue it), its ``queued`` event told,
+    and only then its message sent, the step that commits it. A failure after the record undoes it (see
     :func:`_undo_submit`). Environment failures raise :class:`~quantlab.errors.StoreUnavailable`
     (``HomeNotWritable``, ``DiskFull``, ``ServerUnreachable``) naming the path or URL and the fix.
     """
@@ -277,6 +280,9 @@ def _undo_submit(run_id: str, message: Any, exc: Exception,
     if settings.redis_url:
         return restate(_unreachable(settings, exc), None, run_id=run_id)
     where = settings.home / queue.QUEUE_FILE
+    found = environment_error(exc, where) if isinstance(exc, sqlite3.Error) else None
+    if found is not None:  # the queue's SQLite file: read-only, full ...
+        return restate(found, f"{found.message} ({undone})", run_id=run_id)
     fix = f"check that {where} is writable and not locked by a hung process, then submit again"
     return StoreUnavailable(
         f"could not put the run on the queue ({redact_text(str(exc))}); {undone}. {fix}",

@@ -40,6 +40,7 @@ SPAWN_LOCK_FILE = "worker.spawn.lock"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
 WATCH_EVERY = 1.0  # seconds between two looks of the watchdog at the embedded worker
+WATCH_PAUSE_LOOKS = 10  # looks the watchdog skips after a failed one
 
 log = logging.getLogger("quantlab.jobs")
 
@@ -208,3 +209,4 @@ def _watch(settings: Settings) -> None:
             missed = 0
         except Exception:  # a store blip, or a worker that cannot start: look again later
             log.warning("worker watchdog of %s: look failed", settings.home, exc_info=True)
+            missed = -WATCH_PAUSE_LOOKS  # not a start attempt every other second
