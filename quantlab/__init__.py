@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from quantlab.errors import (
     ConfigError,
     DataError,
+    DiskFull,
     EventsUnavailable,
+    HomeNotWritable,
     MissingDependency,
     NotOwner,
     ProviderError,
@@ -21,6 +23,8 @@ from quantlab.errors import (
     RunError,
     RunNotFound,
     SchemaError,
+    ServerUnreachable,
+    StoreUnavailable,
     StrategyError,
 )
 from quantlab.jobs.display import RENDERERS as _RENDERERS
@@ -79,7 +83,9 @@ __all__ = [
     "Comparison",
     "ConfigError",
     "DataError",
+    "DiskFull",
     "EventsUnavailable",
+    "HomeNotWritable",
     "MissingDependency",
     "NotOwner",
     "ProviderError",
@@ -91,7 +97,9 @@ __all__ = [
     "RunList",
     "RunNotFound",
     "SchemaError",
+    "ServerUnreachable",
     "Stats",
+    "StoreUnavailable",
     "StrategyError",
     "__version__",
     "backtest",

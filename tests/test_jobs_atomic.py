@@ -8,6 +8,7 @@ on its folders when the tests run as root, whom ``chmod`` does not stop; ``chmod
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -186,6 +187,43 @@ def test_redis_lost_while_the_run_is_recorded_leaves_nothing_to_execute(
     nothing_ran_but(second.id)
     with pytest.raises(ql.RunNotFound):
         ql.get_run(failed_id)
+
+
+@pytest.mark.redis
+def test_the_magic_and_rest_say_redis_is_unreachable_and_create_nothing(
+        team: RedisServer, tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    stop_redis(team)
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "quantlab")
+    cell = "%%backtest\nstrategy: sma_crossover\nsymbols: [AAA]\nparams: {fast: 10, slow: 30}\n"
+    err = shell.run_cell(cell, store_history=False).error_in_exec
+    assert isinstance(err, ServerUnreachable), err
+    rendered = err._render_traceback_()  # type: ignore[attr-defined]
+    assert len(rendered) == 1 and "Traceback" not in rendered[0]
+    assert redacted(team) in rendered[0] and PASSWORD not in rendered[0]
+
+    root = tmp_path / "root"
+    root.mkdir()
+    env = quantlab_env(Path(os.environ["QUANTLAB_HOME"]), tmp_path / "jupyter",
+                       {"QUANTLAB_REDIS_URL": team.url})
+    server = JupyterProcess(env, root, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        status, reply = server.request("POST", "/quantlab/api/runs", {"config": SINGLE})
+    finally:
+        server.stop()
+    assert status == 503, reply
+    assert reply["type"] == "ServerUnreachable" and reply["url"] == redacted(team)
+    assert redacted(team) in reply["message"] and PASSWORD not in json.dumps(reply)
+    assert "start redis-server there" in reply["fix"]
+    assert open_registry().count_runs() == 0
 
 
 def test_submit_into_a_read_only_home_names_the_path_and_nothing_runs_later(
