@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from quantlab import data
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig, iso
@@ -277,6 +279,10 @@ def _undo_submit(run_id: str, message: Any, exc: Exception,
         return restate(exc, f"{exc.message} ({undone})", run_id=run_id)
     if isinstance(exc, QuantlabError):
         return exc
+    shown = redact_text(str(exc))
+    if not isinstance(exc, OSError | sqlite3.Error | RedisError):  # not the environment: a bug
+        return RunError(f"could not submit the run ({type(exc).__name__}: {shown}); {undone}",
+                        run_id=run_id)
     if settings.redis_url:
         return restate(_unreachable(settings, exc), None, run_id=run_id)
     where = settings.home / queue.QUEUE_FILE
@@ -284,9 +290,8 @@ def _undo_submit(run_id: str, message: Any, exc: Exception,
     if found is not None:  # the queue's SQLite file: read-only, full ...
         return restate(found, f"{found.message} ({undone})", run_id=run_id)
     fix = f"check that {where} is writable and not locked by a hung process, then submit again"
-    return StoreUnavailable(
-        f"could not put the run on the queue ({redact_text(str(exc))}); {undone}. {fix}",
-        path=str(where), fix=fix, run_id=run_id)
+    return StoreUnavailable(f"could not put the run on the queue ({shown}); {undone}. {fix}",
+                            path=str(where), fix=fix, run_id=run_id)
 
 
 def restate(exc: StoreUnavailable, message: str | None, **extra: Any) -> StoreUnavailable:

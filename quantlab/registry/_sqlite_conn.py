@@ -60,17 +60,17 @@ class MappedConnection(sqlite3.Connection):
     ql_path = Path()
 
     def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
-        with self.mapped():
+        try:
             return super().execute(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            found = environment_error(exc, self.ql_path)
+            if found is None:
+                raise
+            raise found from exc
 
     def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
-        with self.mapped():
-            return super().executemany(*args, **kwargs)
-
-    @contextmanager
-    def mapped(self) -> Iterator[None]:
         try:
-            yield
+            return super().executemany(*args, **kwargs)
         except sqlite3.OperationalError as exc:
             found = environment_error(exc, self.ql_path)
             if found is None:
