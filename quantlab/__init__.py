@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from quantlab.errors import (
     ConfigError,
     DataError,
+    DiskFull,
     EventsUnavailable,
+    HomeNotWritable,
     MissingDependency,
     NotOwner,
     ProviderError,
@@ -21,6 +23,8 @@ from quantlab.errors import (
     RunError,
     RunNotFound,
     SchemaError,
+    ServerUnreachable,
+    StoreUnavailable,
     StrategyError,
 )
 from quantlab.jobs.display import RENDERERS as _RENDERERS
@@ -85,7 +89,9 @@ __all__ = [
     "Comparison",
     "ConfigError",
     "DataError",
+    "DiskFull",
     "EventsUnavailable",
+    "HomeNotWritable",
     "MissingDependency",
     "NotOwner",
     "ProviderError",
@@ -97,7 +103,9 @@ __all__ = [
     "RunList",
     "RunNotFound",
     "SchemaError",
+    "ServerUnreachable",
     "Stats",
+    "StoreUnavailable",
     "StrategyError",
     "__version__",
     "audit",

@@ -22,6 +22,7 @@ from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
 from quantlab.jobs import orchestrator
 from quantlab.jobs.display import RENDERERS
 from quantlab.jobs.lifecycle import TERMINAL, Log
+from quantlab.jobs.supervisor import watch_worker
 from quantlab.registry import Registry, RunRecord, open_registry
 from quantlab.settings import Settings
 
@@ -87,6 +88,7 @@ class Run:
         registry decides when the run has ended; events only wake the wait early, so an outage
         of the event store (Redis restarting) costs nothing but a warning in the log.
         """
+        watch_worker(self.settings)  # a dead embedded worker is replaced meanwhile
         events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
         after: int | None = None  # read once the stream answers
@@ -215,6 +217,7 @@ class Run:
         from IPython.display import display
 
         if getattr(get_ipython(), "kernel", None) is not None and RENDERERS.live_view is not None:
+            watch_worker(self.settings)  # the widget never waits behind a dead embedded worker
             RENDERERS.live_view(self)
         else:
             display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)

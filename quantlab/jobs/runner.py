@@ -12,6 +12,7 @@ collecting market data -> computing indicators -> simulating -> saving results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -24,7 +25,7 @@ from typing import Any
 from quantlab import data
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
-from quantlab.errors import RunNotFound
+from quantlab.errors import HomeNotWritable, RunNotFound
 from quantlab.jobs import lifecycle, queue, shards, slots
 from quantlab.jobs.execution import (
     STEP_DATA,
@@ -53,6 +54,9 @@ log = logging.getLogger("quantlab.jobs")
 QUEUED, RUNNING = RunStatus.QUEUED, RunStatus.RUNNING
 PROGRESS_EVERY = 0.05  # seconds between two progress events
 RECORD_EVERY = 0.25  # seconds between two progress writes to the registry
+# Seconds before the first retry of a result save refused by the home, and at most between two.
+SAVE_RETRY_FIRST = 0.5
+SAVE_RETRY_MAX = 10.0
 
 
 def checkpoint_every() -> float:
@@ -373,12 +377,34 @@ class Job:
     # -- endings -----------------------------------------------------------------------------------
 
     def _save_result(self, result: Any) -> dict[str, Any]:
+        """Write the result's blobs. A home that turned read-only or full keeps the work: the
+        save is tried again (backing off to ``SAVE_RETRY_MAX`` s, each time logged with the
+        path) until it succeeds, while this worker owns the run and no cancel is asked."""
         prefix = f"runs/{self.run_id}/"
         blobs = result.to_blobs()
-        for name, payload in blobs.items():
-            self.registry.put_blob(prefix + name, payload)
+        delay = SAVE_RETRY_FIRST
+        while True:
+            try:
+                for name, payload in blobs.items():
+                    self.registry.put_blob(prefix + name, payload)
+                break
+            except HomeNotWritable as exc:  # DiskFull too
+                self._wait_to_save_again(exc, delay)
+                delay = min(delay * 2, SAVE_RETRY_MAX)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
                 "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params)}
+
+    def _wait_to_save_again(self, exc: HomeNotWritable, delay: float) -> None:
+        """Log why the save failed, then sleep ``delay``; re-raise ``exc`` if the run was
+        cancelled (nothing is left to keep) and ``OwnershipLost`` if another worker has it."""
+        self._own_or_raise()
+        if self.registry.get_run(self.run_id).get("cancel_requested"):
+            raise exc
+        line = f"cannot save the result yet: {exc.message}; trying again in {delay:g} s"
+        log.warning("run %s: %s", self.run_id, line)
+        with contextlib.suppress(Exception):  # the run's log may be as unwritable as the blobs
+            self.log(line, "warning")
+        time.sleep(delay)
 
     def _completed(self, result: Any) -> None:
         fields = self._save_result(result)
