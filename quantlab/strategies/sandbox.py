@@ -368,6 +368,7 @@ atexit.register(stop_servers)
 
 def serve_forever(handler_name: str) -> None:
     """The server's main loop: warm up, then fork a sandbox per connection until stdin ends."""
+    t0 = time.perf_counter()
     handler = importlib.import_module(handler_name)
     warm = getattr(handler, "warm", None)
     if warm is not None:
@@ -381,6 +382,9 @@ def serve_forever(handler_name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.write(json.dumps({"socket": path}) + "\n")
     sys.stdout.flush()
+    # to the worker's log (stderr is the worker's): operators and tests see when it is warm
+    print(f"QuantLab sandbox server pid {os.getpid()} ready in {time.perf_counter() - t0:.2f} "
+          f"s", file=sys.stderr, flush=True)
     try:
         while True:
             ready, _, _ = select.select([listener, sys.stdin.fileno()], [], [])
