@@ -177,12 +177,13 @@ def test_cancel_kills_a_user_strategy_that_never_returns_and_the_worker_goes_on(
 
 
 def test_the_time_limit_kills_a_stuck_user_strategy(home: Path, workers: Workers) -> None:
-    proc = workers.start(env={"QUANTLAB_MAX_DURATION": "3"})
-    # the limit counts from the run's start: let the sandbox server warm up first
-    wait_for(lambda: sandbox_server_pid(workers), WAIT, "the sandbox server")
+    proc = workers.start(env={"QUANTLAB_MAX_DURATION": "10"})
+    # the limit counts from the run's start: let a first notebook run start the sandbox server
+    first = ql.submit({**USER, "strategy": "sandbox_witness"}).wait(timeout=WAIT)
+    assert first.status == "completed", first.record["error"]
     stuck = ql.submit({**USER, "strategy": "sandbox_spinner"}).wait(timeout=WAIT)
     assert stuck.status == "failed"
-    assert "QUANTLAB_MAX_DURATION=3" in stuck.record["error"]
+    assert "QUANTLAB_MAX_DURATION=10" in stuck.record["error"]
     failed = [e for e in stuck.events() if e.type == "failed"]
     assert len(failed) == 1 and failed[0].data["reason"] == "timeout"
     spinning = marker_pid("spinner.pid")

@@ -52,11 +52,6 @@ class UserCodeFailed(errors.StrategyError):
     name there and ``remote_traceback`` its traceback (naming the strategy's lines)."""
 
 
-def prestart() -> None:
-    """Start this process's sandbox server now, so that it is warm by the first user run."""
-    sandbox.server(HANDLER)
-
-
 # -- the worker's side -----------------------------------------------------------------------------
 
 

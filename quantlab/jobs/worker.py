@@ -30,7 +30,7 @@ from quantlab import settings as settings_mod
 from quantlab.bars import from_frame
 from quantlab.engine import Simulation
 from quantlab.errors import ConfigError
-from quantlab.jobs import isolation, tasks
+from quantlab.jobs import tasks
 from quantlab.jobs.orchestrator import reap
 from quantlab.jobs.queue import huey_app
 from quantlab.jobs.supervisor import has_work, hold_worker_lock
@@ -150,12 +150,8 @@ class QuantlabConsumer(Consumer):
 
 
 def make_consumer(settings: Settings, workers: int = 1, idle_exit: float | None = None,
-                  beat: Beat | None = None, sandbox_ready: bool = False) -> QuantlabConsumer:
-    """``sandbox_ready``: each worker (thread or process) starts its server of sandboxes for
-    notebook strategies at once, so that it is warm by the first such run (else at that run)."""
+                  beat: Beat | None = None) -> QuantlabConsumer:
     huey = tasks.register(huey_app(settings))
-    if sandbox_ready:
-        huey.on_startup(name="quantlab-sandbox")(isolation.prestart)
     return QuantlabConsumer(
         huey, settings, idle_exit=idle_exit, beat=beat, workers=workers,
         # Threads share one process's warm Numba cache; processes (forked after warm-up) run
@@ -208,7 +204,7 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
         log.info("warm-up took %.3f s", warm_up())
     stop_services = start_services(services, workers)
     try:
-        make_consumer(settings, workers, idle_exit, beat, sandbox_ready=warm).run()
+        make_consumer(settings, workers, idle_exit, beat).run()
     finally:
         sandbox.stop_servers()  # no user code outlives its worker
         stop_services()

@@ -415,6 +415,7 @@ def _sandbox(conn: socket.socket, listener: socket.socket, handler: Any) -> None
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # user code gets no handle on the server's stdin
         os.close(devnull)
+        os.dup2(2, 1)  # what user code prints goes to the worker's log, not the server's pipe
         send(conn, {"pid": os.getpid()})
         handler.serve(conn)
     except BaseException:  # a sandbox never returns into the server's loop
