@@ -157,6 +157,19 @@ def test_a_user_strategy_gives_the_same_result_in_its_sandbox_as_in_the_kernel(
             pd.testing.assert_frame_equal(result.table, expected.table)
 
 
+def test_user_strategies_run_in_sandboxes_of_a_multi_process_worker(
+        home: Path, workers: Workers) -> None:
+    workers.start(2)  # Huey forks the worker processes: each starts its own sandbox server
+    runs = [ql.submit({**USER, "strategy": "sandbox_witness", "params": {"n": n}})
+            for n in (3, 4, 5, 6)]
+    for run in runs:
+        run.wait(timeout=WAIT)
+        assert run.status == "completed", run.record["error"]
+        expected = backtest_of({**USER, "strategy": "sandbox_witness",
+                                "params": run.record["config"]["params"]})
+        assert run.result().metrics == pytest.approx(expected.metrics, nan_ok=True)
+
+
 def test_cancel_kills_a_user_strategy_that_never_returns_and_the_worker_goes_on(
         home: Path, workers: Workers) -> None:
     # a 60 s time limit: the run ends cancelled, so the cancel (not the limit) stopped it
