@@ -7,8 +7,9 @@
    same strategy loaded and run in this process, on one symbol x 10 years of daily bars.
    Target: p50 <= 30 ms added.
 2. A user-strategy sweep (200 combinations) through the same path.
-3. Cancel latency of a user run stuck in ``while True: pass``: a real worker, embedded mode; from
-   the cancel request to the ``cancelled`` event (the worker's timestamp). Target: < 1 s.
+3. A user run stuck in ``while True: pass``, on a real worker in embedded mode: from the cancel
+   request to the ``cancelled`` event (the worker's timestamp), and the run time after which
+   ``QUANTLAB_MAX_DURATION=3`` ends it. Target: < 1 s after the cancel or the limit.
 
 The script runs unchanged on a checkout from before the sandbox (where the worker executed the
 strategy itself): there, 1 and 2 measure the in-worker path and 3 reports that the run was not
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -120,49 +122,76 @@ def added_cost(bars: Any, params: dict[str, Any], rounds: int) -> None:
           f"{1e3 * pct(added, 0.95):.1f} ms (n={rounds})")
 
 
-def cancel_latency(cancels: int) -> None:
-    from quantlab.events import open_events
+def start_worker(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     from quantlab.jobs.supervisor import worker_alive
+
+    log = open(home / "bench-worker.log", "ab")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "quantlab", "worker"],
+                              env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + 120
+    while not worker_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker
+
+
+def ending(events: Any, run_id: str, kind: str, within: float) -> Any:
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        found = next((e for e in events.read(run_id) if e.type == kind), None)
+        if found is not None:
+            return found
+        time.sleep(0.01)
+    return None
+
+
+def stuck_runs(cancels: int, limit: float) -> None:
+    from quantlab.events import open_events
 
     tmp = Path(tempfile.mkdtemp(prefix="ql-bench-usercode-"))
     home = tmp / "home"
     home.mkdir()
-    env = {"QUANTLAB_HOME": str(home), "QUANTLAB_USER": "bench", "PYTHONPATH": str(ROOT)}
-    os.environ.update(env)
+    os.environ.update({"QUANTLAB_HOME": str(home), "QUANTLAB_USER": "bench",
+                       "PYTHONPATH": str(ROOT)})
     for var in ("QUANTLAB_REDIS_URL", "QUANTLAB_MONGO_URL", "QUANTLAB_MAX_DURATION"):
         os.environ.pop(var, None)
     ql.data.sample(minute=False)
-    log = open(home / "bench-worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "quantlab", "worker"], env=dict(os.environ),
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    base = {"symbols": ["AAA"], "start": "2020-01-01", "end": "2020-12-31", "params": {"n": 20}}
+    events = open_events()
+    worker = start_worker(home, {})
     try:
-        deadline = time.monotonic() + 120
-        while not worker_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        base = {"symbols": ["AAA"], "start": "2020-01-01", "end": "2020-12-31",
-                "params": {"n": 20}}
         ql.submit({**base, "strategy": "bench_momentum"}, cache=False).wait(timeout=120)
-        events = open_events()
         latencies = []
         for _ in range(cancels):
             run = ql.submit({**base, "strategy": "bench_spinner"}, cache=False)
             while run.status != "running":
                 time.sleep(0.02)
-            time.sleep(0.5)  # well inside the user code
+            # well inside the user code, at a random phase of the worker's 0.1 s checks
+            time.sleep(random.uniform(0.5, 0.6))
             asked = time.time()
             run.cancel()
-            ended = None
-            give_up = time.monotonic() + 10
-            while ended is None and time.monotonic() < give_up:
-                ended = next((e for e in events.read(run.id) if e.type == "cancelled"), None)
-                time.sleep(0.01)
-            if ended is None:
-                print("  the stuck run was not stopped within 10 s (user code in the worker)")
+            cancelled = ending(events, run.id, "cancelled", 10)
+            if cancelled is None:
+                print("  cancel: the stuck run was not stopped within 10 s (user code in the "
+                      "worker)")
                 return
-            latencies.append(ended.ts - asked)
+            latencies.append(cancelled.ts - asked)
         print(f"  cancel -> cancelled event: p50 {1e3 * statistics.median(latencies):.0f} ms, "
               f"max {1e3 * max(latencies):.0f} ms (n={cancels})")
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    worker = start_worker(home, {"QUANTLAB_MAX_DURATION": f"{limit:g}"})
+    try:
+        ql.submit({**base, "strategy": "bench_momentum"}, cache=False).wait(timeout=120)
+        run = ql.submit({**base, "strategy": "bench_spinner"}, cache=False)
+        failed = ending(events, run.id, "failed", limit + 10)
+        if failed is None:
+            print(f"  time limit: the stuck run was not stopped within {limit + 10:g} s")
+            return
+        print(f"  QUANTLAB_MAX_DURATION={limit:g}: failed ({failed.data['reason']}) after "
+              f"{failed.data['seconds']:.2f} s of run time")
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -180,8 +209,8 @@ def main() -> None:
     added_cost(bars, {"n": 20}, args.rounds)
     print("2. sweep of 200 combinations, 1 symbol x 2,520 daily bars:")
     added_cost(bars, {"n": list(range(2, 202))}, max(5, args.rounds // 6))
-    print("3. cancel of a user run stuck in `while True: pass` (real worker, embedded):")
-    cancel_latency(args.cancels)
+    print("3. a user run stuck in `while True: pass` (real worker, embedded):")
+    stuck_runs(args.cancels, limit=3.0)
 
 
 if __name__ == "__main__":

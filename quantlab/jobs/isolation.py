@@ -71,7 +71,8 @@ class SandboxedSimulation:
                       "overrides": dict(overrides), **_bars_header(bars)}
         self._state: bytes | None = None  # the last checkpoint taken (or resumed from)
         self._state_units = 0
-        self._prepared = False
+        self._prepare_pending = False  # asked for, sent with the next request (one round trip less)
+        self._final: ShippedResult | None = None  # sent with the chunk that finished the run
         self.sandbox = self._start()
 
     # -- driving the sandbox ---------------------------------------------------------------------
@@ -111,7 +112,11 @@ class SandboxedSimulation:
 
     def _request(self, header: Mapping[str, Any], blobs: Mapping[str, bytes] | None = None
                  ) -> dict[str, Any]:
-        return self._ask(self.sandbox, header, None, blobs)
+        if self._prepare_pending:
+            header = {**header, "prepare": True}
+        reply = self._ask(self.sandbox, header, None, blobs)
+        self._prepare_pending = False
+        return reply
 
     # -- the Simulation interface ----------------------------------------------------------------
 
@@ -120,14 +125,16 @@ class SandboxedSimulation:
         return self.done_units >= self.total_units
 
     def prepare(self, indicators: Any = None) -> None:
-        """Compute the signals (a single run) in the sandbox. ``indicators`` is ignored: the
-        sandbox computes its own, so no user code ever reads or fills the worker's memo."""
-        self._request({"op": "prepare"})
-        self._prepared = True
+        """Compute the signals (a single run) in the sandbox, with the next request.
+        ``indicators`` is ignored: the sandbox computes its own, so no user code ever reads or
+        fills the worker's memo."""
+        self._prepare_pending = True
 
     def run(self, max_units: int) -> int:
         before = self.done_units
         self.done_units = int(self._request({"op": "run", "units": int(max_units)})["done_units"])
+        if self.finished and "summary.json" in self._blobs:
+            self._final = ShippedResult(self._blobs)  # the chunk that finished brought it
         return self.done_units - before
 
     def state_bytes(self) -> bytes:
@@ -140,6 +147,8 @@ class SandboxedSimulation:
         self._state, self._state_units = data, self.done_units
 
     def result(self, partial: bool = False) -> Result:
+        if self._final is not None:
+            return self._final  # type: ignore[return-value]
         if not self.sandbox.alive:
             return self._recovered_result()
         self._request({"op": "result", "partial": bool(partial)})
@@ -291,12 +300,14 @@ class _Session:
             self.sim = _simulation(message)
             return self._units(), {}
         sim = self.sim
-        if op == "prepare":
+        if op == "prepare" or message.header.get("prepare"):
             sim.prepare()
+        if op == "prepare":
             return {}, {}
         if op == "run":
             sim.run(int(message.header["units"]))
-            return self._units(), {}
+            # the worker asks for the result next: send it now (one round trip less)
+            return self._units(), sim.result().to_blobs() if sim.finished else {}
         if op == "state":
             return {}, {"state": sim.state_bytes()}
         if op == "load_state":

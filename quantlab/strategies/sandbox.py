@@ -368,6 +368,7 @@ atexit.register(stop_servers)
 
 def serve_forever(handler_name: str) -> None:
     """The server's main loop: warm up, then fork a sandbox per connection until stdin ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     t0 = time.perf_counter()
     handler = importlib.import_module(handler_name)
     warm = getattr(handler, "warm", None)
@@ -379,33 +380,42 @@ def serve_forever(handler_name: str) -> None:
     listener.bind(path)
     listener.listen(64)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sandboxes are reaped by the system
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.write(json.dumps({"socket": path}) + "\n")
     sys.stdout.flush()
     # to the worker's log (stderr is the worker's): operators and tests see when it is warm
     print(f"QuantLab sandbox server pid {os.getpid()} ready in {time.perf_counter() - t0:.2f} "
           f"s", file=sys.stderr, flush=True)
+    stdin = sys.stdin.fileno()
     try:
         while True:
-            ready, _, _ = select.select([listener, sys.stdin.fileno()], [], [])
-            if sys.stdin.fileno() in ready and not os.read(sys.stdin.fileno(), 4096):
-                return  # the worker is gone
-            if listener in ready:
-                conn, _ = listener.accept()
-                if os.fork() == 0:
-                    _sandbox(conn, listener, handler)
-                conn.close()
+            # one sandbox forked ahead, waiting for the next connection: a run does not wait for
+            # the fork; it tells the server (a byte, or the end of its pipe) when it is taken
+            taken, told = os.pipe()
+            if os.fork() == 0:
+                os.close(taken)
+                _sandbox(listener, told, handler)
+            os.close(told)
+            try:
+                while True:
+                    ready, _, _ = select.select([taken, stdin], [], [])
+                    if stdin in ready and not os.read(stdin, 4096):
+                        return  # the worker is gone (the waiting sandbox dies with this process)
+                    if taken in ready:
+                        os.read(taken, 1)
+                        break
+            finally:
+                os.close(taken)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _sandbox(conn: socket.socket, listener: socket.socket, handler: Any) -> None:
-    """In a fresh fork of the server: lead a new process group, die with the server, tell the
-    worker this process's id, then serve its requests. Never returns."""
+def _sandbox(listener: socket.socket, told: int, handler: Any) -> None:
+    """In a fresh fork of the server: lead a new process group, die with the server, wait for a
+    worker's connection, tell the server, tell the worker this process's id, then serve its
+    requests. Never returns."""
     code = 0
     try:
         server_pid = os.getppid()
-        listener.close()
         os.setsid()
         _die_with_parent()
         if os.getppid() != server_pid:
@@ -416,6 +426,10 @@ def _sandbox(conn: socket.socket, listener: socket.socket, handler: Any) -> None
         os.dup2(devnull, 0)  # user code gets no handle on the server's stdin
         os.close(devnull)
         os.dup2(2, 1)  # what user code prints goes to the worker's log, not the server's pipe
+        conn, _ = listener.accept()
+        listener.close()
+        os.write(told, b"x")
+        os.close(told)
         send(conn, {"pid": os.getpid()})
         handler.serve(conn)
     except BaseException:  # a sandbox never returns into the server's loop
