@@ -285,3 +285,16 @@ def test_the_sandbox_environment_drops_every_secret_and_keeps_the_rest() -> None
     assert clean_environment(environ) == {
         "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "NUMBA_CACHE_DIR": "/c",
         "QUANTLAB_THREADS": "2", "NO_PROXY": "localhost"}
+
+
+def test_the_worker_refuses_to_build_a_shipped_strategy_in_its_own_process(home: Path) -> None:
+    from quantlab.config import BacktestConfig
+    from quantlab.errors import RunError
+    from quantlab.jobs.execution import engine_kwargs
+    from quantlab.strategies.usercode import attach_strategy_source
+
+    cfg = BacktestConfig.from_any(attach_strategy_source({**USER, "strategy": "sandbox_witness"}),
+                                  check=False)
+    with pytest.raises(RunError, match="'sandbox_witness' travelled as source: it runs in a "
+                                       "sandbox process"):
+        engine_kwargs(cfg)
