@@ -258,11 +258,11 @@ def _unreachable(settings: Settings, exc: BaseException) -> ServerUnreachable:
 def _undo_submit(run_id: str, message: Any, exc: Exception,
                  settings: Settings) -> QuantlabError:
     """Undo a submit that failed after the run was recorded (its event could not be told, or
-    its message not sent): the message revoked in case it went out, the run deleted (or, if the
+    its message not sent): the message deleted from the queue in case it went out, the run deleted (or, if the
     registry refuses that too, ended failed), so that nothing executes. Returns the error to
     raise: a QuantLab one, naming where it failed and that nothing was created."""
     with contextlib.suppress(Exception):
-        queue.revoke(str(message.id), settings)
+        queue.remove(str(message.id), settings)
     undone = "nothing was created"
     try:
         open_registry(settings).delete_run(run_id)

@@ -234,10 +234,18 @@ class Job:
                 f"combinations)", reason="timeout", trace=None,
             )
         except Exception as exc:
+            # a strategy's failure in its sandbox comes with the sandbox's traceback
             self._failed(f"{type(exc).__name__}: {exc}", reason="error",
-                         trace=traceback.format_exc())
+                         trace=getattr(exc, "remote_traceback", None) or traceback.format_exc())
         finally:
             self._cleanup_shards()
+            self._end_sandbox()
+
+    def _end_sandbox(self) -> None:
+        """A notebook strategy's sandbox ends with its run (the next run gets a fresh one)."""
+        close = getattr(self.sim, "close", None)
+        if close is not None:
+            close()
 
     def _cleanup_shards(self) -> None:
         """A failed split sweep leaves no shard state behind (success and cancel clean up as
@@ -249,10 +257,10 @@ class Job:
         cfg = BacktestConfig.from_any(self.doc["config"], check=False)
         self.step(STEP_DATA)
         bars = self._load_bars(cfg)
-        sim = simulation(bars, cfg)
+        sim = simulation(bars, cfg, watch=self.check_control)
         self.sim = sim
         self.bars_per_unit = bars.n_bars * bars.n_symbols if sim.is_sweep else bars.n_symbols
-        if sim.is_sweep:
+        if sim.is_sweep and not cfg.strategy_source:  # a notebook strategy runs in one sandbox
             self.shard_count = shards.shard_count(sim.total_units,
                                                   self.doc.get("estimated_seconds"))
         if self.shard_count > 1:
@@ -427,9 +435,14 @@ class Job:
             fields["partial"] = True
             kept = len(self.partial_result.table)
         elif sim is not None and sim.is_sweep and sim.done_units > 0:
-            fields.update(self._save_result(sim.result(partial=True)))
-            fields["partial"] = True
             kept = int(sim.done_units)
+            try:
+                fields.update(self._save_result(sim.result(partial=True)))
+                fields["partial"] = True
+            except Exception:  # e.g. a killed sandbox's checkpoint could not be rebuilt
+                log.warning("run %s: its finished part could not be kept", self.run_id,
+                            exc_info=True)
+                kept = 0
         event = lifecycle.Cancelled(**self._ending(), reason="cancelled",
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)

@@ -35,6 +35,7 @@ from quantlab.jobs.orchestrator import reap
 from quantlab.jobs.queue import huey_app
 from quantlab.jobs.supervisor import has_work, hold_worker_lock
 from quantlab.settings import Settings
+from quantlab.strategies import sandbox
 
 log = logging.getLogger("quantlab.jobs")
 
@@ -206,6 +207,7 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
     try:
         make_consumer(settings, workers, idle_exit, beat).run()
     finally:
+        sandbox.stop_servers()  # no user code outlives its worker
         stop_services()
     return 0
 
