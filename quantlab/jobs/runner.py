@@ -227,12 +227,7 @@ class Job:
         except shards.ShardFailed as exc:
             self._failed(str(exc), reason="error", trace=exc.trace)
         except TimedOut:
-            limit = self.settings.max_duration
-            self._failed(
-                f"timeout: the run took longer than QUANTLAB_MAX_DURATION={limit:g} s and was "
-                f"stopped; raise the limit or make the run smaller (fewer symbols, bars or "
-                f"combinations)", reason="timeout", trace=None,
-            )
+            self._timed_out()
         except Exception as exc:
             # a strategy's failure in its sandbox comes with the sandbox's traceback
             self._failed(f"{type(exc).__name__}: {exc}", reason="error",
@@ -426,7 +421,10 @@ class Job:
             raise OwnershipLost
         self.registry.delete_checkpoint(self.run_id)
 
-    def _cancelled(self) -> None:
+    def _finished_part(self) -> tuple[dict[str, Any], int]:
+        """Save what a stopped run had finished (a sweep's finished combinations): the record's
+        result fields with ``partial``, and how many combinations were kept (0: nothing kept,
+        as for a single backtest stopped mid-way)."""
         fields: dict[str, Any] = {"partial": False}
         sim = self.sim
         kept = 0
@@ -443,6 +441,10 @@ class Job:
                 log.warning("run %s: its finished part could not be kept", self.run_id,
                             exc_info=True)
                 kept = 0
+        return fields, kept
+
+    def _cancelled(self) -> None:
+        fields, kept = self._finished_part()
         event = lifecycle.Cancelled(**self._ending(), reason="cancelled",
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)
@@ -450,13 +452,32 @@ class Job:
                       event=event, on_won=self._mark_ended, settings=self.settings):
             self.registry.delete_checkpoint(self.run_id)
 
-    def _failed(self, message: str, *, reason: str, trace: str | None) -> None:
+    def _timed_out(self) -> None:
+        """QUANTLAB_MAX_DURATION passed: the run ends failed (reason ``timeout``) with what it
+        had finished, as a cancel keeps it (a sweep's finished combinations: run.result())."""
         try:
             self._own_or_raise()
         except OwnershipLost:
             return
-        fields = {"error": message, "traceback": trace}
-        event = lifecycle.Failed(**self._ending(), reason=reason, error=message, traceback=trace)
+        fields, kept = self._finished_part()
+        limit = self.settings.max_duration
+        message = (f"timeout: the run took longer than QUANTLAB_MAX_DURATION={limit:g} s and was "
+                   f"stopped; raise the limit or make the run smaller (fewer symbols, bars or "
+                   f"combinations)")
+        if kept:
+            message += f"; its {kept:,} finished combinations are kept: run.result()"
+        self._failed(message, reason="timeout", trace=None, kept=fields)
+
+    def _failed(self, message: str, *, reason: str, trace: str | None,
+                kept: dict[str, Any] | None = None) -> None:
+        """End the run failed; ``kept``: the result fields of what it had finished."""
+        try:
+            self._own_or_raise()
+        except OwnershipLost:
+            return
+        fields = {"error": message, "traceback": trace, **(kept or {})}
+        event = lifecycle.Failed(**self._ending(), reason=reason, error=message, traceback=trace,
+                                 partial=bool(fields.get("partial")))
         if transition(self.run_id, RunStatus.FAILED, expect=RUNNING, fields=fields, event=event,
                       note=message + (f"\n{trace}" if trace else ""), level="error",
                       on_won=self._mark_ended, settings=self.settings):
