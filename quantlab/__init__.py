@@ -23,6 +23,7 @@ from quantlab.errors import (
     SchemaError,
     StrategyError,
 )
+from quantlab.hooks import RESEARCH as _RESEARCH
 from quantlab.jobs.display import RENDERERS as _RENDERERS
 from quantlab.settings import configure_numba_cache
 
@@ -42,6 +43,15 @@ def _live_view(run: Any) -> Any:
 
     return display_run(run)
 
+
+def _confidence(result: Any, metrics: Any, **kwargs: Any) -> Any:
+    # imported when asked: arch and scipy load only for a confidence interval
+    from quantlab.research.confidence import confidence
+
+    return confidence(result, metrics, **kwargs)
+
+
+_RESEARCH.confidence = _confidence
 
 # The top layer plugs the notebook's live widget and the reports into the jobs' runs.
 _RENDERERS.live_view = _live_view
@@ -66,6 +76,7 @@ _LAZY = {
     "stats": "quantlab.analytics",
     "Comparison": "quantlab.analytics",
     "Stats": "quantlab.analytics",
+    "diff": "quantlab.jobs.rundiff",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
@@ -97,6 +108,7 @@ __all__ = [
     "backtest",
     "compare",
     "data",
+    "diff",
     "get_run",
     "list_strategies",
     "metrics",
@@ -114,6 +126,7 @@ if TYPE_CHECKING:
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
+    from quantlab.jobs.rundiff import diff
     from quantlab.strategies import list_strategies, strategy
 
 

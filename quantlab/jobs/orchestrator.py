@@ -27,7 +27,7 @@ from quantlab.engine import ENGINE_VERSION, sweep_combinations, validate
 from quantlab.errors import ConfigError, QueueFull, RunError
 from quantlab.jobs import lifecycle, queue, slots
 from quantlab.jobs.execution import stale_after
-from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
+from quantlab.jobs.fingerprint import check_symbols, config_hash, data_chunks, data_fingerprint
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker
@@ -145,6 +145,8 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     fingerprint = None if to_fetch else data_fingerprint(cfg)
     digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
     base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
+    if fingerprint is not None:
+        base["data_chunks"] = data_chunks(cfg)
     if cache and digest is not None:
         hit = registry.find_by_hash(digest)
         if hit is not None:

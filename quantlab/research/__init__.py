@@ -1,0 +1,1 @@
+"""What keeps a researcher honest (see docs/research.md)."""
