@@ -129,13 +129,13 @@ def test_bad_requests_name_the_fix(result: Result) -> None:
     with pytest.raises(ql.ConfigError, match="unknown confidence method 'blocks'; use "
                                              "'stationary'"):
         result.confidence(method="blocks")
-    with pytest.raises(ql.ConfigError, match="metric 'win_rate_pct' has no stationary "
-                                             "confidence interval.*need method='trades'"):
+    with pytest.raises(ql.ConfigError, match=r"metric 'win_rate_pct' has no stationary "
+                                             r"confidence interval.*need method='trades'"):
         result.confidence(("win_rate_pct",))
     with pytest.raises(ql.ConfigError, match="n \\(bootstrap resamples\\) must be a whole "
                                              "number of at least 50"):
         result.confidence(n=10)
-    with pytest.raises(ql.ConfigError, match="level must be between 0.5 and 1"):
+    with pytest.raises(ql.ConfigError, match=r"level must be between 0\.5 and 1"):
         result.confidence(level=95)
 
 
@@ -196,3 +196,19 @@ def test_pairwise_table_holm_adjusts_every_pair() -> None:
     first = _lw_from_paper(returns["x"].to_numpy(), returns["y"].to_numpy())
     assert table["difference"].iloc[0] == pytest.approx(first[0] * math.sqrt(252))
     assert table["p_value"].iloc[0] == pytest.approx(first[2])
+
+
+def test_results_view_shows_the_confidence_table(result: Result) -> None:
+    from quantlab.notebook.results import ResultsView
+    from quantlab.render.confidence import confidence_html
+    from quantlab.render.format import format_metric
+
+    view = ResultsView(result)
+    assert "ql-confidence-table" in view.metrics_html.value
+    table = result.confidence(n=500, seed=0)
+    for row in table.itertuples():
+        assert format_metric(row.metric, row.lower) in view.metrics_html.value
+    short = Result(metrics={}, params={}, config={"cash": CASH},
+                   index=pd.DatetimeIndex(pd.bdate_range("2020-01-01", periods=5)),
+                   equity=pd.Series(CASH, index=pd.bdate_range("2020-01-01", periods=5)))
+    assert "Confidence: not available (the run has 5 bars" in confidence_html(short)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from quantlab.render import svg
+from quantlab.render.confidence import confidence_html
 from quantlab.render.format import (
     HEADLINE_METRICS,
     format_metric,
@@ -147,7 +148,8 @@ class ResultsView(widgets.VBox):
     def __init__(self, result: Any, *, heading: str | None = None) -> None:
         self.result = result
         metrics = dict(getattr(result, "metrics", {}) or {})
-        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result))
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result)
+                                         + confidence_html(result))
         self.metrics_html.add_class("ql-metrics")
         tabs: list[tuple[str, widgets.Widget]] = []
         table = getattr(result, "table", None)
