@@ -158,3 +158,21 @@ def test_changed_bars_are_found_from_their_first_date(home: tuple[Path, list[str
     [outcome] = rerun([a])
     assert outcome.status == "drifted"
     assert outcome.causes[0].startswith("data changed: DDD from 2022-06-01 on (")
+
+
+def test_backtest_diff_magic(home: tuple[Path, list[str]]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from quantlab.notebook.magics import BacktestMagics
+
+    _, (a, b) = home
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.register_magics(BacktestMagics)
+    found = shell.run_line_magic("backtest_diff", f"{a} {b}")
+    assert found.config["setting"].tolist() == ["commission", "params.fast"]
+    with pytest.raises(UsageError, match="%backtest_diff takes two run ids, got 1"):
+        shell.run_line_magic("backtest_diff", a)
