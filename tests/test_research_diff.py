@@ -46,6 +46,59 @@ def test_summarise_sweeps_as_ranges() -> None:
     ]
 
 
+def _record(run_id: str, symbols: dict[str, pd.DataFrame], **extra: object) -> dict[str, object]:
+    from quantlab.data.chunks import symbol_chunks
+
+    chunks = {name: symbol_chunks(frame.index.as_unit("ns").asi8,
+                                  frame[["open", "high", "low", "close", "volume"]].to_numpy())
+              for name, frame in symbols.items()}
+    return {"id": run_id, "symbols": list(symbols), "interval": "1d", "config": {},
+            "data_chunks": {"v": 1, "interval": "1d", "symbols": chunks}, **extra}
+
+
+def _frame(n: int = 1000) -> pd.DataFrame:
+    index = pd.bdate_range("2019-01-01", periods=n)
+    values = 100 + pd.Series(range(n), dtype="float64").to_numpy() / 10
+    return pd.DataFrame({c: values for c in ("open", "high", "low", "close")} | {"volume": 1.0},
+                        index=index)
+
+
+def test_data_changes_from_chunks_alone() -> None:
+    """Without the store: the change is located to its row, dated by its chunk's first bar;
+    with the store holding one side's bars, dated exactly."""
+    from quantlab.bars import Bars
+    from quantlab.data.chunks import symbol_rows
+    from quantlab.research.diff import data_changes
+
+    before = _frame()
+    after = before.copy()
+    changed_at = before.index[600]  # inside the third chunk of 256 rows (512..767)
+    after.loc[after.index >= changed_at, "close"] += 1.0
+    a = _record("a", {"AAA": before, "BBB": before})
+    b = _record("b", {"AAA": after, "CCC": before})
+    table = data_changes(a, b)
+    assert list(table.columns) == ["symbol", "interval", "change", "first_changed",
+                                   "rows_changed"]
+    assert table[["symbol", "change"]].values.tolist() == [
+        ["AAA", "changed"], ["BBB", "removed"], ["CCC", "added"]]
+    assert table["first_changed"].iloc[0] == before.index[512]
+    assert table["rows_changed"].iloc[0] == 400
+    assert table["first_changed"].iloc[1:].isna().all()
+
+    def store_rows(symbol: str, record: object) -> object:
+        frame = after if symbol == "AAA" else before
+        bars = Bars(frame.index, (symbol,), **{
+            c: frame[c].to_numpy()[None, :] for c in ("open", "high", "low", "close", "volume")})
+        return symbol_rows(bars, symbol)
+
+    exact = data_changes(a, b, store_rows)  # type: ignore[arg-type]
+    assert exact["first_changed"].iloc[0] == changed_at
+    # runs recorded before chunk fingerprints: only that the data differ
+    old = data_changes({"id": "x", "symbols": ["AAA"], "data_fingerprint": "1"},
+                       {"id": "y", "symbols": ["AAA"], "data_fingerprint": "2"})
+    assert old["change"].tolist() == ["unknown"]
+
+
 def test_code_diff_is_unified_and_empty_when_equal() -> None:
     assert code_diff("x = 1\n", "x = 1\n") == ""
     text = code_diff("def f():\n    return 1\n", "def f():\n    return 2\n", "a/1", "b/2")
@@ -176,3 +229,13 @@ def test_backtest_diff_magic(home: tuple[Path, list[str]]) -> None:
     assert found.config["setting"].tolist() == ["commission", "params.fast"]
     with pytest.raises(UsageError, match="%backtest_diff takes two run ids, got 1"):
         shell.run_line_magic("backtest_diff", a)
+
+
+def test_the_run_report_shows_the_confidence_table(home: tuple[Path, list[str]],
+                                                   tmp_path: Path) -> None:
+    from quantlab.reports.runner import run_report
+
+    _, (a, _) = home
+    files = run_report(a, str(tmp_path / "report.ipynb"), True)
+    page = Path(str(files.html)).read_text()
+    assert "ql-confidence-table" in page and "stationary block bootstrap" in page
