@@ -239,3 +239,13 @@ def test_the_run_report_shows_the_confidence_table(home: tuple[Path, list[str]],
     files = run_report(a, str(tmp_path / "report.ipynb"), True)
     page = Path(str(files.html)).read_text()
     assert "ql-confidence-table" in page and "stationary block bootstrap" in page
+
+
+def test_bars_added_at_the_end_are_a_change_from_the_first_new_bar() -> None:
+    from quantlab.research.diff import data_changes
+
+    longer = _frame(700)
+    table = data_changes(_record("a", {"AAA": longer.iloc[:600]}), _record("b", {"AAA": longer}))
+    assert table[["change", "rows_changed"]].values.tolist() == [["changed", 100]]
+    # the store is not consulted: the change is dated by the first bar of its chunk
+    assert table["first_changed"].iloc[0] == longer.index[512]

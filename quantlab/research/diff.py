@@ -124,7 +124,10 @@ def _first_row_changed(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int,
     extra = abs(len(sums_a) - len(sums_b))
     lo = first_chunk * size
     inside = differ[(differ >= lo) & (differ < lo + size)]
-    first = int(inside[0]) if len(inside) else min(lo, n)
+    if len(inside):
+        first = int(inside[0])
+    else:  # no common row differs there: the first row one side has and the other lacks
+        first = n if extra and n >= lo else lo
     return first, int(len(differ[differ >= lo]) + extra)
 
 
