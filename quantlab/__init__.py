@@ -27,6 +27,7 @@ from quantlab.errors import (
     StoreUnavailable,
     StrategyError,
 )
+from quantlab.hooks import RESEARCH as _RESEARCH
 from quantlab.jobs.display import RENDERERS as _RENDERERS
 from quantlab.settings import configure_numba_cache
 
@@ -46,6 +47,15 @@ def _live_view(run: Any) -> Any:
 
     return display_run(run)
 
+
+def _confidence(result: Any, metrics: Any, **kwargs: Any) -> Any:
+    # imported when asked: arch and scipy load only for a confidence interval
+    from quantlab.research.confidence import confidence
+
+    return confidence(result, metrics, **kwargs)
+
+
+_RESEARCH.confidence = _confidence
 
 # The top layer plugs the notebook's live widget and the reports into the jobs' runs.
 _RENDERERS.live_view = _live_view
@@ -72,6 +82,7 @@ _LAZY = {
     "Stats": "quantlab.analytics",
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
+    "diff": "quantlab.jobs.rundiff",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
@@ -112,6 +123,7 @@ __all__ = [
     "backtest",
     "compare",
     "data",
+    "diff",
     "get_run",
     "list_strategies",
     "metrics",
@@ -129,6 +141,7 @@ if TYPE_CHECKING:
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
+    from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit
     from quantlab.strategies import list_strategies, strategy
 

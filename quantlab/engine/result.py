@@ -18,6 +18,7 @@ import pandas as pd
 
 from quantlab.engine import kernel as K
 from quantlab.errors import QuantlabError, RunError
+from quantlab.hooks import RESEARCH
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
                  "pnl", "return_pct", "commission", "entry_bar", "exit_bar", "exit_reason")
@@ -69,6 +70,7 @@ class Resimulation:
 
 
 RESIMULATION = Resimulation()
+
 # the largest commission the engine accepts is just below this (validate.check_commission)
 _MAX_COMMISSION = 0.5 - 1e-9
 
@@ -395,6 +397,19 @@ class Result:
                 reason="its bars could not be loaded from the data store") from None
         options = {name: config[name] for name in CONFIG_OPTIONS if name in config}
         return RESIMULATION.total_return_at(bars, str(config["strategy"]), self.params, options)
+
+    # -- uncertainty ----------------------------------------------------------------------
+    def confidence(self, metrics: Any = ("sharpe", "cagr_pct", "max_drawdown_pct"),
+                   method: str = "stationary", n: int = 1000, level: float = 0.95,
+                   seed: int | None = 0) -> pd.DataFrame:
+        """Bootstrap confidence intervals of metrics: DataFrame (metric, estimate, lower,
+        upper). ``method="stationary"`` resamples the bar returns in blocks of automatically
+        chosen mean length; ``"trades"`` resamples closed trades (drawdown, trade metrics).
+        See docs/research.md "Confidence"."""
+        if RESEARCH.confidence is None:
+            raise RunError("confidence intervals need the quantlab package imported "
+                           "(import quantlab), which plugs in quantlab.research")
+        return RESEARCH.confidence(self, metrics, method=method, n=n, level=level, seed=seed)
 
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:

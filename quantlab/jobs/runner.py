@@ -281,8 +281,11 @@ class Job:
         bars, fingerprint = load_bars(self.doc)
         if self.doc.get("data_fingerprint") != fingerprint:
             # The data changed since submit (or was fetched now): the hash follows the data used.
+            from quantlab.data.chunks import chunk_fingerprints
+
             fields: RunRecord = {"data_fingerprint": fingerprint,
-                                 "config_hash": config_hash(cfg, fingerprint)}
+                                 "config_hash": config_hash(cfg, fingerprint),
+                                 "data_chunks": chunk_fingerprints(bars)}
             self._update(fields)
         self.log(f"{bars.n_symbols} symbol(s) x {bars.n_bars} bars loaded")
         return bars

@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from quantlab.render import figures
+from quantlab.render.confidence import confidence_html
 from quantlab.render.format import (
     HEADLINE_METRICS,
     format_metric,
@@ -204,7 +205,8 @@ class ResultsView(widgets.VBox):
     def __init__(self, result: Any, *, heading: str | None = None) -> None:
         self.result = result
         metrics = dict(getattr(result, "metrics", {}) or {})
-        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result))
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result)
+                                         + confidence_html(result))
         self.metrics_html.add_class("ql-metrics")
         tabs: list[tuple[str, widgets.Widget]] = []
         table = getattr(result, "table", None)

@@ -60,6 +60,7 @@ class RunRecord(TypedDict, total=False):
     interval: str | None
     engine_version: str | None
     data_fingerprint: str | None
+    data_chunks: dict[str, Any] | None  # per-symbol fingerprints by chunk of rows (run diff)
     priority: int
     # -- the queue --
     status: str  # a RunStatus value
@@ -108,6 +109,7 @@ RUN_DEFAULTS: RunRecord = {
     "interval": None,
     "engine_version": None,
     "data_fingerprint": None,
+    "data_chunks": None,
     "priority": 0,
     "status": RunStatus.QUEUED.value,
     "queued_at": None,
