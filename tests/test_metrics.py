@@ -146,5 +146,5 @@ def test_metric_labels_units_and_directions_are_declared_once_in_metrics() -> No
 def test_a_metric_not_declared_gets_a_label_from_its_name() -> None:
     from quantlab.metrics import PERCENT, RATIO, metric_info
 
-    assert metric_info("psr").label == "Psr" and metric_info("psr").unit == RATIO
+    assert metric_info("omega").label == "Omega" and metric_info("omega").unit == RATIO
     assert metric_info("alpha_pct").label == "Alpha" and metric_info("alpha_pct").unit == PERCENT

@@ -1,0 +1,290 @@
+"""The statistics of a Sharpe ratio, as pure functions of arrays and sums (see docs/research.md).
+
+Everything here works on *per-bar* quantities, never annualised: ``SR = mean(r) / std(r, ddof=1)``
+(0 when the standard deviation is 0), ``skew`` the biased sample skewness ``m3 / m2^1.5`` and
+``kurt`` the raw (not excess) kurtosis ``m4 / m2^2`` (3 for a normal), ``T`` the number of
+returns. Moments come from the sums ``n, sum r, sum r^2, sum r^3, sum r^4`` so that a caller can
+accumulate them while streaming (the engine's kernel, a re-simulation by block) and never hold a
+returns series.
+
+Sources:
+  * PSR and minimum track record length: Bailey & López de Prado (2012), "The Sharpe Ratio
+    Efficient Frontier", Journal of Risk 15(2).
+  * Deflated Sharpe ratio: Bailey & López de Prado (2014), "The Deflated Sharpe Ratio",
+    Journal of Portfolio Management 40(5).
+  * PBO by CSCV: Bailey, Borwein, López de Prado & Zhu (2017), "The Probability of Backtest
+    Overfitting", Journal of Computational Finance 20(4).
+
+This module is a leaf (layer 1): the engine uses it for the ``psr`` and ``sharpe_se`` metrics and
+``quantlab.research`` for the overfitting report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from quantlab.errors import ConfigError
+
+
+def _stats() -> Any:
+    # scipy.stats takes ~0.7 s to import: only the functions that need it load it, so the
+    # engine (which imports this module for its metrics) starts as fast as before
+    from scipy import stats
+
+    return stats
+
+#: the Euler-Mascheroni constant (numpy's value)
+EULER_GAMMA = float(np.euler_gamma)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Per-bar ``sr``, ``skew`` (biased), ``kurt`` (raw) and ``t`` (number of returns), each a
+    float or an array of them."""
+
+    sr: np.ndarray
+    skew: np.ndarray
+    kurt: np.ndarray
+    t: np.ndarray
+
+
+def moments_from_sums(n: object, s1: object, s2: object, s3: object, s4: object) -> Moments:
+    """The per-bar Sharpe ratio, skewness and kurtosis from power sums of the returns.
+
+    A series with zero variance (a combination that never traded) has ``SR = 0``; its skewness
+    and kurtosis are undefined and set to 0 and 3 (a normal's): every formula below multiplies
+    them by SR, so they do not matter.
+    """
+    n, s1, s2, s3, s4 = (np.asarray(v, dtype=float) for v in (n, s1, s2, s3, s4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / n
+        # central moments from raw ones (bar returns are small: little cancellation)
+        m2 = s2 / n - mean * mean
+        m3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean ** 3
+        m4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean ** 4
+        sr = per_bar_sharpe(n, s1, s2)
+        flat = (sr == 0.0) | ~(m2 > 0.0)
+        skew = np.where(flat, 0.0, m3 / np.where(flat, 1.0, m2) ** 1.5)
+        kurt = np.where(flat, 3.0, m4 / np.where(flat, 1.0, m2) ** 2)
+    return Moments(sr=sr, skew=skew, kurt=kurt, t=n)
+
+
+def moments(returns: np.ndarray, axis: int = 0) -> Moments:
+    """:func:`moments_from_sums` of a returns array along ``axis`` (for tests and small data)."""
+    r = np.asarray(returns, dtype=float)
+    return moments_from_sums(r.shape[axis], r.sum(axis), (r ** 2).sum(axis),
+                             (r ** 3).sum(axis), (r ** 4).sum(axis))
+
+
+def per_bar_sharpe(n: object, s1: object, s2: object) -> np.ndarray:
+    """``mean / std(ddof=1)`` from ``n``, ``sum r``, ``sum r^2``; 0 where the std is 0."""
+    n, s1, s2 = (np.asarray(v, dtype=float) for v in (n, s1, s2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / n
+        var = (s2 - s1 * mean) / (n - 1.0)
+        ok = var > 0.0
+        return np.where(ok, mean / np.sqrt(np.where(ok, var, 1.0)), 0.0)
+
+
+def _spread(sr: object, skew: object, kurt: object) -> np.ndarray:
+    """``1 - skew*SR + (kurt - 1)/4 * SR^2``: the variance of the SR estimate times ``T - 1``
+    (never negative: ``kurt >= 1 + skew^2`` for any distribution)."""
+    sr, skew, kurt = (np.asarray(v, dtype=float) for v in (sr, skew, kurt))
+    return np.maximum(1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr, 0.0)
+
+
+def sharpe_se(sr: object, skew: object, kurt: object, t: object) -> np.ndarray:
+    """Standard error of the per-bar SR: ``sqrt((1 - skew*SR + (kurt-1)/4*SR^2) / (T - 1))``
+    (Bailey & López de Prado 2012, eq. 4 with non-normal returns); NaN when ``T < 2``."""
+    t = np.asarray(t, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(t > 1.0, np.sqrt(_spread(sr, skew, kurt) / (t - 1.0)), np.nan)
+
+
+def psr(sr: object, skew: object, kurt: object, t: object, sr_star: object = 0.0) -> np.ndarray:
+    """Probabilistic Sharpe ratio: ``Phi((SR - SR*) sqrt(T - 1) / sqrt(1 - skew*SR +
+    (kurt-1)/4*SR^2))`` (Bailey & López de Prado 2012); NaN when ``T < 2``."""
+    sr = np.asarray(sr, dtype=float)
+    t = np.asarray(t, dtype=float)
+    spread = _spread(sr, skew, kurt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (sr - np.asarray(sr_star, dtype=float)) * np.sqrt(t - 1.0) / np.sqrt(spread)
+    return np.where(t > 1.0, _stats().norm.cdf(z), np.nan)
+
+
+def sr0(sr_variance: float, n_trials: int) -> float:
+    """The expected maximum per-bar SR of ``n_trials`` skill-less trials whose SRs have variance
+    ``sr_variance``: ``sqrt(V) ((1-g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))`` with ``g``
+    the Euler-Mascheroni constant (Bailey & López de Prado 2014). One trial selects nothing:
+    0."""
+    if n_trials < 1:
+        raise ConfigError(f"the number of trials must be at least 1, got {n_trials}",
+                          field="trials")
+    if n_trials == 1 or not sr_variance > 0.0:
+        return 0.0
+    g = EULER_GAMMA
+    quantiles = _stats().norm.ppf([1.0 - 1.0 / n_trials, 1.0 - 1.0 / (n_trials * np.e)])
+    return float(np.sqrt(sr_variance) * ((1.0 - g) * quantiles[0] + g * quantiles[1]))
+
+
+def deflated_sharpe(sr: object, skew: object, kurt: object, t: object, sr_variance: float,
+                    n_trials: int) -> np.ndarray:
+    """Deflated Sharpe ratio: ``PSR(SR0)`` with :func:`sr0` of the trials
+    (Bailey & López de Prado 2014)."""
+    return psr(sr, skew, kurt, t, sr0(sr_variance, n_trials))
+
+
+def min_track_record(sr: object, skew: object, kurt: object, sr_star: object = 0.0,
+                     prob: float = 0.95) -> np.ndarray:
+    """Minimum track record length in bars: ``1 + (1 - skew*SR + (kurt-1)/4*SR^2) *
+    (Phi^-1(prob) / (SR - SR*))^2`` (Bailey & López de Prado 2012); ``inf`` when
+    ``SR <= SR*`` (no length is enough)."""
+    sr = np.asarray(sr, dtype=float)
+    excess = sr - np.asarray(sr_star, dtype=float)
+    z = float(_stats().norm.ppf(prob))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length = 1.0 + _spread(sr, skew, kurt) * (z / excess) ** 2
+    return np.where(excess > 0.0, length, np.inf)
+
+
+@njit(cache=True, error_model="numpy")
+def psr_and_se(n, s1, s2, s3, s4):
+    """``(PSR against 0, per-bar SR standard error)`` from the power sums, compiled for the
+    engine's metric rows: the formulas of :func:`psr` and :func:`sharpe_se` on
+    :func:`moments_from_sums`'s moments, with ``Phi(z) = erfc(-z / sqrt 2) / 2`` (the
+    identity scipy's ``norm.cdf`` computes; the C library's ``erfc``, as Python's ``math``
+    uses, so the compiled and the Python-run function give the same floats)."""
+    if n < 2.0:
+        return np.nan, np.nan
+    mean = s1 / n
+    var = (s2 - s1 * mean) / (n - 1.0)
+    sr = 0.0
+    skew = 0.0
+    kurt = 3.0
+    m2 = s2 / n - mean * mean
+    if var > 0.0 and m2 > 0.0:
+        sr = mean / math.sqrt(var)
+        m3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean ** 3
+        m4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean ** 4
+        skew = m3 / m2 ** 1.5
+        kurt = m4 / (m2 * m2)
+    spread = max(1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr, 0.0)
+    se = math.sqrt(spread / (n - 1.0))
+    if se == 0.0:
+        return (1.0 if sr > 0.0 else 0.0 if sr < 0.0 else 0.5), se
+    return 0.5 * math.erfc(-(sr / se) / math.sqrt(2.0)), se
+
+
+# -- PBO by combinatorially symmetric cross-validation --------------------------------------
+
+@dataclass(frozen=True)
+class CSCV:
+    """One row per split (``itertools.combinations`` order of the in-sample blocks):
+    ``best`` the combination with the best in-sample SR (the first on ties), ``is_sr`` and
+    ``oos_sr`` its per-bar SR in and out of sample, ``omega`` its relative out-of-sample rank,
+    ``logits`` ``ln(omega / (1 - omega))``; and the summaries."""
+
+    best: np.ndarray
+    is_sr: np.ndarray
+    oos_sr: np.ndarray
+    omega: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def pbo(self) -> float:
+        """The share of splits whose logit is <= 0."""
+        return float(np.mean(self.logits <= 0.0))
+
+    @property
+    def degradation(self) -> float:
+        """The OLS slope of out-of-sample on in-sample SR of the selected combinations (NaN
+        when the in-sample SRs are all equal)."""
+        if len(self.is_sr) < 2 or np.ptp(self.is_sr) == 0.0:
+            return float("nan")
+        return float(_stats().linregress(self.is_sr, self.oos_sr).slope)
+
+    @property
+    def p_loss(self) -> float:
+        """The share of splits where the selected combination's out-of-sample SR is < 0."""
+        return float(np.mean(self.oos_sr < 0.0))
+
+
+def block_bounds(t: int, blocks: int) -> np.ndarray:
+    """The ``blocks + 1`` boundaries of ``numpy.array_split`` of ``t`` rows into ``blocks``
+    contiguous blocks (checked: an even number, at most ``t``)."""
+    if blocks < 2 or blocks % 2:
+        raise ConfigError(
+            f"blocks must be an even number of at least 2 (half of them in sample, half out), "
+            f"got {blocks}; use e.g. blocks=16", field="blocks")
+    if blocks > t:
+        raise ConfigError(
+            f"blocks={blocks} is more than the {t} returns of the data; use at most {t} blocks "
+            f"(each block needs at least one bar, in practice many)", field="blocks")
+    sizes = [len(part) for part in np.array_split(np.empty(t), blocks)]
+    return np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+
+
+def splits(blocks: int) -> np.ndarray:
+    """Boolean (n_splits, blocks): True where a block is in sample, in
+    ``itertools.combinations(range(blocks), blocks // 2)`` order."""
+    chosen = np.array(list(combinations(range(blocks), blocks // 2)), dtype=np.int64)
+    mask = np.zeros((len(chosen), blocks), dtype=bool)
+    np.put_along_axis(mask, chosen, True, axis=1)
+    return mask
+
+
+def cscv(block_n: np.ndarray, block_s1: np.ndarray, block_s2: np.ndarray,
+         chunk: int = 512) -> CSCV:
+    """PBO by CSCV from per-block sums: ``block_n`` (S,) returns per block, ``block_s1`` and
+    ``block_s2`` (S, N) sums of ``r`` and ``r^2`` per block and combination.
+
+    For each split, the in-sample SR of every combination comes from its summed in-sample block
+    sums (a matrix product over splits), ``n*`` is the first argmax, and the rank of ``n*``'s
+    out-of-sample SR among the N (average rank on ties, 1 = worst) over ``N + 1`` gives
+    ``omega``. Splits are processed ``chunk`` at a time: memory is ``chunk x N``, never
+    ``T x N``.
+    """
+    block_n = np.asarray(block_n, dtype=float)
+    s1 = np.asarray(block_s1, dtype=float)
+    s2 = np.asarray(block_s2, dtype=float)
+    n_blocks, n_combos = s1.shape
+    if n_blocks < 2 or n_blocks % 2:
+        raise ConfigError(f"blocks must be an even number of at least 2, got {n_blocks}",
+                          field="blocks")
+    mask = splits(n_blocks).astype(float)
+    n_splits = len(mask)
+    best = np.empty(n_splits, dtype=np.int64)
+    is_sr = np.empty(n_splits)
+    oos_sr = np.empty(n_splits)
+    omega = np.empty(n_splits)
+    total_n, total_s1, total_s2 = block_n.sum(), s1.sum(0), s2.sum(0)
+    for a in range(0, n_splits, chunk):
+        m = mask[a:a + chunk]
+        rows = np.arange(len(m))
+        n_in = m @ block_n
+        in1, in2 = m @ s1, m @ s2
+        sr_in = per_bar_sharpe(n_in[:, None], in1, in2)
+        chosen = np.argmax(sr_in, axis=1)  # the first on ties
+        sr_out = per_bar_sharpe((total_n - n_in)[:, None], total_s1 - in1, total_s2 - in2)
+        mine = sr_out[rows, chosen]
+        # average rank (1 = worst) of the chosen out-of-sample SR among the N, as
+        # scipy.stats.rankdata(method="average") would give it: below + (equal + 1) / 2
+        below = (sr_out < mine[:, None]).sum(1)
+        equal = (sr_out == mine[:, None]).sum(1)
+        best[a:a + chunk] = chosen
+        is_sr[a:a + chunk] = sr_in[rows, chosen]
+        oos_sr[a:a + chunk] = mine
+        omega[a:a + chunk] = (below + (equal + 1) / 2.0) / (n_combos + 1.0)
+    logits = np.log(omega / (1.0 - omega))
+    return CSCV(best=best, is_sr=is_sr, oos_sr=oos_sr, omega=omega, logits=logits)
+
+
+__all__ = ["CSCV", "EULER_GAMMA", "Moments", "block_bounds", "cscv", "deflated_sharpe",
+           "min_track_record", "moments", "moments_from_sums", "per_bar_sharpe", "psr", "psr_and_se",
+           "sharpe_se", "splits", "sr0"]
