@@ -70,7 +70,9 @@ _LAZY = {
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
 # (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
-_VIEWS = {"quantlab.analytics": "quantlab.render.html"}
+_VIEWS = {"quantlab.analytics": "quantlab.render.html",
+          # Result.overfitting and its report: research and render plug into the engine
+          "quantlab.engine.api": "quantlab.render.overfitting"}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [

@@ -239,50 +239,94 @@ def splits(blocks: int) -> np.ndarray:
     return mask
 
 
-def cscv(block_n: np.ndarray, block_s1: np.ndarray, block_s2: np.ndarray,
-         chunk: int = 512) -> CSCV:
+def cscv(block_n: np.ndarray, block_s1: np.ndarray, block_s2: np.ndarray) -> CSCV:
     """PBO by CSCV from per-block sums: ``block_n`` (S,) returns per block, ``block_s1`` and
     ``block_s2`` (S, N) sums of ``r`` and ``r^2`` per block and combination.
 
-    For each split, the in-sample SR of every combination comes from its summed in-sample block
-    sums (a matrix product over splits), ``n*`` is the first argmax, and the rank of ``n*``'s
-    out-of-sample SR among the N (average rank on ties, 1 = worst) over ``N + 1`` gives
-    ``omega``. Splits are processed ``chunk`` at a time: memory is ``chunk x N``, never
-    ``T x N``.
+    For each split (``itertools.combinations`` order of the S/2 in-sample blocks), each
+    combination's in-sample SR comes from its summed in-sample block sums and its
+    out-of-sample SR from the rest; ``n*`` is the first best in sample, and the average rank
+    (1 = worst) of ``n*``'s out-of-sample SR among the N, over ``N + 1``, is ``omega``. One
+    compiled pass per split over the N combinations (no split x N temporaries): memory is
+    ``S x N``, never ``T x N``.
     """
-    block_n = np.asarray(block_n, dtype=float)
+    block_n = np.ascontiguousarray(block_n, dtype=float)
     s1 = np.asarray(block_s1, dtype=float)
     s2 = np.asarray(block_s2, dtype=float)
     n_blocks, n_combos = s1.shape
     if n_blocks < 2 or n_blocks % 2:
         raise ConfigError(f"blocks must be an even number of at least 2, got {n_blocks}",
                           field="blocks")
-    mask = splits(n_blocks).astype(float)
-    n_splits = len(mask)
+    chosen = np.array(list(combinations(range(n_blocks), n_blocks // 2)), dtype=np.int64)
+    n_splits = len(chosen)
+    # a split and its complement share their two sets of sums (one's in-sample is the
+    # other's out-of-sample): each pair is computed once
+    where = {tuple(row): k for k, row in enumerate(chosen.tolist())}
+    every = set(range(n_blocks))
+    complement = np.array([where[tuple(sorted(every - set(row)))] for row in chosen.tolist()],
+                          dtype=np.int64)
     best = np.empty(n_splits, dtype=np.int64)
     is_sr = np.empty(n_splits)
     oos_sr = np.empty(n_splits)
     omega = np.empty(n_splits)
-    total_n, total_s1, total_s2 = block_n.sum(), s1.sum(0), s2.sum(0)
-    for a in range(0, n_splits, chunk):
-        m = mask[a:a + chunk]
-        rows = np.arange(len(m))
-        n_in = m @ block_n
-        in1, in2 = m @ s1, m @ s2
-        sr_in = per_bar_sharpe(n_in[:, None], in1, in2)
-        chosen = np.argmax(sr_in, axis=1)  # the first on ties
-        sr_out = per_bar_sharpe((total_n - n_in)[:, None], total_s1 - in1, total_s2 - in2)
-        mine = sr_out[rows, chosen]
-        # average rank (1 = worst) of the chosen out-of-sample SR among the N, as
-        # scipy.stats.rankdata(method="average") would give it: below + (equal + 1) / 2
-        below = (sr_out < mine[:, None]).sum(1)
-        equal = (sr_out == mine[:, None]).sum(1)
-        best[a:a + chunk] = chosen
-        is_sr[a:a + chunk] = sr_in[rows, chosen]
-        oos_sr[a:a + chunk] = mine
-        omega[a:a + chunk] = (below + (equal + 1) / 2.0) / (n_combos + 1.0)
-    logits = np.log(omega / (1.0 - omega))
+    _cscv_splits(chosen, complement, block_n, np.ascontiguousarray(s1),
+                 np.ascontiguousarray(s2), best, is_sr, oos_sr, omega)
+    with np.errstate(divide="ignore"):
+        logits = np.log(omega / (1.0 - omega))
     return CSCV(best=best, is_sr=is_sr, oos_sr=oos_sr, omega=omega, logits=logits)
+
+
+@njit(cache=True, error_model="numpy")
+def _sharpes(n, s1, s2, out):
+    """per_bar_sharpe over arrays, into ``out``: ``mean / std`` and 0 where the variance is
+    not positive (dividing by an infinite std gives that 0 without a branch)."""
+    for j in range(s1.shape[0]):
+        mean = s1[j] / n
+        var = (s2[j] - s1[j] * mean) / (n - 1.0)
+        out[j] = mean / (math.sqrt(var) if var > 0.0 else np.inf)
+
+
+@njit(cache=True, error_model="numpy")
+def _place(chosen_sr, ranked_sr, n_combos):
+    """(the first best of ``chosen_sr``, its value, its value in ``ranked_sr``, omega: the
+    average rank (1 = worst) of that value among ``ranked_sr`` over N + 1, as
+    ``scipy.stats.rankdata(method="average")`` ranks)."""
+    top = np.argmax(chosen_sr)  # the first on ties
+    mine = ranked_sr[top]
+    below = 0
+    equal = 0
+    for j in range(n_combos):
+        v = ranked_sr[j]
+        below += v < mine
+        equal += v == mine
+    return top, chosen_sr[top], mine, (below + (equal + 1) / 2.0) / (n_combos + 1.0)
+
+
+@njit(cache=True, error_model="numpy")
+def _cscv_splits(chosen, complement, block_n, s1, s2, best, is_sr, oos_sr, omega):
+    n_combos = s1.shape[1]
+    total_n = block_n.sum()
+    total1 = s1.sum(axis=0)
+    total2 = s2.sum(axis=0)
+    a = np.empty(n_combos)
+    b = np.empty(n_combos)
+    sr_a = np.empty(n_combos)
+    sr_b = np.empty(n_combos)
+    for k in range(chosen.shape[0]):
+        other = complement[k]
+        if other < k:
+            continue  # done with its complement
+        a[:] = 0.0
+        b[:] = 0.0
+        n_in = 0.0
+        for q in chosen[k]:
+            n_in += block_n[q]
+            a += s1[q]
+            b += s2[q]
+        _sharpes(n_in, a, b, sr_a)
+        _sharpes(total_n - n_in, total1 - a, total2 - b, sr_b)
+        best[k], is_sr[k], oos_sr[k], omega[k] = _place(sr_a, sr_b, n_combos)
+        best[other], is_sr[other], oos_sr[other], omega[other] = _place(sr_b, sr_a, n_combos)
 
 
 __all__ = ["CSCV", "EULER_GAMMA", "Moments", "block_bounds", "cscv", "deflated_sharpe",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quantlab.engine import kernel as K
+from quantlab.errors import ConfigError
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
                  "pnl", "return_pct", "commission", "entry_bar", "exit_bar", "exit_reason")
@@ -25,6 +26,16 @@ OPEN_TRADE_COLUMNS = ("symbol", "size", "entry_time", "entry_price", "entry_bar"
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end", "ruin")
 
 _BLOB_FRAMES = ("equity", "trades", "open_trades", "table")
+
+
+class _Research:
+    """Where ``Result.overfitting`` finds ``quantlab.research`` (a higher layer): the
+    ``quantlab`` package sets :attr:`overfitting` when it is imported."""
+
+    overfitting: Callable[..., Any] | None = None
+
+
+RESEARCH = _Research()
 
 
 class Result:
@@ -65,6 +76,8 @@ class Result:
         self._equity: pd.Series | None = equity if isinstance(equity, pd.Series) else None
         self._trades = trades
         self._open_trades = open_trades
+        # the Simulation of a sweep run in this process: overfitting() re-simulates with it
+        self._source: Any = None
 
     # -- lazily built views ---------------------------------------------------------------
     @property
@@ -149,6 +162,22 @@ class Result:
             "return_pct": ret,
             "commission": comm,
         }, columns=list(OPEN_TRADE_COLUMNS))
+
+    # -- research -------------------------------------------------------------------------
+    def overfitting(self, blocks: int = 16, trials: int | str | None = None) -> Any:
+        """A sweep's overfitting statistics (``quantlab.research.Overfitting``): PBO by
+        combinatorially symmetric cross-validation over ``blocks`` blocks of bars, and each
+        combination's PSR, deflated Sharpe ratio and minimum track record length. ``trials``:
+        the N of the deflation: None (this sweep's combinations), an int (all trials made), or
+        ``"registry"`` (every trial the registry recorded for this strategy on this data).
+        See docs/research.md."""
+        if self.table is None:
+            raise ConfigError("overfitting() needs a sweep: run ql.backtest with a grid of "
+                              "params (lists or ranges)", field="params")
+        if RESEARCH.overfitting is None:
+            raise ConfigError("overfitting() needs the quantlab package: import quantlab",
+                              field="overfitting")
+        return RESEARCH.overfitting(self, blocks=blocks, trials=trials)
 
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:

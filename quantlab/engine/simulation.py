@@ -376,12 +376,14 @@ class Simulation:
         single.prepare()
         single.run(single.total_units)
         res = single.result()
-        return Result(
+        swept = Result(
             metrics=res.metrics, params=params, config=config, index=self.bars.index,
             symbols=self.bars.symbols, equity=single.equity,
             log=single.log[: int(single.acct[K.A_LOG_ROWS])].copy(),
             positions=single.pos.copy(), table=table, partial=partial,
         )
+        swept._source = self  # res.overfitting() re-simulates the combinations with it
+        return swept
 
 
 def _line_groups(combos: Sequence[dict[str, Any]], start: int, stop: int, line_bytes: int,

@@ -13,6 +13,7 @@ values of fields older documents lack.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -76,6 +77,7 @@ class MongoRegistry(Registry):
         pymongo = require("pymongo", "mongo", "the MongoDB registry")
         self._gridfs = require("gridfs", "mongo", "the MongoDB registry")
         self._errors = pymongo.errors
+        self._pymongo = pymongo
         self._owns_client = client is None
         if client is None:
             if not url:
@@ -338,6 +340,23 @@ class MongoRegistry(Registry):
         self.db["preferences"].replace_one(
             {"_id": user}, {"prefs": to_json_document(prefs, "preferences")}, upsert=True
         )
+
+    # ---- trial ledger ------------------------------------------------------------------------
+
+    def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
+        if not trials:
+            return 0
+        now = time.time()
+        ops = [self._pymongo.UpdateOne(
+            {"_id": f"{group}/{key}"},
+            {"$setOnInsert": {"group": group, "trial": key, "recorded_at": now,
+                              "sr": None if sr is None or not math.isfinite(sr) else float(sr)}},
+            upsert=True) for key, sr in trials.items()]
+        return int(self.db["trials"].bulk_write(ops, ordered=False).upserted_count)
+
+    def trial_ledger(self, group: str) -> dict[str, float | None]:
+        found = self.db["trials"].find({"group": group}, {"trial": 1, "sr": 1})
+        return {d["trial"]: d.get("sr") for d in found}
 
     # ---- documents ---------------------------------------------------------------------------
 
