@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from quantlab import data
+from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.errors import RunNotFound
@@ -377,8 +377,11 @@ class Job:
         blobs = result.to_blobs()
         for name, payload in blobs.items():
             self.registry.put_blob(prefix + name, payload)
+        # the run's trials join the ledger; a sweep's overfitting summary is stored with it
+        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
-                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params)}
+                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params),
+                **ending}
 
     def _completed(self, result: Any) -> None:
         fields = self._save_result(result)

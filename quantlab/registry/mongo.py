@@ -77,7 +77,6 @@ class MongoRegistry(Registry):
         pymongo = require("pymongo", "mongo", "the MongoDB registry")
         self._gridfs = require("gridfs", "mongo", "the MongoDB registry")
         self._errors = pymongo.errors
-        self._pymongo = pymongo
         self._owns_client = client is None
         if client is None:
             if not url:
@@ -344,15 +343,20 @@ class MongoRegistry(Registry):
     # ---- trial ledger ------------------------------------------------------------------------
 
     def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
-        if not trials:
-            return 0
         now = time.time()
-        ops = [self._pymongo.UpdateOne(
-            {"_id": f"{group}/{key}"},
-            {"$setOnInsert": {"group": group, "trial": key, "recorded_at": now,
-                              "sr": None if sr is None or not math.isfinite(sr) else float(sr)}},
-            upsert=True) for key, sr in trials.items()]
-        return int(self.db["trials"].bulk_write(ops, ordered=False).upserted_count)
+        docs = {f"{group}/{key}": {
+            "_id": f"{group}/{key}", "group": group, "trial": key, "recorded_at": now,
+            "sr": None if sr is None or not math.isfinite(sr) else float(sr)}
+            for key, sr in trials.items()}
+        known = {d["_id"] for d in self.db["trials"].find({"_id": {"$in": list(docs)}},
+                                                           {"_id": 1})}
+        new = [doc for key, doc in docs.items() if key not in known]
+        if not new:
+            return 0
+        try:
+            return len(self.db["trials"].insert_many(new, ordered=False).inserted_ids)
+        except self._errors.BulkWriteError as exc:  # another writer recorded some meanwhile
+            return int(exc.details.get("nInserted", 0))
 
     def trial_ledger(self, group: str) -> dict[str, float | None]:
         found = self.db["trials"].find({"group": group}, {"trial": 1, "sr": 1})

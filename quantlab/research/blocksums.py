@@ -23,7 +23,7 @@ from numba import njit, prange
 from quantlab.engine import kernel as K
 from quantlab.engine.simulation import Simulation, _crossover_grid, _line_groups
 from quantlab.indicators import crossover
-from quantlab.metrics import M_SUM, M_SUM2, M_SUM3, M_SUM4, M_N_ACC
+from quantlab.metrics import M_N_ACC, M_SUM, M_SUM2, M_SUM3, M_SUM4
 
 # a batch of user-strategy signals holds at most this many bytes (k x symbols x bars int8)
 _BATCH_BYTES = 8 << 20
