@@ -118,6 +118,14 @@ def psr(sr: object, skew: object, kurt: object, t: object, sr_star: object = 0.0
     return np.where(t > 1.0, _stats().norm.cdf(z), np.nan)
 
 
+def psr_from_se(sr: object, se: object, sr_star: object = 0.0) -> np.ndarray:
+    """:func:`psr` from the SR and its standard error (:func:`sharpe_se`): ``Phi((SR - SR*) /
+    SE)``, the same number (``SE = sqrt(spread / (T - 1))``), for tables that keep both."""
+    sr, se = np.asarray(sr, dtype=float), np.asarray(se, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(_stats().norm.cdf((sr - np.asarray(sr_star, dtype=float)) / se))
+
+
 def sr0(sr_variance: float, n_trials: int) -> float:
     """The expected maximum per-bar SR of ``n_trials`` skill-less trials whose SRs have variance
     ``sr_variance``: ``sqrt(V) ((1-g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))`` with ``g``
@@ -230,15 +238,6 @@ def block_bounds(t: int, blocks: int) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
 
 
-def splits(blocks: int) -> np.ndarray:
-    """Boolean (n_splits, blocks): True where a block is in sample, in
-    ``itertools.combinations(range(blocks), blocks // 2)`` order."""
-    chosen = np.array(list(combinations(range(blocks), blocks // 2)), dtype=np.int64)
-    mask = np.zeros((len(chosen), blocks), dtype=bool)
-    np.put_along_axis(mask, chosen, True, axis=1)
-    return mask
-
-
 def cscv(block_n: np.ndarray, block_s1: np.ndarray, block_s2: np.ndarray) -> CSCV:
     """PBO by CSCV from per-block sums: ``block_n`` (S,) returns per block, ``block_s1`` and
     ``block_s2`` (S, N) sums of ``r`` and ``r^2`` per block and combination.
@@ -247,13 +246,14 @@ def cscv(block_n: np.ndarray, block_s1: np.ndarray, block_s2: np.ndarray) -> CSC
     combination's in-sample SR comes from its summed in-sample block sums and its
     out-of-sample SR from the rest; ``n*`` is the first best in sample, and the average rank
     (1 = worst) of ``n*``'s out-of-sample SR among the N, over ``N + 1``, is ``omega``. One
-    compiled pass per split over the N combinations (no split x N temporaries): memory is
-    ``S x N``, never ``T x N``.
+    compiled pass over the N combinations per pair of complementary splits (one's in-sample
+    half is the other's out-of-sample half), no split x N temporaries: memory is ``S x N``,
+    never ``T x N``.
     """
     block_n = np.ascontiguousarray(block_n, dtype=float)
     s1 = np.asarray(block_s1, dtype=float)
     s2 = np.asarray(block_s2, dtype=float)
-    n_blocks, n_combos = s1.shape
+    n_blocks = s1.shape[0]
     if n_blocks < 2 or n_blocks % 2:
         raise ConfigError(f"blocks must be an even number of at least 2, got {n_blocks}",
                           field="blocks")
@@ -331,4 +331,4 @@ def _cscv_splits(chosen, complement, block_n, s1, s2, best, is_sr, oos_sr, omega
 
 __all__ = ["CSCV", "EULER_GAMMA", "Moments", "block_bounds", "cscv", "deflated_sharpe",
            "min_track_record", "moments", "moments_from_sums", "per_bar_sharpe", "psr", "psr_and_se",
-           "sharpe_se", "splits", "sr0"]
+           "psr_from_se", "sharpe_se", "sr0"]

@@ -273,13 +273,13 @@ def test_planted_edge_sweep_has_pbo_near_zero() -> None:
 def test_bad_arguments_name_the_fix() -> None:
     df = random_walk(300, seed=4)
     sweep = ql.backtest(df, "sma_crossover", {"fast": [3, 5], "slow": [20, 30]})
-    with pytest.raises(ConfigError, match="blocks must be an even number.*use e.g. blocks=16"):
+    with pytest.raises(ConfigError, match=r"blocks must be an even number.*use e.g. blocks=16"):
         sweep.overfitting(blocks=5)
     with pytest.raises(ConfigError, match="blocks=302 is more than the 300 returns"):
         sweep.overfitting(blocks=302)
     with pytest.raises(ConfigError, match="trials=2 is fewer than this sweep's 4 combinations"):
         sweep.overfitting(trials=2)
-    with pytest.raises(ConfigError, match="trials must be None.*'registry'.*positive int"):
+    with pytest.raises(ConfigError, match=r"trials must be None.*'registry'.*positive int"):
         sweep.overfitting(trials="all")
     assert sweep.overfitting(blocks=4, trials=1000).n_trials == 1000
     single = ql.backtest(df, "sma_crossover", {"fast": 5, "slow": 20})
@@ -362,6 +362,7 @@ def test_a_queued_sweep_stores_its_overfitting_summary_and_its_trials(home: obje
                        end=SWEEP["end"], interval="1d")
     ov = here.overfitting(trials="registry")
     assert stored["pbo"] == ov.pbo and stored["dsr_best"] == pytest.approx(ov.dsr_best)
+    assert run.result().overfitting_summary == stored  # kept with the result's blobs too
     # a one-off run with new params and a wider sweep add their trials: N counts them all
     single = {**SWEEP, "params": {"fast": 7, "slow": 50}}
     assert ql.submit(single).wait(timeout=WAIT).status == "completed"
@@ -370,3 +371,29 @@ def test_a_queued_sweep_stores_its_overfitting_summary_and_its_trials(home: obje
     assert second.record["overfitting"]["n_sweep"] == 27
     assert second.record["overfitting"]["n_trials"] == 24 + 1 + 3
     assert ledger.stats(open_registry(), here.config)[0] == 28
+
+
+# ---- the sweep results view -------------------------------------------------------------------
+
+
+def test_table_dsr_from_sharpe_and_its_standard_error_equals_the_report() -> None:
+    df = random_walk(800, seed=31)
+    sweep = ql.backtest(df, "sma_crossover", {"fast": [3, 5, 8], "slow": [20, 30, 40]})
+    ov = sweep.overfitting(blocks=8)
+    from quantlab.research.overfitting import table_dsr
+
+    dsr = table_dsr(sweep.table, sweep.config["periods_per_year"])
+    np.testing.assert_allclose(dsr, ov.table["dsr"], rtol=1e-9)
+
+
+def test_sweep_view_ranks_by_dsr_and_shows_pbo_beside_the_heatmap() -> None:
+    from quantlab.notebook.results import SweepPanel
+
+    df = random_walk(800, seed=32)
+    sweep = ql.backtest(df, "sma_crossover", {"fast": [3, 5, 8], "slow": [20, 30, 40]})
+    panel = SweepPanel(sweep)
+    assert panel.metric.value == "dsr"
+    badge = panel.children[2].children[1].value
+    ov = sweep.overfitting()
+    assert f"PBO {ov.pbo:.3f}" in badge and "N = 9 this sweep / 9 all trials so far" in badge
+    assert panel.table["dsr"].between(0, 1).all() and "Dsr" in panel.best.value

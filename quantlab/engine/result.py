@@ -78,6 +78,8 @@ class Result:
         self._open_trades = open_trades
         # the Simulation of a sweep run in this process: overfitting() re-simulates with it
         self._source: Any = None
+        # a queued sweep's overfitting summary (PBO, DSR of the best, N), stored with it
+        self.overfitting_summary: dict[str, Any] | None = None
 
     # -- lazily built views ---------------------------------------------------------------
     @property
@@ -197,6 +199,8 @@ class Result:
             blobs[f"{name}.parquet"] = buf.getvalue()
         summary = {"metrics": self.metrics, "params": self.params, "config": self.config,
                    "partial": self.partial}
+        if self.overfitting_summary is not None:
+            summary["overfitting"] = self.overfitting_summary
         blobs["summary.json"] = json.dumps(summary, default=_json_default).encode()
         return blobs
 
@@ -209,12 +213,14 @@ class Result:
         equity = frames["equity"]["equity"]
         index = pd.DatetimeIndex(equity.index, freq=None)  # type: ignore[arg-type]
         equity.index = index
-        return cls(
+        result = cls(
             metrics=summary["metrics"], params=summary["params"], config=summary["config"],
             index=index, equity=equity,
             trades=frames["trades"], open_trades=frames["open_trades"],
             table=frames.get("table"), partial=bool(summary["partial"]),
         )
+        result.overfitting_summary = summary.get("overfitting")
+        return result
 
     # -- display --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -374,11 +374,11 @@ class Job:
 
     def _save_result(self, result: Any) -> dict[str, Any]:
         prefix = f"runs/{self.run_id}/"
+        # the run's trials join the ledger; a sweep's overfitting summary is stored with it
+        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
         blobs = result.to_blobs()
         for name, payload in blobs.items():
             self.registry.put_blob(prefix + name, payload)
-        # the run's trials join the ledger; a sweep's overfitting summary is stored with it
-        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
                 "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params),
                 **ending}

@@ -14,8 +14,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from quantlab.engine.result import RESEARCH
+from quantlab.errors import ConfigError
 from quantlab.research import VIEW, Overfitting, result_overfitting
+from quantlab.research.overfitting import table_dsr
 
 _CSS = ("font-family:sans-serif;font-size:12px;border-collapse:collapse;margin:4px 0")
 
@@ -44,6 +48,27 @@ def badge_html(summary: Mapping[str, Any] | None) -> str:
             f"{_num(summary.get('dsr_best'))} · degradation {_num(summary.get('degradation'))}"
             f" · P(OOS loss) {_num(summary.get('p_loss'))}<br><small>{html.escape(n)} · "
             f"CSCV over {summary.get('blocks')} blocks</small></div>")
+
+
+def sweep_view(result: Any) -> tuple[pd.DataFrame, str]:
+    """A sweep's table with a ``dsr`` column (its rows ranked by it in the results view) and
+    the PBO badge shown beside its heatmap. A queued sweep brings its stored summary; a sweep
+    run in this process computes it once (``result.overfitting()``) and keeps it."""
+    table = result.table
+    summary = getattr(result, "overfitting_summary", None)
+    if summary is None and getattr(result, "_source", None) is not None:
+        try:
+            summary = result.overfitting().summary()
+            result.overfitting_summary = summary
+        except ConfigError:  # too few bars for the blocks: no PBO, DSR still shown
+            summary = None
+    needed = {"sharpe", "sharpe_se"}
+    if table is None or not needed <= set(table.columns):
+        return table, badge_html(summary)
+    ppy = float((getattr(result, "config", None) or {}).get("periods_per_year") or 1.0)
+    summary = summary or {}
+    dsr = table_dsr(table, ppy, summary.get("n_trials"), summary.get("sr_variance"))
+    return table.assign(dsr=dsr), badge_html(summary)
 
 
 def figures(ov: Overfitting) -> tuple[Any, Any]:
@@ -96,4 +121,4 @@ def _cell(value: Any) -> str:
 RESEARCH.overfitting = result_overfitting
 VIEW.html = overfitting_html
 
-__all__ = ["badge_html", "figures", "overfitting_html", "trials_text"]
+__all__ = ["badge_html", "figures", "overfitting_html", "sweep_view", "trials_text"]

@@ -53,7 +53,8 @@ def run_end_fields(registry: Registry, sim: Any, result: Any,
         if note is not None:
             note(f"overfitting statistics skipped: {exc}", "warning")
         return {}
-    return {"overfitting": found.summary()}
+    result.overfitting_summary = found.summary()  # saved in the result's summary.json too
+    return {"overfitting": result.overfitting_summary}
 
 
 __all__ = ["SUMMARY_BLOCKS", "VIEW", "Overfitting", "ledger", "overfitting",

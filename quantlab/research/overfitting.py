@@ -9,7 +9,7 @@ record lengths (formulas in :mod:`quantlab.sharpe_stats`, sources in docs/resear
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class Overfitting:
         return {"pbo": num(self.pbo), "dsr_best": num(self.dsr_best),
                 "degradation": num(self.degradation), "p_loss": num(self.p_loss),
                 "blocks": self.blocks, "n_sweep": self.n_sweep, "n_trials": self.n_trials,
-                "trials_source": self.trials_source}
+                "sr_variance": num(self.sr_variance), "trials_source": self.trials_source}
 
     def __repr__(self) -> str:
         return (f"<Overfitting PBO {self.pbo:.3f} · DSR of best {self.dsr_best:.3f} · "
@@ -151,9 +151,20 @@ def _trials(sr: np.ndarray, trials: int | str | None,
     return int(trials), variance, "given"
 
 
-def summary_fields(overfit: Overfitting) -> Mapping[str, Any]:
-    """The registry fields of a sweep's overfitting summary."""
-    return {"overfitting": overfit.summary()}
+def table_dsr(table: pd.DataFrame, periods_per_year: float, n_trials: int | None = None,
+              sr_variance: float | None = None) -> np.ndarray:
+    """Each row's deflated Sharpe ratio from a sweep table's own ``sharpe`` and ``sharpe_se``
+    columns (no re-simulation: ``DSR = Phi((SR - SR0) / SE)`` with the per-bar SR and its
+    standard error, the columns divided by ``sqrt(periods_per_year)``). N and the trials' SR
+    variance default to the table's own (a stored summary gives the ledger's)."""
+    root = math.sqrt(periods_per_year)
+    sharpe = table["sharpe"].to_numpy(dtype=float) / root
+    sr = np.where(np.isfinite(sharpe), sharpe, 0.0)  # a flat run: SR 0 (sharpe_stats)
+    se = table["sharpe_se"].to_numpy(dtype=float) / root
+    n = len(table) if n_trials is None else int(n_trials)
+    if sr_variance is None or not math.isfinite(sr_variance):
+        sr_variance = float(np.var(sr, ddof=1)) if len(sr) > 1 else 0.0
+    return ss.psr_from_se(sr, se, ss.sr0(sr_variance, max(n, 1)))
 
 
-__all__ = ["VIEW", "Overfitting", "overfitting", "summary_fields"]
+__all__ = ["VIEW", "Overfitting", "overfitting", "table_dsr"]
