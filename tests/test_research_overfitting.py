@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from quantlab.registry import SQLiteRegistry, open_registry
 from quantlab.research import ledger, result_overfitting
 from tests.support import jobs as jobs_support
 from tests.support.engine import random_walk
-from tests.support.jobs import SWEEP, WAIT
+from tests.support.jobs import SLOW, SWEEP, WAIT, Workers, wait_for
 
 # ---- the papers, written out ----------------------------------------------------------------
 
@@ -349,7 +350,8 @@ def test_psr_of_a_run_that_never_trades_is_one_half() -> None:
 
 # ---- queued runs: the ledger and the stored summary -----------------------------------------
 
-home = jobs_support.home  # fixture: an isolated QUANTLAB_HOME with sample data and workers
+home = jobs_support.home  # fixture: an isolated QUANTLAB_HOME with sample data
+workers = jobs_support.workers  # fixture: worker processes started by the test
 
 
 def test_a_queued_sweep_stores_its_overfitting_summary_and_its_trials(home: object) -> None:
@@ -397,3 +399,30 @@ def test_sweep_view_ranks_by_dsr_and_shows_pbo_beside_the_heatmap() -> None:
     ov = sweep.overfitting()
     assert f"PBO {ov.pbo:.3f}" in badge and "N = 9 this sweep / 9 all trials so far" in badge
     assert panel.table["dsr"].between(0, 1).all() and "Dsr" in panel.best.value
+
+
+def test_a_cancelled_sweep_adds_its_finished_combinations_to_the_ledger(
+        home: object, workers: Workers) -> None:
+    workers.start(env=SLOW)
+    run = ql.submit(SWEEP)
+    wait_for(lambda: any(e.type == "progress" and e.data.get("done_units", 0) >= 4
+                         for e in run.events()), WAIT, "4 combinations done")
+    run.cancel()
+    run.wait(timeout=WAIT)
+    assert run.record["status"] == "cancelled"
+    kept = len(run.result().table)
+    assert 4 <= kept < 24
+    here = ql.backtest(SWEEP["symbols"], "sma_crossover", SWEEP["params"], start=SWEEP["start"],
+                       end=SWEEP["end"], interval="1d")
+    assert ledger.stats(open_registry(), here.config)[0] == kept
+    assert run.record["overfitting"]["n_sweep"] == kept  # the finished part's statistics
+
+
+def test_the_report_is_self_contained() -> None:
+    sweep = ql.backtest(random_walk(400, seed=3), "sma_crossover",
+                        {"fast": [3, 5], "slow": [20, 30]})
+    page = sweep.overfitting(blocks=4)._repr_html_()
+    assert page.count("<script") >= 2 and "Plotly.newPlot" in page
+    # plotly.js inlined (no <script src=...> from a CDN), and once for both figures
+    assert re.search(r"<script[^>]*\bsrc=", page) is None
+    assert 4_000_000 < len(page) < 6_000_000
