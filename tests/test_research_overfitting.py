@@ -426,3 +426,12 @@ def test_the_report_is_self_contained() -> None:
     # plotly.js inlined (no <script src=...> from a CDN), and once for both figures
     assert re.search(r"<script[^>]*\bsrc=", page) is None
     assert 4_000_000 < len(page) < 6_000_000
+
+
+def test_a_result_loaded_from_blobs_keeps_its_summary_and_says_why_it_cannot_resimulate() -> None:
+    sweep = ql.backtest(random_walk(300, seed=5), "sma_crossover", {"fast": [3, 5], "slow": [20]})
+    sweep.overfitting_summary = {"pbo": 0.25}
+    loaded = ql.Result.from_blobs(sweep.to_blobs())
+    assert loaded.overfitting_summary == {"pbo": 0.25}
+    with pytest.raises(ConfigError, match=r"not run in this process.*overfitting_summary"):
+        loaded.overfitting()

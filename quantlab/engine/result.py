@@ -176,8 +176,15 @@ class Result:
         if self.table is None:
             raise ConfigError("overfitting() needs a sweep: run ql.backtest with a grid of "
                               "params (lists or ranges)", field="params")
-        if RESEARCH.overfitting is None:
-            raise ConfigError("overfitting() needs the quantlab package: import quantlab",
+        if self._source is None:
+            raise ConfigError(
+                "overfitting() re-simulates the sweep's combinations, and this result was not "
+                "run in this process (it was loaded from the registry); run the sweep with "
+                "ql.backtest here, or read the summary its run stored "
+                "(result.overfitting_summary)", field="overfitting")
+        if RESEARCH.overfitting is None:  # a Simulation driven without the quantlab package
+            raise ConfigError("overfitting() is computed by quantlab.research: import "
+                              "quantlab.render.overfitting (ql.backtest does)",
                               field="overfitting")
         return RESEARCH.overfitting(self, blocks=blocks, trials=trials)
 

@@ -21,13 +21,7 @@ SUMMARY_BLOCKS = 16
 def result_overfitting(result: Any, blocks: int = 16, trials: int | str | None = None,
                        registry: Registry | None = None) -> Overfitting:
     """``Result.overfitting``: the statistics of a sweep run in this process."""
-    sim = result._source
-    if sim is None:
-        raise ConfigError(
-            "overfitting() re-simulates the sweep's combinations, and this result was not run "
-            "in this process (it was loaded from the registry); run the sweep with "
-            "ql.backtest here, or read the summary its run stored (run.record['overfitting'])",
-            field="overfitting")
+    sim = result._source  # Result.overfitting checked it is there
     stats = None
     if trials == "registry":
         stats = ledger.stats(registry or open_registry(), result.config)
