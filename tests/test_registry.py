@@ -421,6 +421,8 @@ def test_trial_ledger_keeps_the_first_entry_of_each_trial_per_group(registry: Re
     assert registry.record_trials("g2", {"a": 0.5}) == 1
     assert registry.record_trials("g2", {}) == 0
     assert registry.trial_ledger("g1") == {"a": 0.1, "b": None, "c": None, "d": -0.2}
+    assert registry.record_trials("g1", {"b": 0.3, "c": None}) == 0  # b's unknown SR filled in
+    assert registry.trial_ledger("g1") == {"a": 0.1, "b": 0.3, "c": None, "d": -0.2}
     assert registry.trial_ledger("g2") == {"a": 0.5}
 
 

@@ -435,3 +435,19 @@ def test_a_result_loaded_from_blobs_keeps_its_summary_and_says_why_it_cannot_res
     assert loaded.overfitting_summary == {"pbo": 0.25}
     with pytest.raises(ConfigError, match=r"not run in this process.*overfitting_summary"):
         loaded.overfitting()
+
+
+def test_a_single_run_cancelled_before_its_result_is_a_trial(home: object,
+                                                               workers: Workers) -> None:
+    workers.start(env=SLOW)
+    single = {**SWEEP, "params": {"fast": 9, "slow": 50}}
+    run = ql.submit(single)
+    wait_for(lambda: any(e.type == "progress" and e.data.get("step") == "simulating"
+                         for e in run.events()), WAIT, "simulating")
+    run.cancel()
+    run.wait(timeout=WAIT)
+    assert run.record["status"] == "cancelled"
+    here = ql.backtest(SWEEP["symbols"], "sma_crossover", {"fast": 9, "slow": 50},
+                       start=SWEEP["start"], end=SWEEP["end"], interval="1d")
+    group = open_registry().trial_ledger(ledger.group_key(here.config))
+    assert group == {ledger.trial_key(here.config, here.params): None}

@@ -407,6 +407,8 @@ class Job:
             fields.update(self._save_result(sim.result(partial=True)))
             fields["partial"] = True
             kept = int(sim.done_units)
+        else:  # a single run stopped before its result still counts as a trial
+            research.record_unfinished(self.registry, sim)
         event = lifecycle.Cancelled(**self._ending(), reason="cancelled",
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)

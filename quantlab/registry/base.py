@@ -200,8 +200,9 @@ class Registry(ABC):
     @abstractmethod
     def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
         """Add ``{trial key: per-bar Sharpe ratio or None}`` to the ledger ``group`` (a strategy
-        on a data set); a trial already there keeps its first entry. Returns how many were
-        new."""
+        on a data set); a trial already there keeps its first entry, except that an unknown SR
+        (None: a run cancelled before its result) is filled in by a known one. Returns how many
+        were new."""
 
     @abstractmethod
     def trial_ledger(self, group: str) -> dict[str, float | None]:

@@ -348,8 +348,14 @@ class MongoRegistry(Registry):
             "_id": f"{group}/{key}", "group": group, "trial": key, "recorded_at": now,
             "sr": None if sr is None or not math.isfinite(sr) else float(sr)}
             for key, sr in trials.items()}
-        known = {d["_id"] for d in self.db["trials"].find({"_id": {"$in": list(docs)}},
-                                                           {"_id": 1})}
+        known = {d["_id"]: d.get("sr") for d in self.db["trials"].find(
+            {"_id": {"$in": list(docs)}}, {"_id": 1, "sr": 1})}
+        for key, sr in known.items():
+            # a trial keeps its first entry; only an SR it did not know (a cancelled run's)
+            # is filled in by a later one
+            if sr is None and docs[key]["sr"] is not None:
+                self.db["trials"].update_one({"_id": key, "sr": None},
+                                             {"$set": {"sr": docs[key]["sr"]}})
         new = [doc for key, doc in docs.items() if key not in known]
         if not new:
             return 0

@@ -434,10 +434,14 @@ class SQLiteRegistry(Registry):
     def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
         now = time.time()
         rows = [(group, key, _finite_or_none(sr), now) for key, sr in trials.items()]
+        count = "SELECT COUNT(*) FROM trials WHERE grp = ?"
         with self._db.write_transaction() as conn:
-            before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO trials VALUES (?, ?, ?, ?)", rows)
-            return conn.total_changes - before
+            before = conn.execute(count, (group,)).fetchone()[0]
+            # a trial keeps its first entry; only an SR it did not know (a cancelled run's)
+            # is filled in by a later one
+            conn.executemany("INSERT INTO trials VALUES (?, ?, ?, ?) ON CONFLICT (grp, trial) "
+                             "DO UPDATE SET sr = excluded.sr WHERE trials.sr IS NULL", rows)
+            return int(conn.execute(count, (group,)).fetchone()[0] - before)
 
     def trial_ledger(self, group: str) -> dict[str, float | None]:
         rows = self._db.get().execute("SELECT trial, sr FROM trials WHERE grp = ?", (group,))

@@ -28,6 +28,15 @@ def result_overfitting(result: Any, blocks: int = 16, trials: int | str | None =
     return overfitting(sim, result.table, blocks, trials, stats)
 
 
+def record_unfinished(registry: Registry, sim: Any) -> None:
+    """A single run cancelled before its result joins the ledger (its SR unknown); a failure to
+    write it is logged, never a reason to lose the cancellation."""
+    try:
+        ledger.record_unfinished(registry, sim)
+    except Exception as exc:
+        log.warning("trial ledger not updated: %s", exc)
+
+
 def run_end_fields(registry: Registry, sim: Any, result: Any,
                    note: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """When a queued run ends with a result (completed, or a cancelled sweep's finished part):
@@ -52,4 +61,4 @@ def run_end_fields(registry: Registry, sim: Any, result: Any,
 
 
 __all__ = ["SUMMARY_BLOCKS", "VIEW", "Overfitting", "ledger", "overfitting",
-           "result_overfitting", "run_end_fields"]
+           "record_unfinished", "result_overfitting", "run_end_fields"]

@@ -86,6 +86,13 @@ def record(registry: Registry, result: Any) -> int:
     return registry.record_trials(group_key(result.config), trials_of(result))
 
 
+def record_unfinished(registry: Registry, sim: Any) -> int:
+    """Add a single run cancelled before its result (its SR unknown): it was tried."""
+    if sim is None or sim.is_sweep:
+        return 0  # a sweep's finished combinations come with its partial result
+    return registry.record_trials(group_key(sim.config), {trial_key(sim.config, sim.params): None})
+
+
 def stats(registry: Registry, config: Mapping[str, Any]) -> tuple[int, float]:
     """(trials recorded for this strategy on this data, the variance (ddof 1) of their
     per-bar SRs, NaN with fewer than two known)."""
@@ -95,4 +102,4 @@ def stats(registry: Registry, config: Mapping[str, Any]) -> tuple[int, float]:
     return len(ledger), variance
 
 
-__all__ = ["group_key", "record", "stats", "trial_key", "trials_of"]
+__all__ = ["group_key", "record", "record_unfinished", "stats", "trial_key", "trials_of"]
