@@ -87,10 +87,13 @@ _LAZY = {
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
 # (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
-# Results get their figures, data and reruns the same way (quantlab.render.resultviews).
-_VIEWS = {"quantlab.analytics": "quantlab.render.html",
-          "quantlab.engine.api": "quantlab.render.resultviews",
-          "quantlab.jobs.api": "quantlab.render.resultviews"}
+# Results get their figures, data and reruns the same way (quantlab.render.resultviews), and
+# their overfitting statistics and report (quantlab.render.overfitting, which plugs in research).
+_VIEWS: dict[str, tuple[str, ...]] = {
+    "quantlab.analytics": ("quantlab.render.html",),
+    "quantlab.engine.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
+    "quantlab.jobs.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
+}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
@@ -150,8 +153,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = _LAZY[name]
         value = getattr(importlib.import_module(module), name)
-        if module in _VIEWS:
-            importlib.import_module(_VIEWS[module])
+        for view in _VIEWS.get(module, ()):
+            importlib.import_module(view)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"quantlab.{name}")
     else:

@@ -404,7 +404,7 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
         "heartbeat_at": None, "metrics": hit.get("metrics") or {},
         "result_ref": hit.get("result_ref"), "result_blobs": hit.get("result_blobs") or [],
         "cached_from": hit["id"], "partial": False, "bars_done": hit.get("bars_done") or 0,
-        "best_params": hit.get("best_params"),
+        "best_params": hit.get("best_params"), "overfitting": hit.get("overfitting"),
     }
     try:
         transition(run_id, QUEUED, expect=None, settings=settings,

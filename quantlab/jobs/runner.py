@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from quantlab import data
+from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.errors import HomeNotWritable, RunNotFound
@@ -387,6 +387,8 @@ class Job:
         save is tried again (backing off to ``SAVE_RETRY_MAX`` s, each time logged with the
         path) until it succeeds, while this worker owns the run and no cancel is asked."""
         prefix = f"runs/{self.run_id}/"
+        # the run's trials join the ledger; a sweep's overfitting summary is stored with it
+        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
         blobs = result.to_blobs()
         delay = SAVE_RETRY_FIRST
         while True:
@@ -398,7 +400,8 @@ class Job:
                 self._wait_to_save_again(exc, delay)
                 delay = min(delay * 2, SAVE_RETRY_MAX)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
-                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params)}
+                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params),
+                **ending}
 
     def _wait_to_save_again(self, exc: HomeNotWritable, delay: float) -> None:
         """Log why the save failed, then sleep ``delay``; re-raise ``exc`` if the run was
@@ -444,6 +447,8 @@ class Job:
                 log.warning("run %s: its finished part could not be kept", self.run_id,
                             exc_info=True)
                 kept = 0
+        else:  # a single run stopped before its result still counts as a trial
+            research.record_unfinished(self.registry, sim)
         return fields, kept
 
     def _cancelled(self) -> None:

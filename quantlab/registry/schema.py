@@ -92,6 +92,7 @@ class RunRecord(TypedDict, total=False):
     best_params: dict[str, Any] | None  # the parameters of the result (a sweep's best)
     partial: bool  # a cancelled sweep's finished part, or a merged sweep missing a shard
     cached_from: str | None  # the run whose result a cache hit reuses
+    overfitting: dict[str, Any] | None  # a sweep's PBO, DSR of its best ... (quantlab.research)
     report_ref: str | None
     # -- reruns (quantlab.reports.rerun) --
     rerun_of: str | None
@@ -138,6 +139,7 @@ RUN_DEFAULTS: RunRecord = {
     "best_params": None,
     "partial": False,
     "cached_from": None,
+    "overfitting": None,
     "report_ref": None,
     "rerun_of": None,
     "last_rerun": None,
