@@ -742,6 +742,10 @@ def test_a_strategy_defined_in_the_kernel_travels_to_the_worker_as_source(
     expected = ql.backtest("AAA", momentum_flip, {"lookback": [10, 20]}, start=SINGLE["start"],
                            end=SINGLE["end"], interval="1d")
     pd.testing.assert_frame_equal(run.result().table, expected.table)
+    # its overfitting statistics were re-simulated in its sandbox: those of the sweep here
+    stored, here = run.record["overfitting"], expected.overfitting(trials="registry")
+    assert stored["n_sweep"] == 2 and stored["pbo"] == here.pbo
+    assert stored["dsr_best"] == pytest.approx(here.dsr_best)
 
 
 def test_the_worker_bars_cache_is_bounded_by_count_and_bytes(home: Path) -> None:

@@ -35,6 +35,7 @@ from quantlab import errors
 from quantlab.bars import Bars
 from quantlab.config import BacktestConfig
 from quantlab.engine import Result, Simulation
+from quantlab.research.blocksums import BlockSums, block_sums
 from quantlab.strategies import sandbox
 from quantlab.strategies.usercode import load_shipped_strategy
 
@@ -83,6 +84,7 @@ class SandboxedSimulation:
         self.is_sweep = bool(reply["is_sweep"])
         self.total_units = int(reply["total_units"])
         self.done_units = int(reply["done_units"])
+        self.param_names = list(reply["params"])  # the strategy's, as the engine declares them
         return box
 
     def _wait(self) -> None:
@@ -153,6 +155,14 @@ class SandboxedSimulation:
             return self._recovered_result()
         self._request({"op": "result", "partial": bool(partial)})
         return ShippedResult(self._blobs)  # type: ignore[return-value]
+
+    def block_sums(self, bounds: np.ndarray, count: int) -> BlockSums:
+        """The per-block return sums of the first ``count`` combinations (a sweep's overfitting
+        statistics), re-simulated in the sandbox: they run the user's signals."""
+        reply = self._request({"op": "block_sums", "bounds": [int(b) for b in bounds],
+                               "count": int(count)})
+        sums = np.frombuffer(self._blobs["sums"], dtype=np.float64).reshape(reply["shape"])
+        return BlockSums(n=np.diff(np.asarray(bounds)).astype(float), sums=sums.copy())
 
     def _recovered_result(self) -> Result:
         """After the sandbox was killed: the partial result of the last checkpoint, rebuilt in
@@ -315,11 +325,15 @@ class _Session:
             return self._units(), {}
         if op == "result":
             return {}, sim.result(partial=bool(message.header.get("partial"))).to_blobs()
+        if op == "block_sums":
+            bounds = np.asarray(message.header["bounds"], dtype=np.int64)
+            sums = block_sums(sim, bounds, int(message.header["count"])).sums
+            return {"shape": list(sums.shape)}, {"sums": np.ascontiguousarray(sums).tobytes()}
         raise errors.RunError(f"unknown sandbox request {op!r}")
 
     def _units(self) -> dict[str, Any]:
         return {"is_sweep": self.sim.is_sweep, "total_units": self.sim.total_units,
-                "done_units": self.sim.done_units}
+                "done_units": self.sim.done_units, "params": list(self.sim.strategy.params)}
 
 
 def _simulation(message: sandbox.Message) -> Simulation:

@@ -104,14 +104,17 @@ def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
         raise ConfigError("the sweep has no finished combination; run it first",
                           field="table")
     bounds = ss.block_bounds(int(sim.bars.n_bars), int(blocks))
-    sums = block_sums(sim, bounds, count)
+    # a notebook strategy's sweep re-simulates in its sandbox (jobs.isolation): it runs user code
+    own_sums = getattr(sim, "block_sums", None)
+    sums = own_sums(bounds, count) if own_sums is not None else block_sums(sim, bounds, count)
     t, s1, s2, s3, s4 = sums.totals()
     mom = ss.moments_from_sums(t, s1, s2, s3, s4)
     splits = ss.cscv(sums.n, sums.sums[:, :, 0], sums.sums[:, :, 1])
     n_trials, variance, source = _trials(mom.sr, trials, ledger)
     threshold = ss.sr0(variance, n_trials)
     dsr = ss.psr(mom.sr, mom.skew, mom.kurt, t, threshold)
-    params = [name for name in sim.strategy.params if name in table.columns]
+    declared = getattr(sim, "param_names", None) or sim.strategy.params
+    params = [name for name in declared if name in table.columns]
     out = table[params].reset_index(drop=True).copy()
     out["sr"] = mom.sr
     out["psr"] = ss.psr(mom.sr, mom.skew, mom.kurt, t)
