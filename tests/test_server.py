@@ -348,7 +348,19 @@ BAD_QUERIES = [
     ("status=runing", "runing", "running"),
     ("where=sharpe%3E%3Dabc", "threshold", "sharpe"),
     ("sort=-sharp", "sort", "sharp"),
+    ("strategy=sma_crosover", "no run has strategy 'sma_crosover'",
+     "did you mean 'sma_crossover'?"),
+    ("where=sharpe%3E%3E1", "unknown comparison '>>'", "did you mean '>'?"),
+    ("where=sharpee%3E1", "no run records the metric 'sharpee'", "did you mean 'sharpe'?"),
 ]
+
+
+def test_a_search_that_finds_nothing_with_known_values_is_just_empty(lab: Lab) -> None:
+    insert_run(lab, metrics={"sharpe": 1.0})
+    status, page = lab.server.request(
+        "GET", f"{API}/runs?strategy=sma_crossover&text=no-such-name-at-all&where=sharpe%3E1")
+    assert status == 200, page
+    assert page["total"] == 0 and page["runs"] == []
 
 
 @pytest.mark.parametrize(("query", "message", "hint"), BAD_QUERIES)

@@ -170,6 +170,43 @@ class QuantlabHandler(APIHandler):
         super().write_error(status_code, **kwargs)
 
 
+# Recent runs consulted for the values a filter could have meant (an empty search only).
+EXPLAIN_SCAN = 2000
+
+
+def list_runs_explained(params: dict[str, list[str]]) -> dict[str, Any]:
+    """GET /runs, except that a search that found nothing because of a misspelt filter says
+    so (400, with the closest known value) instead of an empty list: ``strategy:sma_crosover``,
+    ``sharpee>1``. The extra lookups happen only when nothing matched."""
+    page = service.list_runs(params)
+    if page["total"] == 0:
+        explain_empty_search(service.run_query(params))
+    return page
+
+
+def explain_empty_search(query: dict[str, Any]) -> None:
+    from quantlab.registry import open_registry
+    from quantlab.registry.query import check_known_values, check_threshold_metrics, parse_where
+    from quantlab.strategies import list_strategies
+
+    registry = open_registry()
+    if query.get("where"):
+        check_threshold_metrics(parse_where(query["where"]), registry.metric_names())
+    asked = {key: query[key] for key in ("strategy", "symbol", "tag") if query.get(key)}
+    if not asked:
+        return
+    recent = registry.find_runs(limit=EXPLAIN_SCAN)
+    seen: dict[str, set[str]] = {"strategy": set(list_strategies()), "symbol": set(),
+                                 "tag": set()}
+    for run in recent:
+        seen["strategy"].add(str(run.get("strategy") or ""))
+        seen["symbol"].update(str(s) for s in run.get("symbols") or ())
+        seen["tag"].update(str(t) for t in run.get("tags") or ())
+    for key, values in asked.items():
+        check_known_values(key, values, seen[key],
+                           f"filter by one of the {key}s runs have, or clear the filter")
+
+
 class ApiError(web.HTTPError):
     """An HTTP error whose JSON body is ready (``message`` always set)."""
 
@@ -182,7 +219,7 @@ class RunsHandler(QuantlabHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(await self.call(service.list_runs, self.query()))
+        self.reply(await self.call(list_runs_explained, self.query()))
 
     @web.authenticated
     @authorized
