@@ -361,6 +361,26 @@ def test_failure_views_show_the_users_line() -> None:
     assert "full traceback (worker)" in html
 
 
+def test_a_failed_run_says_its_traceback_is_below_where_it_is() -> None:
+    from quantlab.strategies import Strategy
+
+    def raising(bars: Any, fast: int = 1) -> Any:
+        raise ValueError("boom")
+
+    with pytest.raises(Exception) as caught:
+        Strategy(raising, name="raising").signals(None, {"fast": 1})  # type: ignore[arg-type]
+    assert "above" not in str(caught.value) and "its traceback shows where" in str(caught.value)
+    config = {"strategy": "fragile", "strategy_source": SHIPPED}
+    legacy = "strategy 'fragile' raised ValueError: boom; see the traceback above for where"
+    html = failure_html(legacy, TRACE, config)
+    assert "traceback above" not in html
+    assert "its traceback shows where (full traceback below)" in html
+    # the folded traceback does come after the error line
+    assert html.index("full traceback below") < html.index("<details>")
+    assert "above" not in failure_text(legacy, TRACE, config)
+    assert "below" not in failure_text(legacy, TRACE, config)  # the text view shows none
+
+
 def test_shipped_strategy_loads_and_its_traceback_names_the_line(ql_home: Any) -> None:
     from quantlab.bars import Bars
 
