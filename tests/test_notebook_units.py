@@ -590,3 +590,36 @@ def test_the_root_cause_is_named_only_when_the_error_does_not_say_it() -> None:
     assert "caused by" not in said
     unsaid = failure_html("RunError: the run failed", TRACE, {})
     assert "caused by: <code>ZeroDivisionError: division by zero</code>" in unsaid
+
+
+def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import quantlab
+    from quantlab.jobs.supervisor import PID_FILE, worker_alive
+    from quantlab.notebook import prestart_worker
+    from quantlab.settings import current
+    from tests.support.procs import wait_for
+
+    # off (as for every other test): nothing starts
+    assert prestart_worker() is None
+    assert not worker_alive(current())
+    monkeypatch.setenv("QUANTLAB_PRESTART_WORKER", "1")
+    quantlab.load_ipython_extension(InteractiveShell.instance())
+    try:
+        # %load_ext returned at once; the worker comes up by itself, before any submit
+        wait_for(lambda: worker_alive(current()), 120, "the worker started at %load_ext",
+                 interval=0.05)
+        assert (ql_home / PID_FILE).exists()
+    finally:
+        pid_file = ql_home / PID_FILE
+        wait_for(pid_file.exists, 60, "the worker's pid file", interval=0.05)
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        wait_for(lambda: not worker_alive(current()), 60, "the worker to stop", interval=0.05)
+    # team mode: workers are services, none is started
+    monkeypatch.setenv("QUANTLAB_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert prestart_worker() is None
