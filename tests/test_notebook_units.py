@@ -242,8 +242,9 @@ def test_durations_format() -> None:
     assert format_duration(3723) == "1:02:03"
     assert format_duration(None) == "—"
     assert format_duration(float("nan")) == "—"
-    assert format_duration(0.42) == "0.4 s"  # a quick run does not read "0:00"
-    assert format_duration(-0.2) == "0.0 s"  # clocks of two machines a little apart
+    assert format_duration(0.42) == "0:00.4"  # a quick run does not read "0:00"
+    assert format_duration(0.97) == "0:00.9"  # never "0:01.0" next to "0:01"
+    assert format_duration(-0.2) == "0:00.0"  # clocks of two machines a little apart
 
 
 def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None:
@@ -263,7 +264,7 @@ def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None
     assert "ran 1:15" in header
     quick = sections.header_html({"id": "R2", "status": "completed", "started_at": 1000.0,
                                   "finished_at": 1000.42})
-    assert "ran 0.4 s" in quick
+    assert "ran 0:00.4" in quick
 
 
 # -- formatting, figures, sweep matrix -------------------------------------------------------------
@@ -495,6 +496,24 @@ def test_run_list_badges_go_in_the_status_cells_only() -> None:
     assert cells[0][1] == "failed" and cells[1][1] == "&lt;b&gt;x&lt;/b&gt;"  # names: text
     assert "ql-status-completed" in cells[0][2] and ">completed</span>" in cells[0][2]
     assert "ql-status-failed" in cells[1][2]
+
+
+def test_run_list_shows_the_queue_wait_and_one_duration_format() -> None:
+    records = [{"id": "01A", "name": "quick", "status": "completed", "queued_at": 1000.0,
+                "started_at": 1004.0, "finished_at": 1004.7},
+               {"id": "01B", "name": "slow", "status": "completed", "queued_at": 1000.0,
+                "started_at": 1000.2, "finished_at": 1075.2}]
+    table = RunsTable(records, {"limit": 20})
+    page = table._repr_html_()
+    header = re.findall(r"<th[^>]*>(.*?)</th>", page.split("<tbody>")[0])
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    waited, took = header.index("waited"), header.index("duration")
+    assert [c[waited] for c in cells] == ["0:04", "0:00.2"]
+    assert [c[took] for c in cells] == ["0:00.7", "1:15"]
+    for row in cells:  # every duration reads as a clock: no "0.7 s"
+        assert all(re.fullmatch(r"\d+:\d\d(\.\d)?", row[i]) for i in (waited, took))
+    assert table.to_frame()["queue_wait_s"].round(1).tolist() == [4.0, 0.2]
 
 
 @pytest.mark.parametrize("line, expected", [
