@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import datetime as dt
+import hashlib
 import json
 import os
 import re
