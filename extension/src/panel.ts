@@ -264,7 +264,7 @@ export class BacktestsPanel extends Widget {
   private _statusText(run: IRun): string {
     if (isTerminal(run.status)) {
       this._cancelling.delete(run.id);
-    } else if (this._cancelling.has(run.id)) {
+    } else if (this._cancelling.has(run.id) || run.cancel_requested) {
       return 'cancelling…';
     }
     return run.partial ? `${run.status} (partial)` : run.status;
@@ -295,7 +295,7 @@ export class BacktestsPanel extends Widget {
   private _renderTraceback(row: HTMLElement, run: IRun): void {
     const details = row.querySelector('.jp-QuantlabRun-traceback') as HTMLDetailsElement;
     details.hidden = run.status !== 'failed';
-    const traceback = (run as IRun & { traceback?: string | null }).traceback;
+    const traceback = run.traceback;
     if (typeof traceback === 'string' && traceback) {
       (details.querySelector('pre') as HTMLElement).textContent = traceback;
     }
@@ -317,7 +317,7 @@ export class BacktestsPanel extends Widget {
           .getRun(id)
           .then(fresh => {
             pre.textContent =
-              (fresh as IRun & { traceback?: string | null }).traceback || 'no traceback was kept';
+              fresh.traceback || 'no traceback was kept';
           })
           .catch(error => {
             pre.textContent = `cannot load the traceback: ${(error as Error).message}`;
