@@ -401,3 +401,54 @@ def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
             assert errors == []
         finally:
             browser.close()
+
+
+# A report page as the plotly helper's figures make it: inline CSS, an inline script, a style
+# attribute, and a script that adds a <style> element of its own (as plotly.js does for its
+# modebar), plus a script from a CDN that must stay blocked.
+STYLED_REPORT = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<style>#css { color: rgb(0, 128, 0); }</style>
+<script src="https://cdn.example.com/never.js"></script></head><body>
+<p id="css">inline CSS</p><p id="attr" style="color: rgb(0, 0, 255)">style attribute</p>
+<p id="js">not run</p><p id="dynamic">dynamic style</p>
+<script>
+document.getElementById('js').textContent = 'ran';
+var style = document.createElement('style');
+style.textContent = '#dynamic { color: rgb(255, 0, 0); }';
+document.head.appendChild(style);
+</script></body></html>"""
+
+
+def test_the_report_page_is_styled_and_runs_its_own_scripts_only(lab: JupyterProcess) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from quantlab.jobs.orchestrator import new_run_id
+    from quantlab.registry import open_registry
+
+    run_id = new_run_id()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", lab.env["QUANTLAB_HOME"])
+        registry = open_registry()
+        registry.put_blob(f"runs/{run_id}/report.html", STYLED_REPORT.encode())
+        registry.insert_run({"id": run_id, "name": "styled report", "user": "tester",
+                             "status": "completed", "strategy": "sma_crossover",
+                             "symbols": ["AAA"], "config": dict(SMALL), "queued_at": time.time(),
+                             "report_ref": f"runs/{run_id}/report.html"})
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(f"{lab.base}{API}/runs/{run_id}/report?token={lab.token}")
+            page.wait_for_load_state("load")
+            color = "el => getComputedStyle(el).color"
+            assert page.locator("#css").evaluate(color) == "rgb(0, 128, 0)"
+            assert page.locator("#attr").evaluate(color) == "rgb(0, 0, 255)"
+            assert page.locator("#js").text_content() == "ran"
+            assert page.locator("#dynamic").evaluate(color) == "rgb(255, 0, 0)"
+            blocked = [m for m in console if "Content Security Policy" in m]
+            # the one refusal is the CDN script: nothing from elsewhere
+            assert len(blocked) == 1 and "cdn.example.com" in blocked[0], blocked
+        finally:
+            browser.close()

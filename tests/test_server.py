@@ -566,7 +566,7 @@ def test_the_report_page_allows_exactly_its_own_inline_css_and_scripts(lab: Lab)
     assert nonce, policies[0]
     page = pages[0]
     # every inline element carries this response's nonce; the CDN script none
-    assert page.count(f'nonce="{nonce[1]}"') == 3
+    assert page.count(f'nonce="{nonce[1]}"') == 4  # and the shim's own script
     assert '<script src="https://cdn.example.com/evil.js">' in page
     assert f"style-src 'nonce-{nonce[1]}'" in policies[0]
     assert "default-src 'none'" in policies[0] and "https:" not in policies[0]

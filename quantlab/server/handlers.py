@@ -272,6 +272,26 @@ class ReportHandler(QuantlabHandler):
 _INLINE_OPEN_TAG = re.compile(r"<(?P<tag>script|style)\b(?P<attrs>[^>]*)>", re.IGNORECASE)
 _STYLE_ATTRIBUTE = re.compile(r"\sstyle\s*=\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)')",
                               re.IGNORECASE)
+# The page's own (nonce-approved) scripts create <style>/<script> elements too: plotly.js adds
+# its modebar CSS that way. Those get the nonce as they are created, so the page works whole
+# while anything injected from outside its scripts still has none.
+_NONCE_SHIM = (
+    '<script nonce="{nonce}">(function (n) {{ var make = document.createElement.bind(document);'
+    " document.createElement = function (tag, options) {{ var el = make(tag, options);"
+    " if (/^(style|script)$/i.test(String(tag))) {{ el.setAttribute('nonce', n); }}"
+    ' return el; }}; }})("{nonce}");</script>'
+)
+_HEAD_OPEN = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
+
+
+def _with_nonce_shim(page: str, nonce: str) -> str:
+    shim = _NONCE_SHIM.format(nonce=nonce)
+    head = _HEAD_OPEN.search(page)
+    if head is None:
+        return shim + page
+    return page[:head.end()] + shim + page[head.end():]
+
+
 # Past this many distinct style="" attributes the header would grow past what proxies accept;
 # the attributes are then allowed as a class (they cannot run code), the rest stays exact.
 MAX_STYLE_ATTRIBUTE_HASHES = 200
@@ -292,7 +312,7 @@ def report_policy(html: str, base_policy: str) -> tuple[str, str]:
             return match[0]
         return f'<{match["tag"]} nonce="{nonce}"{attrs}>'
 
-    page = _INLINE_OPEN_TAG.sub(with_nonce, html)
+    page = _with_nonce_shim(_INLINE_OPEN_TAG.sub(with_nonce, html), nonce)
     styles = {htmllib.unescape(m["dq"] if m["dq"] is not None else m["sq"])
               for m in _STYLE_ATTRIBUTE.finditer(html)}
     if not styles:
