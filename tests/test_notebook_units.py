@@ -633,7 +633,6 @@ def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
         # %load_ext returned at once; the worker comes up by itself, before any submit
         wait_for(lambda: worker_alive(current()), 120, "the worker started at %load_ext",
                  interval=0.05)
-        assert (ql_home / PID_FILE).exists()
     finally:
         pid_file = ql_home / PID_FILE
         wait_for(pid_file.exists, 60, "the worker's pid file", interval=0.05)
