@@ -236,8 +236,14 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             with page.context.expect_page() as opened:
                 warm.locator(".jp-QuantlabRun-report").click()
             report = opened.value
+            refused: list[str] = []
+            report.on("console", lambda message: refused.append(message.text)
+                      if "Content Security Policy" in message.text else None)
             report.wait_for_url(f"**{API}/runs/{warm_id}/report", timeout=180_000)
             expect(report.locator("body")).to_contain_text(warm_id, timeout=30_000)
+            report.wait_for_load_state("load")
+            # the report's own CSS and scripts (inline plotly.js) all pass its policy
+            assert refused == [], refused
             report.close()
 
             # Hidden, the panel stops streaming; shown again, it reloads and streams again.
