@@ -170,9 +170,11 @@ def __dir__() -> list[str]:
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext quantlab``: register the ``%%backtest`` family of magics."""
     # IPython is needed only here: ``import quantlab`` stays cheap in workers and scripts
+    from quantlab.notebook import prestart_worker
     from quantlab.notebook.magics import register
 
     register(ipython)
+    prestart_worker()  # in the background: the first %%backtest need not wait for it
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

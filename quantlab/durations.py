@@ -8,12 +8,13 @@ import math
 
 
 def format_duration(seconds: float | None) -> str:
-    """``0:03``, ``1:02:03`` (h:mm:ss, as a clock reads), under a second ``0.4 s`` (a quick
-    backtest must not read ``0:00``); an em dash when unknown."""
+    """``0:03``, ``1:02:03`` (h:mm:ss, as a clock reads), under a second ``0:00.4`` (the same
+    clock with tenths: a quick backtest must not read ``0:00``, and a column of durations must
+    not mix ``0:01`` with ``0.4 s``); an em dash when unknown."""
     if seconds is None or math.isnan(seconds):
         return "—"
     if seconds < 1:
-        return f"{max(seconds, 0.0):.1f} s"
+        return f"0:0{min(max(seconds, 0.0), 0.9):.1f}"
     total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

@@ -13,6 +13,10 @@ import pytest
 
 from tests.support.redis import RedisServer, start_redis
 
+# `%load_ext quantlab` starts a detached worker in advance; a test wants only the workers it
+# starts (and stops) itself. tests/test_notebook_units.py tests the start with this set to 1.
+os.environ["QUANTLAB_PRESTART_WORKER"] = "0"
+
 # Numba's cache must be writable and shared by the test session (compiled kernels are reused).
 os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".venv" / "numba-cache")

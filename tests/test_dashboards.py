@@ -75,6 +75,22 @@ def test_query_parsing() -> None:
     assert parse_query(None) == {}
 
 
+def test_bad_analytics_filters_in_the_url_say_what_is_wrong(
+        home: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import AnalyticsDashboard
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(home[0]))
+    board = AnalyticsDashboard("period=6m&strategy=sma_crosover")
+    shown = board.status.value
+    assert "period &#x27;6m&#x27; is not a period — did you mean &#x27;6M&#x27;?" in shown
+    assert "30D, 3M, 6M, 1Y, YTD, all" in shown
+    assert ("no run has strategy &#x27;sma_crosover&#x27; — did you mean "
+            "&#x27;sma_crossover&#x27;?") in shown
+    assert board.filters()["period"] == "1Y" and board.filters()["strategy"] is None
+    assert "ql-dashboard-message" in shown and board.view.value  # the statistics still show
+    assert AnalyticsDashboard("period=all").status.value == ""
+
+
 def test_preheated_kernel_keeps_asking_for_its_query_string(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Voila's helper gives up when the server's websocket is not there; the dashboard asks

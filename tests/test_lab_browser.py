@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.procs import wait_for
-from tests.support.server import JupyterProcess, Worker, quantlab_env
+from tests.support.server import ROOT, JupyterProcess, Worker, quantlab_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -48,7 +49,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     labconfig.mkdir(parents=True)
     (labconfig / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    env = quantlab_env(home, jupyter, {"QUANTLAB_DASHBOARD_URL": DASHBOARD})
+    # The registry's notifications are read at page load and then only hourly: a toast that
+    # comes at once while the panel is hidden can only have come from the live stream.
+    settings = jupyter / "config" / "lab" / "user-settings" / "quantlab"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps(
+        {"notificationPollSeconds": 3600}))
+    # This checkout's build of the extension, ahead of any installed copy.
+    build = ROOT / "quantlab" / "labextension"
+    if (build / "package.json").exists():
+        shutil.copytree(build, jupyter / "data" / "labextensions" / "quantlab")
+    # JUPYTER_PREFER_ENV_PATH=0: the private data dir (this checkout's build) comes first
+    env = quantlab_env(home, jupyter, {"QUANTLAB_DASHBOARD_URL": DASHBOARD,
+                                       "JUPYTER_PREFER_ENV_PATH": "0"})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QUANTLAB_HOME", str(home))
         import quantlab as ql
@@ -223,8 +236,14 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             with page.context.expect_page() as opened:
                 warm.locator(".jp-QuantlabRun-report").click()
             report = opened.value
+            refused: list[str] = []
+            report.on("console", lambda message: refused.append(message.text)
+                      if "Content Security Policy" in message.text else None)
             report.wait_for_url(f"**{API}/runs/{warm_id}/report", timeout=180_000)
             expect(report.locator("body")).to_contain_text(warm_id, timeout=30_000)
+            report.wait_for_load_state("load")
+            # the report's own CSS and scripts (inline plotly.js) all pass its policy
+            assert refused == [], refused
             report.close()
 
             # Hidden, the panel stops streaming; shown again, it reloads and streams again.
@@ -250,5 +269,192 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             row = panel.locator(f'.jp-QuantlabRun[data-run-id="{after_restart["id"]}"]')
             expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
             assert errors == []
+        finally:
+            browser.close()
+
+
+STATUS_RECORDER = """
+() => {
+  window.__qlStatusText = [];
+  const list = document.querySelector('.jp-QuantlabPanel-list');
+  new MutationObserver(() => {
+    for (const row of list.querySelectorAll('.jp-QuantlabRun')) {
+      const text = row.querySelector('.jp-QuantlabRun-status').textContent;
+      const seen = window.__qlStatusText.filter(s => s.id === row.dataset.runId);
+      if (!seen.length || seen[seen.length - 1].text !== text) {
+        window.__qlStatusText.push({id: row.dataset.runId, text, status: row.dataset.status});
+      }
+    }
+  }).observe(list, {subtree: true, attributes: true, childList: true, characterData: true});
+}
+"""
+
+TRACEBACK = ('Traceback (most recent call last):\n  File "<strategy boom>", line 3, in boom\n'
+             "ValueError: the edges test's own traceback")
+
+
+def insert_failed_run(server: JupyterProcess) -> str:
+    from quantlab.jobs.orchestrator import new_run_id
+    from quantlab.registry import open_registry
+
+    run_id = new_run_id()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", server.env["QUANTLAB_HOME"])
+        open_registry().insert_run({
+            "id": run_id, "name": "failed on purpose", "user": "tester", "status": "failed",
+            "strategy": "sma_crossover", "symbols": ["AAA"], "config": dict(SMALL),
+            "queued_at": time.time(), "finished_at": time.time(), "error": "ValueError: boom",
+            "traceback": TRACEBACK})
+    return run_id
+
+
+def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    notebook = {"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}}
+    status, _ = lab.request("PUT", "/api/contents/edges.ipynb", {
+        "type": "notebook", "format": "json", "content": notebook})
+    assert status in (200, 201)
+    failed_id = insert_failed_run(lab)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                      origin=lab.base)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{lab.base}/lab/tree/edges.ipynb?token={lab.token}")
+            page.wait_for_selector(".jp-Notebook", timeout=90_000)
+            page.wait_for_selector(TAB, timeout=90_000)
+            panel = page.locator("#quantlab-backtests")
+            if not panel.is_visible():
+                page.click(TAB)
+            expect(panel).to_be_visible()
+            expect(panel.locator(".jp-QuantlabPanel-live")).to_have_attribute(
+                "data-state", "live", timeout=30_000)
+
+            # 8. Bad filters say what is wrong, with did-you-mean (the server's 400 message).
+            message = panel.locator(".jp-QuantlabPanel-message")
+            box = panel.locator(".jp-QuantlabPanel-filter")
+            box.fill("strategy:sma_crosover")
+            box.press("Enter")
+            expect(message).to_contain_text(
+                "no run has strategy 'sma_crosover' — did you mean 'sma_crossover'?")
+            box.fill("sharpe>>1")
+            box.press("Enter")
+            expect(message).to_contain_text("unknown comparison '>>'")
+            expect(message).to_contain_text("did you mean '>'?")
+            box.fill("stratgy:sma_crossover")
+            box.press("Enter")
+            expect(message).to_contain_text("did you mean 'strategy:'?")
+            box.fill("")
+            box.press("Enter")
+            expect(message).to_be_hidden()
+
+            # 6. A failed run shows its traceback (folded, fetched when unfolded).
+            failed = panel.locator(f'.jp-QuantlabRun[data-run-id="{failed_id}"]')
+            expect(failed).to_have_attribute("data-status", "failed", timeout=30_000)
+            traceback = failed.locator(".jp-QuantlabRun-traceback")
+            expect(traceback).to_be_visible()
+            traceback.locator("summary").click()
+            expect(traceback.locator("pre")).to_contain_text("the edges test's own traceback")
+
+            # 3. "n s ago" moves on by itself.
+            meta = failed.locator(".jp-QuantlabRun-meta")
+            before = meta.text_content()
+            expect(meta).not_to_have_text(str(before), timeout=60_000)
+
+            # 11. Open in notebook inserts ql.get_run(id); Copy id copies it.
+            failed.locator(".jp-QuantlabRun-open").click()
+            expect(page.locator(".jp-Notebook .jp-Cell",
+                                has_text=f'ql.get_run("{failed_id}")')).to_be_visible()
+            failed.locator(".jp-QuantlabRun-copy").click()
+            wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == failed_id, 30,
+                     "the run id on the clipboard", interval=0.2)
+
+            # 9. Cancel says "cancelling…" at once, before the run has stopped.
+            page.evaluate(STATUS_RECORDER)
+            status, sweep = lab.request("POST", f"{API}/runs", {
+                "config": SWEEP, "name": "sweep to cancel", "cache": False})
+            assert status == 201, sweep
+            row = panel.locator(f'.jp-QuantlabRun[data-run-id="{sweep["id"]}"]')
+            expect(row).to_have_attribute("data-status", "running", timeout=120_000)
+            row.locator(".jp-QuantlabRun-cancel").click()
+            expect(row).to_have_attribute("data-status", "cancelled", timeout=120_000)
+            texts = [s["text"] for s in page.evaluate("window.__qlStatusText")
+                     if s["id"] == sweep["id"]]
+            assert "cancelling…" in texts, texts
+            assert texts.index("cancelling…") < len(texts) - 1 and texts[-1].startswith(
+                "cancelled"), texts
+
+            # 1. With the panel closed, a run's toast comes at once, in one wording.
+            page.click(TAB)
+            expect(panel).to_be_hidden()
+            status, hidden = lab.request("POST", f"{API}/runs", {
+                "config": {**SMALL, "symbols": ["EEE"]}, "name": "toast while hidden",
+                "cache": False})
+            assert status == 201, hidden
+            done = wait_status(lab, hidden["id"], ("completed",))
+            sharpe = f"Sharpe {done['metrics']['sharpe']:.2f}"
+            toast = page.get_by_text('Backtest "toast while hidden" completed: Return ')
+            expect(toast.first).to_be_visible(timeout=30_000)
+            expect(toast.first).to_contain_text(sharpe)
+            expect(toast.first).to_contain_text("Max DD")
+            assert page.get_by_text("completed: Backtest").count() == 0
+            assert errors == []
+        finally:
+            browser.close()
+
+
+# A report page as the plotly helper's figures make it: inline CSS, an inline script, a style
+# attribute, and a script that adds a <style> element of its own (as plotly.js does for its
+# modebar), plus a script from a CDN that must stay blocked.
+STYLED_REPORT = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<style>#css { color: rgb(0, 128, 0); }</style>
+<script src="https://cdn.example.com/never.js"></script></head><body>
+<p id="css">inline CSS</p><p id="attr" style="color: rgb(0, 0, 255)">style attribute</p>
+<p id="js">not run</p><p id="dynamic">dynamic style</p>
+<script>
+document.getElementById('js').textContent = 'ran';
+var style = document.createElement('style');
+style.textContent = '#dynamic { color: rgb(255, 0, 0); }';
+document.head.appendChild(style);
+</script></body></html>"""
+
+
+def test_the_report_page_is_styled_and_runs_its_own_scripts_only(lab: JupyterProcess) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from quantlab.jobs.orchestrator import new_run_id
+    from quantlab.registry import open_registry
+
+    run_id = new_run_id()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", lab.env["QUANTLAB_HOME"])
+        registry = open_registry()
+        registry.put_blob(f"runs/{run_id}/report.html", STYLED_REPORT.encode())
+        registry.insert_run({"id": run_id, "name": "styled report", "user": "tester",
+                             "status": "completed", "strategy": "sma_crossover",
+                             "symbols": ["AAA"], "config": dict(SMALL), "queued_at": time.time(),
+                             "report_ref": f"runs/{run_id}/report.html"})
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(f"{lab.base}{API}/runs/{run_id}/report?token={lab.token}")
+            page.wait_for_load_state("load")
+            color = "el => getComputedStyle(el).color"
+            assert page.locator("#css").evaluate(color) == "rgb(0, 128, 0)"
+            assert page.locator("#attr").evaluate(color) == "rgb(0, 0, 255)"
+            assert page.locator("#js").text_content() == "ran"
+            assert page.locator("#dynamic").evaluate(color) == "rgb(255, 0, 0)"
+            blocked = [m for m in console if "Content Security Policy" in m]
+            # the one refusal is the CDN script: nothing from elsewhere
+            assert len(blocked) == 1 and "cdn.example.com" in blocked[0], blocked
         finally:
             browser.close()

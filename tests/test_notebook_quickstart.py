@@ -8,6 +8,7 @@ read independently here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,16 @@ def _cell(nb: Any, starts_with: str) -> Any:
     raise AssertionError(f"no code cell starting with {starts_with!r}")
 
 
+IDS_CELL = ('import json\n'
+            'print(json.dumps({"first": first.id, "sweep": sweep.id, "mine": mine.id}))')
+
+
+def test_the_quickstart_talks_to_researchers_not_to_tests() -> None:
+    nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    for cell in nb.cells:
+        assert not re.search(r"\btests?\b", cell.source, re.IGNORECASE), cell.source
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """The quickstart executed from a fresh, empty home (it installs the sample data itself).
@@ -54,6 +65,8 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Pa
     os.environ.pop("QUANTLAB_MONGO_URL", None)
     try:
         nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+        # the test's own last cell (not the researcher's): the ids of the notebook's runs
+        nb.cells.append(nbformat.v4.new_code_cell(IDS_CELL))
         execute_notebook(nb, work)
         yield nb, home
     finally:

@@ -242,8 +242,9 @@ def test_durations_format() -> None:
     assert format_duration(3723) == "1:02:03"
     assert format_duration(None) == "—"
     assert format_duration(float("nan")) == "—"
-    assert format_duration(0.42) == "0.4 s"  # a quick run does not read "0:00"
-    assert format_duration(-0.2) == "0.0 s"  # clocks of two machines a little apart
+    assert format_duration(0.42) == "0:00.4"  # a quick run does not read "0:00"
+    assert format_duration(0.97) == "0:00.9"  # never "0:01.0" next to "0:01"
+    assert format_duration(-0.2) == "0:00.0"  # clocks of two machines a little apart
 
 
 def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None:
@@ -263,7 +264,7 @@ def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None
     assert "ran 1:15" in header
     quick = sections.header_html({"id": "R2", "status": "completed", "started_at": 1000.0,
                                   "finished_at": 1000.42})
-    assert "ran 0.4 s" in quick
+    assert "ran 0:00.4" in quick
 
 
 # -- formatting, figures, sweep matrix -------------------------------------------------------------
@@ -359,6 +360,26 @@ def test_failure_views_show_the_users_line() -> None:
     html = failure_html("strategy 'fragile' raised ZeroDivisionError", TRACE, config)
     assert "line 4 of strategy &#x27;fragile&#x27;" in html
     assert "full traceback (worker)" in html
+
+
+def test_a_failed_run_says_its_traceback_is_below_where_it_is() -> None:
+    from quantlab.strategies import Strategy
+
+    def raising(bars: Any, fast: int = 1) -> Any:
+        raise ValueError("boom")
+
+    with pytest.raises(Exception) as caught:
+        Strategy(raising, name="raising").signals(None, {"fast": 1})  # type: ignore[arg-type]
+    assert "above" not in str(caught.value) and "its traceback shows where" in str(caught.value)
+    config = {"strategy": "fragile", "strategy_source": SHIPPED}
+    legacy = "strategy 'fragile' raised ValueError: boom; see the traceback above for where"
+    html = failure_html(legacy, TRACE, config)
+    assert "traceback above" not in html
+    assert "its traceback shows where (full traceback below)" in html
+    # the folded traceback does come after the error line
+    assert html.index("full traceback below") < html.index("<details>")
+    assert "above" not in failure_text(legacy, TRACE, config)
+    assert "below" not in failure_text(legacy, TRACE, config)  # the text view shows none
 
 
 def test_shipped_strategy_loads_and_its_traceback_names_the_line(ql_home: Any) -> None:
@@ -477,6 +498,24 @@ def test_run_list_badges_go_in_the_status_cells_only() -> None:
     assert "ql-status-failed" in cells[1][2]
 
 
+def test_run_list_shows_the_queue_wait_and_one_duration_format() -> None:
+    records = [{"id": "01A", "name": "quick", "status": "completed", "queued_at": 1000.0,
+                "started_at": 1004.0, "finished_at": 1004.7},
+               {"id": "01B", "name": "slow", "status": "completed", "queued_at": 1000.0,
+                "started_at": 1000.2, "finished_at": 1075.2}]
+    table = RunsTable(records, {"limit": 20})
+    page = table._repr_html_()
+    header = re.findall(r"<th[^>]*>(.*?)</th>", page.split("<tbody>")[0])
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    waited, took = header.index("waited"), header.index("duration")
+    assert [c[waited] for c in cells] == ["0:04", "0:00.2"]
+    assert [c[took] for c in cells] == ["0:00.7", "1:15"]
+    for row in cells:  # every duration reads as a clock: no "0.7 s"
+        assert all(re.fullmatch(r"\d+:\d\d(\.\d)?", row[i]) for i in (waited, took))
+    assert table.to_frame()["queue_wait_s"].round(1).tolist() == [4.0, 0.2]
+
+
 @pytest.mark.parametrize("line, expected", [
     ("stauts=completed", "unknown filter 'stauts' — did you mean 'status'?"),
     ("limit=ten", "limit must be a whole number, got 'ten'"),
@@ -570,3 +609,35 @@ def test_the_root_cause_is_named_only_when_the_error_does_not_say_it() -> None:
     assert "caused by" not in said
     unsaid = failure_html("RunError: the run failed", TRACE, {})
     assert "caused by: <code>ZeroDivisionError: division by zero</code>" in unsaid
+
+
+def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import quantlab
+    from quantlab.jobs.supervisor import PID_FILE, worker_alive
+    from quantlab.notebook import prestart_worker
+    from quantlab.settings import current
+    from tests.support.procs import wait_for
+
+    # off (as for every other test): nothing starts
+    assert prestart_worker() is None
+    assert not worker_alive(current())
+    monkeypatch.setenv("QUANTLAB_PRESTART_WORKER", "1")
+    quantlab.load_ipython_extension(InteractiveShell.instance())
+    try:
+        # %load_ext returned at once; the worker comes up by itself, before any submit
+        wait_for(lambda: worker_alive(current()), 120, "the worker started at %load_ext",
+                 interval=0.05)
+    finally:
+        pid_file = ql_home / PID_FILE
+        wait_for(pid_file.exists, 60, "the worker's pid file", interval=0.05)
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        wait_for(lambda: not worker_alive(current()), 60, "the worker to stop", interval=0.05)
+    # team mode: workers are services, none is started
+    monkeypatch.setenv("QUANTLAB_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert prestart_worker() is None

@@ -209,7 +209,10 @@ def test_cancel_button_stops_a_sweep_and_keeps_its_finished_part(
              "the sweep to be under way")
     widget.cancel_button.click()
     assert widget.cancel_button.disabled
+    # said at once, before the worker has stopped the sweep
+    assert 'class="ql-cancelling">cancelling…' in widget.info.value
     assert wait_for_outcome(widget, 30)
+    assert "cancelling…" not in widget.info.value
     assert widget.state.status == "cancelled" and widget.state.partial
     view = widget.body.children[0]
     finished = len(view.sweep.table)

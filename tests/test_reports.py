@@ -139,6 +139,17 @@ def test_report_of_a_run_shows_its_numbers(home: tuple[Path, list[str]]) -> None
     assert "a single backtest: no parameter sweep" in page
 
 
+def test_a_report_says_nothing_about_tcp_encryption(home: tuple[Path, list[str]],
+                                                    tmp_path: Path,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    _, (run_id, _) = home
+    files = run_report(run_id, f"{tmp_path}/")
+    outputs = files.notebook.read_text()
+    captured = capfd.readouterr()  # the report kernel's stderr is this process's
+    for text in (outputs, captured.out, captured.err):
+        assert "without encryption" not in text
+
+
 # What a report loads, checked in a fresh interpreter (this process has the notebook loaded):
 # the template's cells run as the report kernel runs them, then the runner makes the report.
 RENDER_A_REPORT = """

@@ -4,8 +4,10 @@ XSRF, validation messages, paging, and the event WebSocket with its resume after
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -346,7 +348,19 @@ BAD_QUERIES = [
     ("status=runing", "runing", "running"),
     ("where=sharpe%3E%3Dabc", "threshold", "sharpe"),
     ("sort=-sharp", "sort", "sharp"),
+    ("strategy=sma_crosover", "no run has strategy 'sma_crosover'",
+     "did you mean 'sma_crossover'?"),
+    ("where=sharpe%3E%3E1", "unknown comparison '>>'", "did you mean '>'?"),
+    ("where=sharpee%3E1", "no run records the metric 'sharpee'", "did you mean 'sharpe'?"),
 ]
+
+
+def test_a_search_that_finds_nothing_with_known_values_is_just_empty(lab: Lab) -> None:
+    insert_run(lab, metrics={"sharpe": 1.0})
+    status, page = lab.server.request(
+        "GET", f"{API}/runs?strategy=sma_crossover&text=no-such-name-at-all&where=sharpe%3E1")
+    assert status == 200, page
+    assert page["total"] == 0 and page["runs"] == []
 
 
 @pytest.mark.parametrize(("query", "message", "hint"), BAD_QUERIES)
@@ -530,6 +544,38 @@ def test_a_report_is_executed_kept_and_shown_as_a_page(lab: Lab) -> None:
     status, page = lab.server.request("GET", "/" + report["url"])
     assert status == 200
     assert page.lstrip().lower().startswith("<!doctype html") and record["id"] in page
+
+
+REPORT_PAGE = ("<!DOCTYPE html><html><head><style>body { color: rgb(1, 2, 3); }</style>"
+               "<script src=\"https://cdn.example.com/evil.js\"></script></head><body>"
+               "<div style=\"color: red\">x</div><script>document.title = 'ok';</script>"
+               "<style type=\"text/css\">p { margin: 0 }</style></body></html>")
+
+
+def test_the_report_page_allows_exactly_its_own_inline_css_and_scripts(lab: Lab) -> None:
+    run_id = insert_run(lab, report_ref="runs/csp/report.html")
+    lab.registry().put_blob("runs/csp/report.html", REPORT_PAGE.encode())
+    req = urllib.request.Request(f"{lab.server.base}{API}/runs/{run_id}/report")
+    req.add_header("Authorization", f"token {lab.server.token}")
+    pages, policies = [], []
+    for _ in range(2):
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            pages.append(resp.read().decode())
+            policies.append(resp.headers["Content-Security-Policy"])
+    nonce = re.search(r"script-src 'nonce-([^']+)'", policies[0])
+    assert nonce, policies[0]
+    page = pages[0]
+    # every inline element carries this response's nonce; the CDN script none
+    assert page.count(f'nonce="{nonce[1]}"') == 4  # and the shim's own script
+    assert '<script src="https://cdn.example.com/evil.js">' in page
+    assert f"style-src 'nonce-{nonce[1]}'" in policies[0]
+    assert "default-src 'none'" in policies[0] and "https:" not in policies[0]
+    # the style attribute by its hash, nothing else inline
+    digest = base64.b64encode(hashlib.sha256(b"color: red").digest()).decode()
+    assert f"style-src-attr 'unsafe-hashes' 'sha256-{digest}'" in policies[0]
+    assert "unsafe-inline" not in policies[0]
+    # a fresh nonce per response
+    assert nonce[1] not in policies[1]
 
 
 # -- notifications ----------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ export interface IRun {
   partial: boolean;
   cached_from?: string | null;
   position?: number | null;
+  /** Cancel was asked for (here or in a notebook); the run stops at its next chunk. */
+  cancel_requested?: boolean;
+  /** Only in GET runs/{id} (the list leaves it out). */
+  traceback?: string | null;
   config?: { [key: string]: unknown };
   audit_skipped?: boolean;
 }

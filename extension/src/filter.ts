@@ -22,7 +22,10 @@ export interface IRunQuery {
   text?: string;
 }
 
-const THRESHOLD = /^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|==|!=|>|<)(-?[0-9][0-9_.eE+-]*%?)$/;
+// A metric name then comparison characters: a threshold, even a malformed one (`sharpe>>1`,
+// `sharpe>abc`), which the server then refuses with a message that says what is wrong,
+// instead of it becoming a name search that silently matches nothing.
+const THRESHOLD = /^([A-Za-z_][A-Za-z0-9_]*)([<>=!]+)(.*)$/;
 const PAIR = /^([A-Za-z]+):(.+)$/;
 
 /** Parse the filter box; unknown `key:` words raise an Error that names the valid keys. */
@@ -40,9 +43,11 @@ export function parseFilter(input: string): IRunQuery {
     if (pair) {
       const key = pair[1].toLowerCase();
       if (!(FILTER_KEYS as readonly string[]).includes(key)) {
+        const close = closest(key, FILTER_KEYS);
         throw new Error(
-          `unknown filter '${pair[1]}:'; use one of ${FILTER_KEYS.map(k => k + ':').join(' ')}` +
-            ', a threshold such as sharpe>1, or words of a run name'
+          `unknown filter '${pair[1]}:'${close ? ` — did you mean '${close}:'?` : ''}; use one of ` +
+            `${FILTER_KEYS.map(k => k + ':').join(' ')}, a threshold such as sharpe>1, or words ` +
+            'of a run name'
         );
       }
       if (key === 'sort') {
@@ -87,4 +92,32 @@ export function toSearchParams(query: IRunQuery, limit: number, user?: string): 
   }
   params.set('limit', String(limit));
   return params;
+}
+
+/** Edit distance (insertions, deletions, substitutions) between two words. */
+export function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current.push(Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+/** The choice a misspelt word most likely meant (at most a third of it edited), or null. */
+export function closest(word: string, choices: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const choice of choices) {
+    const distance = editDistance(word, choice);
+    if (distance < bestDistance) {
+      best = choice;
+      bestDistance = distance;
+    }
+  }
+  return best !== null && bestDistance <= Math.max(1, Math.floor(best.length / 3)) ? best : null;
 }

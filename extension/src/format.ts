@@ -75,3 +75,40 @@ export const AUDIT_SKIPPED = 'look-ahead audit skipped';
 export function auditBadge(run: { audit_skipped?: boolean | null }): string {
   return run.audit_skipped ? `⚠ ${AUDIT_SKIPPED}` : '';
 }
+
+/** How long ago an epoch time was, again every CLOCK_MS while the panel shows it. */
+export const CLOCK_MS = 10000;
+
+// JupyterLab cuts a toast's message at 140 characters: the run's name gives way, not the numbers.
+const TOAST_MAX = 140;
+const TOAST_METRICS: ReadonlyArray<[string, string, number, string]> = [
+  ['Return', 'total_return_pct', 1, ' %'],
+  ['Sharpe', 'sharpe', 2, ''],
+  ['Max DD', 'max_drawdown_pct', 1, ' %']
+];
+
+/**
+ * The one wording of a run's toast, whether it came from the live stream or from a stored
+ * notification: `Backtest "name" completed: Return 12.3 %, Sharpe 1.42, Max DD -5.1 %`, or
+ * `Backtest "name" failed: <error>`. Never longer than a toast shows: a long name is shortened.
+ */
+export function toastText(
+  name: string,
+  outcome: string,
+  metrics: { [name: string]: unknown } | null | undefined,
+  error?: string | null
+): string {
+  let detail: string;
+  if (outcome === 'failed') {
+    detail = error || 'see its log';
+  } else {
+    detail = TOAST_METRICS.filter(([, key]) => typeof metrics?.[key] === 'number')
+      .map(([label, key, digits, suffix]) => `${label} ${formatNumber(metrics![key], digits)}${suffix}`)
+      .join(', ');
+  }
+  const tail = `" ${outcome}` + (detail ? `: ${detail}` : '');
+  const room = Math.max(12, TOAST_MAX - tail.length - 'Backtest "'.length);
+  const shortName = name.length > room ? `${name.slice(0, room - 1)}…` : name;
+  const text = `Backtest "${shortName}${tail}`;
+  return text.length > TOAST_MAX ? `${text.slice(0, TOAST_MAX - 1)}…` : text;
+}

@@ -42,14 +42,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const api = new QuantlabApi(app.serviceManager.serverSettings);
     const stream = new EventStream(api);
     const showPanel = () => app.shell.activateById(panel.id);
-    const notifier = new RunNotifier(api, stream, showPanel);
+    // Toasts have a stream of their own, always on: a run's outcome is toasted when it
+    // happens, whether or not the panel (whose stream stops while hidden) is open.
+    const toastStream = new EventStream(api);
+    const notifier = new RunNotifier(api, toastStream, showPanel);
+    toastStream.start(null);
     const panel = new BacktestsPanel({
       api,
       stream,
       user: () => notifier.whoami(),
       openPath: async (path: string) => {
         await app.commands.execute('docmanager:open', { path });
-      }
+      },
+      insertCode: (code: string) => insertIntoNotebook(app, code)
     });
     panel.title.icon = backtestsIcon;
     app.shell.add(panel, 'left', { rank: 650 });
@@ -95,5 +100,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
   }
 };
+
+/**
+ * Insert `code` as a new cell below the active cell of the notebook last in focus, and select
+ * it. False when no notebook is open.
+ */
+async function insertIntoNotebook(app: JupyterFrontEnd, code: string): Promise<boolean> {
+  const isNotebook = (widget: any) =>
+    !!widget && !!widget.content && typeof widget.content.activeCellIndex === 'number';
+  let target: any = app.shell.currentWidget;
+  if (!isNotebook(target)) {
+    // the panel has focus: the most recently used notebook tab in the main area
+    target = Array.from(app.shell.widgets('main')).find(isNotebook) ?? null;
+  }
+  if (!target) {
+    return false;
+  }
+  app.shell.activateById(target.id);
+  await app.commands.execute('notebook:insert-cell-below');
+  const cell = target.content.activeCell;
+  if (!cell) {
+    return false;
+  }
+  cell.model.sharedModel.setSource(code);
+  return true;
+}
 
 export default plugin;

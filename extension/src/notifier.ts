@@ -10,7 +10,7 @@
 import { Notification } from '@jupyterlab/apputils';
 
 import { INotification, IRun, IRunEvent, QuantlabApi } from './api';
-import { formatNumber } from './format';
+import { toastText } from './format';
 import { EventStream } from './stream';
 
 export interface INotifierSettings {
@@ -63,7 +63,7 @@ export class RunNotifier {
       // oldest first, so that toasts stack in the order things happened
       for (const item of [...reply.notifications].reverse()) {
         if (this._settings.enabled && this._remember(item.run_id, item.kind)) {
-          this._toastNotification(item);
+          await this._toastNotification(item);
           shown++;
         }
         await this.api.markRead(item.id);
@@ -129,26 +129,27 @@ export class RunNotifier {
   }
 
   private _toastRun(run: IRun, outcome: string): void {
-    const name = run.name || run.id;
+    const text = toastText(run.name || run.id, outcome, run.metrics, run.error);
     if (outcome === 'completed') {
-      const sharpe = run.metrics?.sharpe;
-      const extra = typeof sharpe === 'number' ? ` · Sharpe ${formatNumber(sharpe)}` : '';
-      Notification.success(`Backtest "${name}" completed${extra}`, {
-        autoClose: 8000,
-        actions: this._actions()
-      });
+      Notification.success(text, { autoClose: 8000, actions: this._actions() });
     } else {
-      Notification.error(`Backtest "${name}" failed: ${run.error ?? 'see its log'}`, {
-        autoClose: false,
-        actions: this._actions()
-      });
+      Notification.error(text, { autoClose: false, actions: this._actions() });
     }
   }
 
-  private _toastNotification(item: INotification): void {
-    const text = [item.title, item.body].filter(t => t).join(': ') || 'QuantLab notification';
+  /** A stored notification: about a run still in the registry, in the run toast's wording. */
+  private async _toastNotification(item: INotification): Promise<void> {
+    if (item.run_id && (item.kind === 'completed' || item.kind === 'failed')) {
+      try {
+        this._toastRun(await this.api.getRun(item.run_id), item.kind);
+        return;
+      } catch {
+        // the run is gone (or unreadable): the notification's own words
+      }
+    }
     const failed = item.kind === 'failed' || item.kind === 'error';
     const options = { autoClose: failed ? (false as const) : 8000, actions: this._actions() };
+    const text = notificationText(item);
     if (failed) {
       Notification.error(text, options);
     } else if (item.kind === 'completed') {
@@ -163,4 +164,15 @@ export class RunNotifier {
   private _user: string | null = null;
   private _timer: number | null = null;
   private _disposed = false;
+}
+
+/** A notification's title and body, without saying the title twice (a body that is a headline
+ * starts with the title: "Run 'x' completed: Sharpe 1.2"). */
+export function notificationText(item: INotification): string {
+  const title = item.title ?? '';
+  const body = item.body ?? '';
+  if (title && body.startsWith(title)) {
+    return body;
+  }
+  return [title, body].filter(t => t).join(': ') || 'QuantLab notification';
 }

@@ -5,13 +5,22 @@
  * runs only while the panel is visible.
  */
 
-import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { Clipboard, Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, IRun, IRunEvent, QuantlabApi } from './api';
 import { IRunQuery, parseFilter, toSearchParams } from './filter';
-import { auditBadge, formatBars, formatDuration, formatNumber, isTerminal, KEY_METRICS, timeAgo } from './format';
+import {
+  auditBadge,
+  CLOCK_MS,
+  formatBars,
+  formatDuration,
+  formatNumber,
+  isTerminal,
+  KEY_METRICS,
+  timeAgo
+} from './format';
 import { EventStream, StreamState } from './stream';
 
 export interface IPanelSettings {
@@ -26,6 +35,8 @@ export interface IPanelOptions {
   openPath: (path: string) => Promise<void>;
   /** The current user's name as the server records it (for "mine"). */
   user: () => Promise<string | null>;
+  /** Insert code as a new cell of the open notebook; false when none is open. */
+  insertCode?: (code: string) => Promise<boolean>;
 }
 
 const MAX_COMPARE = 5;
@@ -38,6 +49,7 @@ export class BacktestsPanel extends Widget {
     this._stream = options.stream;
     this._openPath = options.openPath;
     this._user = options.user;
+    this._insertCode = options.insertCode ?? (async () => false);
     this.id = 'quantlab-backtests';
     this.addClass('jp-QuantlabPanel');
     this.title.caption = 'Backtests';
@@ -69,6 +81,7 @@ export class BacktestsPanel extends Widget {
     this._stream.event.disconnect(this._onEvent, this);
     this._stream.stateChanged.disconnect(this._onStreamState, this);
     this._stream.stop();
+    this._stopClock();
     super.dispose();
   }
 
@@ -106,11 +119,43 @@ export class BacktestsPanel extends Widget {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     void this.reload();
+    this._startClock();
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this._stream.stop(); // nothing streams to a panel nobody sees
+    this._stopClock();
+  }
+
+  // -- "n s ago" ---------------------------------------------------------------------------------
+
+  /** Keep the rows' "n s ago" true while the panel is shown. */
+  private _startClock(): void {
+    if (this._clock === null) {
+      this._clock = window.setInterval(() => this._tickClock(), CLOCK_MS);
+    }
+  }
+
+  private _stopClock(): void {
+    if (this._clock !== null) {
+      window.clearInterval(this._clock);
+      this._clock = null;
+    }
+  }
+
+  private _tickClock(): void {
+    for (const [id, row] of this._rows) {
+      const run = this._runs.get(id);
+      if (run) {
+        (row.querySelector('.jp-QuantlabRun-meta') as HTMLElement).textContent = this._metaText(run);
+      }
+    }
+  }
+
+  private _metaText(run: IRun): string {
+    const meta = [run.user ?? '', (run.tags ?? []).map(t => `#${t}`).join(' '), timeAgo(run.queued_at)];
+    return meta.filter(m => m).join(' · ');
   }
 
   // -- events ------------------------------------------------------------------------------------
@@ -199,11 +244,87 @@ export class BacktestsPanel extends Widget {
   }
 
   private _cancel(run: IRun): Promise<void> {
+    // Said at once: a running run stops at its next chunk, which can take seconds.
+    this._cancelling.add(run.id);
+    this._renderRow(run);
     return this._act('Cancel', async () => {
-      const fresh = await this._api.cancel(run.id);
-      this._runs.set(fresh.id, fresh);
-      this._renderRow(fresh);
+      try {
+        const fresh = await this._api.cancel(run.id);
+        this._runs.set(fresh.id, fresh);
+        this._renderRow(fresh);
+      } catch (error) {
+        this._cancelling.delete(run.id);
+        this._renderRow(run);
+        throw error;
+      }
     });
+  }
+
+  /** The status a row shows: "cancelling…" from the click until the run has ended. */
+  private _statusText(run: IRun): string {
+    if (isTerminal(run.status)) {
+      this._cancelling.delete(run.id);
+    } else if (this._cancelling.has(run.id) || run.cancel_requested) {
+      return 'cancelling…';
+    }
+    return run.partial ? `${run.status} (partial)` : run.status;
+  }
+
+  // -- open in notebook, copy id -----------------------------------------------------------------
+
+  private _openInNotebook(run: IRun): Promise<void> {
+    return this._act('Open in notebook', async () => {
+      const code = `ql.get_run(${JSON.stringify(run.id)})`;
+      if (!(await this._insertCode(code))) {
+        Notification.warning(`Open a notebook first, then "Open in notebook" adds ${code} to it`, {
+          autoClose: 6000
+        });
+      }
+    });
+  }
+
+  private _copyId(run: IRun): Promise<void> {
+    return this._act('Copy id', async () => {
+      Clipboard.copyToSystem(run.id);
+      Notification.info(`Copied the run id ${run.id}`, { autoClose: 2000 });
+    });
+  }
+
+  // -- traceback of a failed run -----------------------------------------------------------------
+
+  private _renderTraceback(row: HTMLElement, run: IRun): void {
+    const details = row.querySelector('.jp-QuantlabRun-traceback') as HTMLDetailsElement;
+    details.hidden = run.status !== 'failed';
+    const traceback = run.traceback;
+    if (typeof traceback === 'string' && traceback) {
+      (details.querySelector('pre') as HTMLElement).textContent = traceback;
+    }
+  }
+
+  private _tracebackNode(id: string): HTMLDetailsElement {
+    const details = document.createElement('details');
+    details.className = 'jp-QuantlabRun-traceback';
+    details.hidden = true;
+    const summary = document.createElement('summary');
+    summary.textContent = 'Traceback';
+    const pre = document.createElement('pre');
+    details.append(summary, pre);
+    // The list leaves tracebacks out (they are long): fetched when first unfolded.
+    details.addEventListener('toggle', () => {
+      if (details.open && !pre.textContent) {
+        pre.textContent = 'loading…';
+        this._api
+          .getRun(id)
+          .then(fresh => {
+            pre.textContent =
+              fresh.traceback || 'no traceback was kept';
+          })
+          .catch(error => {
+            pre.textContent = `cannot load the traceback: ${(error as Error).message}`;
+          });
+      }
+    });
+    return details;
   }
 
   private _rerun(run: IRun): Promise<void> {
@@ -403,12 +524,13 @@ export class BacktestsPanel extends Widget {
     row.dataset.status = run.status;
     part('name').textContent = run.name || run.id;
     part('name').title = `${run.id}\n${run.strategy ?? ''} on ${(run.symbols ?? []).join(', ')}`;
-    part('status').textContent = run.partial ? `${run.status} (partial)` : run.status;
+    part('status').textContent = this._statusText(run);
     part('status').dataset.status = run.status;
     part('audit').textContent = auditBadge(run);
     part('audit').hidden = !run.audit_skipped;
-    const meta = [run.user ?? '', (run.tags ?? []).map(t => `#${t}`).join(' '), timeAgo(run.queued_at)];
-    part('meta').textContent = meta.filter(m => m).join(' · ');
+    row.dataset.cancelling = String(this._cancelling.has(run.id));
+    part('meta').textContent = this._metaText(run);
+    this._renderTraceback(row, run);
 
     const percent = Math.max(0, Math.min(100, (run.progress ?? 0) * 100));
     const bar = part('bar');
@@ -443,7 +565,7 @@ export class BacktestsPanel extends Widget {
     }
 
     const active = !isTerminal(run.status);
-    (part('cancel') as HTMLButtonElement).hidden = !active;
+    (part('cancel') as HTMLButtonElement).hidden = !active || this._cancelling.has(run.id);
     (part('rerun') as HTMLButtonElement).hidden = active;
     // a cancelled sweep keeps its finished combinations: those can be reported too
     const reportable = run.status === 'completed' || (run.status === 'cancelled' && run.partial);
@@ -494,7 +616,9 @@ export class BacktestsPanel extends Widget {
       'jp-QuantlabRun-actions',
       this._button('Cancel', 'jp-QuantlabRun-cancel', () => this._cancel(run())),
       this._button('Rerun', 'jp-QuantlabRun-rerun', () => this._rerun(run())),
-      this._button('Report', 'jp-QuantlabRun-report', () => this._report(run()))
+      this._button('Report', 'jp-QuantlabRun-report', () => this._report(run())),
+      this._button('Open in notebook', 'jp-QuantlabRun-open', () => this._openInNotebook(run())),
+      this._button('Copy id', 'jp-QuantlabRun-copy', () => this._copyId(run()))
     );
     row.append(
       line('jp-QuantlabRun-title', select, span('name'), span('status'), span('audit')),
@@ -502,6 +626,7 @@ export class BacktestsPanel extends Widget {
       progress,
       line('jp-QuantlabRun-stepLine', span('step')),
       line('jp-QuantlabRun-metrics'),
+      this._tracebackNode(id),
       actions
     );
     return row;
@@ -523,6 +648,9 @@ export class BacktestsPanel extends Widget {
   private readonly _stream: EventStream;
   private readonly _openPath: (path: string) => Promise<void>;
   private readonly _user: () => Promise<string | null>;
+  private readonly _insertCode: (code: string) => Promise<boolean>;
+  private _cancelling = new Set<string>();
+  private _clock: number | null = null;
   private _settings: IPanelSettings = { show: 'all', limit: 50 };
   private _runs = new Map<string, IRun>();
   private _order: string[] = [];

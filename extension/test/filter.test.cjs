@@ -3,7 +3,8 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 
 const { parseFilter, toSearchParams } = require('../lib-test/filter.js');
-const { formatBars, formatDuration, formatNumber, isTerminal, timeAgo } = require('../lib-test/format.js');
+const { formatBars, formatDuration, formatNumber, isTerminal, timeAgo, toastText } = require('../lib-test/format.js');
+const { closest } = require('../lib-test/filter.js');
 
 test('key:value pairs, thresholds, sort and words', () => {
   assert.deepEqual(
@@ -28,7 +29,7 @@ test('an empty filter is an empty query', () => {
 
 test('an unknown key names the valid ones', () => {
   assert.throws(() => parseFilter('stauts:running'), {
-    message: "unknown filter 'stauts:'; use one of status: strategy: symbol: tag: user: sort:, a threshold such as sharpe>1, or words of a run name"
+    message: "unknown filter 'stauts:' — did you mean 'status:'?; use one of status: strategy: symbol: tag: user: sort:, a threshold such as sharpe>1, or words of a run name"
   });
 });
 
@@ -76,4 +77,25 @@ test('a run submitted with audit: false gets the warning badge, others none', ()
   assert.equal(auditBadge({ audit_skipped: true }), '⚠ look-ahead audit skipped');
   assert.equal(auditBadge({ audit_skipped: false }), '');
   assert.equal(auditBadge({}), '');
+});
+
+test('a malformed threshold goes to the server, which says what is wrong', () => {
+  assert.deepEqual(parseFilter('sharpe>>1 golden'), { where: 'sharpe>>1', text: 'golden' });
+  assert.deepEqual(parseFilter('sharpe>abc'), { where: 'sharpe>abc' });
+});
+
+test('did-you-mean picks the nearest key only when it is near', () => {
+  assert.equal(closest('stratgy', ['status', 'strategy', 'symbol']), 'strategy');
+  assert.equal(closest('zzzzzz', ['status', 'strategy', 'symbol']), null);
+});
+
+test('a toast has one wording, whole metrics, and fits what a toast shows', () => {
+  const metrics = { total_return_pct: 12.34, sharpe: 1.4237, max_drawdown_pct: -5.06 };
+  assert.equal(toastText('x', 'completed', metrics),
+               'Backtest "x" completed: Return 12.3 %, Sharpe 1.42, Max DD -5.1 %');
+  const long = toastText('n'.repeat(300), 'completed', metrics);
+  assert.ok(long.length <= 140, long);
+  assert.ok(long.endsWith('completed: Return 12.3 %, Sharpe 1.42, Max DD -5.1 %'), long);
+  assert.equal(toastText('x', 'failed', null, 'boom'), 'Backtest "x" failed: boom');
+  assert.equal(toastText('x', 'completed', {}), 'Backtest "x" completed');
 });

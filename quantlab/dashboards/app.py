@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import ipywidgets as widgets
 
 from quantlab.analytics import COMPARISONS, MAX_RUNS, MIN_RUNS, compare, stats
-from quantlab.errors import QuantlabError
+from quantlab.errors import QuantlabError, did_you_mean, nearest
 from quantlab.registry import open_registry
 from quantlab.render.figures import plotly_js_html
 from quantlab.render.html import comparison_html, stats_html
@@ -244,6 +244,7 @@ class AnalyticsDashboard(widgets.VBox):
         self.view = HTMLView()
         self.view.add_class("ql-view")
         self._loading = False
+        self.query_problems: list[str] = []
         super().__init__([
             widgets.HTML('<h2 style="font-family:sans-serif;margin:4px 0">Backtest analytics'
                          "</h2>"),
@@ -281,6 +282,9 @@ class AnalyticsDashboard(widgets.VBox):
     def _apply_query(self, params: Mapping[str, str]) -> None:
         self._loading = True
         try:
+            self.query_problems = analytics_query_problems(params, {
+                "strategy": self.strategy.options, "tag": self.tag.options,
+                "user": self.user.options})
             periods = {value for _, value in PERIODS}
             if params.get("period") in periods:
                 self.period.value = params["period"]
@@ -306,8 +310,31 @@ class AnalyticsDashboard(widgets.VBox):
         except QuantlabError as exc:
             self.status.value = _message(str(exc), error=True)
             return
-        self.status.value = ""
+        # what the URL asked for and could not be applied stays said above the statistics
+        self.status.value = "".join(_message(p, error=True) for p in self.query_problems)
         self.view.value = stats_html(result, plotly_js=False)
+
+
+def analytics_query_problems(params: Mapping[str, str],
+                             choices: Mapping[str, Sequence[str]]) -> list[str]:
+    """What is wrong with an analytics URL's filters (``?period=bogus``, a strategy no run
+    has), each with the valid values and the closest one; empty when all apply."""
+    problems = []
+    period = params.get("period")
+    periods = [value for _, value in PERIODS]
+    if period is not None and period not in periods:
+        close = nearest(period, periods, 0.3) or nearest(period.upper(), periods, 0.3)
+        hint = f" — did you mean '{close}'?" if close else ""
+        problems.append(f"period {period!r} is not a period{hint}; use one of "
+                        f"{', '.join(periods)} (showing the last year)")
+    for key, options in choices.items():
+        value = params.get(key)
+        if value is not None and value not in options:
+            known = [o for o in options if o != ALL]
+            listed = f"; known: {', '.join(known[:10])}" if known else ""
+            problems.append(f"no run has {key} {value!r}{did_you_mean(value, known)} (showing "
+                            f"all runs{listed})")
+    return problems
 
 
 def query_string(retry_every: float = 0.5) -> str:

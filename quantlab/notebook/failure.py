@@ -84,10 +84,20 @@ def root_exception_line(traceback_text: str) -> str | None:
     return None
 
 
+# Runs recorded before the wording changed say "above": in these views the traceback is below.
+_LEGACY_WHERE = "see the traceback above for where"
+
+
+def error_line(error: str | None, has_traceback: bool) -> str:
+    """The run's error, saying where its traceback is in this view (folded, below)."""
+    text = (error or "unknown error").replace(_LEGACY_WHERE, "its traceback shows where")
+    return f"{text} (full traceback below)" if has_traceback else text
+
+
 def failure_text(error: str | None, traceback_text: str | None,
                  config: Mapping[str, Any] | None) -> str:
     """Plain-text version of :func:`failure_html` (for logs, ``%backtest_status``, tests)."""
-    lines = [f"run failed: {error or 'unknown error'}"]
+    lines = [f"run failed: {error_line(error, has_traceback=False)}"]
     source = (config or {}).get("strategy_source")
     strategy = (config or {}).get("strategy")
     for frame in user_frames(traceback_text or "", source):
@@ -108,7 +118,7 @@ def failure_html(error: str | None, traceback_text: str | None,
     parts = [
         '<div class="ql-error" style="border-left:4px solid #d62728;padding:4px 10px;'
         'background:#fff5f5;font-family:sans-serif;font-size:13px">',
-        f"<div><b>Run failed:</b> {html.escape(error or 'unknown error')}</div>",
+        f"<div><b>Run failed:</b> {html.escape(error_line(error, bool(traceback_text)))}</div>",
     ]
     root = root_exception_line(traceback_text or "")
     root_type = root.split(":", 1)[0].rsplit(".", 1)[-1] if root else ""
@@ -127,7 +137,8 @@ def failure_html(error: str | None, traceback_text: str | None,
             parts.append('<pre class="ql-user-code" style="margin:2px 0;padding:4px;'
                          'background:#fafafa">' + "\n".join(code) + "</pre>")
     if traceback_text:
-        parts.append("<details><summary>full traceback (worker)</summary><pre style="
+        parts.append("<details><summary>full traceback (worker): click to unfold</summary>"
+                     "<pre style="
                      f'"font-size:11px">{html.escape(traceback_text)}</pre></details>')
     parts.append("</div>")
     return "".join(parts)

@@ -117,10 +117,11 @@ class RunsTable:
                 "user": record.get("user"),
                 "queued_at": pd.Timestamp(float(record["queued_at"]), unit="s")
                 if record.get("queued_at") else pd.NaT,
+                "queue_wait_s": queue_wait(record),
                 **{m: metrics.get(m) for m in TABLE_METRICS},
             })
         columns = ["id", "name", "status", "progress", "strategy", "symbols", "user", "queued_at",
-                   *TABLE_METRICS]
+                   "queue_wait_s", *TABLE_METRICS]
         return pd.DataFrame(rows, columns=columns)
 
     def _repr_html_(self) -> str:
@@ -128,7 +129,7 @@ class RunsTable:
         if not self.records:
             return (f"<div>no runs match{(' ' + html.escape(described)) if described else ''}"
                     "</div>")
-        header = ["id", "name", "status", "strategy", "symbols", "queued", "duration",
+        header = ["id", "name", "status", "strategy", "symbols", "queued", "waited", "duration",
                   *(metric_label(m) for m in TABLE_METRICS)]
         rows = []
         for record in self.records:
@@ -139,7 +140,8 @@ class RunsTable:
             rows.append([
                 str(record["id"]), str(record.get("name") or ""), badge,
                 str(record.get("strategy") or ""), ", ".join(record.get("symbols") or []),
-                _when(record.get("queued_at")), format_duration(state.elapsed()),
+                _when(record.get("queued_at")), format_duration(queue_wait(record)),
+                format_duration(state.elapsed()),
                 *(format_metric(m, metrics.get(m)) for m in TABLE_METRICS),
             ])
         # The status column holds coloured badges: HTML already (the badge escapes its text).
@@ -153,6 +155,20 @@ class RunsTable:
         if not self.records:
             return "no runs"
         return self.to_frame().to_string(index=False)
+
+
+def queue_wait(record: Mapping[str, Any], now: float | None = None) -> float | None:
+    """Seconds a run waited in the queue: until it started, or until now while still queued
+    (None for a run that ended without starting, e.g. cancelled while queued, or unknown)."""
+    queued = record.get("queued_at")
+    if not queued:
+        return None
+    started = record.get("started_at")
+    if started:
+        return max(0.0, float(started) - float(queued))
+    if record.get("status") == "queued":
+        return max(0.0, (now or time.time()) - float(queued))
+    return None
 
 
 def _when(epoch: Any) -> str:

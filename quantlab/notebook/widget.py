@@ -59,6 +59,7 @@ class RunWidget(widgets.VBox):
         self._outcome_ready = threading.Event()  # set once the outcome is on screen
         self._thread: threading.Thread | None = None
         self._retrying = False  # the follower's note is about a stream it is still retrying
+        self._cancelling = False  # Cancel clicked: said until the run has ended
         self._retry_delay = TICK_SECONDS
         self.record: dict[str, Any] = {}
         self.result: Any = None
@@ -237,9 +238,12 @@ class RunWidget(widgets.VBox):
     def _on_cancel(self, _button: Any = None) -> None:
         self.cancel_button.disabled = True
         self.cancel_button.description = "Cancelling…"
+        self._cancelling = True
+        self.render()  # at once: a running run stops only at its next chunk
         try:
             self.run.cancel()
         except Exception as exc:
+            self._cancelling = False
             self.cancel_button.disabled = False
             self.cancel_button.description = "Cancel"
             self.info.value += (f'<div style="color:#d62728">cancel failed: '
@@ -256,6 +260,9 @@ class RunWidget(widgets.VBox):
                                        "cancelled": "warning"}.get(state.status, "info")
             self.progress.description = f"{state.progress * 100:.0f}%"
             info = html.escape(summary_line(state))
+            if self._cancelling and not state.terminal:
+                info = ('<b class="ql-cancelling">cancelling…</b> (stops at the next chunk) · '
+                        + info)
             if state.follow_error and self._retrying:
                 info += (f'<div class="ql-reconnecting" style="color:#d62728">live updates '
                          f"paused ({html.escape(state.follow_error)}); reconnecting… (the run "

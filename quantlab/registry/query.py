@@ -116,7 +116,10 @@ def _threshold(metric: Any, op: Any, value: Any) -> Threshold:
             field="where",
         )
     if op not in WHERE_OPS:
-        hint = " (use '==' for equality)" if op == "=" else ""
+        # '=>' is '>=' written backwards; '>>' a doubled key: both have a nearest valid op
+        guess = str(op)[::-1] if str(op)[::-1] in WHERE_OPS else str(op)
+        hint = (" (use '==' for equality)" if op == "="
+                else did_you_mean(guess, WHERE_OPS, 0.5))
         raise ConfigError(
             f"unknown comparison {op!r} in the threshold on '{metric}'{hint}; valid: "
             f"{' '.join(WHERE_OPS)}", field="where"
@@ -191,3 +194,31 @@ def parse_sort(sort: str, known_metrics: Callable[[], Iterable[str]]) -> RunSort
         f"{', '.join(SORT_FIELDS)} or a recorded metric ({', '.join(sorted(known))}), with "
         f"a '-' prefix for descending, e.g. sort='-sharpe'", field="sort"
     )
+
+
+def check_known_values(field_name: str, asked: Iterable[str], known: Iterable[str],
+                       how: str) -> None:
+    """Refuse a filter value nothing has (``strategy:sma_crosover``), naming the closest known
+    one. For explaining an empty search: a value that matches no run is not an error by itself
+    (the run may come), so callers ask only once a search found nothing."""
+    choices = sorted(set(known))
+    for value in asked:
+        if value not in choices:
+            raise ConfigError(
+                f"no run has {field_name} {value!r}{did_you_mean(value, choices)}; {how}",
+                field=field_name,
+            )
+
+
+def check_threshold_metrics(thresholds: Iterable[Threshold], known_metrics: Iterable[str]
+                            ) -> None:
+    """Refuse a threshold on a metric no run records (``sharpee>1``), once some run has
+    metrics, naming the closest recorded metric."""
+    known = sorted(set(known_metrics))
+    for threshold in thresholds:
+        if known and threshold.metric not in known:
+            raise ConfigError(
+                f"no run records the metric {threshold.metric!r}"
+                f"{did_you_mean(threshold.metric, known)}; thresholds can use "
+                f"{', '.join(known)}", field="where",
+            )

@@ -59,7 +59,35 @@ def _this_python_kernel_manager() -> type:
         def _kernel_spec_manager_default(self) -> KernelSpecManager:
             return ThisPythonSpecs(data_dir=self.data_dir)
 
+        # Over TCP, ipykernel warns "Kernel is running over TCP without encryption" into every
+        # report's first output and `quantlab report`'s terminal. The report kernel is a child
+        # on this machine: Unix sockets in a private directory are both quiet and private.
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(_ipc_directory() / "kernel")
+
     return ThisPythonKernelManager
+
+
+def _ipc_directory() -> Path:
+    """A short private directory (mode 0700) for the report kernels' Unix sockets, removed at
+    exit; short because a socket path is limited to ~100 bytes."""
+    global _IPC_DIR
+    if _IPC_DIR is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _IPC_DIR = Path(tempfile.mkdtemp(prefix="ql-kernel-"))
+        atexit.register(shutil.rmtree, _IPC_DIR, True)
+    return _IPC_DIR
+
+
+_IPC_DIR: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,14 @@ notebook shows (it names the problem and the fix), with the status a client can 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import html as htmllib
 import json
 import logging
 import os
+import re
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -165,6 +170,43 @@ class QuantlabHandler(APIHandler):
         super().write_error(status_code, **kwargs)
 
 
+# Recent runs consulted for the values a filter could have meant (an empty search only).
+EXPLAIN_SCAN = 2000
+
+
+def list_runs_explained(params: dict[str, list[str]]) -> dict[str, Any]:
+    """GET /runs, except that a search that found nothing because of a misspelt filter says
+    so (400, with the closest known value) instead of an empty list: ``strategy:sma_crosover``,
+    ``sharpee>1``. The extra lookups happen only when nothing matched."""
+    page = service.list_runs(params)
+    if page["total"] == 0:
+        explain_empty_search(service.run_query(params))
+    return page
+
+
+def explain_empty_search(query: dict[str, Any]) -> None:
+    from quantlab.registry import open_registry
+    from quantlab.registry.query import check_known_values, check_threshold_metrics, parse_where
+    from quantlab.strategies import list_strategies
+
+    registry = open_registry()
+    if query.get("where"):
+        check_threshold_metrics(parse_where(query["where"]), registry.metric_names())
+    asked = {key: query[key] for key in ("strategy", "symbol", "tag") if query.get(key)}
+    if not asked:
+        return
+    recent = registry.find_runs(limit=EXPLAIN_SCAN)
+    seen: dict[str, set[str]] = {"strategy": set(list_strategies()), "symbol": set(),
+                                 "tag": set()}
+    for run in recent:
+        seen["strategy"].add(str(run.get("strategy") or ""))
+        seen["symbol"].update(str(s) for s in run.get("symbols") or ())
+        seen["tag"].update(str(t) for t in run.get("tags") or ())
+    for key, values in asked.items():
+        check_known_values(key, values, seen[key],
+                           f"filter by one of the {key}s runs have, or clear the filter")
+
+
 class ApiError(web.HTTPError):
     """An HTTP error whose JSON body is ready (``message`` always set)."""
 
@@ -177,7 +219,7 @@ class RunsHandler(QuantlabHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(await self.call(service.list_runs, self.query()))
+        self.reply(await self.call(list_runs_explained, self.query()))
 
     @web.authenticated
     @authorized
@@ -220,7 +262,79 @@ class ReportHandler(QuantlabHandler):
     @authorized
     async def get(self, run_id: str) -> None:
         html = await self.call(service.report_page, run_id)
-        self.finish(html, set_content_type="text/html; charset=utf-8")
+        # APIHandler's policy (default-src 'none') would block the report's own CSS and
+        # scripts: this page gets a policy of its own, with a nonce fresh for every response.
+        page, policy = report_policy(html, super(APIHandler, self).content_security_policy)
+        self.set_header("Content-Security-Policy", policy)
+        self.finish(page, set_content_type="text/html; charset=utf-8")
+
+
+_INLINE_OPEN_TAG = re.compile(r"<(?P<tag>script|style)\b(?P<attrs>[^>]*)>", re.IGNORECASE)
+_STYLE_ATTRIBUTE = re.compile(r"\sstyle\s*=\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)')",
+                              re.IGNORECASE)
+# The page's own (nonce-approved) scripts create <style>/<script> elements too: plotly.js adds
+# its modebar CSS that way. Those get the nonce as they are created, so the page works whole
+# while anything injected from outside its scripts still has none.
+_NONCE_SHIM = (
+    '<script nonce="{nonce}">(function (n) {{ var make = document.createElement.bind(document);'
+    " document.createElement = function (tag, options) {{ var el = make(tag, options);"
+    " if (/^(style|script)$/i.test(String(tag))) {{ el.setAttribute('nonce', n); }}"
+    ' return el; }}; }})("{nonce}");</script>'
+)
+_HEAD_OPEN = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
+
+
+def _with_nonce_shim(page: str, nonce: str) -> str:
+    shim = _NONCE_SHIM.format(nonce=nonce)
+    head = _HEAD_OPEN.search(page)
+    if head is None:
+        return shim + page
+    return page[:head.end()] + shim + page[head.end():]
+
+
+# Past this many distinct style="" attributes the header would grow past what proxies accept;
+# the attributes are then allowed as a class (they cannot run code), the rest stays exact.
+MAX_STYLE_ATTRIBUTE_HASHES = 200
+
+
+def report_policy(html: str, base_policy: str) -> tuple[str, str]:
+    """A report page with a fresh nonce on each of its inline ``<script>``/``<style>`` elements,
+    and the Content-Security-Policy that allows exactly those, the hashes of its ``style=``
+    attributes and ``data:``/``blob:`` images and fonts (embedded PNGs, plotly's exports), and
+    nothing from any other origin (a ``<script src=https://...>`` gets no nonce: still blocked).
+    ``sandbox`` confines the report's scripts to an opaque origin, away from the server's
+    cookies."""
+    nonce = secrets.token_urlsafe(18)
+
+    def with_nonce(match: re.Match[str]) -> str:
+        attrs = match["attrs"]
+        if re.search(r"\bsrc\s*=", attrs, re.IGNORECASE) or "nonce=" in attrs.lower():
+            return match[0]
+        return f'<{match["tag"]} nonce="{nonce}"{attrs}>'
+
+    page = _with_nonce_shim(_INLINE_OPEN_TAG.sub(with_nonce, html), nonce)
+    styles = {htmllib.unescape(m["dq"] if m["dq"] is not None else m["sq"])
+              for m in _STYLE_ATTRIBUTE.finditer(html)}
+    if not styles:
+        style_attr = "'none'"
+    elif len(styles) > MAX_STYLE_ATTRIBUTE_HASHES:
+        style_attr = "'unsafe-inline'"
+    else:
+        style_attr = " ".join(["'unsafe-hashes'", *sorted(
+            f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
+            for s in styles)])
+    policy = "; ".join([
+        base_policy,
+        "default-src 'none'",
+        f"script-src 'nonce-{nonce}'",
+        f"style-src 'nonce-{nonce}'",
+        f"style-src-elem 'nonce-{nonce}'",
+        f"style-src-attr {style_attr}",
+        "img-src data: blob:",
+        "font-src data:",
+        "sandbox allow-scripts allow-downloads allow-popups",
+    ])
+    return page, policy
 
 
 class CompareHandler(QuantlabHandler):

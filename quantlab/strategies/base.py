@@ -201,7 +201,7 @@ class Strategy:
         except Exception as exc:
             raise StrategyError(
                 f"strategy '{self.name}' raised {type(exc).__name__}: {exc} (with params "
-                f"{dict(params)}); see the traceback above for where", strategy=self.name,
+                f"{dict(params)}); its traceback shows where", strategy=self.name,
             ) from exc
         return check_signals(raw, bars, self.name)
 
