@@ -82,6 +82,8 @@ _LAZY = {
     "Stats": "quantlab.analytics",
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
+    "walk_forward": "quantlab.research",
+    "WalkForward": "quantlab.research",
     "diff": "quantlab.jobs.rundiff",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
@@ -121,6 +123,7 @@ __all__ = [
     "Stats",
     "StoreUnavailable",
     "StrategyError",
+    "WalkForward",
     "__version__",
     "audit",
     "backtest",
@@ -135,6 +138,7 @@ __all__ = [
     "stats",
     "strategy",
     "submit",
+    "walk_forward",
 ]
 
 if TYPE_CHECKING:
@@ -146,6 +150,7 @@ if TYPE_CHECKING:
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit
+    from quantlab.research.walkforward import WalkForward, walk_forward
     from quantlab.strategies import list_strategies, strategy
 
 
