@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 import quantlab as ql
 from quantlab.errors import ConfigError
 from quantlab.research.walkforward import Fold, bars_of, make_folds, oos_signals
 from quantlab.strategies import Strategy, get_strategy
+from tests.support import notebook as nb_support
 from tests.support.engine import random_walk
+
+nb_home = nb_support.nb_home  # a fixture: a fresh home with the sample data
 
 GRID = {"fast": [5, 10, 20], "slow": [30, 60]}
 OPTIONS = {"commission": 0.001}
@@ -240,3 +247,77 @@ def test_view_shows_the_folds_and_a_figure(wf: ql.WalkForward) -> None:
     fig = wf.figure()
     assert [t.name for t in fig.data] == ["out-of-sample equity", "fast", "slow"]
     assert "efficiency" in repr(wf)
+
+
+# ---- the %%backtest key ----------------------------------------------------------------------
+
+WF_CELL = """%%backtest --out wf_out
+strategy: sma_crossover
+symbols: [AAA]
+start: 2020-01-01
+end: 2021-12-31
+params: {fast: [5, 10], slow: "30..60:30"}
+commission: 0.001
+select: sortino
+walk_forward: {train: 200, test: 100}
+"""
+
+
+@pytest.fixture
+def ip(nb_home: Path) -> Iterator[InteractiveShell]:
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "quantlab")
+    yield shell
+    shell.user_ns.pop("wf_out", None)
+
+
+def _runs() -> int:
+    from quantlab.registry import open_registry
+
+    return int(open_registry().count_runs())
+
+
+def test_backtest_cell_with_walk_forward_runs_it_in_the_kernel(ip: InteractiveShell) -> None:
+    from quantlab.engine.api import load_bars
+
+    result = ip.run_cell(WF_CELL, store_history=False)
+    assert result.error_in_exec is None, result.error_in_exec
+    wf = result.result
+    assert isinstance(wf, ql.WalkForward) and ip.user_ns["wf_out"] is wf
+    assert len(wf.folds) >= 2
+    assert _runs() == 0  # nothing queued
+    bars = load_bars(["AAA"], start="2020-01-01", end="2021-12-31")
+    direct = ql.walk_forward(bars, "sma_crossover", params={"fast": [5, 10], "slow": [30, 60]},
+                             train=200, test=100, select="sortino", commission=0.001)
+    pd.testing.assert_frame_equal(wf.folds, direct.folds)
+    assert "is_sortino" in wf.folds.columns
+    assert "oos_sortino" in wf._repr_html_()
+
+
+def test_walk_forward_key_errors_name_the_fix(ip: InteractiveShell) -> None:
+    result = ip.run_cell(WF_CELL.replace("{train: 200", "{tarin: 200"), store_history=False)
+    assert isinstance(result.error_in_exec, ConfigError)
+    assert str(result.error_in_exec) == "walk_forward: unknown key 'tarin' — did you mean 'train'?"
+    result = ip.run_cell(WF_CELL.replace("train: 200", "train: 2 parsecs"), store_history=False)
+    assert "train='2 parsecs' is not a window size" in str(result.error_in_exec)
+    assert _runs() == 0 and "wf_out" not in ip.user_ns
+
+
+def test_a_walk_forward_config_is_not_queued(nb_home: Path) -> None:
+    body = WF_CELL.split("\n", 1)[1]
+    with pytest.raises(ConfigError, match=re.escape("walk_forward is not queued: run it in the "
+                                                    "kernel with %%backtest or ql.walk_forward")):
+        ql.submit(body)
+    assert _runs() == 0
+
+
+def test_a_config_without_walk_forward_keeps_its_canonical_form() -> None:
+    from quantlab.config import BacktestConfig
+
+    plain = {"strategy": "sma_crossover", "symbols": ["AAA"], "params": {"fast": 10, "slow": 30}}
+    assert "walk_forward" not in BacktestConfig.from_any(plain).canonical()
+    spec = BacktestConfig.from_any({**plain, "walk_forward": {"train": "2y", "test": "6M"}})
+    assert spec.canonical()["walk_forward"] == {"train": "2y", "test": "6M", "step": None,
+                                                "anchored": False}

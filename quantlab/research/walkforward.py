@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -200,7 +200,7 @@ def run_test(bars: Bars, strategy: Strategy, params: Mapping[str, Any], fold: Fo
 
 
 def walk_forward(data: Any, strategy: str | Strategy = "sma_crossover",
-                 params: Mapping[str, Any] | list[Mapping[str, Any]] | None = None, *,
+                 params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, *,
                  train: int | str = 504, test: int | str = 126, step: int | str | None = None,
                  anchored: bool = False, select: str = "sharpe", interval: str | None = None,
                  **options: Any) -> WalkForward:
@@ -228,7 +228,7 @@ def walk_forward(data: Any, strategy: str | Strategy = "sma_crossover",
     results: list[Result] = []
     names: list[str] = []
     for k, fold in enumerate(folds):
-        ins = backtest(bars, cast(Any, strat), params, start=index[fold.train_start],
+        ins = backtest(bars, cast(Any, strat), cast(Any, params), start=index[fold.train_start],
                        end=index[fold.train_end - 1], select=select, **options)
         chosen = dict(ins.params)
         names = names or list(chosen)
