@@ -83,6 +83,8 @@ _LAZY = {
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
     "walk_forward": "quantlab.research",
+    "cross_validate": "quantlab.research",
+    "CrossValidation": "quantlab.research",
     "WalkForward": "quantlab.research",
     "diff": "quantlab.jobs.rundiff",
 }
@@ -104,6 +106,7 @@ __all__ = [
     "BacktestConfig",
     "Comparison",
     "ConfigError",
+    "CrossValidation",
     "DataError",
     "DiskFull",
     "EventsUnavailable",
@@ -128,6 +131,7 @@ __all__ = [
     "audit",
     "backtest",
     "compare",
+    "cross_validate",
     "data",
     "diff",
     "get_run",
@@ -150,6 +154,7 @@ if TYPE_CHECKING:
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit
+    from quantlab.research.crossval import CrossValidation, cross_validate
     from quantlab.research.walkforward import WalkForward, walk_forward
     from quantlab.strategies import list_strategies, strategy
 

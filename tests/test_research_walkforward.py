@@ -9,6 +9,7 @@ mean annualised in-sample return) against formulas written here.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -321,3 +322,91 @@ def test_a_config_without_walk_forward_keeps_its_canonical_form() -> None:
     spec = BacktestConfig.from_any({**plain, "walk_forward": {"train": "2y", "test": "6M"}})
     assert spec.canonical()["walk_forward"] == {"train": "2y", "test": "6M", "step": None,
                                                 "anchored": False}
+
+
+# ---- combinatorial purged cross-validation (AFML ch. 12), written out with plain loops -----
+
+
+def paper_returns(data: pd.DataFrame, combos: list[dict], **options: object) -> np.ndarray:
+    """T x N bar returns r_t = E_t / E_{t-1} - 1 (E_{-1} the cash) of each combination's run
+    over all the bars."""
+    cols = []
+    for combo in combos:
+        e = ql.backtest(data, "sma_crossover", params=combo, **options).equity.to_numpy()
+        prev = np.concatenate(([10_000.0], e[:-1]))
+        cols.append(e / prev - 1)
+    return np.column_stack(cols)
+
+
+def paper_sr(r: np.ndarray) -> float:
+    sd = np.std(r, ddof=1)
+    return 0.0 if sd == 0 else float(np.mean(r) / sd)
+
+
+def paper_cpcv(r: np.ndarray, n_groups: int, k: int, purge: int, embargo: int) -> list[float]:
+    """CPCV: N contiguous groups; for each k-subset as test set, train on the rest without the
+    purge bars before and the embargo bars after each test group; pick the best training SR;
+    path p takes for each group the p-th split testing it (in combinations order)."""
+    t = r.shape[0]
+    groups = np.array_split(np.arange(t), n_groups)
+    splits = list(itertools.combinations(range(n_groups), k))
+    chosen = []
+    for test in splits:
+        train = np.ones(t, bool)
+        for g in test:
+            lo, hi = groups[g][0], groups[g][-1] + 1
+            train[max(0, lo - purge):min(t, hi + embargo)] = False
+        srs = [paper_sr(r[train, j]) for j in range(r.shape[1])]
+        chosen.append(int(np.argmax(srs)))
+    n_paths = math.comb(n_groups, k) * k // n_groups
+    sharpes = []
+    for p in range(n_paths):
+        path = []
+        for g in range(n_groups):
+            split = [i for i, test in enumerate(splits) if g in test][p]
+            path.append(r[groups[g], chosen[split]])
+        sharpes.append(paper_sr(np.concatenate(path)) * math.sqrt(P))
+    return sharpes
+
+
+CV_GRID = {"fast": [5, 10, 20], "slow": [30, 60]}
+CV_COMBOS = [{"fast": f, "slow": s} for f in (5, 10, 20) for s in (30, 60)]
+
+
+@pytest.mark.parametrize(("n_groups", "k", "purge", "embargo"), [(6, 2, 0, 0), (6, 2, 25, 10),
+                                                                 (5, 3, 40, 5)])
+def test_cross_validate_matches_cpcv_written_from_the_book(data: pd.DataFrame, n_groups: int,
+                                                          k: int, purge: int,
+                                                          embargo: int) -> None:
+    cv = ql.cross_validate(data, "sma_crossover", params=CV_GRID, groups=n_groups,
+                           test_groups=k, purge=purge, embargo=embargo, **OPTIONS)
+    expected = paper_cpcv(paper_returns(data, CV_COMBOS, **OPTIONS), n_groups, k, purge, embargo)
+    assert len(cv.sharpe) == math.comb(n_groups, k) * k // n_groups
+    np.testing.assert_allclose(cv.sharpe, expected, rtol=1e-9, atol=1e-12)
+    assert len(cv.splits) == math.comb(n_groups, k)
+    assert list(cv.groups["bars"]) == [len(g) for g in np.array_split(np.arange(640), n_groups)]
+
+
+def test_default_purge_is_the_longest_lookback_plus_the_longest_trade(
+        data: pd.DataFrame) -> None:
+    cv = ql.cross_validate(data, "sma_crossover", params=CV_GRID, groups=4, test_groups=1)
+    best = ql.backtest(data, "sma_crossover", params=CV_GRID)
+    longest = int((best.trades["exit_bar"] - best.trades["entry_bar"]).max())
+    assert cv.purge == 60 + longest
+    assert len(cv.sharpe) == 1  # C(4,1) * 1 / 4
+    assert "Combinatorial purged cross-validation" in cv._repr_html_()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"groups": 1}, "groups=1 must be a whole number of at least 2"),
+    ({"groups": 4, "test_groups": 4}, "test_groups=4 must be a whole number from 1 to "
+                                      "groups - 1 = 3"),
+    ({"purge": -1}, "purge=-1 must be a whole number of bars >= 0"),
+    ({"groups": 400}, "640 bars are too few for 400 groups"),
+    ({"groups": 2, "test_groups": 1, "purge": 400},
+     "purge=400 and embargo=0 leave no training bars"),
+])
+def test_cross_validate_errors_name_the_fix(data: pd.DataFrame, kwargs: dict,
+                                            message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ql.cross_validate(data, "sma_crossover", params=CV_GRID, **kwargs)
