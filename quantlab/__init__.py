@@ -82,6 +82,10 @@ _LAZY = {
     "Stats": "quantlab.analytics",
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
+    "walk_forward": "quantlab.research",
+    "cross_validate": "quantlab.research",
+    "CrossValidation": "quantlab.research",
+    "WalkForward": "quantlab.research",
     "diff": "quantlab.jobs.rundiff",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
@@ -102,6 +106,7 @@ __all__ = [
     "BacktestConfig",
     "Comparison",
     "ConfigError",
+    "CrossValidation",
     "DataError",
     "DiskFull",
     "EventsUnavailable",
@@ -121,10 +126,12 @@ __all__ = [
     "Stats",
     "StoreUnavailable",
     "StrategyError",
+    "WalkForward",
     "__version__",
     "audit",
     "backtest",
     "compare",
+    "cross_validate",
     "data",
     "diff",
     "get_run",
@@ -135,6 +142,7 @@ __all__ = [
     "stats",
     "strategy",
     "submit",
+    "walk_forward",
 ]
 
 if TYPE_CHECKING:
@@ -146,6 +154,8 @@ if TYPE_CHECKING:
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit
+    from quantlab.research.crossval import CrossValidation, cross_validate
+    from quantlab.research.walkforward import WalkForward, walk_forward
     from quantlab.strategies import list_strategies, strategy
 
 

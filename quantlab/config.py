@@ -98,6 +98,19 @@ def _option_fields() -> dict[str, Any]:
             for name in CONFIG_OPTIONS}
 
 
+class WalkForwardSpec(BaseModel):
+    """The ``walk_forward`` key of a config: ``ql.walk_forward``'s fold sizes (bars, or
+    durations such as ``2y``, ``6M``: checked against the data when it runs). The selection
+    metric is the config's ``select``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: int | str = 504
+    test: int | str = 126
+    step: int | str | None = None
+    anchored: bool = False
+
+
 if TYPE_CHECKING:  # a type checker cannot see generated fields; the options are read by name
     _WithEngineOptions = _RunSubject
 else:
@@ -120,6 +133,9 @@ class BacktestConfig(_WithEngineOptions):
     # false: submit a notebook strategy without the look-ahead audit (quantlab.research.audit);
     # kept in the stored config only when false, so that the run says it was skipped
     audit: bool = True
+    # walk-forward analysis instead of one backtest (quantlab.research.walkforward); run in the
+    # kernel by %%backtest, never queued
+    walk_forward: WalkForwardSpec | None = None
 
     _combinations: int | None = PrivateAttr(default=None)
 
@@ -333,6 +349,8 @@ class BacktestConfig(_WithEngineOptions):
         out["tags"] = sorted(set(self.tags))
         if self.audit:
             del out["audit"]  # the default: configs from before the audit keep their form
+        if self.walk_forward is None:
+            del out["walk_forward"]  # likewise: a plain backtest's hash is as before
         return _sorted(out)
 
     def to_yaml(self) -> str:
@@ -365,6 +383,10 @@ def config_error(exc: ValidationError) -> ConfigError:
     raised = err.get("ctx", {}).get("error")
     if kind == "value_error" and isinstance(raised, ConfigError):
         return raised  # a validator's own message (e.g. an empty range of a swept option)
+    if kind == "extra_forbidden" and field == "walk_forward" and len(loc) > 1:
+        inner = unknown_key_error(loc[1], tuple(WalkForwardSpec.model_fields))
+        return ConfigError(f"walk_forward: {inner}", field="walk_forward",
+                           suggestion=inner.fields.get("suggestion"))
     if kind == "extra_forbidden" and field is not None:
         return unknown_key_error(field)
     if kind == "missing":

@@ -157,6 +157,9 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     if tags is not None:
         overrides["tags"] = tags
     cfg = BacktestConfig.from_any(config, check=False, **overrides)
+    if cfg.walk_forward is not None:  # a queued run would silently be one plain backtest
+        raise ConfigError("walk_forward is not queued: run it in the kernel with %%backtest or "
+                          "ql.walk_forward(...), or drop the key", field="walk_forward")
     cfg.check()
     _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)

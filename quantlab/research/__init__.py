@@ -12,7 +12,9 @@ from typing import Any
 from quantlab.registry import Registry, open_registry
 from quantlab.research import ledger
 from quantlab.research.audit import Audit, audit
+from quantlab.research.crossval import CrossValidation, cross_validate
 from quantlab.research.overfitting import VIEW, Overfitting, overfitting
+from quantlab.research.walkforward import WalkForward, walk_forward
 
 log = logging.getLogger(__name__)
 
@@ -62,5 +64,6 @@ def run_end_fields(registry: Registry, sim: Any, result: Any,
     return {"overfitting": result.overfitting_summary}
 
 
-__all__ = ["SUMMARY_BLOCKS", "VIEW", "Audit", "Overfitting", "audit", "ledger", "overfitting",
-           "record_unfinished", "result_overfitting", "run_end_fields"]
+__all__ = ["SUMMARY_BLOCKS", "VIEW", "Audit", "CrossValidation", "Overfitting", "WalkForward",
+           "audit", "cross_validate", "ledger", "overfitting", "record_unfinished",
+           "result_overfitting", "run_end_fields", "walk_forward"]

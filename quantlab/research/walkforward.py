@@ -1,0 +1,276 @@
+"""Walk-forward analysis (``ql.walk_forward``; docs/research.md "Walk-forward").
+
+The data is cut into folds: a training window, then the test window right after it. On each
+fold the sweep runs in-sample exactly as ``ql.backtest(data, strategy, params=grid,
+start=train_start, end=train_end, **options)`` and its best combination by ``select`` trades the
+test window alone. Its signals there are those the strategy gives on all the bars up to the end
+of the test window (indicators warmed on everything before it, nothing after it seen), and the
+run starts flat at ``test_start``: no trade of the warm-up exists. The test windows' equity
+curves are chained (each fold starts with the equity the previous one ended with) into one
+out-of-sample curve.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from quantlab import metrics as M
+from quantlab.bars import Bars
+from quantlab.engine import validate as V
+from quantlab.engine.api import backtest, load_bars
+from quantlab.engine.options import DEFAULTS
+from quantlab.engine.result import Result
+from quantlab.errors import ConfigError
+from quantlab.research.confidence import PATH_METRICS, bar_returns, path_metrics
+from quantlab.strategies import Strategy
+from quantlab.strategies.registry import get_strategy
+
+# "2y", "6M", "13w", "90d": a number and a unit (case-insensitive: M is months, never minutes)
+_DURATION = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>[dwmy])\s*$", re.IGNORECASE)
+_OFFSETS = {"d": "days", "w": "weeks", "m": "months", "y": "years"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold's windows as bar positions, ``[start, end)``."""
+
+    train_start: int
+    train_end: int
+    test_start: int
+    test_end: int
+
+
+@dataclass
+class WalkForward:
+    """The outcome of :func:`walk_forward`.
+
+    ``folds``: one row per fold (windows as timestamps, inclusive; the chosen params;
+    ``is_<select>`` and ``oos_<select>``; the in- and out-of-sample ``cagr_pct`` behind the
+    efficiency). ``equity``: the out-of-sample equity, folds chained. ``metrics``: that curve's
+    metrics (the engine's formulas; ``n_trades`` summed over the folds). ``efficiency``: Pardo's
+    walk-forward efficiency. ``results``: each fold's out-of-sample :class:`Result`.
+    """
+
+    folds: pd.DataFrame
+    equity: pd.Series
+    metrics: dict[str, float | int]
+    efficiency: float
+    select: str
+    param_names: list[str]
+    results: list[Result] = field(default_factory=list, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"<WalkForward {len(self.folds)} folds, select={self.select}, "
+                f"OOS sharpe={self.metrics.get('sharpe', float('nan')):.3g}, "
+                f"efficiency={self.efficiency:.3g}>")
+
+    def figure(self) -> Any:
+        """A plotly figure: the stitched out-of-sample equity over the chosen params per fold."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        rows = 1 + len(self.param_names)
+        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                            row_heights=[3] + [1] * len(self.param_names))
+        fig.add_trace(go.Scatter(x=self.equity.index, y=self.equity.to_numpy(),
+                                 name="out-of-sample equity", line={"width": 1.5}), row=1, col=1)
+        for k, name in enumerate(self.param_names, start=2):
+            # a param holds from its fold's test start to the next: a step line
+            x = [*self.folds["test_start"], self.folds["test_end"].iloc[-1]]
+            y = [*self.folds[name], self.folds[name].iloc[-1]]
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, line={"shape": "hv"}),
+                          row=k, col=1)
+            fig.update_yaxes(title_text=name, row=k, col=1)
+        fig.update_layout(height=320 + 120 * len(self.param_names), template="plotly_white",
+                          margin={"l": 50, "r": 20, "t": 30, "b": 30}, showlegend=False,
+                          title=f"Walk-forward: out-of-sample equity, chosen by {self.select}")
+        return fig
+
+    def _repr_html_(self) -> str:
+        summary = (f"<p><b>Walk-forward</b>: {len(self.folds)} folds, chosen by "
+                   f"<code>{html.escape(self.select)}</code>; out-of-sample Sharpe "
+                   f"{self.metrics.get('sharpe', float('nan')):.3f}, total return "
+                   f"{self.metrics.get('total_return_pct', float('nan')):.2f}%, efficiency "
+                   f"{self.efficiency:.3f}</p>")
+        table = self.folds.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                   border=0, classes="quantlab-walkforward")
+        # plotly.js inline, once: the view works offline and in a saved notebook
+        plot = self.figure().to_html(full_html=False, include_plotlyjs=True)
+        return f"<div>{summary}{table}{plot}</div>"
+
+
+# ------------------------------------------------------------------------------ the folds
+
+
+def bars_of(size: Any, index: pd.DatetimeIndex, what: str) -> int:
+    """A window size in bars: an int as given, a duration (``"2y"``, ``"6M"``, ``"13w"``,
+    ``"90d"``) as the number of bars in that span from the data's first bar."""
+    if isinstance(size, bool):
+        raise _bad_size(size, what)
+    if isinstance(size, int | np.integer):
+        if size <= 0:
+            raise _bad_size(size, what)
+        return int(size)
+    match = _DURATION.match(size) if isinstance(size, str) else None
+    if match is None or int(match["n"]) == 0:
+        raise _bad_size(size, what)
+    span: dict[str, Any] = {_OFFSETS[match["unit"].lower()]: int(match["n"])}
+    offset = pd.DateOffset(**span)
+    bars = int(index.searchsorted(index[0] + offset, "left"))
+    if bars == 0:
+        raise _bad_size(size, what)
+    return bars
+
+
+def _bad_size(size: Any, what: str) -> ConfigError:
+    return ConfigError(f"{what}={size!r} is not a window size; give a positive number of bars "
+                       f"(e.g. 504) or a duration: a number and d, w, M or y (e.g. '2y', '6M')",
+                       field=what)
+
+
+def make_folds(n_bars: int, train: int, test: int, step: int | None = None,
+               anchored: bool = False) -> list[Fold]:
+    """The folds over ``n_bars`` bars: fold ``k`` tests ``[train + k*step, +test)`` (only whole
+    test windows); its training window is the ``train`` bars before (rolling) or every bar
+    before (anchored). ``step`` defaults to ``test`` (test windows end to end)."""
+    step = test if step is None else step
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step <= 0:
+        raise ConfigError(f"step={step!r} must be a positive number of bars (by default the "
+                          f"test size, {test}: test windows end to end)", field="step")
+    if step < test:
+        raise ConfigError(f"step={step} is shorter than test={test}: the test windows would "
+                          f"overlap and the out-of-sample equity count a bar twice; use "
+                          f"step >= test", field="step")
+    if train + test > n_bars:
+        raise ConfigError(f"train + test = {train} + {test} = {train + test} bars is longer "
+                          f"than the data ({n_bars} bars); shorten train or test or give "
+                          f"more data", field="train")
+    folds = []
+    test_start = train
+    while test_start + test <= n_bars:
+        folds.append(Fold(0 if anchored else test_start - train, test_start, test_start,
+                          test_start + test))
+        test_start += step
+    return folds
+
+
+# ------------------------------------------------------------------------------ one fold
+
+
+def oos_signals(bars: Bars, strategy: Strategy, params: Mapping[str, Any], test_start: int,
+                test_end: int) -> np.ndarray:
+    """The strategy's signals on the test window ``[test_start, test_end)``: computed on every
+    bar up to ``test_end`` (the indicators warm on all the history before the window, and no bar
+    after it is seen), then cut to the window."""
+    own = V.carried_options(strategy, params)[0]
+    history = bars.slice(0, test_end)
+    return strategy.signals(history, own)[:, test_start:]
+
+
+def replay(strategy: Strategy, own: Mapping[str, Any], signals: np.ndarray) -> Strategy:
+    """A strategy that gives ``signals`` (already computed) on the bars it is run on, keeping
+    the default weights of ``strategy`` with ``own`` params."""
+
+    def walk_forward_test(bars: Bars) -> np.ndarray:
+        return signals
+
+    return Strategy(walk_forward_test, name=f"{strategy.name} (walk-forward test)",
+                    slots=lambda _params, n: strategy.slots(own, n))
+
+
+def run_test(bars: Bars, strategy: Strategy, params: Mapping[str, Any], fold: Fold,
+             options: Mapping[str, Any]) -> Result:
+    """The chosen ``params`` trading the fold's test window alone, flat at its first bar."""
+    own, carried = V.carried_options(strategy, params)
+    sigs = oos_signals(bars, strategy, params, fold.test_start, fold.test_end)
+    window = bars.slice(fold.test_start, fold.test_end)
+    # the swept options' values travel with the combination (they override the keywords)
+    # (backtest takes a Strategy object as well as a name; its annotation says the usual)
+    return backtest(window, cast(Any, replay(strategy, own, sigs)), params=carried, **options)
+
+
+# ------------------------------------------------------------------------------ the whole
+
+
+def walk_forward(data: Any, strategy: str | Strategy = "sma_crossover",
+                 params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, *,
+                 train: int | str = 504, test: int | str = 126, step: int | str | None = None,
+                 anchored: bool = False, select: str = "sharpe", interval: str | None = None,
+                 **options: Any) -> WalkForward:
+    """Walk-forward analysis of ``strategy`` swept over ``params`` on ``data``.
+
+    ``train``/``test``/``step``: window sizes in bars or durations (``"2y"``, ``"6M"``);
+    ``step`` defaults to ``test``. ``anchored=True``: every training window starts at the first
+    bar. ``select``: the metric that picks each fold's combination (as a sweep's best).
+    ``options``: engine options, as ``ql.backtest`` (a list sweeps an option as well).
+    """
+    if select not in V.SELECTABLE:
+        raise ConfigError(f"select={select!r} is not a metric a sweep can select by; use one "
+                          f"of {', '.join(V.SELECTABLE)}", field="select")
+    if "start" in options or "end" in options:
+        raise ConfigError("walk_forward takes no start/end: slice the data before (the folds "
+                          "cover all of it)", field="start")
+    strat = get_strategy(strategy)
+    bars = load_bars(data, interval=interval)
+    index = bars.index
+    train_n, test_n = bars_of(train, index, "train"), bars_of(test, index, "test")
+    # a number of bars goes to make_folds as given (it says what is wrong with step <= 0)
+    step_n = step if step is None or not isinstance(step, str) else bars_of(step, index, "step")
+    folds = make_folds(bars.n_bars, train_n, test_n, step_n, anchored)
+    rows: list[dict[str, Any]] = []
+    results: list[Result] = []
+    names: list[str] = []
+    for k, fold in enumerate(folds):
+        ins = backtest(bars, cast(Any, strat), cast(Any, params), start=index[fold.train_start],
+                       end=index[fold.train_end - 1], select=select, **options)
+        chosen = dict(ins.params)
+        names = names or list(chosen)
+        oos = run_test(bars, strat, chosen, fold, {**options, "select": select})
+        results.append(oos)
+        rows.append({"fold": k, "train_start": index[fold.train_start],
+                     "train_end": index[fold.train_end - 1],
+                     "test_start": index[fold.test_start], "test_end": index[fold.test_end - 1],
+                     **chosen,
+                     f"is_{select}": ins.metrics[select], f"oos_{select}": oos.metrics[select],
+                     "is_cagr_pct": ins.metrics["cagr_pct"],
+                     "oos_cagr_pct": oos.metrics["cagr_pct"]})
+    table = pd.DataFrame(rows)
+    cash = float(options.get("cash", DEFAULTS["cash"]))
+    equity = stitch([r.equity for r in results], cash)
+    ppy = M.periods_per_year(bars.interval, index)
+    row = path_metrics(bar_returns(equity, cash), cash, ppy)
+    # the metrics of the curve alone (a stitched curve has no trade list of its own)
+    found = {name: float(row[M.METRIC_INDEX[name]]) for name in PATH_METRICS}
+    found["n_trades"] = int(sum(r.metrics["n_trades"] for r in results))
+    return WalkForward(table, equity, found, efficiency(table), select, names, results)
+
+
+def stitch(curves: list[pd.Series], cash: float) -> pd.Series:
+    """The test windows' equity curves chained: each (started with ``cash``) scaled to start
+    with the equity the previous one ended with."""
+    parts, level = [], cash
+    for curve in curves:
+        scaled = curve * (level / cash)
+        parts.append(scaled)
+        level = float(scaled.iloc[-1])
+    return pd.concat(parts).rename("equity")
+
+
+def efficiency(folds: pd.DataFrame) -> float:
+    """Walk-forward efficiency (Pardo 2008): the mean annualised out-of-sample return over the
+    mean annualised in-sample return (``cagr_pct`` of each fold's chosen combination); NaN when
+    the in-sample mean is 0."""
+    is_mean = float(folds["is_cagr_pct"].mean())
+    oos_mean = float(folds["oos_cagr_pct"].mean())
+    return oos_mean / is_mean if is_mean != 0 else float("nan")
+
+
+__all__ = ["Fold", "WalkForward", "bars_of", "efficiency", "make_folds", "oos_signals",
+           "run_test", "stitch", "walk_forward"]
