@@ -66,6 +66,8 @@ _LAZY = {
     "stats": "quantlab.analytics",
     "Comparison": "quantlab.analytics",
     "Stats": "quantlab.analytics",
+    "indicator": "quantlab.indicators",
+    "ind": "quantlab.indicators",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
@@ -98,6 +100,8 @@ __all__ = [
     "compare",
     "data",
     "get_run",
+    "ind",
+    "indicator",
     "list_strategies",
     "metrics",
     "notifications",
@@ -113,6 +117,7 @@ if TYPE_CHECKING:
     from quantlab.config import BacktestConfig
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
+    from quantlab.indicators import ind, indicator
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.strategies import list_strategies, strategy
 

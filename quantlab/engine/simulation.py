@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from quantlab import indicators as I
 from quantlab import metrics as M
 from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
@@ -25,7 +26,7 @@ from quantlab.engine import validate as V
 from quantlab.engine.options import BacktestOptions, EngineOptions, reject_unknown
 from quantlab.engine.result import Result
 from quantlab.engine.version import ENGINE_VERSION
-from quantlab.errors import ConfigError, RunError
+from quantlab.errors import ConfigError, RunError, StrategyError
 from quantlab.settings import env_number
 from quantlab.strategies import Indicators, Strategy, get_strategy
 
@@ -100,6 +101,8 @@ class Simulation:
         self.total_units = len(self.combos) if self.is_sweep else self.bars.n_bars
         self.done_units = 0
         self._prepared = False
+        # the scope of this run's @ql.indicator memo (quantlab.indicators.open_scope)
+        self._memo_owner = object()
         # the single-symbol kernels (simulate1, sweep_cross1); False forces the general ones
         # (tests compare the two)
         self.fast_path = True
@@ -155,13 +158,21 @@ class Simulation:
         self.ind = indicators if indicators is not None else Indicators(self.bars)
         if self.is_sweep:
             self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
+            # combinations whose signals raised: index -> the error (skipped, not in the table)
+            self.failed: dict[int, str] = {}
         else:
             if self.strategy.prefetch is not None:
                 self.strategy.prefetch(self.ind, self.params)
             # a one-symbol crossover crosses its two lines inside the kernel: no signal array
             self.lines = self._single_lines()
-            self.sig = (None if self.lines else
-                        self.strategy.signals(self.bars, self.params, self.ind))
+            # @ql.indicator results are memoised for this run's signals only (a sweep's best
+            # combination, re-run by result(), still reads the sweep's memo)
+            I.open_scope(self._memo_owner)
+            try:
+                self.sig = (None if self.lines else
+                            self.strategy.signals(self.bars, self.params, self.ind))
+            finally:
+                I.close_scope(self._memo_owner)
             self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
             self.equity = np.empty(self.bars.n_bars)
             # room for a typical run's trades; the log grows if a run needs more
@@ -180,11 +191,31 @@ class Simulation:
         stop = min(self.total_units, self.done_units + int(max_units))
         start = self.done_units
         if self.is_sweep:
-            self._run_sweep(start, stop)
+            # a sweep's @ql.indicator memo lives from its first chunk to its result
+            I.open_scope(self._memo_owner)
+            try:
+                self._run_sweep(start, stop)
+                self.done_units = stop
+                self._raise_if_all_failed()
+            except BaseException:
+                I.close_scope(self._memo_owner)
+                raise
         else:
             self._run_bars(start, stop)
         self.done_units = stop
         return stop - start
+
+    def _raise_if_all_failed(self) -> None:
+        """A finished sweep whose every combination raised has nothing to show: say why."""
+        if not (self.finished and self.failed and len(self.failed) == len(self.combos)):
+            return
+        first = min(self.failed)
+        raise StrategyError(
+            f"every one of the {len(self.combos)} combinations of strategy "
+            f"'{self.strategy.name}' failed, so the sweep has no result; the first "
+            f"({_jsonable_combo(self.combos[first])}): {self.failed[first]}",
+            strategy=self.strategy.name,
+        ) from getattr(self, "_first_failure", None)
 
     def _run_bars(self, start: int, stop: int) -> None:
         o, h, lo, c = self._arrays
@@ -223,10 +254,19 @@ class Simulation:
         fast, slow = self.ind.many(kind, [int(self.params["fast"]), int(self.params["slow"])])
         return fast[0], slow[0]
 
-    def _signals_batch(self, combos: Sequence[dict[str, Any]]) -> np.ndarray:
+    def _signals_batch(self, combos: Sequence[dict[str, Any]], first: int) -> np.ndarray:
+        """The signals of ``combos`` (combinations ``first``, ``first + 1``, ...). One that
+        raises is recorded in ``self.failed`` and trades nothing here (its row is dropped from
+        the table): a bad corner of the grid must not cost the rest of the sweep."""
         out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
         for j, combo in enumerate(combos):
-            out[j] = self.strategy.signals(self.bars, combo, self.ind)
+            try:
+                out[j] = self.strategy.signals(self.bars, combo, self.ind)
+            except StrategyError as exc:
+                if not self.failed:
+                    self._first_failure = exc  # the cause shown if every combination fails
+                self.failed[first + j] = str(exc)
+                out[j] = 0
         return out
 
     def _run_sweep(self, start: int, stop: int) -> None:
@@ -257,7 +297,7 @@ class Simulation:
         for b0 in range(start, stop, batch):
             b1 = min(stop, b0 + batch)
             combos = self.combos[b0:b1]
-            sigs = self._signals_batch(combos)
+            sigs = self._signals_batch(combos, b0)
             if per_params:
                 # weights depend on the params: run combination by combination
                 for j, combo in enumerate(combos):
@@ -286,6 +326,10 @@ class Simulation:
                                          "done": np.array([done])}
         if self.is_sweep:
             arrays["rows"] = self.rows[:done]
+            # the failed combinations and their errors (a resumed sweep still skips them)
+            arrays["failed"] = np.array(sorted(self.failed), dtype=np.int64)
+            arrays["failed_errors"] = np.array([self.failed[k] for k in sorted(self.failed)],
+                                               dtype=str)
         else:
             rows = int(self.acct[K.A_LOG_ROWS])
             arrays.update(acct=self.acct, pos=self.pos, acc=self.acc,
@@ -310,6 +354,9 @@ class Simulation:
         done = int(z["done"][0])
         if self.is_sweep:
             self.rows[:done] = z["rows"]
+            if "failed" in z.files:
+                self.failed = dict(zip((int(k) for k in z["failed"]),
+                                       (str(e) for e in z["failed_errors"]), strict=True))
         else:
             self.acct[:] = z["acct"]
             self.pos[:] = z["pos"]
@@ -339,7 +386,10 @@ class Simulation:
                 f"{'combinations' if self.is_sweep else 'bars'}); call run() until finished, "
                 f"or result(partial=True) for a cancelled sweep")
         if self.is_sweep:
-            return self._sweep_result(partial=not self.finished)
+            try:
+                return self._sweep_result(partial=not self.finished)
+            finally:
+                I.close_scope(self._memo_owner)
         rows = int(self.acct[K.A_LOG_ROWS])
         return Result(
             metrics=M.as_dict(self._metrics_row()), params=self.params, config=self.config,
@@ -357,15 +407,26 @@ class Simulation:
             # plain numbers (ints -> int64, floats or a mix -> float64, as pandas would infer):
             # one array each instead of pandas inspecting thousands of Python objects
             columns = {name: np.asarray(values) for name, values in columns.items()}
+        rows = self.rows[:done]
+        # the table's rows: every combination done but those that failed (skipped, counted)
+        kept = np.ones(done, bool)
+        kept[[k for k in self.failed if k < done]] = False
+        if not kept.all():
+            rows = rows[kept]
+            columns = {name: np.asarray(values)[kept] if isinstance(values, np.ndarray)
+                       else [v for v, keep in zip(values, kept, strict=True) if keep]
+                       for name, values in columns.items()}
         for k, name in enumerate(M.METRICS):
-            column = self.rows[:done, k]
+            column = rows[:, k]
             columns[name] = column.astype(np.int64) if name in _INT_METRICS else column.copy()
         table = pd.DataFrame(columns, columns=[*names, *M.METRICS])
-        config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped}
-        if done == 0:
+        config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped,
+                  **self._failures()}
+        if not kept.any():
             return Result(metrics={}, params={}, config=config, index=self.bars.index[:0],
                           symbols=self.bars.symbols, table=table, partial=partial)
-        best = _best(self.rows[:done, M.METRIC_INDEX[self.select]], self.select)
+        best = int(np.flatnonzero(kept)[_best(rows[:, M.METRIC_INDEX[self.select]],
+                                              self.select)])
         params = self.combos[best]
         single = Simulation.__new__(Simulation)
         single.__dict__.update(self.__dict__)
@@ -382,6 +443,25 @@ class Simulation:
             log=single.log[: int(single.acct[K.A_LOG_ROWS])].copy(),
             positions=single.pos.copy(), table=table, partial=partial,
         )
+
+
+    def _failures(self) -> dict[str, Any]:
+        """The config's account of combinations that raised: how many, and the first few with
+        their error (empty when none did)."""
+        if not self.failed:
+            return {}
+        shown = sorted(self.failed)[:_FAILURES_SHOWN]
+        return {"failed": len(self.failed),
+                "failures": [{"params": _jsonable_combo(self.combos[k]), "error": self.failed[k]}
+                             for k in shown]}
+
+
+# the failed combinations listed (with their error) in a sweep's config; all are counted
+_FAILURES_SHOWN = 10
+
+
+def _jsonable_combo(combo: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in combo.items()}
 
 
 def _line_groups(combos: Sequence[dict[str, Any]], start: int, stop: int, line_bytes: int,
