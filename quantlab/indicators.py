@@ -330,7 +330,8 @@ class IndicatorMemo:
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
         self._entries: dict[tuple[Any, ...], tuple[bytes, Any, int]] = {}
-        self._roots: dict[int, list[Any]] = {}  # id(root) -> [root, entries naming it]
+        # id(root) -> [root, how many entries name it, its data address]
+        self._roots: dict[int, list[Any]] = {}
         self._entry_roots: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self.nbytes = 0
         self.depth = 0
@@ -372,11 +373,17 @@ class IndicatorMemo:
             root = value
             while isinstance(root.base, np.ndarray):
                 root = root.base
-            address = root.__array_interface__["data"][0]
-            offset = value.__array_interface__["data"][0] - address
+            held = self._roots.get(id(root))
+            # a root the memo holds is that very object (its id cannot be reused meanwhile):
+            # its address is known (each __array_interface__ costs ~2 us, a sweep pays it often)
+            if held is not None and held[0] is root:
+                address = held[2]
+            else:
+                address = root.__array_interface__["data"][0]
+            data = value.__array_interface__["data"][0] if value is not root else address
             roots.append(root)
             stamp.append(_sample(value))
-            return ("array", address, root.shape, root.dtype.str, offset,
+            return ("array", address, root.shape, root.dtype.str, data - address,
                     value.shape, value.strides, value.dtype.str)
         if isinstance(value, np.generic):
             value = value.item()  # np.int64(20) and 20 are the same argument
@@ -434,7 +441,7 @@ class IndicatorMemo:
             held = self._roots.get(rid)
             if held is None:
                 root = new_roots[rid]
-                self._roots[rid] = [root, 1]
+                self._roots[rid] = [root, 1, root.__array_interface__["data"][0]]
                 self.nbytes += root.nbytes
             else:
                 held[1] += 1
@@ -456,6 +463,9 @@ def _sample(a: np.ndarray) -> bytes:
     n = a.size
     if n <= _SAMPLE:
         return a.tobytes()
+    if a.ndim == 1:  # the usual case (bars.close[0]): a strided view, no index array
+        step = (n - 1) // (_SAMPLE - 1)
+        return a[::step].tobytes() + a[-1:].tobytes()
     at = _SAMPLE_AT.get(n)
     if at is None:
         at = _SAMPLE_AT[n] = np.linspace(0, n - 1, _SAMPLE).astype(np.intp)

@@ -392,3 +392,17 @@ def test_a_bad_window_says_so() -> None:
         ql.ind.sma(np.zeros((2, 2, 2)), 3)
     with pytest.raises(ConfigError, match=r"atr needs high, low and close of one shape"):
         ql.ind.atr(CLOSE, CLOSE, CLOSE[1:], 3)
+
+
+def test_a_shard_table_without_its_failed_rows_maps_back_to_the_combinations() -> None:
+    from quantlab.engine import sweep_combinations
+    from quantlab.jobs.shards import _positions
+
+    params = {"lookback": [10, 60, 20], "entry": [1.0, 2.0]}
+    combos, _ = sweep_combinations("fussy_zrev", params)
+    shard = Simulation(DATA, "fussy_zrev", combos[1:5])  # (10, 2.0) (60, 1.0) (60, 2.0) (20, 1.0)
+    shard.prepare()
+    shard.run(10)
+    table = shard.result().table
+    assert len(table) == 2
+    assert _positions(table, combos, 1, ["lookback", "entry"]) == [1, 4]

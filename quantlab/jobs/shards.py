@@ -283,9 +283,10 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
             continue
         partial = partial or not found["complete"]
         table = pd.read_parquet(io.BytesIO(registry.get_blob(blob_key(doc["id"], index))))
-        start, _ = bounds(index, count, len(sweep.combos))
+        start, stop = bounds(index, count, len(sweep.combos))
         tables.append(table)
-        positions.extend(range(start, start + len(table)))
+        positions.extend(range(start, stop) if len(table) == stop - start else
+                         _positions(table, sweep.combos, start, list(sweep.strategy.params)))
     if not positions:
         return None
     table = pd.concat(tables, ignore_index=True)
@@ -306,6 +307,19 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
         symbols=bars.symbols, equity=res.equity, trades=res.trades,
         open_trades=res.open_trades, table=table, partial=partial,
     )
+
+
+def _positions(table: pd.DataFrame, combos: Any, start: int, names: list[str]) -> list[int]:
+    """Where the rows of a shard's table sit among the sweep's combinations: its combinations
+    from ``start`` in order, less those whose strategy raised (left out of the table)."""
+    k = start
+    found = []
+    for row in table[names].itertuples(index=False):
+        while any(combos[k][name] != value for name, value in zip(names, row, strict=True)):
+            k += 1
+        found.append(k)
+        k += 1
+    return found
 
 
 # -- the coordinator -------------------------------------------------------------------------------
