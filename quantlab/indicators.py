@@ -383,8 +383,9 @@ class IndicatorMemo:
             data = value.__array_interface__["data"][0] if value is not root else address
             roots.append(root)
             stamp.append(_sample(value))
-            return ("array", address, root.shape, root.dtype.str, data - address,
-                    value.shape, value.strides, value.dtype.str)
+            # while the root is held no other buffer can sit at its address: the address, the
+            # view's offset, shape, strides and dtype say which data it is
+            return (address, data - address, value.shape, value.strides, value.dtype)
         if isinstance(value, np.generic):
             value = value.item()  # np.int64(20) and 20 are the same argument
         if isinstance(value, _SCALARS):
@@ -401,9 +402,10 @@ class IndicatorMemo:
         stamp: list[bytes] = []
         part = self._key_part
         try:
-            key = (func, tuple([part(a, roots, stamp) for a in args]),
-                   tuple([(k, part(kwargs[k], roots, stamp)) for k in sorted(kwargs)])
-                   if kwargs else ())
+            key: tuple[Any, ...] = (func, *[part(a, roots, stamp) for a in args])
+            if kwargs:
+                # after a marker no positional part can equal (parts are tuples)
+                key += ("**", *[(k, part(kwargs[k], roots, stamp)) for k in sorted(kwargs)])
             found = self._entries.pop(key, None)
         except (_Uncacheable, TypeError):  # TypeError: a value that cannot be hashed
             self.bypassed += 1
