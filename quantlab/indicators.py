@@ -418,7 +418,7 @@ class IndicatorMemo:
                 self.hits += 1
                 return found[1]
             self._forget(key, found)  # the same buffer holds other values now
-        value = _read_only(func(*args, **kwargs))
+        value = _read_only(_not_an_input(func(*args, **kwargs), roots))
         self.computed += 1
         self._store(key, sample, value, roots)
         return value
@@ -481,6 +481,20 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, tuple | list):
         return sum(_nbytes(v) for v in value) + 64
     return int(getattr(value, "nbytes", 0) or 64)
+
+
+def _not_an_input(value: Any, roots: list[np.ndarray]) -> Any:
+    """A result that views an input's data (``return x``, ``return x[n:]``) copied: made
+    read-only below, it would otherwise lock the caller's own array."""
+    if isinstance(value, np.ndarray):
+        root = value
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if any(root is r for r in roots):
+            return value.copy()
+    elif isinstance(value, tuple):
+        return tuple(_not_an_input(v, roots) for v in value)
+    return value
 
 
 def _read_only(value: Any) -> Any:

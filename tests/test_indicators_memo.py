@@ -123,6 +123,15 @@ def test_results_are_read_only_and_arguments_it_cannot_key_bypass_the_memo() -> 
         assert takes_a_frame(df, 3) == takes_a_frame(df, 3) == 8.0
         assert CALLS["frame"] == 2 and memo.bypassed == 2
 
+        @ql.indicator
+        def tail(x: np.ndarray, n: int) -> np.ndarray:
+            return x[-n:]  # a view of the input: returned as a read-only copy
+
+        mine = np.arange(10.0)
+        assert tail(mine, 3).tolist() == [7.0, 8.0, 9.0]
+        mine[-1] = 90.0  # the caller's own array stays writeable
+        assert tail(mine, 3).tolist() == [7.0, 8.0, 90.0]
+
 
 def test_outside_a_run_the_function_is_just_called() -> None:
     counted_zscore(BARS.close[0], 20)
