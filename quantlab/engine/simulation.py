@@ -444,7 +444,6 @@ class Simulation:
             positions=single.pos.copy(), table=table, partial=partial,
         )
 
-
     def _failures(self) -> dict[str, Any]:
         """The config's account of combinations that raised: how many, and the first few with
         their error (empty when none did)."""

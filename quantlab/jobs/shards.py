@@ -315,8 +315,11 @@ def _positions(table: pd.DataFrame, combos: Any, start: int, names: list[str]) -
     k = start
     found = []
     for row in table[names].itertuples(index=False):
-        while any(combos[k][name] != value for name, value in zip(names, row, strict=True)):
+        while k < len(combos) and any(combos[k][name] != value
+                                      for name, value in zip(names, row, strict=True)):
             k += 1
+        if k == len(combos):  # a value the table does not give back equal (None): in order
+            return list(range(start, start + len(table)))
         found.append(k)
         k += 1
     return found
