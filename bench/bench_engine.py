@@ -17,7 +17,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,6 +141,40 @@ def bench_sweep(ql, df: pd.DataFrame, quick: bool, threads_max: int) -> None:
         f"{len(sample)} combos timed; QuantLab {common.ratio(ours_1, per * n)}")
 
 
+def bench_stops(ql, df: pd.DataFrame, rounds: int = 15) -> None:
+    """The cost of stops in a sweep: the GOOG crossover sweep with and without stop-loss /
+    take-profit, one thread (issue 15: with both, at most 2x the sweep without). The variants
+    are timed in turns, round after round, so that a load on the machine falls on all of them
+    alike; the ratio is of the best times."""
+    fr, sr = range(5, 51), range(10, 201)
+    print("\n2b. Stops in a sweep: fast 5..50 x slow 10..200 on GOOG, 1 thread")
+    params = {"fast": fr, "slow": sr}
+
+    def sweep(**stops: Any) -> Callable[[], Any]:
+        return lambda: ql.backtest(df, strategy="sma_crossover", params=params, cash=10_000,
+                                   commission=0.002, threads=1, **stops)
+
+    variants: dict[str, dict[str, Any]] = {
+        "no stops": {}, "stop_loss=0.05": {"stop_loss": 0.05},
+        "take_profit=0.1": {"take_profit": 0.1},
+        "stop_loss=0.05, take_profit=0.1": {"stop_loss": 0.05, "take_profit": 0.1},
+        "stop_loss=[None, .02, .05, .1] (4x)": {"stop_loss": [None, 0.02, 0.05, 0.1]}}
+    runs = {label: sweep(**stops) for label, stops in variants.items()}
+    for run in runs.values():
+        run()  # compile/warm
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - t0)
+    base = min(times["no stops"])
+    for label, seen in times.items():
+        best = min(seen) / (4 if "(4x)" in label else 1)  # per sweep of 7,925 combinations
+        note = "" if label == "no stops" else f"{best / base:.2f}x the sweep without (best)"
+        row(label, best, f"median {common.fmt_seconds(float(np.median(seen)))}; {note}")
+
+
 def bench_portfolio(ql) -> None:
     print("\n3. 100 symbols x 2,520 daily bars, SMA crossover 10/50")
     frames = {f"S{i:03d}": common.synthetic_ohlcv(2520, seed=i) for i in range(100)}
@@ -232,14 +268,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the slowest peer runs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="the multi-threaded sweep's thread count (default: all cores)")
+    parser.add_argument("--only", choices=("stops",), help="run one workload only")
     args = parser.parse_args()
     import quantlab as ql
 
     print("QuantLab engine benchmark —", common.machine())
     df = common.goog()
     ql.backtest(df, strategy="sma_crossover", params={"fast": 10, "slow": 20})  # compile/warm
+    if args.only == "stops":
+        bench_stops(ql, df)
+        return
     bench_single(ql, df)
     bench_sweep(ql, df, args.quick, args.threads)
+    bench_stops(ql, df)
     bench_portfolio(ql)
     bench_minutes(ql)
     bench_startup()

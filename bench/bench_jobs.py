@@ -1,6 +1,6 @@
 """Queue latency and throughput of runs as jobs, in team mode on a private redis-server.
 
-    .venv/bin/python bench/bench_jobs.py [--rounds 30] [--burst 100] [--embedded]
+    .venv/bin/python bench/bench_jobs.py [--rounds 30] [--burst 100] [--cancels 5] [--embedded]
 
 Everything runs in a throwaway QUANTLAB_HOME (sample data, SQLite registry) with Redis (queue
 and events) on a free port; workers are real ``python -m quantlab worker`` processes,
@@ -10,6 +10,13 @@ client's polling does not count.
 Targets (issue 4): submit -> first progress event 30 ms; one-year daily backtest submit ->
 completed 100 ms (p50); cached submit 20 ms; 100 runs at once to 4 workers with
 QUANTLAB_MAX_CONCURRENT=20: all complete, none lost or run twice.
+
+Cancel latency (issue 13: under 1 s for every run): request -> ``cancelled`` event (for a queued
+run, the whole ``cancel()`` call), p50 over ``--cancels`` runs of each kind: a queued run, a
+running unsplit sweep (10,000 combinations) and a running sweep split into 4 shards (40,000; one
+worker: it coordinates, the other shards wait on the queue). The worker's engine is capped at
+one combination per call (QUANTLAB_JOBS_MAX_CHUNK=1, no added delay) so that the sweeps run
+long enough to be cancelled.
 """
 
 from __future__ import annotations
@@ -102,10 +109,69 @@ def config(fast: int, year: int = 2020) -> dict[str, Any]:
             "end": f"{year}-12-31", "params": {"fast": fast, "slow": 60}}
 
 
+# The cancel section's worker: sweeps of over 10,000 combinations split into shards of 10,000,
+# one combination per engine call.
+CANCEL_ENV = {"QUANTLAB_SHARD_COMBINATIONS": "10000", "QUANTLAB_JOBS_MAX_CHUNK": "1"}
+
+
+def sweep(slows: int, year: int = 2015) -> dict[str, Any]:
+    """A sweep of 100 x ``slows`` combinations (all valid) over 5 years of daily bars."""
+    return {"strategy": "sma_crossover", "symbols": ["AAA"], "start": f"{year}-01-01",
+            "end": f"{year + 4}-12-31",
+            "params": {"fast": list(range(2, 102)), "slow": list(range(120, 120 + slows))}}
+
+
+def simulating(events: Any, run_id: str, timeout: float = 120.0) -> None:
+    """Wait for the run's first progress event with a combination done."""
+    after = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in events.wait(run_id, after=after, timeout=0.5):
+            after = event.seq
+            if event.type == "progress" and event.data.get("done_units", 0) > 0 \
+                    and event.data.get("step") == "simulating":
+                return
+    raise RuntimeError(f"run {run_id} simulated nothing within {timeout} s")
+
+
+def cancel_latency(ql: Any, events: Any, rounds: int) -> None:
+    """Cancel request -> cancelled event, for a queued run, a running unsplit sweep (10,000
+    combinations) and a running split one (40,000: 4 shards), ``rounds`` of each."""
+    queued: list[float] = []
+    unsplit: list[float] = []
+    split: list[float] = []
+
+    def cancelled_after(run: Any, asked: float) -> float:
+        status = run.wait(timeout=120).status
+        if status != "cancelled":
+            raise RuntimeError(f"run {run.id} ended {status} before its cancel: make it longer")
+        return float(first_event(events, run.id, "cancelled", timeout=120).ts - asked)
+
+    for i in range(rounds):
+        for slows, into in ((400, split), (100, unsplit)):
+            run = ql.submit(sweep(slows, 2015 + i % 5), cache=False)
+            simulating(events, run.id)
+            waiting = ql.submit(config(10 + i), cache=False)  # behind the sweep: queued
+            asked = time.time()
+            waiting.cancel()  # the whole call: its message is off the queue when it returns
+            queued.append(time.time() - asked)
+            first_event(events, waiting.id, "cancelled", timeout=120)
+            asked = time.time()
+            run.cancel()
+            into.append(cancelled_after(run, asked))
+    ms = 1e3
+    for label, values in (("queued run (the cancel call)", queued), ("running unsplit sweep", unsplit),
+                          ("running sweep split into 4 shards", split)):
+        print(f"cancel -> cancelled event, {label}: p50 {statistics.median(values) * ms:.1f} ms, "
+              f"max {max(values) * ms:.1f} ms over {len(values)}   (target < 1 s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--cancels", type=int, default=5,
+                        help="rounds of the cancel latency (0: skip it)")
     parser.add_argument("--embedded", action="store_true",
                         help="SqliteHuey and SQLite events instead of Redis")
     args = parser.parse_args()
@@ -171,6 +237,12 @@ def main() -> None:
         workers.clear()
         while worker_alive():  # the old worker's lock is released when it has exited
             time.sleep(0.01)
+        if args.cancels:
+            workers.append(start_worker(home, 1, {**env, **CANCEL_ENV}))
+            cancel_latency(ql, events, args.cancels)
+            stop(workers.pop())
+            while worker_alive():
+                time.sleep(0.01)
         burst_env = {**env, "QUANTLAB_MAX_CONCURRENT": "20"}
         workers.append(start_worker(home, 4, burst_env))
         time.sleep(0.5)

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from quantlab.errors import (
     ConfigError,
     DataError,
+    DiskFull,
     EventsUnavailable,
+    HomeNotWritable,
     MissingDependency,
     NotOwner,
     ProviderError,
@@ -21,6 +23,8 @@ from quantlab.errors import (
     RunError,
     RunNotFound,
     SchemaError,
+    ServerUnreachable,
+    StoreUnavailable,
     StrategyError,
 )
 from quantlab.jobs.display import RENDERERS as _RENDERERS
@@ -68,20 +72,28 @@ _LAZY = {
     "Stats": "quantlab.analytics",
     "indicator": "quantlab.indicators",
     "ind": "quantlab.indicators",
+    "audit": "quantlab.research",
+    "Audit": "quantlab.research",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
 # (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
-_VIEWS = {"quantlab.analytics": "quantlab.render.html"}
+# Results get their figures, data and reruns the same way (quantlab.render.resultviews).
+_VIEWS = {"quantlab.analytics": "quantlab.render.html",
+          "quantlab.engine.api": "quantlab.render.resultviews",
+          "quantlab.jobs.api": "quantlab.render.resultviews"}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
     "ENGINE_VERSION",
+    "Audit",
     "BacktestConfig",
     "Comparison",
     "ConfigError",
     "DataError",
+    "DiskFull",
     "EventsUnavailable",
+    "HomeNotWritable",
     "MissingDependency",
     "NotOwner",
     "ProviderError",
@@ -93,9 +105,12 @@ __all__ = [
     "RunList",
     "RunNotFound",
     "SchemaError",
+    "ServerUnreachable",
     "Stats",
+    "StoreUnavailable",
     "StrategyError",
     "__version__",
+    "audit",
     "backtest",
     "compare",
     "data",
@@ -119,6 +134,7 @@ if TYPE_CHECKING:
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.indicators import ind, indicator
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
+    from quantlab.research.audit import Audit, audit
     from quantlab.strategies import list_strategies, strategy
 
 

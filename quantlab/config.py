@@ -47,15 +47,25 @@ from quantlab.bars import (
     date_in_range,
     symbol_list,
 )
-from quantlab.configtext import DuplicateKeyError, load_yaml
+from quantlab.configtext import DuplicateKeyError, load_yaml, parse_range
 from quantlab.engine import validate
-from quantlab.engine.options import CONFIG_OPTIONS, EngineOptions, defaults, info, option_types
+from quantlab.engine.options import (
+    CONFIG_OPTIONS,
+    SWEEPABLE,
+    EngineOptions,
+    defaults,
+    info,
+    is_swept,
+    option_types,
+    swept_options,
+)
 from quantlab.errors import ConfigError, QuantlabError
 from quantlab.notifyspec import validate_notify_config
 from quantlab.strategies import get_strategy
 
 # Keys that label a run without changing its result: they stay out of the cache hash.
-LABEL_KEYS = frozenset({"name", "tags", "notify"})
+# (``audit: false`` skips the look-ahead audit of a notebook strategy: it changes no result.)
+LABEL_KEYS = frozenset({"name", "tags", "notify", "audit"})
 # Keys of the config that are passed to the engine's Simulation as they are: the engine options
 # a config holds (all of EngineOptions but the worker's own ``threads``).
 ENGINE_KEYS = CONFIG_OPTIONS
@@ -79,9 +89,12 @@ class _RunSubject(BaseModel):
 
 def _option_fields() -> dict[str, Any]:
     """Each engine option a config holds as a pydantic field: the option's type from
-    ``EngineOptions``, or None for "not given" (the engine's default; ``canonical()`` fills it)."""
+    ``EngineOptions`` (a sweepable one: or a list of such values, a sweep dimension), or None
+    for "not given" (the engine's default; ``canonical()`` fills it)."""
     types = option_types()
-    return {name: (types[name] | None, Field(default=None, description=info(name).doc))
+    listed: Any = list  # subscripted with a type known only at run time
+    return {name: (((types[name] | listed[types[name]]) if name in SWEEPABLE else types[name])
+                   | None, Field(default=None, description=info(name).doc))
             for name in CONFIG_OPTIONS}
 
 
@@ -104,6 +117,9 @@ class BacktestConfig(_WithEngineOptions):
     tags: list[str] = Field(default_factory=list)
     notify: dict[str, Any] | None = None
     strategy_source: str | None = None
+    # false: submit a notebook strategy without the look-ahead audit (quantlab.research.audit);
+    # kept in the stored config only when false, so that the run says it was skipped
+    audit: bool = True
 
     _combinations: int | None = PrivateAttr(default=None)
 
@@ -183,6 +199,18 @@ class BacktestConfig(_WithEngineOptions):
             ]
         return value
 
+    @field_validator(*SWEEPABLE, mode="before")
+    @classmethod
+    def _expand_option_ranges(cls, value: Any, info: Any) -> Any:
+        """A swept option in the params' range syntax (``"0.01..0.05:0.01"``, ``{start, stop,
+        step}``) as its list of values; a tuple, range or array as a list."""
+        values = parse_range(value, field=info.field_name)
+        if values is not None:
+            return values
+        if is_swept(value):
+            return _plain(value)
+        return value
+
     @model_validator(mode="after")
     def _start_before_end(self) -> BacktestConfig:
         if self.start is not None and self.end is not None and self.start >= self.end:
@@ -236,7 +264,10 @@ class BacktestConfig(_WithEngineOptions):
             # weights name symbols: the same canonical form (' aapl ' is 'AAPL')
             options["weights"] = {canonical_symbol(k): v for k, v in options["weights"].items()}
             self.weights = options["weights"]
-        EngineOptions.checked(options, self.symbols)
+        # a swept option's values each by the option's rule; the others as one run's
+        swept = swept_options(options)
+        EngineOptions.checked({k: v for k, v in options.items() if k not in swept},
+                              self.symbols)
         if self.notify is not None:
             self.notify = validate_notify_config(self.notify)
 
@@ -252,11 +283,12 @@ class BacktestConfig(_WithEngineOptions):
         if self.strategy_source is not None:
             # notebook-defined strategy: registered and checked by its defining kernel; the
             # grid's size is counted here all the same (a grid too large is refused)
-            self._combinations = _grid_size(self.params)
+            self._combinations = _grid_size(self.params, self.options_given())
             return
-        if validate.is_sweep(self.params):
+        if self.is_sweep:
             # the lazy grid: counting needs no dict per combination
-            combos, _skipped = _call_engine(validate.sweep_grid, self.strategy, self.params)
+            combos, _skipped = _call_engine(validate.sweep_grid, self.strategy, self.params,
+                                            True, self.options_given())
             self._combinations = len(combos)
         else:
             _call_engine(validate.check_params, self.strategy, self.params)
@@ -266,13 +298,16 @@ class BacktestConfig(_WithEngineOptions):
 
     @property
     def is_sweep(self) -> bool:
-        return bool(validate.is_sweep(self.params))
+        """A sweep: a param or an engine option given as a list (or range)."""
+        return bool(validate.is_sweep(self.params)) or any(
+            is_swept(getattr(self, name)) for name in SWEEPABLE)
 
     def combinations(self) -> int:
-        """How many parameter combinations the config runs (1 for a single backtest)."""
+        """How many combinations (params x swept options) the config runs (1 for a single
+        backtest)."""
         if self._combinations is None:
             if self.strategy_source is not None:  # no registry here: count the grid
-                self._combinations = _grid_size(self.params)
+                self._combinations = _grid_size(self.params, self.options_given())
             else:
                 self._check_strategy()
         return self._combinations or 1
@@ -296,6 +331,8 @@ class BacktestConfig(_WithEngineOptions):
                 out[key] = _plain(default)
         out["params"] = _params_with_defaults(self.strategy, self.params, self.strategy_source)
         out["tags"] = sorted(set(self.tags))
+        if self.audit:
+            del out["audit"]  # the default: configs from before the audit keep their form
         return _sorted(out)
 
     def to_yaml(self) -> str:
@@ -325,6 +362,9 @@ def config_error(exc: ValidationError) -> ConfigError:
     where = ".".join(loc) if loc else "config"
     kind = err.get("type", "")
     value = err.get("input")
+    raised = err.get("ctx", {}).get("error")
+    if kind == "value_error" and isinstance(raised, ConfigError):
+        return raised  # a validator's own message (e.g. an empty range of a swept option)
     if kind == "extra_forbidden" and field is not None:
         return unknown_key_error(field)
     if kind == "missing":
@@ -338,6 +378,13 @@ def config_error(exc: ValidationError) -> ConfigError:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return ConfigError(f"{where}: {value!r} is not allowed; use one of {expected}", field=field)
+    if field in SWEEPABLE and len(loc) > 1 and not loc[1].isdigit():
+        # a member of the option's union (a number, or a list of numbers)
+        example = _NUMBER_EXAMPLES.get(str(field), "1.0")
+        return ConfigError(
+            f"{field}: expected a number, or a list or range of numbers to sweep, got "
+            f"{value!r}; write e.g. {field}: {example}, {field}: [{example}, ...] or a range "
+            f"such as {field}: 0.01..0.05:0.01", field=field)
     if kind in ("float_parsing", "float_type", "int_parsing", "int_type", "finite_number"):
         example = _NUMBER_EXAMPLES.get(str(field), "1.0")
         return ConfigError(
@@ -388,12 +435,16 @@ def _call_engine(func: Any, *args: Any) -> Any:
         raise ConfigError(f"params: {exc}", field="params") from exc
 
 
-def _grid_size(params: Any) -> int:
-    """Combinations of a grid or list of params, before any validity rule skips some."""
+def _grid_size(params: Any, options: Mapping[str, Any] | None = None) -> int:
+    """Combinations of a grid or list of params crossed with the swept options, before any
+    validity rule skips some."""
+    swept = {name: len(value) for name, value in (options or {}).items()
+             if name in SWEEPABLE and isinstance(value, list)}
     if isinstance(params, list):
-        return len(params)
-    return validate.check_grid_size({name: len(value) for name, value in dict(params or {}).items()
-                                     if isinstance(value, list)})
+        return validate.check_grid_size({"combinations": len(params), **swept})
+    return validate.check_grid_size({**{name: len(value)
+                                        for name, value in dict(params or {}).items()
+                                        if isinstance(value, list)}, **swept})
 
 
 def engine_defaults() -> dict[str, Any]:

@@ -85,8 +85,37 @@ class SchemaError(QuantlabError):
     """The registry's schema is newer than this QuantLab (upgrade QuantLab), or cannot be migrated."""
 
 
-class EventsUnavailable(QuantlabError):
+class StoreUnavailable(QuantlabError, OSError):
+    """A store QuantLab needs cannot be used: a file under ``QUANTLAB_HOME`` (``path``) or a
+    server (``url``, shown without its password). ``fix`` says what to do; the message names
+    both. A ``submit`` that raises it queued nothing. Answered 503 over REST (507 for a full
+    disk). Also an ``OSError``, so that code catching the raw error it replaces still does."""
+
+    def __init__(self, message: str, *, fix: str, path: str | None = None,
+                 url: str | None = None, **fields: Any) -> None:
+        super().__init__(message, fix=fix, path=path, url=url, **fields)
+
+
+class HomeNotWritable(StoreUnavailable):
+    """A file or folder under ``QUANTLAB_HOME`` cannot be written: the home is read-only, or
+    its permissions refuse this user (``reason`` is ``read-only`` or ``permission``)."""
+
+
+class DiskFull(HomeNotWritable):
+    """The disk holding ``path`` is full (``reason`` is ``disk full``)."""
+
+
+class ServerUnreachable(StoreUnavailable):
+    """A server at ``url`` (Redis, MongoDB) does not answer."""
+
+
+class EventsUnavailable(ServerUnreachable):
     """The event store (Redis) cannot be reached even after retrying."""
+
+    def __init__(self, message: str, *, url: str | None = None,
+                 fix: str = "check that redis-server is running and QUANTLAB_REDIS_URL is right",
+                 **fields: Any) -> None:
+        super().__init__(message, fix=fix, url=url, **fields)
 
 
 class MissingDependency(QuantlabError, ImportError):

@@ -279,10 +279,14 @@ def test_the_option_fields_are_generated_from_the_engine_options() -> None:
     options = [name for name in fields if name in OPTION_NAMES]
     assert tuple(options) == CONFIG_OPTIONS == ENGINE_KEYS
     assert set(OPTION_NAMES) - set(options) == {"threads"}  # the worker's setting, not a run's
+    from quantlab.engine.options import SWEEPABLE
+
     types = option_types()
     for name in options:
         assert fields[name].default is None  # not given: the engine's default
-        assert set(get_args(fields[name].annotation)) == {*get_args(types[name] | None)}
+        # a sweepable option also takes a list of its values (a sweep dimension)
+        declared = types[name] | list[types[name]] if name in SWEEPABLE else types[name]
+        assert set(get_args(fields[name].annotation)) == {*get_args(declared | None)}
     assert engine_defaults() == {name: getattr(EngineOptions(), name) for name in CONFIG_OPTIONS}
 
 

@@ -276,6 +276,12 @@ def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
     corr = view.text(".ql-compare-correlation")
     assert f"{saved.correlation.iloc[0, 1]:.2f}" in corr
     assert comparison_id in view.text(".ql-comparison")
+    # the equity and drawdown figures are drawn by plotly.js, sent inline by the dashboard
+    view.wait_for(".ql-section-equity .js-plotly-plot .main-svg")
+    view.wait_for(".ql-section-drawdowns .js-plotly-plot .main-svg")
+    legend = view.page.evaluate(
+        "() => document.querySelector('.ql-section-equity .legend').textContent")
+    assert records[0]["name"] in legend and records[1]["name"] in legend  # names not cut
 
     # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1
     picker = view.page.locator(".ql-run-picker select")

@@ -60,3 +60,20 @@ def test_binder_installs_quantlab_builds_the_extension_and_the_sample_data() -> 
     env = yaml.safe_load((ROOT / "binder" / "environment.yml").read_text())
     assert any(str(d).startswith("nodejs") for d in env["dependencies"])
     assert (ROOT / "notebooks" / "quickstart.ipynb").exists()
+
+
+def test_workers_run_as_an_unprivileged_account() -> None:
+    """Whoever submits runs code on the workers (docs/operations.md, "Trust model"): the image's
+    last stage and the compose workers run as the unprivileged user the image creates."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    runtime = dockerfile.split("\nFROM ")[-1]  # the last stage is what runs
+    created = re.search(r"useradd [^\n]*--uid (\d+) (\w+)", runtime)
+    assert created is not None, "the runtime stage creates no user"
+    uid, name = int(created.group(1)), created.group(2)
+    users = re.findall(r"^USER (\S+)$", runtime, re.M)
+    assert users and users[-1] in (name, str(uid)) and uid != 0
+    assert runtime.index("useradd") < runtime.rindex("\nUSER ") < runtime.index("\nCMD ")
+    worker = compose()["services"]["worker"]
+    assert str(worker["user"]).split(":")[0] == str(uid)
+    assert worker["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in worker["security_opt"]

@@ -34,7 +34,8 @@ def random_walk(n_bars: int, seed: int) -> pd.DataFrame:
 
 def test_the_typed_dict_has_the_dataclass_fields_and_types() -> None:
     assert tuple(BacktestOptions.__annotations__) == OPTION_NAMES
-    assert get_type_hints(BacktestOptions) == option_types()
+    # a sweepable option also takes a sequence of its values (a sweep dimension)
+    assert get_type_hints(BacktestOptions) == option_types(sweeps=True)
     assert not BacktestOptions.__required_keys__  # every option may be left out
 
 

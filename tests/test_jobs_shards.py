@@ -1,12 +1,19 @@
-"""A split sweep whose coordinator dies: the sweep that completes afterwards holds every
-combination. Team mode (a private redis-server holds the queue and the shard board), real worker
-processes, the real reaper; the coordinator that dies is a run document taken by a worker that is
-gone, so that the moment of its death is exact."""
+"""Split sweeps on real worker processes.
+
+A coordinator that dies: the sweep that completes afterwards holds every combination (team mode:
+a private redis-server holds the queue and the shard board; the real reaper; the coordinator that
+dies is a run document taken by a worker that is gone, so that the moment of its death is exact).
+
+A cancel or the time limit of a split sweep: the run ends at once, however long the heartbeat
+timeout is, and none of its shard messages is left on the queue (the SQLite queue and a real
+redis-server).
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,13 +25,12 @@ from quantlab.jobs.api import Run
 from quantlab.jobs.shards import ShardBoard
 from quantlab.registry import open_registry
 from tests.support import jobs as support
-from tests.support.jobs import SWEEP, WAIT, Workers, wait_for
+from tests.support.jobs import SINGLE, SWEEP, WAIT, Workers, wait_for
 
 # fixtures (pytest finds them in the module's namespace)
 home = support.home
 workers = support.workers
-
-pytestmark = pytest.mark.redis
+no_worker = support.no_worker
 
 COMBINATIONS = 24  # SWEEP: 8 fast x 3 slow, all valid
 SHARDS = 2
@@ -71,6 +77,7 @@ def _check_whole(run: Run) -> None:
                for line in run.logs())
 
 
+@pytest.mark.redis
 def test_a_helper_gives_its_shard_up_when_the_run_is_requeued_and_the_sweep_completes_whole(
         team: str, workers: Workers) -> None:
     run = ql.submit(SWEEP)
@@ -97,6 +104,7 @@ def test_a_helper_gives_its_shard_up_when_the_run_is_requeued_and_the_sweep_comp
     assert run.record["worker"].split(":")[1] == str(helper.pid)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("leftover_cancel", [False, True],
                          ids=["requeued", "requeued-while-stopping"])
 def test_a_new_coordinator_runs_again_a_shard_whose_result_is_only_a_part(
@@ -118,9 +126,197 @@ def test_a_new_coordinator_runs_again_a_shard_whose_result_is_only_a_part(
     with pytest.raises(execution.CancelRequested):
         shards.run_shard(doc, 1, SHARDS, bars, settings.current(), between=stop)
     assert board.result(1) == {"rows": 2, "complete": False}
-    if leftover_cancel:  # the dead coordinator was stopping on the time limit
+    if leftover_cancel:  # the dead coordinator was stopping on the time limit ...
         board.cancel()
+        assert board.claim(0, shards.NO_ONE)  # ... and had put shard 0 out of every reach
     assert _reaper_pass_once_the_coordinator_is_silent() == [run.id]
     workers.start()
     run.wait(timeout=WAIT)
     _check_whole(run)
+
+
+# -- cancel and the time limit of a split sweep --------------------------------------------------
+
+# What a stopping coordinator used to wait for shards no worker claimed (its bound was this + 1 s):
+# set large, so that "ended well before it" is a logical bound, not a speed threshold.
+HEARTBEAT_TIMEOUT = 60.0
+SPLIT = 4  # shards of 6 of the 24 combinations
+# the lone worker's engine: one combination per call, 0.1 s apart (a shard takes over 0.6 s)
+ONE_BY_ONE = {"QUANTLAB_JOBS_MAX_CHUNK": "1", "QUANTLAB_JOBS_CHUNK_DELAY": "0.1"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The SQLite queue of an embedded home, or a real redis-server; sweeps split in 4 shards
+    and a heartbeat timeout of a minute, for the test and the workers it starts."""
+    if request.param == "redis":
+        monkeypatch.setenv("QUANTLAB_REDIS_URL", request.getfixturevalue("redis_url"))
+    monkeypatch.setenv("QUANTLAB_SHARD_COMBINATIONS", "6")
+    monkeypatch.setenv("QUANTLAB_HEARTBEAT_TIMEOUT", str(HEARTBEAT_TIMEOUT))
+    return str(request.param)
+
+
+def _shard_messages(run_id: str) -> list[int]:
+    """The shard indexes of ``run_id`` whose message waits on the queue (read from the queue's
+    storage itself)."""
+    huey = queue.huey_app()
+    found = [huey.serializer.deserialize(raw) for raw in huey.storage.enqueued_items()]
+    return sorted(m.args[1] for m in found
+                  if m.name.endswith("execute_shard") and m.args[0] == run_id)
+
+
+def _event(run: Run, kind: str) -> Any:
+    return next(e for e in run.events() if e.type == kind)
+
+
+def _coordinating_alone(run: Run, done: int) -> None:
+    """Wait until the lone worker, as the coordinator, has run ``done`` combinations of shard
+    0, while the other shards wait on the queue for a worker that never comes."""
+    wait_for(lambda: any(e.type == "progress" and e.data.get("done_units", 0) >= done
+                         for e in run.events()), WAIT, f"{done} combinations done")
+    assert _shard_messages(run.id) == list(range(SPLIT))  # it runs shard 0 as its own
+
+
+def _no_shard_state_left(run: Run) -> None:
+    board = ShardBoard(run.id, SPLIT, settings.current())
+    assert [board.claimed_by(i) for i in range(SPLIT)] == [None] * SPLIT
+    assert [board.result(i) for i in range(SPLIT)] == [None] * SPLIT
+    assert not board.cancelled()
+
+
+def test_cancel_of_a_split_sweep_ends_it_at_once_and_takes_its_shards_off_the_queue(
+        backend: str, workers: Workers) -> None:
+    workers.start(env=ONE_BY_ONE)
+    run = ql.submit(SWEEP)
+    _coordinating_alone(run, 2)
+    asked = time.time()
+    run.cancel()
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "cancelled" and record["partial"] is True
+    took = _event(run, "cancelled").ts - asked
+    assert took < HEARTBEAT_TIMEOUT / 2, (
+        f"the cancel took {took:.1f} s: the coordinator waited for shards no worker claimed")
+    # the finished combinations are kept: those of shard 0, the whole sweep's first rows
+    table = run.result().table
+    assert 2 <= len(table) < COMBINATIONS // SPLIT
+    full = ql.backtest(SWEEP["symbols"], SWEEP["strategy"], SWEEP["params"],
+                       start=SWEEP["start"], end=SWEEP["end"], interval="1d").table
+    pd.testing.assert_frame_equal(table, full.iloc[:len(table)])
+    assert _event(run, "cancelled").data["combinations_done"] == len(table)
+    assert _shard_messages(run.id) == []
+    _no_shard_state_left(run)
+
+
+def test_cancel_of_a_split_sweep_keeps_the_part_of_a_helpers_shard_and_leaves_nothing(
+        backend: str, home: Path, workers: Workers) -> None:
+    """Two workers, each in the middle of a shard, and shards that wait on the queue. The
+    helper stops at its next chunk; its part is merged (or, if it came after the coordinator
+    stopped waiting, removed by the helper itself); a waiting shard is never started (its
+    message was taken off the queue, and it was claimed for no one)."""
+    slower = {**ONE_BY_ONE, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2"}  # a shard takes over 1.2 s
+    procs = [workers.start(env=slower), workers.start(env=slower)]
+    # both take messages before the submit, so that the helper starts a shard while the
+    # coordinator runs its first one
+    wait_for(lambda: workers.log_text().count("Huey consumer started") == 2, WAIT,
+             "both workers to consume")
+    run = ql.submit(SWEEP)
+    coordinator = wait_for(lambda: run.record["worker"], WAIT, "a coordinator").split(":")[1]
+    helper = next(p for p in procs if str(p.pid) != coordinator)
+    board = ShardBoard(run.id, SPLIT, settings.current())
+
+    def in_a_shard(pid: str) -> bool:
+        return any((board.claimed_by(i) or "").split(":")[1:2] == [pid]
+                   and board.result(i) is None and board.done(i) >= 1 for i in range(SPLIT))
+
+    wait_for(lambda: in_a_shard(coordinator) and in_a_shard(str(helper.pid)), WAIT,
+             "both workers to be in the middle of a shard")
+    waiting = {i for i in range(SPLIT) if board.claimed_by(i) is None}
+    assert waiting, "no shard left on the queue"
+    asked = time.time()
+    run.cancel()
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "cancelled" and record["partial"] is True
+    took = _event(run, "cancelled").ts - asked
+    assert took < HEARTBEAT_TIMEOUT / 2, f"the cancel took {took:.1f} s"
+    # each shard kept a prefix of its combinations: the whole sweep's rows for them
+    table = run.result().table
+    full = ql.backtest(SWEEP["symbols"], SWEEP["strategy"], SWEEP["params"],
+                       start=SWEEP["start"], end=SWEEP["end"], interval="1d").table
+    per = COMBINATIONS // SPLIT
+    numbered = full.reset_index(drop=True).reset_index(names="position")
+    positions = list(table.merge(numbered, on=["fast", "slow"])["position"])
+    pd.testing.assert_frame_equal(table, full.iloc[positions].reset_index(drop=True))
+    shard_of = [p // per for p in positions]
+    for shard in set(shard_of):  # a prefix of the shard: no gap
+        mine = [p for p in positions if p // per == shard]
+        assert mine == list(range(shard * per, shard * per + len(mine)))
+    # a shard that no worker had started when the cancel came was never started after it
+    assert not waiting & set(shard_of)
+    assert _shard_messages(run.id) == []
+    # the helper is done with its shard: nothing of the shards is left, whenever it stopped
+    wait_for(lambda: not (home / "blobs" / "runs" / run.id / "shards").exists()
+             and not any(board.claimed_by(i) or board.result(i) for i in range(SPLIT)), WAIT,
+             "the shards' state to be gone")
+    _no_shard_state_left(run)
+    assert all(p.poll() is None for p in procs)
+
+
+def test_the_time_limit_of_a_split_sweep_ends_it_at_once_and_takes_its_shards_off_the_queue(
+        backend: str, workers: Workers) -> None:
+    limit = 1.0
+    workers.start(env={**ONE_BY_ONE, "QUANTLAB_MAX_DURATION": str(limit)})
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    record = run.record
+    # as an unsplit sweep's time limit: failed, with the timeout reason
+    assert record["status"] == "failed", record
+    assert record["error"].startswith(
+        f"timeout: the run took longer than QUANTLAB_MAX_DURATION={limit:g} s")
+    failed = _event(run, "failed")
+    assert failed.data["reason"] == "timeout"
+    over = failed.ts - _event(run, "started").ts - limit
+    assert over < HEARTBEAT_TIMEOUT / 2, (
+        f"the run ended {over:.1f} s after its time limit: the coordinator waited for shards "
+        f"no worker claimed")
+    assert _shard_messages(run.id) == []
+    _no_shard_state_left(run)
+
+
+def test_cancel_of_a_queued_run_takes_its_message_off_the_queue(
+        backend: str, no_worker: None) -> None:
+    kept = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}})
+    doomed = ql.submit(SINGLE)
+    assert queue.queued_run_ids() == {kept.id, doomed.id}
+    doomed.cancel()
+    assert doomed.status == "cancelled"
+    assert queue.queued_run_ids() == {kept.id} and queue.pending_count() == 1
+
+
+def test_the_shard_messages_of_a_run_are_removed_and_no_others(backend: str,
+                                                               no_worker: None) -> None:
+    run, other = ql.submit(SWEEP), ql.submit(SINGLE)
+    for index in range(SPLIT):
+        queue.enqueue_shard(run.id, index, SPLIT)
+        queue.enqueue_shard(other.id, index, SPLIT)
+    assert queue.remove_shards(run.id) == SPLIT
+    assert _shard_messages(run.id) == [] and _shard_messages(other.id) == list(range(SPLIT))
+    assert queue.queued_run_ids() == {run.id, other.id}  # the runs' own messages stay
+    assert queue.remove_shards(run.id) == 0
+
+
+@pytest.mark.parametrize("stop", ["cancel requested", "stopped by its coordinator"])
+def test_a_shard_of_a_sweep_being_stopped_returns_at_once(home: Path, no_worker: None,
+                                                          stop: str) -> None:
+    """The second line of defence: a shard message that a worker popped before the coordinator
+    could take it off the queue runs nothing."""
+    run = ql.submit(SWEEP)
+    _taken_by_a_coordinator_that_dies(run.id)  # a coordinator that is running it
+    board = ShardBoard(run.id, SHARDS, settings.current())
+    if stop == "cancel requested":
+        orchestrator.cancel(run.id)
+        assert run.record["cancel_requested"] is True
+    else:  # a cancel or the time limit, as the coordinator tells its helpers
+        board.cancel()
+    shards.execute_shard(run.id, 1, SHARDS)
+    assert board.claimed_by(1) is None and board.result(1) is None and board.done(1) == 0

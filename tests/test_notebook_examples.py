@@ -45,7 +45,8 @@ def test_portfolio_and_risk_example(nb_home: Path, tmp_path: Path) -> None:
     tree = WidgetTree(nb)
     rotation_view = tree.root(nb.cells[3])
     assert "ql-run-completed" in tree.model(rotation_view)["_dom_classes"]
-    assert "Sharpe by lookback × top_n" in tree.html(rotation_view)
+    (heatmap,) = tree.find(rotation_view, "AnyModel")  # the sweep's heatmap (FigureWidget)
+    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by lookback × top_n"
 
     compare = cell_html(nb.cells[6])
     labels, rows = support.comparison_metrics(compare)

@@ -95,14 +95,18 @@ def test_first_backtest_widget_shows_the_runs_metrics_and_trades(in_home: Any) -
     assert ids["first"] in html
     for metric in ("sharpe", "total_return_pct", "max_drawdown_pct", "n_trades"):
         assert format_metric(metric, result.metrics[metric]) in html
-    assert f"{len(result.trades):,} closed trades" in html
-    assert html.count("<svg") == 2  # equity and drawdown
+    outputs = [o["data"] for m in tree.find(root, "OutputModel") for o in m["outputs"]]
+    assert any(f"{len(result.trades):,} closed trades" in d.get("text/html", "")
+               for d in outputs)
+    # the figure is plotly's own output: price with trades, equity, buy & hold, drawdown
+    (figure,) = [d["application/vnd.plotly.v1+json"] for d in outputs
+                 if "application/vnd.plotly.v1+json" in d]
+    names = {t.get("name") for t in figure["data"]}
+    assert {"Equity", "Buy & hold", "Drawdown", "SMA(20)", "SMA(100)", "Long entry"} <= names
     (progress,) = tree.find(root, "FloatProgressModel")
     assert progress["value"] == 1.0 and progress["bar_style"] == "success"
     (tabs,) = tree.find(root, "TabModel")
-    assert tabs["titles"] == ["Equity & drawdown", "Trades"]
-    (zoom,) = tree.find(root, "SelectionRangeSliderModel")
-    assert zoom["index"] == [0, len(zoom["_options_labels"]) - 1]
+    assert tabs["titles"] == ["Chart", "Trades"]
     # the static fallback (viewers without widgets) says the same
     assert format_metric("sharpe", result.metrics["sharpe"]) in cell_html(cell)
 
@@ -149,11 +153,14 @@ def test_sweep_shows_a_heatmap_of_sharpe_over_fast_and_slow(in_home: Any) -> Non
     assert dropdowns["x"]["_options_labels"][dropdowns["x"]["index"]] == "fast"
     assert dropdowns["y"]["_options_labels"][dropdowns["y"]["index"]] == "slow"
     html = tree.html(root)
-    assert "Sharpe by fast × slow" in html
+    (heatmap,) = tree.find(root, "AnyModel")  # the clickable heatmap (plotly FigureWidget)
+    (trace,) = heatmap["_widget_data"]
+    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by fast × slow"
     # every valid cell of the heatmap carries its value; the skipped fast=50, slow=50 is n/a
     row = table[(table["fast"] == 10) & (table["slow"] == 100)].iloc[0]
-    assert f"fast=10, slow=100: Sharpe = {row['sharpe']:.2f}" in html
-    assert "fast=50, slow=50: Sharpe = n/a" in html
+    cell = trace["text"][trace["y"].index("100")][trace["x"].index("10")]
+    assert cell == f"{row['sharpe']:.2f}"
+    assert trace["text"][trace["y"].index("50")][trace["x"].index("50")] == "n/a"
     assert "69 combinations" in html
     printed = cell_stdout(_cell(nb, "table = sweep.result().table"))
     assert f"69 combinations; best by Sharpe: {result.params}" in printed
@@ -274,7 +281,8 @@ def test_a_restarted_kernel_gets_the_run_back(in_home: Any, tmp_path: Path) -> N
     tree = WidgetTree(fresh)
     root = tree.root(fresh.cells[1])
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
-    assert "Sharpe by fast × slow" in tree.html(root)
+    (heatmap,) = tree.find(root, "AnyModel")
+    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by fast × slow"
     original = WidgetTree(nb)
     sweep_root = original.root(_cell(nb, "%%backtest --name \"SMA sweep on AAA\""))
     assert (tree.with_class(root, "ql-metrics")[0]["value"]

@@ -17,7 +17,7 @@ from quantlab.errors import ConfigError
 from quantlab.notebook.failure import failure_html, failure_text, user_frames
 from quantlab.notebook.runlist import RunsTable, parse_filters
 from quantlab.notebook.state import RunState, summary_line
-from quantlab.render import svg
+from quantlab.render import figures
 from quantlab.render.format import format_metric, metrics_table_html
 from quantlab.render.results import best_rows, sweep_matrix
 from quantlab.strategies.usercode import SOURCE_MARKER, load_shipped_strategy, source_line_offset
@@ -266,7 +266,7 @@ def test_one_duration_format_in_the_widget_the_run_list_and_the_report() -> None
     assert "ran 0.4 s" in quick
 
 
-# -- formatting, svg, sweep matrix -------------------------------------------------------------
+# -- formatting, figures, sweep matrix -------------------------------------------------------------
 
 
 def test_metric_formats() -> None:
@@ -279,18 +279,13 @@ def test_metric_formats() -> None:
     assert html.index("Total return") < html.index("Sharpe") < html.index("Other")
 
 
-def test_line_chart_is_self_contained_svg_with_tooltips() -> None:
-    index = pd.date_range("2020-01-01", periods=5000, freq="D")
-    values = pd.Series(np.linspace(100, 200, 5000), index=index)
-    values.iloc[2500] = 50.0  # a spike the downsampling must keep
-    out = svg.line_chart(values, title="Equity")
-    assert out.startswith("<svg") and out.endswith("</svg>")
-    assert "http" not in out.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no CDN
-    assert out.count("<title>") == svg.MAX_HOVER_BANDS
-    points = re.search(r'<polyline points="([^"]+)"', out)[1].split()
-    assert len(points) <= svg.MAX_LINE_POINTS
-    ys = [float(p.split(",")[1]) for p in points]
-    assert max(ys) > 200  # the 50.0 spike is the lowest point, drawn lowest (largest y)
+def test_comparison_lines_keep_a_spike_through_the_reduction() -> None:
+    index = pd.date_range("2020-01-01", periods=50_000, freq="min")
+    values = pd.DataFrame({"a": np.linspace(100, 200, 50_000)}, index=index)
+    values.iloc[25_000, 0] = 50.0  # a spike the reduction must keep
+    fig = figures.lines_figure(values, title="Equity")
+    (line,) = fig.data
+    assert len(line.y) <= 2 * figures.MAX_BUCKETS + 2 and min(line.y) == 50.0
 
 
 def test_heatmap_cells_and_nan_for_invalid_combinations() -> None:
@@ -299,13 +294,11 @@ def test_heatmap_cells_and_nan_for_invalid_combinations() -> None:
     matrix = sweep_matrix(table, "sharpe", "fast", "slow")
     assert list(matrix.columns) == [5, 10] and list(matrix.index) == [10, 20]
     assert matrix.loc[20, 5] == 1.0 and np.isnan(matrix.loc[10, 10])
-    out = svg.heatmap(matrix, title="Sharpe", x_name="fast", y_name="slow", metric="Sharpe")
-    assert "fast=5, slow=20: Sharpe = 1.00" in out
-    assert "fast=10, slow=10: Sharpe = n/a" in out
-    assert 'fill="#cccccc"' in out  # NaN cells are grey
-    tiny = svg.heatmap(pd.DataFrame([[-0.001, 0.5]], index=[1], columns=[1, 2]), title="t",
-                       x_name="x", y_name="y", metric="m")
-    assert ">0.00</text>" in tiny and ">-0.00<" not in tiny
+    fig = figures.heatmap_figure(table, ["fast", "slow"], ["sharpe"], metric="sharpe",
+                                 x="fast", y="slow")
+    (heat,) = fig.data
+    assert heat.text[1][0] == "1.00" and heat.text[0][1] == "n/a"  # rows slow, columns fast
+    assert "fast=%{x}, slow=%{y}<br>Sharpe = %{text}" in heat.hovertemplate
 
 
 def test_sweep_matrix_reduces_other_params_to_their_best() -> None:
@@ -515,33 +508,16 @@ def test_attach_strategy_source_to_a_dict_and_a_config_model(ql_home: Any) -> No
     assert attach_strategy_source(builtin) is builtin
 
 
-def test_a_large_heatmap_is_one_embedded_png_with_row_tooltips() -> None:
-    import base64
-    import zlib
-
+def test_a_large_heatmap_is_one_trace_of_every_cell() -> None:
     fast, slow = np.arange(5, 51), np.arange(10, 201)
     grid = pd.DataFrame([(f, s, float(np.sin(f) + s / 100)) for f in fast for s in slow],
                         columns=["fast", "slow", "sharpe"])
-    matrix = sweep_matrix(grid, "sharpe", "fast", "slow")
-    assert matrix.size == 46 * 191 > svg.MAX_VECTOR_CELLS
-    out = svg.heatmap(matrix, title="Sharpe", x_name="fast", y_name="slow", metric="Sharpe")
-    assert len(out) < 200_000  # one rectangle per cell would be megabytes
-    assert out.count("<image") == 1 and out.count("<title>") == 191
-    best_fast = int(matrix.columns[int(np.argmax(matrix.loc[200].to_numpy()))])
-    assert f"slow=200: best Sharpe = {matrix.loc[200].max():.2f} at fast={best_fast}" in out
-    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", out)[1])
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (46, 191)
-    idat_start = png.index(b"IDAT") + 4
-    idat_length = int.from_bytes(png[idat_start - 8:idat_start - 4], "big")
-    raw = zlib.decompress(png[idat_start:idat_start + idat_length])
-    assert len(raw) == height * (1 + width * 3)
-    # the top row of the image is the largest slow, as on an axis
-    top_left = raw[1:4]
-    assert "#" + top_left.hex() == svg.heat_color(float(matrix.loc[200, 5]),
-                                                  float(np.nanmin(matrix.to_numpy())),
-                                                  float(np.nanmax(matrix.to_numpy())))
+    fig = figures.heatmap_figure(grid, ["fast", "slow"], ["sharpe"], metric="sharpe", x="fast",
+                                 y="slow")
+    (heat,) = fig.data
+    assert np.asarray(heat.z).shape == (191, 46)
+    assert heat.z[-1][0] == pytest.approx(np.sin(5) + 2.0)  # the top row is the largest slow
+    assert len(figures.figure_html(fig)) < 600_000
 
 
 @pytest.mark.parametrize("body, message", [
@@ -581,14 +557,6 @@ def test_charts_and_tables_are_well_formed_markup() -> None:
 
     from quantlab.render.format import html_table
 
-    index = pd.date_range("2020-01-01 09:30", periods=3000, freq="min")
-    series = pd.Series(np.cumsum(np.ones(3000)), index=index)
-    for chart in (svg.line_chart(series, title="A <b> & 'c'"),
-                  svg.line_chart(series.iloc[:0], title="empty"),
-                  svg.line_chart(-series, title="dd", area=True, zero_line=True)):
-        assert ET.fromstring(chart).tag.endswith("svg")
-    small = pd.DataFrame([[1.0, np.nan], [-2.0, 3.0]], index=[1, 2], columns=["a", "b"])
-    ET.fromstring(svg.heatmap(small, title="t", x_name="x <1>", y_name="y", metric="m"))
     table = html_table(["name", "value"], [["<script>", 1.5]])
     assert "&lt;script&gt;" in table and "<script>" not in table
     ET.fromstring(table.split("</style>", 1)[1])

@@ -179,18 +179,23 @@ def test_a_live_sweep_ends_as_its_results_view(nb_home: Path, worker: Worker) ->
     assert widget.state.status == "completed" and widget.progress.value == 1.0
     assert widget.live.layout.display == "none"
     assert format_metric("sharpe", result.metrics["sharpe"]) in view.metrics_html.value
-    assert view.tabs.titles == ("Sweep", "Equity & drawdown", "Trades")
+    assert view.tabs.titles == ("Sweep", "Chart", "Trades")
     assert view.sweep is not None and len(view.sweep.table) == 6
     # the metric dropdown redraws the heatmap
     view.sweep.metric.value = "total_return_pct"
-    assert "Total return by fast × slow" in view.sweep.heatmap.value
+    assert view.sweep.figure.layout.title.text == "Total return by fast × slow"
+    # the same parameter on both axes is refused, in words, and the map stays
+    view.sweep.y_param.value = "fast"
+    assert "x and y are both &#x27;fast&#x27;" in view.sweep.message.value
     view.sweep.y_param.value = "(none)"
-    assert "Total return by fast" in view.sweep.heatmap.value
-    # zooming on a period redraws the charts over that period only
-    slider = view.equity_panel.zoom
-    full = view.equity_panel.chart.value
-    slider.index = (0, len(slider.options) // 2)
-    assert view.equity_panel.chart.value != full
+    assert view.sweep.figure.layout.title.text == "Total return by fast (best over slow)"
+    # a cell of the map shows its own combination, the exact single run
+    view.sweep.y_param.value = "slow"
+    combo = view.sweep.show_cell("10", "60")
+    single = ql.backtest("AAA", params={"fast": 10, "slow": 60}, start="2020-01-01",
+                         end="2021-12-31")
+    assert combo.metrics == single.metrics
+    assert len(view.sweep.detail.children) == 2
     assert widget.state.last_seq == open_events().last_seq(run.id)
 
 

@@ -183,8 +183,11 @@ def test_report_is_kept_and_linked_from_the_run(home: tuple[Path, list[str]]) ->
     assert registry.get_blob(files.report_ref) == files.html.read_bytes()
     assert registry.get_blob(f"runs/{run_id}/report.ipynb") == files.notebook.read_bytes()
     html = files.html.read_text()
-    assert "closed trades" in html and "def " not in html  # outputs only, no code
+    # outputs only: no code, and no text about cells the page leaves out
+    assert "closed trades" in html and "sections.charts_html" not in html
+    assert "parameters cell" not in html
     assert not re.search(r"<script[^>]+src=\"https?://", html)  # nothing from a CDN
+    assert html.count("Plotly.newPlot") >= 1 and "plotly.js v" in html  # plotly.js inline
     # papermill recorded the parameters, so the notebook reruns as it ran
     nb = nbformat.read(files.notebook, as_version=4)
     assert nb.metadata["papermill"]["parameters"]["run_id"] == run_id
@@ -199,10 +202,12 @@ def test_report_of_a_sweep_has_its_heatmap(home: tuple[Path, list[str]], tmp_pat
     page = outputs_html(files.notebook)
     table = ql.get_run(sweep_id).result().table
     assert "6 combinations" in page
-    assert "sharpe over fast × slow" in page
+    assert "Sharpe by fast" in page and "colorbar" in page
+    # a click on a cell shows its combination: each cell's equity is in the page
     best = table.sort_values("sharpe", ascending=False).iloc[0]
-    cell = f"fast={int(best['fast'])}, slow={int(best['slow'])}: sharpe = {best['sharpe']:.2f}"
-    assert cell in page
+    cells = json.loads(page.split('class="ql-cells">', 1)[1].split("</script>", 1)[0])
+    assert f"{int(best['fast'])}|{int(best['slow'])}" in cells
+    assert "Sharpe along each parameter" in page
 
 
 def test_report_parameters_change_the_report(home: tuple[Path, list[str]], tmp_path: Path
@@ -211,7 +216,7 @@ def test_report_parameters_change_the_report(home: tuple[Path, list[str]], tmp_p
     files = run_report(run_id, output=tmp_path, html=False, parameters={"max_trades": 3})
     assert files.notebook == tmp_path / f"{run_id}.ipynb"
     n_trades = len(ql.get_run(run_id).result().trades)
-    assert f"showing 3 of {n_trades:,} rows" in outputs_html(files.notebook)
+    assert f"rows 1–3 of {n_trades}" in outputs_html(files.notebook)
 
 
 def test_report_rejects_bad_requests(home: tuple[Path, list[str]], tmp_path: Path) -> None:
@@ -241,7 +246,7 @@ def test_batch_report_from_a_yaml_file(home: tuple[Path, list[str]], tmp_path: P
     outcomes = run_reports(sets, html=False)
     assert [o.files is not None for o in outcomes] == [True, True, False]
     assert outcomes[0].files is not None and outcomes[0].files.notebook == tmp_path / "a.ipynb"
-    assert "showing 2 of" in outputs_html(tmp_path / "a.ipynb")
+    assert "rows 1–2 of" in outputs_html(tmp_path / "a.ipynb")
     assert "no run 'nope'" in str(outcomes[2].error)
 
 
@@ -268,7 +273,7 @@ def test_cli_report(home: tuple[Path, list[str]], tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"{run_id} report: {tmp_path / (run_id + '.html')}" in result.output
     assert (tmp_path / f"{sweep_id}.html").exists()
-    assert "showing 4 of" in outputs_html(tmp_path / f"{run_id}.ipynb")
+    assert "rows 1–4 of" in outputs_html(tmp_path / f"{run_id}.ipynb")
     missing = runner.invoke(report_cli, [])
     assert missing.exit_code == 2
     assert "say which run to report on" in missing.output

@@ -24,6 +24,7 @@ export interface IRun {
   cached_from?: string | null;
   position?: number | null;
   config?: { [key: string]: unknown };
+  audit_skipped?: boolean;
 }
 
 export interface IRunPage {

@@ -67,3 +67,11 @@ export function timeAgo(epochSeconds: number | null | undefined, now = Date.now(
   }
   return new Date(epochSeconds * 1000).toLocaleDateString();
 }
+
+/** The warning of a run submitted with `audit: false` (the run list's `audit_skipped`; the same
+ * words as quantlab/render/format.py AUDIT_SKIPPED), '' for any other run. */
+export const AUDIT_SKIPPED = 'look-ahead audit skipped';
+
+export function auditBadge(run: { audit_skipped?: boolean | null }): string {
+  return run.audit_skipped ? `⚠ ${AUDIT_SKIPPED}` : '';
+}

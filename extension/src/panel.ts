@@ -11,7 +11,7 @@ import { Widget } from '@lumino/widgets';
 
 import { ApiError, IRun, IRunEvent, QuantlabApi } from './api';
 import { IRunQuery, parseFilter, toSearchParams } from './filter';
-import { formatBars, formatDuration, formatNumber, isTerminal, KEY_METRICS, timeAgo } from './format';
+import { auditBadge, formatBars, formatDuration, formatNumber, isTerminal, KEY_METRICS, timeAgo } from './format';
 import { EventStream, StreamState } from './stream';
 
 export interface IPanelSettings {
@@ -385,6 +385,8 @@ export class BacktestsPanel extends Widget {
     part('name').title = `${run.id}\n${run.strategy ?? ''} on ${(run.symbols ?? []).join(', ')}`;
     part('status').textContent = run.partial ? `${run.status} (partial)` : run.status;
     part('status').dataset.status = run.status;
+    part('audit').textContent = auditBadge(run);
+    part('audit').hidden = !run.audit_skipped;
     const meta = [run.user ?? '', (run.tags ?? []).map(t => `#${t}`).join(' '), timeAgo(run.queued_at)];
     part('meta').textContent = meta.filter(m => m).join(' · ');
 
@@ -475,7 +477,7 @@ export class BacktestsPanel extends Widget {
       this._button('Report', 'jp-QuantlabRun-report', () => this._report(run()))
     );
     row.append(
-      line('jp-QuantlabRun-title', select, span('name'), span('status')),
+      line('jp-QuantlabRun-title', select, span('name'), span('status'), span('audit')),
       line('jp-QuantlabRun-metaLine', span('meta')),
       progress,
       line('jp-QuantlabRun-stepLine', span('step')),

@@ -69,3 +69,11 @@ test('terminal statuses and ages', () => {
   assert.equal(timeAgo(1000, 1000 + 7200), '2 h ago');
   assert.equal(timeAgo(null, 1000), '');
 });
+
+test('a run submitted with audit: false gets the warning badge, others none', () => {
+  const { AUDIT_SKIPPED, auditBadge } = require('../lib-test/format.js');
+  assert.equal(AUDIT_SKIPPED, 'look-ahead audit skipped');
+  assert.equal(auditBadge({ audit_skipped: true }), '⚠ look-ahead audit skipped');
+  assert.equal(auditBadge({ audit_skipped: false }), '');
+  assert.equal(auditBadge({}), '');
+});

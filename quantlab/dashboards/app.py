@@ -22,7 +22,38 @@ import ipywidgets as widgets
 from quantlab.analytics import COMPARISONS, MAX_RUNS, MIN_RUNS, compare, stats
 from quantlab.errors import QuantlabError
 from quantlab.registry import open_registry
+from quantlab.render.figures import plotly_js_html
 from quantlab.render.html import comparison_html, stats_html
+
+
+class HTMLView(widgets.Output):
+    """An HTML view whose scripts run (a widgets.HTML's do not): the plotly figures of the
+    comparison and statistics views. ``value`` is the HTML shown; plotly.js is put inline once,
+    ahead of the first view, so the dashboard needs no network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._value = ""
+        self._js_sent = False
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self._value = text
+        outputs = []
+        if text and not self._js_sent:
+            outputs.append(_html_output(plotly_js_html()))
+        outputs.append(_html_output(text))
+        self._js_sent = self._js_sent or bool(text)
+        # the page keeps plotly.js from the first view: later views send only their own HTML
+        self.outputs = tuple(outputs) if text else ()
+
+
+def _html_output(text: str) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": {"text/html": text}, "metadata": {}}
 
 RUN_CHOICES = 300  # the most recent completed runs offered in the picker
 ALL = "(all)"
@@ -69,7 +100,7 @@ class CompareDashboard(widgets.VBox):
         self.save_button.add_class("ql-save")
         self.status = widgets.HTML()
         self.status.add_class("ql-status")
-        self.view = widgets.HTML()
+        self.view = HTMLView()
         self.view.add_class("ql-view")
         self.comparison: Any = None
         self.comparison_id: str | None = None  # the saved comparison the page shows, if any
@@ -157,7 +188,7 @@ class CompareDashboard(widgets.VBox):
         if saved is not None and self._saved_runs(saved) == list(run_ids):
             cmp.id, cmp.title = saved, self.title
         self.comparison = cmp
-        self.view.value = comparison_html(cmp)
+        self.view.value = comparison_html(cmp, plotly_js=False)
         self.status.value = ""
         self.save_button.disabled = False
 
@@ -210,7 +241,7 @@ class AnalyticsDashboard(widgets.VBox):
             box.add_class(f"ql-filter-{name}")
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.status = widgets.HTML()
-        self.view = widgets.HTML()
+        self.view = HTMLView()
         self.view.add_class("ql-view")
         self._loading = False
         super().__init__([
@@ -276,7 +307,7 @@ class AnalyticsDashboard(widgets.VBox):
             self.status.value = _message(str(exc), error=True)
             return
         self.status.value = ""
-        self.view.value = stats_html(result)
+        self.view.value = stats_html(result, plotly_js=False)
 
 
 def query_string(retry_every: float = 0.5) -> str:

@@ -41,7 +41,8 @@ def backtest(
     sim = Simulation(bars, strategy, params, **options)
     sim.prepare()
     sim.run(sim.total_units)
-    return sim.result()
+    # the bars stay with the result: its figure's price panel, a sweep's combinations
+    return sim.result().attach_bars(bars)
 
 
 # what backtest takes by name: the engine options and the date range

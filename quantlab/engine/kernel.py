@@ -448,10 +448,10 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     return reached
 
 
-# --- one symbol without stops ----------------------------------------------------------------
+# --- one symbol --------------------------------------------------------------------------------
 #
-# The common case (one symbol, no stop-loss or take-profit: every single SMA-crossover run,
-# every crossover sweep) runs on `simulate1`: the same rules and the same float operations as
+# The common case (one symbol: every single SMA-crossover run, every crossover sweep, with or
+# without stops) runs on `simulate1`: the same rules and the same float operations as
 # `simulate` (`_exit_fill`, `_entry_size`, `_tally`), with the state in local scalars and the
 # bars on which nothing can happen but the marking to market taken in tight loops. Bars
 # where an order fills or a signal arrives go through every rule; between them the kernel
@@ -459,8 +459,12 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
 # stretch to market: a flat stretch in one step (equity stays the cash), a held one bar by
 # bar, skipping the work whose result is known (an unchanged equity adds exactly 0 to the
 # sums; the depth of a drawdown, `equity / peak - 1`, is monotone in equity, so it is taken
-# once per drawdown, from its lowest equity). Results equal `simulate`'s bit for bit
-# (tests/test_engine_chunks.py, tests/test_engine_sweep.py).
+# once per drawdown, from its lowest equity). Stops keep a held stretch tight: the loop also
+# compares each bar's low and high with the position's two levels (a NaN level is an infinite
+# bound) and leaves it at the first bar that touches one, which the full path then exits. A run
+# without stops passes no high/low and compiles none of it. Results equal `simulate`'s bit for
+# bit (tests/test_engine_chunks.py, tests/test_engine_sweep.py,
+# tests/test_engine_sweep_options.py).
 #
 # Indices in the tight loops are unsigned: Numba then knows they are not negative, emits no
 # wraparound code, and the scans compile to vector loads.
@@ -521,13 +525,33 @@ def _next_signal(sig, j, end):
 
 
 @njit(cache=True, error_model="numpy")
-def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos, acc, detail,
-              equity_out, log):
-    """``simulate`` for one symbol without stops (``open_``, ``close`` 1-d; ``weight`` the
-    symbol's weight). The signals are ``sig`` (int8, 1-d; ``fast`` and ``slow`` None), or the
-    crosses of ``fast`` over ``slow`` (``sig`` None; lines NaN only in a warm-up prefix, as
-    the averages of a close without gaps are). Returns the first bar not processed, as
-    ``simulate``."""
+def _stop_exit(units, sl, tp, o, h, lo, gap_ok):
+    """``_check_stops``'s rule for one held position, scalars only: (reason, price) of the
+    stop-loss or take-profit exit this bar triggers, reason -1 when none. The stop is taken
+    first when both are touched; the fill is the level, or the open when the bar opened
+    beyond it (a gap) and the position was held at the open (``gap_ok``)."""
+    if units > 0:
+        if sl == sl and lo <= sl:
+            return R_STOP_LOSS, o if (gap_ok and o < sl) else sl
+        if tp == tp and h >= tp:
+            return R_TAKE_PROFIT, o if (gap_ok and o > tp) else tp
+    elif units < 0:
+        if sl == sl and h >= sl:
+            return R_STOP_LOSS, o if (gap_ok and o > sl) else sl
+        if tp == tp and lo <= tp:
+            return R_TAKE_PROFIT, o if (gap_ok and o < tp) else tp
+    return -1, 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight, acct, pos, acc,
+              detail, equity_out, log):
+    """``simulate`` for one symbol (``open_``, ``close`` 1-d; ``weight`` the symbol's weight).
+    The signals are ``sig`` (int8, 1-d; ``fast`` and ``slow`` None), or the crosses of
+    ``fast`` over ``slow`` (``sig`` None; lines NaN only in a warm-up prefix, as the averages
+    of a close without gaps are). ``high`` and ``low`` (1-d) check the stop-loss and
+    take-profit of ``cfg``; None when it sets neither, so that a run without stops compiles
+    (and runs) none of their code. Returns the first bar not processed, as ``simulate``."""
     fill_close = cfg[C_FILL_CLOSE] > 0
     close_at_end = cfg[C_CLOSE_AT_END] > 0
     allow_short = cfg[C_SHORT] > 0
@@ -537,6 +561,8 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
     rate = cfg[C_COMM]
     fixed = cfg[C_FIXED]
     last_bar = int(cfg[C_N_TOTAL]) - 1
+    sl_frac = cfg[C_SL]
+    tp_frac = cfg[C_TP]
     # variables, not literals, for the trade log's symbol and exit reason: a literal argument
     # compiles another specialisation of the callee (cold start time)
     symbol = np.int64(0)
@@ -552,6 +578,16 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
     entry_bar = pos[0, P_ENTRY_BAR]
     last = pos[0, P_LAST]
     pending = pos[0, P_PENDING]
+    sl_level = pos[0, P_SL]
+    tp_level = pos[0, P_TP]
+    # the phase of a bar that checks the stops, before (fill at the close: positions held
+    # since an earlier close) or after (fill at the open) the phase that fills the order
+    stop_phase = 0 if fill_close else 1
+    n_phases = 1
+    if high is not None:
+        n_phases = 2
+    else:
+        stop_phase = -1  # no stop phase: the one phase fills the order
     tally = (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS],
              acc[M_SUM_RET], acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST])
     m_sum = acc[M_SUM]
@@ -597,7 +633,39 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
                     order = pending
                     price = open_[i]
                     pending = s
-                if order != 0.0 and price == price:
+                # two phases, each written once (every copy of an exit costs compile time)
+                for phase in range(n_phases):
+                    if phase == stop_phase:
+                        # stops during the bar (simulate's _check_stops); a position opened at
+                        # this open cannot have gapped. (`is not None` alone in its test, so
+                        # that Numba drops the branch from a run without stops.)
+                        if units == 0.0:
+                            continue
+                        reason = -1
+                        price_out = 0.0
+                        if high is not None:
+                            reason, price_out = _stop_exit(units, sl_level, tp_level, open_[i],
+                                                           high[i], low[i],
+                                                           fill_close or entry_bar != i)
+                        if reason < 0:
+                            continue
+                        fill, comm, total_comm, pnl, ret = _exit_fill(units, price_out, entry,
+                                                                      entry_comm, slip, rate,
+                                                                      fixed)
+                        cash += units * fill - comm
+                        commissions += comm
+                        tally = _tally(tally, pnl, ret)
+                        if detail:
+                            _log_exit(log, log_rows, symbol, units, entry_bar, i, entry, fill,
+                                      pnl, ret, total_comm, np.int64(reason))
+                            log_rows += 1
+                        units = 0.0
+                        entry_comm = 0.0
+                        sl_level = np.nan
+                        tp_level = np.nan
+                        continue
+                    if order == 0.0 or price != price:
+                        continue
                     if (order > 0 and units < 0) or (order < 0 and units > 0):
                         fill, comm, total_comm, pnl, ret = _exit_fill(units, price, entry,
                                                                       entry_comm, slip, rate,
@@ -611,10 +679,12 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
                             log_rows += 1
                         units = 0.0
                         entry_comm = 0.0
+                        sl_level = np.nan
+                        tp_level = np.nan
                     if units == 0.0 and (order > 0 or allow_short):
-                        fill, new_units, comm = _entry_size(1.0 if order > 0 else -1.0, price,
-                                                            cash, cash, weight, slip, rate,
-                                                            fixed, whole, size)
+                        direction = 1.0 if order > 0 else -1.0
+                        fill, new_units, comm = _entry_size(direction, price, cash, cash, weight,
+                                                            slip, rate, fixed, whole, size)
                         if new_units == 0.0:
                             rejected += 1.0
                         else:
@@ -624,6 +694,10 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
                             entry = fill
                             entry_comm = comm
                             entry_bar = i
+                            if sl_frac > 0:
+                                sl_level = fill * (1.0 - sl_frac * direction)
+                            if tp_frac > 0:
+                                tp_level = fill * (1.0 + tp_frac * direction)
                 last = c
             # the end of the data (close_at_end), or ruin (as backtesting.py: equity at or
             # below zero closes everything at this close, and nothing trades any more)
@@ -650,6 +724,8 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
                     cash += units * fill - comm
                 units = 0.0
                 entry_comm = 0.0
+                sl_level = np.nan
+                tp_level = np.nan
         equity = cash
         if units != 0.0:
             equity += units * last
@@ -682,9 +758,23 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
                     break
             i = stretch
             continue
+        # a held stretch ends early at a bar that touches a stop (the full path exits there)
+        lower = -np.inf
+        upper = np.inf
+        if high is not None:
+            lo_level = sl_level if units > 0 else tp_level
+            hi_level = tp_level if units > 0 else sl_level
+            if lo_level == lo_level:
+                lower = lo_level
+            if hi_level == hi_level:
+                upper = hi_level
         u = np.uint64(i)
         ue = np.uint64(stretch)
         while u < ue:
+            # (`is not None` alone in its test: Numba drops it from a run without stops)
+            if high is not None:  # noqa: SIM102
+                if low[u] <= lower or high[u] >= upper:
+                    break
             equity = cash + units * close[u]
             if not equity > 0.0:
                 break  # no bar (NaN), or ruin: the full path handles it
@@ -719,6 +809,8 @@ def simulate1(open_, close, sig, fast, slow, start, stop, cfg, weight, acct, pos
     pos[0, P_ENTRY_BAR] = entry_bar
     pos[0, P_LAST] = last
     pos[0, P_PENDING] = pending
+    pos[0, P_SL] = sl_level
+    pos[0, P_TP] = tp_level
     (acc[M_TRADES], acc[M_WINS], acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS], acc[M_SUM_RET],
      acc[M_SUM_LOG], acc[M_BEST], acc[M_WORST]) = tally
     acc[M_N] += reached - start
@@ -753,8 +845,14 @@ def _reset_state(cash, acct, pos, acc):
 
 
 def one_symbol_kernel(cfg: np.ndarray, n_symbols: int) -> bool:
-    """Whether a run can take ``simulate1`` (one symbol, no stops)."""
-    return n_symbols == 1 and cfg[C_SL] <= 0 and cfg[C_TP] <= 0
+    """Whether a run can take ``simulate1``: one symbol (stops included)."""
+    return n_symbols == 1
+
+
+def has_stops(cfg: np.ndarray) -> bool:
+    """Whether ``cfg`` (one config row, or a sweep's rows) sets a stop-loss or take-profit:
+    ``simulate1`` then needs the bars' high and low."""
+    return bool(np.any(cfg[..., C_SL] > 0) or np.any(cfg[..., C_TP] > 0))
 
 
 @njit(cache=True, error_model="numpy")
@@ -772,8 +870,11 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
     start = np.int64(0)
     detail = np.bool_(False)
     if n_sym == 1 and cfg[C_SL] <= 0 and cfg[C_TP] <= 0:
-        simulate1(open_[0], close[0], sig[0], None, None, start, n_bars, cfg, weights[0],
-                  acct, pos, acc, detail, no_eq, no_log)
+        simulate1(open_[0], None, None, close[0], sig[0], None, None, start, n_bars, cfg,
+                  weights[0], acct, pos, acc, detail, no_eq, no_log)
+    elif n_sym == 1:
+        simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, start, n_bars, cfg,
+                  weights[0], acct, pos, acc, detail, no_eq, no_log)
     else:
         simulate(open_, high, low, close, sig, start, n_bars, cfg, weights, acct, pos, acc,
                  detail, no_eq, no_log)
@@ -785,21 +886,26 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def sweep_batch(open_, high, low, close, sigs, cfg, weights, ppy, out):
+def sweep_batch(open_, high, low, close, sigs, cfgs, cfg_rows, weights, ppy, out):
     """Run every combination of ``sigs`` (k, n_symbols, n_bars) over all bars, in parallel,
-    keeping only streaming accumulators; ``out[k]`` gets each combination's metric row."""
+    keeping only streaming accumulators; combination ``j`` runs with the options of
+    ``cfgs[cfg_rows[j]]`` (a sweep over options: one config row per distinct combination of
+    them); ``out[j]`` gets its metric row."""
     for j in prange(sigs.shape[0]):
-        _run_combination(open_, high, low, close, sigs[j], cfg, weights, ppy, out[j])
+        _run_combination(open_, high, low, close, sigs[j], cfgs[cfg_rows[j]], weights, ppy,
+                         out[j])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfg, weights, ppy, out):
+def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfgs, cfg_rows, weights,
+                    ppy, out):
     """A crossover sweep: combination ``j`` trades the cross of ``lines[fast_row[j]]`` over
-    ``lines[slow_row[j]]`` (precomputed averages, one per window). The signals are made inside
-    the parallel loop, one combination at a time, so no batch of signals is ever stored."""
+    ``lines[slow_row[j]]`` (precomputed averages, one per window) with the options of
+    ``cfgs[cfg_rows[j]]``. The signals are made inside the parallel loop, one combination at
+    a time, so no batch of signals is ever stored."""
     for j in prange(fast_row.shape[0]):
         sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
-        _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out[j])
+        _run_combination(open_, high, low, close, sig, cfgs[cfg_rows[j]], weights, ppy, out[j])
 
 
 # combinations per task of the parallel loop: their state arrays are allocated once
@@ -807,16 +913,17 @@ _BLOCK = 32
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def sweep_cross1(open_, close, lines, fast_row, slow_row, cfg, weight, ppy, out):
-    """A crossover sweep of one symbol without stops (``open_``/``close`` 1-d, no NaN close,
-    ``lines`` NaN only in a warm-up prefix): combination ``j`` trades the cross of
-    ``lines[fast_row[j]]`` over ``lines[slow_row[j]]`` on ``simulate1``, crossing the lines
-    bar by bar (no signal array); ``out[j]`` gets its metric row, equal to
-    ``sweep_crossover``'s."""
+def sweep_cross1(open_, high, low, close, lines, fast_row, slow_row, cfgs, cfg_rows, weight, ppy,
+                 out):
+    """A crossover sweep of one symbol (``open_``/``close`` 1-d, no NaN close, ``lines`` NaN
+    only in a warm-up prefix): combination ``j`` trades the cross of ``lines[fast_row[j]]``
+    over ``lines[slow_row[j]]`` on ``simulate1`` with the options of ``cfgs[cfg_rows[j]]``,
+    crossing the lines bar by bar (no signal array); ``out[j]`` gets its metric row, equal to
+    ``sweep_crossover``'s. ``high``/``low`` (1-d) when some combination has a stop, else None
+    (the sweep without stops compiles none of their code)."""
     n_combos = fast_row.shape[0]
     n_blocks = (n_combos + _BLOCK - 1) // _BLOCK
     n_bars = close.shape[0]
-    cash0 = cfg[C_CASH]
     no_eq = np.empty(0)
     no_log = np.empty((0, L_N))
     start = np.int64(0)
@@ -826,7 +933,9 @@ def sweep_cross1(open_, close, lines, fast_row, slow_row, cfg, weight, ppy, out)
         pos = np.empty((1, P_N))
         acc = np.empty(M_N_ACC)
         for j in range(b * _BLOCK, min(n_combos, (b + 1) * _BLOCK)):
+            cfg = cfgs[cfg_rows[j]]
+            cash0 = cfg[C_CASH]
             _reset_state(cash0, acct, pos, acc)
-            simulate1(open_, close, None, lines[fast_row[j]], lines[slow_row[j]], start,
-                      n_bars, cfg, weight, acct, pos, acc, detail, no_eq, no_log)
+            simulate1(open_, high, low, close, None, lines[fast_row[j]], lines[slow_row[j]],
+                      start, n_bars, cfg, weight, acct, pos, acc, detail, no_eq, no_log)
             finalize(acc, acct, cash0, 1.0 if pos[0, P_UNITS] != 0.0 else 0.0, ppy, out[j])

@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quantlab.engine import kernel as K
+from quantlab.errors import QuantlabError, RunError
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
                  "pnl", "return_pct", "commission", "entry_bar", "exit_bar", "exit_reason")
@@ -25,6 +26,51 @@ OPEN_TRADE_COLUMNS = ("symbol", "size", "entry_time", "entry_price", "entry_bar"
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "end", "ruin")
 
 _BLOB_FRAMES = ("equity", "trades", "open_trades", "table")
+ORDER_COLUMNS = ("time", "bar", "symbol", "side", "size", "price", "kind", "reason", "trade")
+
+
+class ResultViews:
+    """What a Result needs from the layers above the engine, filled when the ``quantlab``
+    package loads its public API (``quantlab.render.resultviews``): the engine draws nothing
+    and loads no data itself."""
+
+    #: ``plot(result, **options)`` -> a plotly Figure
+    plot: Callable[..., Any] | None = None
+    #: ``page(result)`` -> a self-contained HTML page of the result (plotly.js inline)
+    page: Callable[[Any], str] | None = None
+    #: ``rerun(result, params)`` -> the Result of one combination on the same data and options
+    rerun: Callable[[Any, dict[str, Any]], Any] | None = None
+    #: ``load_bars(config)`` -> the run's bars from the data store (None when not there)
+    load_bars: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+VIEWS = ResultViews()
+
+
+def _view(name: str) -> Callable[..., Any]:
+    hook = getattr(VIEWS, name)
+    if hook is None:
+        from quantlab.errors import MissingDependency
+
+        raise MissingDependency(
+            f"Result.{name} is provided by quantlab's render layer, which is not loaded; "
+            "import quantlab.render.resultviews (``import quantlab as ql`` and ql.backtest / "
+            "ql.get_run load it)", package="quantlab.render")
+    return hook
+
+
+class Resimulation:
+    """How a stored Result re-simulates itself (``break_even_cost``) at another commission.
+    Filled by :mod:`quantlab.engine.simulation` when imported (it imports this module, so this
+    one cannot import it; importing the engine package imports both)."""
+
+    def __init__(self) -> None:
+        self.total_return_at: Any = None
+
+
+RESIMULATION = Resimulation()
+# the largest commission the engine accepts is just below this (validate.check_commission)
+_MAX_COMMISSION = 0.5 - 1e-9
 
 
 class Result:
@@ -65,6 +111,142 @@ class Result:
         self._equity: pd.Series | None = equity if isinstance(equity, pd.Series) else None
         self._trades = trades
         self._open_trades = open_trades
+        # total return (percent) of this run re-simulated at another proportional commission;
+        # set by the Simulation that made it (its bars in memory), else rebuilt from the config
+        self._total_return_at: Callable[[float], float] | None = None
+        self._bars: Any = None  # the data of the run, when kept (ql.backtest keeps it)
+
+    # -- the run's data -------------------------------------------------------------------
+    def attach_bars(self, bars: Any) -> Result:
+        """Keep the run's ``Bars`` (for the price panel of :meth:`plot` and
+        :meth:`combination`); returns self."""
+        self._bars = bars
+        return self
+
+    @property
+    def bars(self) -> Any:
+        """The run's bars: those it ran on when kept, else loaded from the data store by the
+        config's symbols, dates and interval; None when neither is possible."""
+        if self._bars is None and VIEWS.load_bars is not None:
+            self._bars = VIEWS.load_bars(self.config)
+        return self._bars
+
+    # -- figures and one combination of a sweep -------------------------------------------
+    def plot(self, **options: Any) -> Any:
+        """A plotly Figure: for a single run, price with trades and indicators, equity
+        against buy & hold (log-scale toggle), drawdown and per-trade P&L on one zoomable
+        time axis; for a sweep, a heatmap of ``metric`` over parameters ``x`` and ``y``
+        (``plot(metric="sharpe", x="fast", y="slow")``; ``kind="result"`` draws the chosen
+        combination instead). Options: docs/notebook.md, "Figures"."""
+        return _view("plot")(self, **options)
+
+    def to_html(self, path: str | None = None) -> str:
+        """The results view as one self-contained HTML page (figures, trades, and for a sweep
+        its heatmap whose cells show their combination's equity); written to ``path`` if
+        given. Opens offline: plotly.js is inline."""
+        page = str(_view("page")(self))
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(page)
+        return page
+
+    def combination(self, **params: Any) -> Result:
+        """The exact Result of one combination of this sweep, recomputed on the same data with
+        the same options (equal to a single run of it)."""
+        if self.table is None:
+            from quantlab.errors import ConfigError
+
+            raise ConfigError(
+                f"combination() picks one combination of a sweep; this result is a single run "
+                f"(params {self.params}): use it directly", field="params")
+        self._check_combination(params)
+        return _view("rerun")(self, dict(params))
+
+    def _check_combination(self, params: Mapping[str, Any]) -> None:
+        from quantlab.errors import ConfigError
+
+        table = self.table
+        assert table is not None
+        names = [c for c in table.columns if c in _sweep_param_names(self)]
+        missing = [n for n in names if n not in params]
+        unknown = [n for n in params if n not in names]
+        if missing or unknown:
+            raise ConfigError(
+                f"combination() takes every parameter of the sweep by name: "
+                f"{', '.join(names)}" + (f" (missing {', '.join(missing)})" if missing else "")
+                + (f" (not parameters: {', '.join(unknown)})" if unknown else ""),
+                field="params")
+        match = np.ones(len(table), bool)
+        for name in names:
+            match &= (table[name] == params[name]).to_numpy()
+        if not match.any():
+            grid = "; ".join(f"{n} in {_value_range(table[n])}" for n in names)
+            raise ConfigError(
+                f"{dict(params)} is not a combination of this sweep (run or valid): its grid "
+                f"has {grid}; pick values from it", field="params")
+
+    # -- per-bar views ----------------------------------------------------------------------
+    @property
+    def returns(self) -> pd.Series:
+        """Simple return of each bar (equity over the previous bar's, minus one; the first bar
+        over the initial cash)."""
+        eq = self.equity
+        values = eq.to_numpy(np.float64)
+        cash = float(self.config.get("cash", values[0] if len(values) else 1.0))
+        previous = np.concatenate(([cash], values[:-1]))
+        return pd.Series(values / previous - 1.0, index=eq.index, name="returns")
+
+    @property
+    def positions(self) -> pd.DataFrame:
+        """Units held at each bar's close, one column per symbol (negative: short), from the
+        trades (a trade holds from its entry bar to the bar before its exit)."""
+        eq = self.equity
+        symbols = list(self._symbols or self.config.get("symbols") or [])
+        n = len(eq)
+        held = np.zeros((n + 1, len(symbols)))
+        column = {s: i for i, s in enumerate(symbols)}
+        for frame, exits in ((self.trades, True), (self.open_trades, False)):
+            if frame is None or frame.empty:
+                continue
+            cols = frame["symbol"].map(column).to_numpy(np.int64)
+            size = frame["size"].to_numpy(np.float64)
+            stop = frame["exit_bar"].to_numpy(np.int64) if exits else np.full(len(frame), n)
+            np.add.at(held, (frame["entry_bar"].to_numpy(np.int64), cols), size)
+            np.add.at(held, (stop, cols), -size)
+        return pd.DataFrame(np.cumsum(held, axis=0)[:n], index=eq.index,
+                            columns=pd.Index(symbols, name="symbol"))
+
+    @property
+    def orders(self) -> pd.DataFrame:
+        """The filled orders, in the order they filled: each trade's entry and exit (exits
+        of a bar before its entries, as the engine fills them). ``size`` is the units traded
+        (positive), ``side`` buy or sell, ``reason`` the exit reason (``signal`` for
+        entries), ``trade`` the row of the trade in ``trades`` (open trades: -1)."""
+        parts = []
+        trades, open_trades = self.trades, self.open_trades
+        for frame, is_open in ((trades, False), (open_trades, True)):
+            if frame is None or frame.empty:
+                continue
+            size = frame["size"].to_numpy(np.float64)
+            number = np.full(len(frame), -1) if is_open else np.arange(len(frame))
+            parts.append(pd.DataFrame({
+                "time": frame["entry_time"].to_numpy(), "bar": frame["entry_bar"].to_numpy(),
+                "symbol": frame["symbol"].to_numpy(),
+                "side": np.where(size > 0, "buy", "sell"), "size": np.abs(size),
+                "price": frame["entry_price"].to_numpy(), "kind": "entry", "reason": "signal",
+                "trade": number, "_order": 1}))
+            if not is_open:
+                parts.append(pd.DataFrame({
+                    "time": frame["exit_time"].to_numpy(), "bar": frame["exit_bar"].to_numpy(),
+                    "symbol": frame["symbol"].to_numpy(),
+                    "side": np.where(size > 0, "sell", "buy"), "size": np.abs(size),
+                    "price": frame["exit_price"].to_numpy(), "kind": "exit",
+                    "reason": frame["exit_reason"].to_numpy(), "trade": number, "_order": 0}))
+        if not parts:
+            return pd.DataFrame(columns=list(ORDER_COLUMNS))
+        orders = pd.concat(parts, ignore_index=True)
+        orders = orders.sort_values(["bar", "_order", "trade"], kind="stable")
+        return orders[list(ORDER_COLUMNS)].reset_index(drop=True)
 
     # -- lazily built views ---------------------------------------------------------------
     @property
@@ -150,6 +332,70 @@ class Result:
             "commission": comm,
         }, columns=list(OPEN_TRADE_COLUMNS))
 
+    # -- costs ----------------------------------------------------------------------------
+    def break_even_cost(self, tol: float = 1e-6, *, strict: bool = False) -> float:
+        """The proportional commission (a fraction of traded value, as ``commission=``) at
+        which this run's total return falls to zero, with every other setting (fixed fee,
+        slippage, sizing, stops) kept; for a sweep, of its chosen combination.
+
+        Found by bisection over re-simulations on ``[0, 0.5)`` (the engine's commission
+        range) until the bracket is narrower than ``tol``; the midpoint is returned, so it is
+        within ``tol`` of the crossing (about 20 re-simulations for the default ``tol``). Not a
+        closed form: commission changes the units each entry buys (whole units of equity after
+        commission), so the path of equity, and of every later trade's size, depends on it;
+        only with fractional units, no fixed fee and no stops would one follow. Total return
+        falls as commission rises, up to whole-unit rounding, so the crossing found is the
+        one a researcher means.
+
+        NaN (or, with ``strict=True``, a :class:`RunError` saying which) when there is no
+        break-even: the run never trades (commission cannot change it), or it does not make
+        money even at zero commission. ``inf`` when it still makes money at the largest
+        commission the engine accepts."""
+        reason = self._no_break_even()
+        total_return = self._total_return_at or self._total_return_from_config()
+        if reason is None and not total_return(0.0) > 0.0:
+            reason = ("it does not make money even at zero commission (total return "
+                      f"{total_return(0.0):.4g}% before proportional costs)")
+        if reason is not None:
+            if strict:
+                raise RunError(f"no break-even commission: {reason}", reason=reason)
+            return math.nan
+        lo, hi = 0.0, _MAX_COMMISSION
+        if total_return(hi) > 0.0:
+            return math.inf
+        while hi - lo > tol:
+            mid = 0.5 * (lo + hi)
+            if total_return(mid) > 0.0:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
+    def _no_break_even(self) -> str | None:
+        trades = self.metrics.get("n_trades", 0) or 0
+        held = self.metrics.get("open_trades", 0) or 0
+        if not trades and not held:
+            return "the run never trades, so no commission changes its return"
+        return None
+
+    def _total_return_from_config(self) -> Callable[[float], float]:
+        """Re-simulation of a stored run (``run.result()``): its bars from the data store,
+        by the config's symbols and dates."""
+        from quantlab.data import load  # the store (pyarrow, DuckDB) only when needed
+        from quantlab.engine.options import CONFIG_OPTIONS
+
+        config = self.config
+        try:
+            bars = load(list(config["symbols"]), start=config.get("start"),
+                        end=config.get("end"), interval=config.get("interval"))
+        except (KeyError, QuantlabError) as exc:
+            raise RunError(
+                f"break_even_cost() re-simulates the run and needs its bars: {exc}; for a "
+                f"backtest of in-memory data, call it on the Result ql.backtest returned",
+                reason="its bars could not be loaded from the data store") from None
+        options = {name: config[name] for name in CONFIG_OPTIONS if name in config}
+        return RESIMULATION.total_return_at(bars, str(config["strategy"]), self.params, options)
+
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:
         """Parquet bytes for ``equity``, ``trades``, ``open_trades`` (and ``table`` for a
@@ -206,6 +452,25 @@ class Result:
         if self.partial:
             title += " (partial)"
         return f"<div><b>{title}</b><table>{rows}</table></div>"
+
+
+def _sweep_param_names(result: Result) -> list[str]:
+    declared = list(result.params)
+    if declared:
+        return declared
+    grid = result.config.get("params")
+    if isinstance(grid, Mapping):
+        return list(grid)
+    if isinstance(grid, list) and grid and isinstance(grid[0], Mapping):
+        return list(grid[0])
+    return []
+
+
+def _value_range(column: pd.Series) -> str:
+    values = sorted(column.unique().tolist())
+    if len(values) <= 8:
+        return "{" + ", ".join(str(v) for v in values) + "}"
+    return f"{values[0]}..{values[-1]} ({len(values)} values)"
 
 
 def _fmt(value: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import numba
@@ -23,8 +23,15 @@ from quantlab import metrics as M
 from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
 from quantlab.engine import validate as V
-from quantlab.engine.options import BacktestOptions, EngineOptions, reject_unknown
-from quantlab.engine.result import Result
+from quantlab.engine.options import (
+    OPTION_NAMES,
+    SWEEPABLE,
+    BacktestOptions,
+    EngineOptions,
+    reject_unknown,
+    swept_options,
+)
+from quantlab.engine.result import RESIMULATION, Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError, StrategyError
 from quantlab.settings import env_number
@@ -51,19 +58,34 @@ class Simulation:
             raise ConfigError("the data has no bars in the requested range; widen start/end",
                               field="start")
         self.strategy = get_strategy(strategy)
-        self.options = opts = EngineOptions.checked(options, self.bars.symbols)
+        # options given as lists (or ranges) are sweep dimensions: the grid is params x them
+        swept = swept_options(options)
+        if isinstance(params, Mapping):
+            # an option that params carry is theirs (a sweep's best combination reruns alone)
+            own = V.carried_options(self.strategy, params)[1]
+            swept = {name: values for name, values in swept.items() if name not in own}
+        fixed: dict[str, Any] = {k: v for k, v in options.items() if k not in swept}
+        self.is_sweep = V.is_sweep(params) or bool(swept)
+        carried: dict[str, Any] = {}
+        if self.is_sweep:
+            # a built-in grid stays columns of values (V.Combinations): no dict per combination
+            self.combos, self.skipped = V.sweep_grid(self.strategy, params or {},
+                                                     options=options)
+            self.params: dict[str, Any] = {}
+        else:
+            # a single combination may carry option values (a sweep's best one does): they
+            # take precedence over the keywords
+            own, carried = V.carried_options(self.strategy, params)  # type: ignore[arg-type]
+            carried = {name: values[0] for name, values in
+                       swept_options({k: [v] for k, v in carried.items()}).items()}
+            self.params = {**V.check_params(self.strategy, own), **carried}
+            self.combos, self.skipped = [self.params], 0
+        self.options = opts = EngineOptions.checked({**fixed, **carried}, self.bars.symbols)
         self.select = opts.select
         self.threads = opts.threads
         self.weights_given = None if opts.weights is None else dict(opts.weights)
-
-        self.is_sweep = V.is_sweep(params)
-        if self.is_sweep:
-            # a built-in grid stays columns of values (V.Combinations): no dict per combination
-            self.combos, self.skipped = V.sweep_grid(self.strategy, params)
-            self.params: dict[str, Any] = {}
-        else:
-            self.params = V.check_params(self.strategy, params)  # type: ignore[arg-type]
-            self.combos, self.skipped = [self.params], 0
+        # the swept options the combinations carry, in the options' order (table columns)
+        self.swept = _carried_names(self.combos) if self.is_sweep else []
 
         cfg = np.zeros(K.C_N)
         cfg[K.C_CASH] = opts.cash
@@ -79,10 +101,13 @@ class Simulation:
         cfg[K.C_CLOSE_AT_END] = opts.close_at_end
         cfg[K.C_N_TOTAL] = self.bars.n_bars
         self.cfg = cfg
+        # one config row per distinct combination of swept option values, and each
+        # combination's row (all rows the one cfg when nothing is swept)
+        self.cfgs, self.cfg_rows = _option_configs(cfg, self.combos, self.swept, opts)
         self.ppy = M.periods_per_year(self.bars.interval, self.bars.index)
         self.config: dict[str, Any] = {
             "strategy": self.strategy.name,
-            "params": _jsonable_params(params) if self.is_sweep else dict(self.params),
+            "params": _jsonable_params(params or {}) if self.is_sweep else dict(self.params),
             "symbols": list(self.bars.symbols),
             "start": _iso(self.bars.index, 0),
             "end": _iso(self.bars.index, -1),
@@ -93,6 +118,7 @@ class Simulation:
             "fill": opts.fill, "units": opts.units, "allow_short": opts.allow_short,
             "size": opts.size, "weights": self.weights_given, "stop_loss": opts.stop_loss,
             "take_profit": opts.take_profit, "close_at_end": opts.close_at_end,
+            **swept,  # a swept option's values
             "select": self.select,
             "periods_per_year": self.ppy,
             "engine_version": ENGINE_VERSION,
@@ -114,11 +140,15 @@ class Simulation:
     def finished(self) -> bool:
         return self.done_units >= self.total_units
 
+    def _own(self, combo: Mapping[str, Any]) -> dict[str, Any]:
+        """A combination's strategy parameters (without the option values it carries)."""
+        return V.carried_options(self.strategy, combo)[0]
+
     def _weights(self, params: Mapping[str, Any]) -> np.ndarray:
         syms = self.bars.symbols
         if self.weights_given is not None:
             return np.array([self.weights_given.get(s, 0.0) for s in syms])
-        slots = self.strategy.slots(params, len(syms))
+        slots = self.strategy.slots(self._own(params), len(syms))
         return np.full(len(syms), 1.0 / slots)
 
     def _buy_hold(self) -> float:
@@ -161,8 +191,9 @@ class Simulation:
             # combinations whose signals raised: index -> the error (skipped, not in the table)
             self.failed: dict[int, str] = {}
         else:
+            own = self._own(self.params)
             if self.strategy.prefetch is not None:
-                self.strategy.prefetch(self.ind, self.params)
+                self.strategy.prefetch(self.ind, own)
             # a one-symbol crossover crosses its two lines inside the kernel: no signal array
             self.lines = self._single_lines()
             # @ql.indicator results are memoised for this run's signals only (a sweep's best
@@ -170,7 +201,7 @@ class Simulation:
             I.open_scope(self._memo_owner)
             try:
                 self.sig = (None if self.lines else
-                            self.strategy.signals(self.bars, self.params, self.ind))
+                            self.strategy.signals(self.bars, own, self.ind))
             finally:
                 I.close_scope(self._memo_owner)
             self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
@@ -222,10 +253,12 @@ class Simulation:
         one = self.fast_path and K.one_symbol_kernel(self.cfg, self.bars.n_symbols)
         fast, slow = self.lines or (None, None)
         sig = None if self.sig is None else self.sig[0]
+        # the bars' high and low only for a run with stops (one without compiles no stop code)
+        high, low = (h[0], lo[0]) if K.has_stops(self.cfg) else (None, None)
         i = start
         while i < stop:
             if one:
-                i = K.simulate1(o[0], c[0], sig, fast, slow, i, stop, self.cfg,
+                i = K.simulate1(o[0], high, low, c[0], sig, fast, slow, i, stop, self.cfg,
                                 self.weights[0], self.acct, self.pos, self.acc, True,
                                 self.equity, self.log)
             else:
@@ -238,7 +271,7 @@ class Simulation:
 
     def _fused_crossover(self) -> bool:
         """Whether a crossover can cross its lines inside ``simulate1``: one symbol with a bar
-        at every timestamp, no stops. (``simulate1`` reads a cross from bars ``t-1`` and ``t``
+        at every timestamp (stops or not). (``simulate1`` reads a cross from bars ``t-1`` and ``t``
         alone, which needs lines NaN only in their warm-up: an average of a close without
         gaps is; see quantlab.indicators.)"""
         if not (self.fast_path and K.one_symbol_kernel(self.cfg, self.bars.n_symbols)):
@@ -261,7 +294,7 @@ class Simulation:
         out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
         for j, combo in enumerate(combos):
             try:
-                out[j] = self.strategy.signals(self.bars, combo, self.ind)
+                out[j] = self.strategy.signals(self.bars, self._own(combo), self.ind)
             except StrategyError as exc:
                 if not self.failed:
                     self._first_failure = exc  # the cause shown if every combination fails
@@ -280,17 +313,22 @@ class Simulation:
         bh = self._buy_hold()
         kind = self.strategy.crossover_of
         per_params = self.weights_given is None and self.strategy.weights_follow_params
+        cfgs, cfg_rows = self.cfgs, self.cfg_rows
         if kind is not None and not per_params:
             weights = self._weights(self.combos[start])
             fused = self._fused_crossover()
             for g0, g1 in _line_groups(self.combos, start, stop, per_combo * 8,
                                        self.ind.max_bytes // 2):
                 lines, fast, slow = _crossover_grid(self.ind, kind, self.combos[g0:g1])
+                rows = cfg_rows[g0:g1]
                 if fused:
-                    K.sweep_cross1(o[0], c[0], np.ascontiguousarray(lines[:, 0, :]), fast, slow,
-                                   self.cfg, weights[0], self.ppy, self.rows[g0:g1])
+                    # the bars' high and low only when a combination here has a stop
+                    stops = K.has_stops(cfgs[np.unique(rows)])
+                    K.sweep_cross1(o[0], h[0] if stops else None, lo[0] if stops else None, c[0],
+                                   np.ascontiguousarray(lines[:, 0, :]), fast, slow, cfgs, rows,
+                                   weights[0], self.ppy, self.rows[g0:g1])
                 else:
-                    K.sweep_crossover(o, h, lo, c, lines, fast, slow, self.cfg, weights,
+                    K.sweep_crossover(o, h, lo, c, lines, fast, slow, cfgs, rows, weights,
                                       self.ppy, self.rows[g0:g1])
             self.rows[start:stop, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
             return
@@ -301,18 +339,19 @@ class Simulation:
             if per_params:
                 # weights depend on the params: run combination by combination
                 for j, combo in enumerate(combos):
-                    K.sweep_batch(o, h, lo, c, sigs[j:j + 1], self.cfg, self._weights(combo),
-                                  self.ppy, self.rows[b0 + j:b0 + j + 1])
+                    K.sweep_batch(o, h, lo, c, sigs[j:j + 1], cfgs, cfg_rows[b0 + j:b0 + j + 1],
+                                  self._weights(combo), self.ppy, self.rows[b0 + j:b0 + j + 1])
             else:
-                K.sweep_batch(o, h, lo, c, sigs, self.cfg, self._weights(combos[0]), self.ppy,
-                              self.rows[b0:b1])
+                K.sweep_batch(o, h, lo, c, sigs, cfgs, cfg_rows[b0:b1],
+                              self._weights(combos[0]), self.ppy, self.rows[b0:b1])
             self.rows[b0:b1, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
 
     # -- checkpoints ------------------------------------------------------------------------
     def _fingerprint(self) -> np.ndarray:
         # the shape of the run and what decides its results (options, strategy code, engine
         # rules): a checkpoint must not resume under other rules
-        rules = hashlib.sha256(self.cfg.tobytes() + self.strategy.source_hash.encode()
+        rules = hashlib.sha256(self.cfgs.tobytes() + self.cfg_rows.tobytes()
+                               + self.strategy.source_hash.encode()
                                + ENGINE_VERSION.encode()).digest()
         return np.array([self.bars.n_bars, self.bars.n_symbols, len(self.combos),
                          int(self.is_sweep), int.from_bytes(rules[:7], "big")], dtype=np.int64)
@@ -391,11 +430,20 @@ class Simulation:
             finally:
                 I.close_scope(self._memo_owner)
         rows = int(self.acct[K.A_LOG_ROWS])
-        return Result(
+        res = Result(
             metrics=M.as_dict(self._metrics_row()), params=self.params, config=self.config,
             index=self.bars.index, symbols=self.bars.symbols, equity=self.equity,
             log=self.log[:rows].copy(), positions=self.pos.copy(),
         )
+        res._total_return_at = self._total_return_at()
+        return res
+
+    def _total_return_at(self) -> Callable[[float], float]:
+        """This single run re-simulated at another proportional commission (its total return,
+        percent), on the same bars and indicators: ``Result.break_even_cost``."""
+        options = {name: getattr(self.options, name) for name in OPTION_NAMES}
+        options["weights"] = self.weights_given
+        return total_return_at(self.bars, self.strategy, self.params, options, self.ind)
 
     def _sweep_result(self, partial: bool) -> Result:
         done = self.done_units
@@ -407,6 +455,11 @@ class Simulation:
             # plain numbers (ints -> int64, floats or a mix -> float64, as pandas would infer):
             # one array each instead of pandas inspecting thousands of Python objects
             columns = {name: np.asarray(values) for name, values in columns.items()}
+        # a column per swept option (a stop of None, "no stop", is NaN)
+        for name in self.swept:
+            columns[name] = np.array([np.nan if v is None else v for v in
+                                      _option_column(chosen, name, getattr(self.options, name))],
+                                     dtype=float)
         rows = self.rows[:done]
         # the table's rows: every combination done but those that failed (skipped, counted)
         kept = np.ones(done, bool)
@@ -419,7 +472,7 @@ class Simulation:
         for k, name in enumerate(M.METRICS):
             column = rows[:, k]
             columns[name] = column.astype(np.int64) if name in _INT_METRICS else column.copy()
-        table = pd.DataFrame(columns, columns=[*names, *M.METRICS])
+        table = pd.DataFrame(columns, columns=[*names, *self.swept, *M.METRICS])
         config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped,
                   **self._failures()}
         if not kept.any():
@@ -432,17 +485,21 @@ class Simulation:
         single.__dict__.update(self.__dict__)
         single.is_sweep = False
         single.params = params
+        # the combination's own options (a sweep over options: its config row)
+        single.cfg = self.cfgs[self.cfg_rows[best]].copy()
         single.total_units = self.bars.n_bars
         single.done_units = 0
         single.prepare()
         single.run(single.total_units)
         res = single.result()
-        return Result(
+        best_res = Result(
             metrics=res.metrics, params=params, config=config, index=self.bars.index,
             symbols=self.bars.symbols, equity=single.equity,
             log=single.log[: int(single.acct[K.A_LOG_ROWS])].copy(),
             positions=single.pos.copy(), table=table, partial=partial,
         )
+        best_res._total_return_at = res._total_return_at
+        return best_res
 
     def _failures(self) -> dict[str, Any]:
         """The config's account of combinations that raised: how many, and the first few with
@@ -453,6 +510,72 @@ class Simulation:
         return {"failed": len(self.failed),
                 "failures": [{"params": _jsonable_combo(self.combos[k]), "error": self.failed[k]}
                              for k in shown]}
+
+
+def total_return_at(bars: Bars, strategy: str | Strategy, params: Mapping[str, Any],
+                    options: Mapping[str, Any], indicators: Indicators | None = None
+                    ) -> Callable[[float], float]:
+    """A function of a proportional commission: the total return (percent) of the single run
+    of ``strategy`` with ``params`` and ``options`` on ``bars`` at that commission. A
+    commission the params carry (a swept one) gives way to the argument."""
+    fixed = {k: v for k, v in params.items() if k != "commission"}
+    seen: dict[float, float] = {}
+
+    def total_return(commission: float) -> float:
+        if commission not in seen:
+            sim = Simulation(bars, strategy, fixed, **{**options, "commission": commission})
+            sim.prepare(indicators)
+            sim.run(sim.total_units)
+            seen[commission] = float(sim._metrics_row()[M.METRIC_INDEX["total_return_pct"]])
+        return seen[commission]
+
+    return total_return
+
+
+def _carried_names(combos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The swept options that a sweep's combinations carry, in the options' order."""
+    if isinstance(combos, V.Combinations):
+        present = set(combos.names)
+    else:
+        present = {name for combo in combos for name in combo}
+    return [name for name in SWEEPABLE if name in present]
+
+
+def _option_column(combos: Sequence[Mapping[str, Any]], name: str, default: Any) -> list[Any]:
+    """Swept option ``name`` of every combination (``default``, the keyword's value, for a
+    combination of a list that does not carry it)."""
+    if isinstance(combos, V.Combinations):
+        return combos.column(name)
+    return [combo.get(name, default) for combo in combos]
+
+
+# where each swept option goes in a config row, and how its value is stored there
+_CFG_SLOT: dict[str, tuple[int, float]] = {
+    "commission": (K.C_COMM, 1.0), "commission_fixed": (K.C_FIXED, 1.0),
+    "slippage": (K.C_SLIP, 10_000.0), "size": (K.C_SIZE, 1.0), "stop_loss": (K.C_SL, 1.0),
+    "take_profit": (K.C_TP, 1.0),
+}
+
+
+def _option_configs(cfg: np.ndarray, combos: Sequence[Mapping[str, Any]], swept: list[str],
+                    opts: EngineOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The config rows of a sweep over options: one per distinct combination of the swept
+    values (``cfg`` with those values in their slots, stored by the same float operations as
+    a single run's, so that a row equals the single run exactly), and each combination's row.
+    Nothing swept: ``cfg`` alone, row 0 for every combination."""
+    if not swept:
+        return cfg[None, :].copy(), np.zeros(len(combos), np.int64)
+    values = np.column_stack([
+        np.array([0.0 if v is None else float(v)
+                  for v in _option_column(combos, name, getattr(opts, name))], dtype=float)
+        for name in swept])
+    distinct, rows = np.unique(values, axis=0, return_inverse=True)
+    cfgs = np.repeat(cfg[None, :], len(distinct), axis=0)
+    for a, name in enumerate(swept):
+        slot, scale = _CFG_SLOT[name]
+        # slippage is given in basis points: the same division as the single run's
+        cfgs[:, slot] = distinct[:, a] / scale if scale != 1.0 else distinct[:, a]
+    return cfgs, np.ascontiguousarray(rows.reshape(-1), dtype=np.int64)
 
 
 # the failed combinations listed (with their error) in a sweep's config; all are counted
@@ -526,4 +649,7 @@ def _jsonable_params(params: Any) -> Any:
     return [dict(p) for p in params]
 
 
-__all__ = ["Simulation"]
+# a stored Result re-simulates through this module (Result.break_even_cost)
+RESIMULATION.total_return_at = total_return_at
+
+__all__ = ["Simulation", "total_return_at"]

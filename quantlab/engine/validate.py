@@ -11,7 +11,7 @@ import contextlib
 import gc
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -229,7 +229,7 @@ def check_grid_size(sizes: Mapping[str, int]) -> int:
 
 def _check_names(strat: Strategy, names: Sequence[str]) -> None:
     for key in names:
-        if key not in strat.params:
+        if key not in strat.params and not _carried_option(strat, key):
             close = nearest(str(key), strat.params)
             known = ", ".join(strat.params) or "none"
             raise ConfigError(
@@ -246,6 +246,57 @@ def _full(strat: Strategy, given: Mapping[str, Any]) -> dict[str, Any]:
             f"strategy '{strat.name}' needs parameter(s) {', '.join(missing)}; pass them in "
             f"params={{...}}", field=f"params.{missing[0]}")
     return combo
+
+
+class OptionSweeps:
+    """What these checks need of the engine options: the names a sweep may vary and the check
+    of their swept values. :mod:`quantlab.engine.options` fills :data:`OPTION_SWEEPS` when it
+    is imported (it imports this module, so this one cannot import it; importing the engine
+    package imports both)."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self.swept: Callable[[Mapping[str, Any]], dict[str, list[Any]]] = lambda options: {}
+
+
+OPTION_SWEEPS = OptionSweeps()
+
+
+def _sweepable() -> tuple[str, ...]:
+    return OPTION_SWEEPS.names
+
+
+def _carried_option(strat: Strategy, name: str) -> bool:
+    """Whether ``name`` in a strategy's params is a sweepable engine option that a combination
+    carries (a strategy's own parameter of that name stays the strategy's)."""
+    return name in _sweepable() and name not in strat.params
+
+
+def carried_options(strategy: str | Strategy, params: Mapping[str, Any] | None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``params`` split into the strategy's parameters and the sweepable engine options it
+    carries (a sweep's combination does, e.g. ``{"fast": 10, "slow": 50, "stop_loss": 0.02}``:
+    such a value takes precedence over the option's keyword)."""
+    strat = get_strategy(strategy)
+    own: dict[str, Any] = {}
+    carried: dict[str, Any] = {}
+    for name, value in (params or {}).items():
+        (carried if _carried_option(strat, name) else own)[name] = value
+    return own, carried
+
+
+def _option_checker() -> Any:
+    """A memoised check of one swept option value (the engine's rule for the option)."""
+    swept_options = OPTION_SWEEPS.swept
+    seen: dict[tuple[str, Any], Any] = {}
+
+    def check(name: str, value: Any) -> Any:
+        key = (name, value)
+        if key not in seen:
+            seen[key] = swept_options({name: [value]})[name][0]
+        return seen[key]
+
+    return check
 
 
 def is_sweep(params: Any) -> bool:
@@ -272,15 +323,21 @@ def check_params(strategy: str | Strategy, params: Mapping[str, Any] | None) -> 
     return combo
 
 
-def sweep_combinations(strategy: str | Strategy, params: Any) -> tuple[list[dict[str, Any]], int]:
+def sweep_combinations(strategy: str | Strategy, params: Any,
+                       options: Mapping[str, Any] | None = None
+                       ) -> tuple[list[dict[str, Any]], int]:
     """The valid combinations of a sweep, in the engine's order, and how many were skipped.
+
+    ``options``: the engine options (keywords of ``ql.backtest``); those given as a list or
+    range are sweep dimensions after the params (the grid is params x options, the last
+    fastest), and each combination carries its values (``{"fast": 5, ..., "stop_loss": 0.02}``).
 
     ``params`` is a dict whose list/range values span a grid (product in the strategy's
     parameter order, last parameter fastest), or a list of dicts (exactly those combinations,
     in that order). Invalid combinations (the strategy's rule, e.g. fast < slow) are skipped
     and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
     """
-    combos, skipped = sweep_grid(strategy, params, lazy=False)
+    combos, skipped = sweep_grid(strategy, params, lazy=False, options=options)
     return list(combos), skipped
 
 
@@ -336,11 +393,16 @@ def _valid_columns(strat: Strategy, keys: list[str], grid: list[list[Any]]
             for a, (k, values) in enumerate(zip(keys, grid))}
 
 
-def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
+def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True,
+               options: Mapping[str, Any] | None = None
                ) -> tuple[Sequence[dict[str, Any]], int]:
     """:func:`sweep_combinations` for the engine: with ``lazy``, a built-in strategy's grid
     comes back as :class:`Combinations` (columns, dicts built on demand) - the same
     combinations in the same order.
+
+    ``options``: the engine options; the swept ones (lists, ranges) are axes after the params.
+    A value a combination carries (params given as a list of dicts naming ``stop_loss``...)
+    is its own and is not crossed with the option's keyword.
 
     ``params`` is a dict whose list/range values span a grid (product in the strategy's
     parameter order, last parameter fastest), or a list of dicts (exactly those combinations,
@@ -348,6 +410,8 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
     and counted; a value that makes no sense alone raises. No valid combination: ConfigError.
     """
     strat = get_strategy(strategy)
+    keyword_axes = OPTION_SWEEPS.swept(options or {})  # checked, in the options' order
+    check_option = _option_checker()
     if isinstance(params, list | tuple):
         if not params:
             raise ConfigError("params is an empty list of combinations; give at least one dict",
@@ -364,65 +428,127 @@ def sweep_grid(strategy: str | Strategy, params: Any, lazy: bool = True
                     field="params")
             _check_names(strat, list(item))
             raw.append(dict(item))
-    elif isinstance(params, Mapping):
-        _check_names(strat, list(params))
-        axes: list[tuple[str, list[Any]]] = []
-        for name in strat.params:
-            if name not in params:
+        # the keyword axes a combination does not carry cross it; the size is checked first
+        check_grid_size({"combinations": len(raw),
+                         **{name: len(values) for name, values in keyword_axes.items()}})
+        valid: list[dict[str, Any]] = []
+        skipped = 0
+        for given in raw:
+            own, carried = carried_options(strat, given)
+            combo = _full(strat, own)
+            strat.check(combo)
+            crossing = {name: values for name, values in keyword_axes.items()
+                        if name not in carried}
+            if not strat.is_valid(combo):
+                skipped += math.prod(len(values) for values in crossing.values())
                 continue
-            value = params[name]
-            values = list(value) if _is_sweep_value(value) else [value]
-            if not values:
-                raise ConfigError(
-                    f"parameter '{name}' sweeps over an empty list/range; give at least one "
-                    f"value", field=f"params.{name}")
-            axes.append((name, values))
-        check_grid_size({name: len(values) for name, values in axes})  # before any allocation
-        # a value that makes no sense alone (fast=0) is checked once per value, not per combo
-        first = {name: values[0] for name, values in axes}
-        for name, values in axes:
-            for value in values:
-                strat.check(_full(strat, {**first, name: value}))
-        # every parameter of the strategy as an axis (a default is an axis of one value), so
-        # each combination is one dict(zip(...)) in the strategy's parameter order
-        swept = {name: [_scalar(v) for v in values] for name, values in axes}
-        keys = list(strat.params)
-        grid = [swept.get(name, [default]) for name, default in strat.params.items()]
-        if lazy and strat.builtin:
-            columns = _valid_columns(strat, keys, grid)
-            if columns is not None:
-                n_valid = len(columns[keys[0]]) if keys else 0
-                skipped = math.prod(len(values) for values in grid) - n_valid
-                if not n_valid:
-                    raise _no_valid(strat, skipped)
-                return Combinations(keys, columns), skipped
-        valid_grid: list[dict[str, Any]] = []
-        rule = strat.valid_rule
-        with _no_gc():  # thousands of small dicts: the cyclic GC would rescan them repeatedly
-            for values_ in itertools.product(*grid):
-                full = dict(zip(keys, values_))
-                if rule is None or rule(full):
-                    valid_grid.append(full)
-        skipped = math.prod(len(values) for values in grid) - len(valid_grid)
-        if not valid_grid:
+            carried = {name: check_option(name, _scalar(value))
+                       for name, value in carried.items()}
+            for values_ in itertools.product(*crossing.values()):
+                valid.append(_ordered({**combo, **carried, **dict(zip(crossing, values_))}))
+        if not valid:
             raise _no_valid(strat, skipped)
-        return valid_grid, skipped
-    else:
+        return valid, skipped
+    if not isinstance(params, Mapping):
         raise ConfigError(
             f"params must be a dict (or a list of dicts), got {type(params).__name__}",
             field="params")
-    valid: list[dict[str, Any]] = []
-    skipped = 0
-    for given in raw:
-        combo = _full(strat, given)
-        strat.check(combo)
-        if strat.is_valid(combo):
-            valid.append(combo)
-        else:
-            skipped += 1
-    if not valid:
-        raise _no_valid(strat, skipped)
-    return valid, skipped
+    _check_names(strat, list(params))
+    own, carried = carried_options(strat, params)
+    axes: list[tuple[str, list[Any]]] = []
+    for name in strat.params:
+        if name not in own:
+            continue
+        value = own[name]
+        values = list(value) if _is_sweep_value(value) else [value]
+        if not values:
+            raise ConfigError(
+                f"parameter '{name}' sweeps over an empty list/range; give at least one "
+                f"value", field=f"params.{name}")
+        axes.append((name, values))
+    option_axes = _option_axes(carried, keyword_axes, check_option)
+    # before any allocation: params x options
+    check_grid_size({**{name: len(values) for name, values in axes},
+                     **{name: len(values) for name, values in option_axes.items()}})
+    # a value that makes no sense alone (fast=0) is checked once per value, not per combo
+    first = {name: values[0] for name, values in axes}
+    for name, values in axes:
+        for value in values:
+            strat.check(_full(strat, {**first, name: value}))
+    # every parameter of the strategy as an axis (a default is an axis of one value), so
+    # each combination is one dict(zip(...)) in the strategy's parameter order
+    swept = {name: [_scalar(v) for v in values] for name, values in axes}
+    keys = list(strat.params)
+    grid = [swept.get(name, [default]) for name, default in strat.params.items()]
+    n_option_combos = math.prod(len(values) for values in option_axes.values())
+    if lazy and strat.builtin:
+        columns = _valid_columns(strat, keys, grid)
+        if columns is not None:
+            n_valid = len(columns[keys[0]]) if keys else 0
+            skipped = (math.prod(len(values) for values in grid) - n_valid) * n_option_combos
+            if not n_valid:
+                raise _no_valid(strat, skipped)
+            if option_axes:
+                return _crossed_columns(keys, columns, n_valid, option_axes), skipped
+            return Combinations(keys, columns), skipped
+    valid_grid: list[dict[str, Any]] = []
+    rule = strat.valid_rule
+    with _no_gc():  # thousands of small dicts: the cyclic GC would rescan them repeatedly
+        for values_ in itertools.product(*grid):
+            full = dict(zip(keys, values_))
+            if rule is None or rule(full):
+                valid_grid.append(full)
+        skipped = (math.prod(len(values) for values in grid) - len(valid_grid)) * n_option_combos
+        if not valid_grid:
+            raise _no_valid(strat, skipped)
+        if option_axes:
+            option_combos = [dict(zip(option_axes, values_))
+                             for values_ in itertools.product(*option_axes.values())]
+            valid_grid = [{**combo, **chosen} for combo in valid_grid for chosen in option_combos]
+    return valid_grid, skipped
+
+
+def _option_axes(carried: Mapping[str, Any], keyword_axes: Mapping[str, list[Any]],
+                 check_option: Any) -> dict[str, list[Any]]:
+    """The option axes of a grid, in the options' order: a value (or list) the params carry,
+    else the keyword's list; each value checked by the option's rule."""
+    axes: dict[str, list[Any]] = {}
+    for name in _sweepable():
+        if name in carried:
+            value = carried[name]
+            values = list(value) if _is_sweep_value(value) else [value]
+            if not values:
+                raise ConfigError(
+                    f"{name} sweeps over an empty list; give at least one value",
+                    field=f"params.{name}")
+            axes[name] = [check_option(name, _scalar(v)) for v in values]
+        elif name in keyword_axes:
+            axes[name] = keyword_axes[name]
+    return axes
+
+
+def _crossed_columns(keys: list[str], columns: dict[str, list[Any]], n_valid: int,
+                     option_axes: Mapping[str, list[Any]]) -> Combinations:
+    """The valid param columns crossed with the option axes (params x options, the last
+    fastest): each param value repeated once per option combination, the option values tiled
+    once per param combination."""
+    option_combos = list(itertools.product(*option_axes.values()))
+    per = len(option_combos)
+    crossed: dict[str, list[Any]] = {
+        name: np.repeat(np.asarray(values, dtype=object), per).tolist()
+        for name, values in columns.items()}
+    for a, name in enumerate(option_axes):
+        crossed[name] = [combo[a] for combo in option_combos] * n_valid
+    return Combinations([*keys, *option_axes], crossed)
+
+
+def _ordered(combo: dict[str, Any]) -> dict[str, Any]:
+    """A combination's options after its params, in the options' order (as a grid's are)."""
+    options = [name for name in _sweepable() if name in combo]
+    if not options:
+        return combo
+    own = {k: v for k, v in combo.items() if k not in options}
+    return {**own, **{name: combo[name] for name in options}}
 
 
 @contextlib.contextmanager

@@ -152,7 +152,10 @@ class RedisLock:
 
     @property
     def holder(self) -> str:
-        value = self.client.get(self.key)
+        try:
+            value = self.client.get(self.key)
+        except Exception as exc:  # Redis away: say so rather than fail a status display
+            return f"unknown (Redis unreachable: {exc})"
         return value.decode() if isinstance(value, bytes) else "nobody"
 
 
@@ -169,8 +172,12 @@ def lead(lock: LeaderLock, stop: threading.Event, follow: Callable[[threading.Ev
     for the lock (a hot standby), follow while holding it (``leading`` set meanwhile; ``lost``
     set if the lock is lost), and retry after an error with a capped backoff: an outage of the
     stream or the registry never ends the loop."""
+    from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
+
     failures = 0
+    down = False
     while not stop.is_set():
+        pause = 0.5
         try:
             if not lock.acquire(stop):
                 return
@@ -181,11 +188,19 @@ def lead(lock: LeaderLock, stop: threading.Event, follow: Callable[[threading.Ev
             finally:
                 leading.clear()
                 lock.release()
-        except Exception:
-            failures += 1
-            log.exception("%s error; retrying", what)
+            down = False
+        except Exception as exc:
+            if unreachable(exc):  # an outage (Redis restarting): wait for it, retry every second
+                if not down:
+                    log.warning("%s: event stream unreachable (%s); waiting for it", what, exc)
+                down = True
+                pause = RETRY_CAP_SECONDS
+            else:
+                failures += 1
+                log.exception("%s error; retrying", what)
+                pause = min(30.0, 0.5 * 2 ** min(failures, 6))
         if not stop.is_set():
-            stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.5)
+            stop.wait(pause)
 
 
 class LeaderThread:

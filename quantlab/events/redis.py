@@ -12,8 +12,11 @@ A new counter starts at the Redis server's clock in microseconds, not at 1: if R
 without persistence, its events are gone (keep them with ``appendonly yes`` if they matter), but
 the sequence still moves forward, so a follower holding an old seq keeps receiving new events.
 
-The client retries with exponential backoff when the connection drops (Redis restarting, a
-failover) and checks idle connections before use, so followers survive a Redis restart.
+Publishing retries with exponential backoff for about 10 s when the connection drops (Redis
+restarting, a failover) and checks idle connections before use. Reads retry only briefly
+(``read_retries``): a follower that cannot read says so at once and retries in its own loop
+(:func:`quantlab.events.outage.follow_through_outages`), so it can tell its user that it is
+reconnecting and carry on from its last seq when Redis is back.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def _seq(entry_id: str) -> int:
 class RedisEventStream(EventStream):
     def __init__(self, url: str, *, max_per_run: int = 10_000, max_total: int = 100_000,
                  run_ttl: int = 7 * 24 * 3600, prefix: str = "quantlab:{events}",
-                 retries: int = 10):
+                 retries: int = 10, read_retries: int = 2):
         self.url = url
         self.location = redact(url)
         self.max_per_run = max_per_run
@@ -69,17 +72,23 @@ class RedisEventStream(EventStream):
         self._seq_key = f"{prefix}:seq"
         self._all_key = f"{prefix}:all"
         self._run_prefix = f"{prefix}:run:"
-        self.client = redis.Redis.from_url(
+        # ~0.05 s, 0.1 s ... capped at 2 s: about 10 s of retrying before giving up
+        self.client = self._client(url, retries)
+        # reads: ~0.15 s, then the follower's own loop retries (and says so)
+        self.reader = self._client(url, read_retries)
+        self._script = self.client.register_script(_PUBLISH)
+
+    @staticmethod
+    def _client(url: str, retries: int) -> redis.Redis:
+        return redis.Redis.from_url(
             url,
             decode_responses=True,
-            # ~0.05 s, 0.1 s ... capped at 2 s: about 10 s of retrying before giving up
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=5,
             socket_connect_timeout=5,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
         )
-        self._script = self.client.register_script(_PUBLISH)
 
     def _key(self, run_id: str | None) -> str:
         return self._all_key if run_id is None else self._run_prefix + run_id
@@ -108,7 +117,7 @@ class RedisEventStream(EventStream):
 
     def read(self, run_id: str | None = None, after: int = 0, limit: int = 1000) -> list[Event]:
         check_read_args(run_id, after, limit)
-        entries = self._call(self.client.xrange, self._key(run_id), min=f"{after + 1}-0",
+        entries = self._call(self.reader.xrange, self._key(run_id), min=f"{after + 1}-0",
                              max="+", count=limit)
         return self._events(entries)
 
@@ -126,14 +135,15 @@ class RedisEventStream(EventStream):
             # XREAD returns at once when entries after the ID exist, else blocks until one is
             # added (also to a stream that does not exist yet) or the block time runs out.
             block_ms = max(1, int(min(remaining, BLOCK_SLICE_SECONDS) * 1000))
-            reply = self._call(self.client.xread, {key: f"{after}-0"}, count=limit,
+            reply = self._call(self.reader.xread, {key: f"{after}-0"}, count=limit,
                                block=block_ms)
             if reply:
                 return self._events(reply[0][1])
 
     def last_seq(self, run_id: str | None = None) -> int:
-        entries = self._call(self.client.xrevrange, self._key(run_id), max="+", min="-", count=1)
+        entries = self._call(self.reader.xrevrange, self._key(run_id), max="+", min="-", count=1)
         return _seq(entries[0][0]) if entries else 0
 
     def close(self) -> None:
         self.client.close()
+        self.reader.close()

@@ -7,6 +7,7 @@ created under, and reads the registry when asked, so it is as valid after a kern
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,14 +17,18 @@ import pandas as pd
 from quantlab import settings as settings_mod
 from quantlab.engine import Result
 from quantlab.errors import ConfigError, RunError
-from quantlab.events import EventStream, open_events
+from quantlab.events import Event, EventStream, StreamOutage, follow_through_outages, open_events
+from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
 from quantlab.jobs import orchestrator
 from quantlab.jobs.display import RENDERERS
-from quantlab.jobs.lifecycle import TERMINAL
+from quantlab.jobs.lifecycle import TERMINAL, Log
+from quantlab.jobs.supervisor import watch_worker
 from quantlab.registry import Registry, RunRecord, open_registry
 from quantlab.settings import Settings
 
 __all__ = ["TERMINAL", "Run", "RunList", "get_run", "runs", "submit"]
+
+log = logging.getLogger("quantlab.jobs")
 
 
 class Run:
@@ -79,11 +84,15 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the run is completed, failed or cancelled; returns the run.
 
-        Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on).
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on). The
+        registry decides when the run has ended; events only wake the wait early, so an outage
+        of the event store (Redis restarting) costs nothing but a warning in the log.
         """
+        watch_worker(self.settings)  # a dead embedded worker is replaced meanwhile
         events = self._events
         deadline = None if timeout is None else time.monotonic() + timeout
-        after = events.last_seq(self.id)
+        after: int | None = None  # read once the stream answers
+        down = False
         while self.status not in TERMINAL:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -92,10 +101,18 @@ class Run:
                     f"after {timeout} s; wait longer, or run.cancel() it"
                 )
             try:
+                if after is None:
+                    after = int(events.last_seq(self.id))
                 found = events.wait(self.id, after=after, timeout=min(remaining, 1.0))
-            except Exception:  # the event store blinked (Redis restart): the registry decides
-                time.sleep(min(0.2, max(remaining, 0.0)))
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                if not down:
+                    log.warning("run %s: %s", self.id, StreamOutage(str(exc), after or 0).message)
+                down = True
+                time.sleep(min(RETRY_CAP_SECONDS, max(remaining, 0.0)))
                 continue
+            down = False
             for event in found:
                 after = max(after, int(event.seq))
         return self
@@ -147,12 +164,29 @@ class Run:
         return list(self._events.read(self.id, after=after, limit=limit))
 
     def follow(self, after: int = 0, idle_timeout: float | None = None) -> Iterator[Any]:
-        """Iterate over this run's events as they come, ending after its final event."""
-        for event in self._events.follow(self.id, after=after,
-                                                           idle_timeout=idle_timeout):
-            yield event
-            if event.type in TERMINAL:
+        """Iterate over this run's events as they come, ending after its final event.
+
+        An outage of the event store (Redis stopped or restarting) does not end it: it yields a
+        ``log`` event of level ``warning`` whose message says "reconnecting…", retries every
+        second or so, yields a second one when the stream is back, and carries on from the last
+        event it gave. These notices are not stored; their ``seq`` is that of the last event
+        given (0 before any), so resuming with ``after=event.seq`` misses nothing. A run that
+        ended during the outage still ends the iteration: its worker publishes the final event
+        when it reaches the store again."""
+        for item in follow_through_outages(self._events, self.id, after=after,
+                                           idle_timeout=idle_timeout):
+            if isinstance(item, StreamOutage):
+                log.warning("run %s: %s", self.id, item.message)
+                yield self._notice(item)
+                continue
+            yield item
+            if item.type in TERMINAL:
                 return
+
+    def _notice(self, outage: StreamOutage) -> Event:
+        """A stream outage told as an (unstored) ``log`` event."""
+        payload = Log(outage.message, "info" if outage.back else "warning")
+        return Event(outage.after, self.id, payload.type, time.time(), payload.data())
 
     def logs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The run's log lines ``{ts, level, message}``, oldest first."""
@@ -183,6 +217,7 @@ class Run:
         from IPython.display import display
 
         if getattr(get_ipython(), "kernel", None) is not None and RENDERERS.live_view is not None:
+            watch_worker(self.settings)  # the widget never waits behind a dead embedded worker
             RENDERERS.live_view(self)
         else:
             display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)

@@ -21,9 +21,10 @@ from typing import Any
 from quantlab import data
 from quantlab.config import BacktestConfig, iso
 from quantlab.engine import Simulation
+from quantlab.errors import RunError
+from quantlab.jobs.isolation import SandboxedSimulation
 from quantlab.settings import env_number
 from quantlab.strategies.base import Indicators
-from quantlab.strategies.usercode import load_shipped_strategy
 
 STEP_DATA = "collecting market data"
 STEP_INDICATORS = "computing indicators"
@@ -122,18 +123,26 @@ def drive(simulation: Any, between: Callable[[], None]) -> None:
 
 
 def engine_kwargs(cfg: BacktestConfig) -> dict[str, Any]:
-    """``Simulation`` keyword arguments of a config. A notebook-defined strategy travels as
-    source text (``strategy_source``): it is loaded here into a ``Strategy`` object that is
-    passed to the engine directly, so it never meets the worker's global registry (two users'
-    strategies of the same name cannot collide)."""
-    kwargs = cfg.engine_kwargs()
+    """``Simulation`` keyword arguments of a config whose strategy runs in the worker (a
+    built-in one, or one a module imported by the worker registered)."""
     if cfg.strategy_source:
-        kwargs["strategy"] = load_shipped_strategy(cfg.strategy, cfg.strategy_source)
-    return kwargs
+        # a notebook strategy's source is the submitter's code: it runs in a sandbox only
+        raise RunError(f"strategy '{cfg.strategy}' travelled as source: it runs in a sandbox "
+                       f"process (jobs.execution.simulation), never in the worker")
+    return cfg.engine_kwargs()
 
 
-def simulation(bars: Any, cfg: BacktestConfig, **overrides: Any) -> Simulation:
-    """The engine's simulation of ``cfg`` over ``bars`` (``overrides``: e.g. a shard's params)."""
+def simulation(bars: Any, cfg: BacktestConfig, *, watch: Callable[[], None] | None = None,
+               **overrides: Any) -> Simulation:
+    """The engine's simulation of ``cfg`` over ``bars`` (``overrides``: e.g. a shard's params).
+
+    A notebook-defined strategy travels as source text (``strategy_source``): its simulation
+    lives in a sandbox process (:class:`~quantlab.jobs.isolation.SandboxedSimulation`, same
+    interface), where the source is loaded into a ``Strategy`` passed to the engine directly,
+    so it never meets a registry and never runs in the worker. ``watch`` is called while the
+    sandbox works and stops it by raising (the sandbox is then killed)."""
+    if cfg.strategy_source:
+        return SandboxedSimulation(bars, cfg, overrides, watch)  # type: ignore[return-value]
     return Simulation(bars, **{**engine_kwargs(cfg), **overrides})
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from quantlab.errors import QuantlabError, RunError
-from quantlab.events import open_events
+from quantlab.events import open_events, open_publisher
 from quantlab.events.base import Event
 from quantlab.registry import open_registry
 from quantlab.registry.schema import RunStatus, as_run_record
@@ -46,6 +46,7 @@ __all__ = [
     "Queued",
     "RunStatus",
     "Started",
+    "keep_events_through_outages",
     "publish",
     "run_log",
     "transition",
@@ -190,9 +191,26 @@ ENDING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Ending))
 # -- publishing ------------------------------------------------------------------------------------
 
 
+# Set in a worker process (see keep_events_through_outages): its events outlive an outage.
+_KEEP_THROUGH_OUTAGES = False
+
+
+def keep_events_through_outages(keep: bool = True) -> None:
+    """Make this process (a worker) keep the events it cannot publish while the event store is
+    away, and publish them in order when it is back, instead of raising: its running runs go on
+    computing through a Redis outage (their truth is the registry). Elsewhere (a notebook
+    submitting, cancelling) a publish that cannot be made raises, so the caller learns it."""
+    global _KEEP_THROUGH_OUTAGES
+    _KEEP_THROUGH_OUTAGES = keep
+
+
 def publish(run_id: str, payload: EventPayload, settings: Settings | None = None, *,
             retry_for: float = 5.0) -> Event:
-    """Publish an event, retrying through a short outage of the event store (Redis restart)."""
+    """Publish an event, retrying through a short outage of the event store (Redis restart).
+    In a worker (:func:`keep_events_through_outages`) it never fails for an outage: the event
+    waits in the process (returned with ``seq`` 0) and is published when the store is back."""
+    if _KEEP_THROUGH_OUTAGES:
+        return open_publisher(settings).publish(run_id, payload.type, payload.data())
     deadline = time.monotonic() + retry_for
     delay = 0.05
     while True:

@@ -1,7 +1,8 @@
 """The submit side of a run's life, and the reaper every worker runs.
 
 ``submit`` validates the config in the caller, answers a cache hit at once, enforces the queue
-limit, records the run ``queued`` and only then enqueues its id. ``cancel`` takes a queued run off
+limit, checks the home and the queue, records the run ``queued`` and only then enqueues its id
+(atomic: a submit that raises leaves nothing to execute). ``cancel`` takes a queued run off
 the queue or asks a running one to stop at its next chunk. ``reap`` puts runs whose worker died
 back on the queue (and re-enqueues queued runs whose queue message was lost).
 
@@ -15,23 +16,37 @@ import contextlib
 import logging
 import re
 import secrets
+import sqlite3
 import statistics
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from quantlab import data
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig, iso
 from quantlab.engine import ENGINE_VERSION, sweep_combinations, validate
-from quantlab.errors import ConfigError, QueueFull, RunError
+from quantlab.errors import (
+    ConfigError,
+    QuantlabError,
+    QueueFull,
+    RunError,
+    RunNotFound,
+    ServerUnreachable,
+    StoreUnavailable,
+)
+from quantlab.fileio import check_writable
 from quantlab.jobs import lifecycle, queue, slots
 from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
-from quantlab.jobs.supervisor import ensure_worker
+from quantlab.jobs.supervisor import ensure_worker, watch_worker
 from quantlab.registry import RunRecord, open_registry
+from quantlab.registry._sqlite_conn import environment_error
+from quantlab.research.audit import audit_before_queue
 from quantlab.settings import Settings, redact, redact_text
 from quantlab.strategies.usercode import attach_strategy_source, user_strategy
 
@@ -125,7 +140,16 @@ def queue_position(doc: Mapping[str, Any], settings: Settings | None = None) -> 
 def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | None = None,
            tags: Any = None, user: str | None = None,
            settings: Settings | None = None) -> RunRecord:
-    """Validate, answer from the cache or queue the run; returns its registry document."""
+    """Validate, answer from the cache or queue the run; returns its registry document.
+
+    Atomic for the caller: if it raises, nothing will execute; if it returns, the run executes
+    once. Every check that can fail (config, home writable, queue reachable, worker startable)
+    runs before the run is recorded; the run is recorded ``queued`` with step ``submitting``
+    (not on the queue yet, and the reaper does not re-enqueue it), its ``queued`` event told,
+    and only then its message sent, the step that commits it. A failure after the record undoes it (see
+    :func:`_undo_submit`). Environment failures raise :class:`~quantlab.errors.StoreUnavailable`
+    (``HomeNotWritable``, ``DiskFull``, ``ServerUnreachable``) naming the path or URL and the fix.
+    """
     settings = settings or settings_mod.current()
     # A strategy defined in this kernel (@ql.strategy in a notebook) travels as source text.
     config = attach_strategy_source(config)
@@ -138,45 +162,146 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
     _check_priority(priority)
     _check_windows(cfg, to_fetch)
+    check_home_writable(settings)
     registry = open_registry(settings)
     now = time.time()
     run_id = new_run_id(now)
     user = user or settings.user
     fingerprint = None if to_fetch else data_fingerprint(cfg)
+    audit_before_queue(cfg, fingerprint, settings)  # a peeking notebook strategy: ConfigError
     digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
     base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
     if cache and digest is not None:
         hit = registry.find_by_hash(digest)
         if hit is not None:
+            check_queue_reachable(settings)  # the events share its server
             return _cached_run(base, hit, settings)
     _check_queue_room(settings)
+    check_queue_reachable(settings)
+    if not settings.redis_url:
+        ensure_worker(settings)  # a worker that cannot start fails the submit before the record
     combos = cfg.combinations()
     units = work_units(cfg, combos)
     message = queue.message(run_id, priority, settings)
     doc = {
         **base,
-        "step": "queued", "work_units": units, "combinations": combos, "fetch_symbols": to_fetch,
-        "estimated_seconds": estimate_seconds(units, settings), "task_id": str(message.id),
+        "step": SUBMITTING, "work_units": units, "combinations": combos,
+        "fetch_symbols": to_fetch, "estimated_seconds": estimate_seconds(units, settings),
+        "task_id": str(message.id),
     }
     doc["position"] = queue_position({**doc, "status": QUEUED}, settings)
-    transition(run_id, QUEUED, expect=None, fields=doc, settings=settings, event=lifecycle.Queued(
-        position=doc["position"], priority=priority, estimated_seconds=doc["estimated_seconds"],
-        cached=False if cache and digest is not None else None))
     try:
-        queue.send(message, settings)
+        transition(run_id, QUEUED, expect=None, fields=doc, settings=settings,
+                   event=lifecycle.Queued(
+                       position=doc["position"], priority=priority,
+                       estimated_seconds=doc["estimated_seconds"],
+                       cached=False if cache and digest is not None else None))
+        queue.send(message, settings)  # the commit: from here on the run will execute
     except Exception as exc:
-        registry.delete_run(run_id)
-        where = redact(settings.redis_url) if settings.redis_url else settings.home / queue.QUEUE_FILE
-        raise RunError(
-            f"could not put the run on the queue ({redact_text(str(exc))}); nothing was created. "
-            f"Check that the queue is reachable ({where})", run_id=run_id,
-        ) from exc
+        raise _undo_submit(run_id, message, exc, settings) from exc
+    with contextlib.suppress(Exception):  # cosmetic: a worker may have taken it already
+        registry.update_run(run_id, {"step": "queued"}, expect_status=(QUEUED,))
     if not settings.redis_url:
+        watch_worker(settings)
+    try:
+        return registry.get_run(run_id)
+    except Exception:  # queued: the caller gets the run even if the registry blinked now
+        return {**doc, "status": QUEUED}  # type: ignore[typeddict-item]
+
+
+# ``step`` of a run recorded but not yet on the queue (its submit is under way).
+SUBMITTING = "submitting"
+# A run still ``submitting`` after this many seconds, and not on the queue, was left by a
+# submit that died (a killed kernel): the reaper ends it failed (it never ran).
+SUBMIT_GRACE = 60.0
+# Seconds a submit keeps trying to reach the queue's Redis (rides through a restart).
+REACH_FOR = 2.0
+
+
+def check_home_writable(settings: Settings) -> None:
+    """``HomeNotWritable``/``DiskFull`` (naming QUANTLAB_HOME and the fix) when the home that the
+    registry, queue, events or worker lock live in cannot be written. Skipped when none of them
+    is there (Redis and MongoDB)."""
+    if settings.redis_url and settings.mongo_url:
+        return
+    check_writable(settings.home)
+
+
+def check_queue_reachable(settings: Settings) -> None:
+    """``ServerUnreachable`` (naming the URL without its password, and the fix) when the queue's
+    Redis (also the event store's) does not answer within ``REACH_FOR`` seconds."""
+    if not settings.redis_url:
+        return
+    conn = queue.huey_app(settings).storage.conn
+    deadline = time.monotonic() + REACH_FOR
+    delay = 0.05
+    while True:
         try:
-            ensure_worker(settings)
-        except RunError as exc:
-            raise RunError(f"run {run_id} is queued, but {exc.message}", run_id=run_id) from exc
-    return registry.get_run(run_id)
+            conn.ping()
+            return
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise _unreachable(settings, exc) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _unreachable(settings: Settings, exc: BaseException) -> ServerUnreachable:
+    url = redact(settings.redis_url or "")
+    fix = ("start redis-server there, or fix QUANTLAB_REDIS_URL; nothing was queued, so "
+           "submit again once it answers")
+    return ServerUnreachable(
+        f"cannot reach the queue's Redis at {url} ({redact_text(str(exc))}); {fix}",
+        url=url, fix=fix)
+
+
+def _undo_submit(run_id: str, message: Any, exc: Exception,
+                 settings: Settings) -> QuantlabError:
+    """Undo a submit that failed after the run was recorded (its event could not be told, or
+    its message not sent): the message deleted from the queue in case it went out, the run deleted (or, if the
+    registry refuses that too, ended failed), so that nothing executes. Returns the error to
+    raise: a QuantLab one, naming where it failed and that nothing was created."""
+    with contextlib.suppress(Exception):
+        queue.remove(str(message.id), settings)
+    undone = "nothing was created"
+    try:
+        open_registry(settings).delete_run(run_id)
+    except RunNotFound:
+        pass  # the insert itself failed
+    except Exception:
+        undone = "the run is recorded as failed and will not execute"
+        error = f"not submitted: {redact_text(str(exc))}"
+        try:
+            transition(run_id, RunStatus.FAILED, expect=QUEUED, settings=settings,
+                       fields={"error": error, "step": "not submitted"},
+                       event=lifecycle.Failed(strategy=None, reason="error", error=error))
+        except Exception:  # the registry is away: the reaper fails it (still ``submitting``)
+            undone = "the run will not execute"
+    if isinstance(exc, StoreUnavailable):
+        return restate(exc, f"{exc.message} ({undone})", run_id=run_id)
+    if isinstance(exc, QuantlabError):
+        return exc
+    shown = redact_text(str(exc))
+    if not isinstance(exc, OSError | sqlite3.Error | RedisError):  # not the environment: a bug
+        return RunError(f"could not submit the run ({type(exc).__name__}: {shown}); {undone}",
+                        run_id=run_id)
+    if settings.redis_url:
+        return restate(_unreachable(settings, exc), None, run_id=run_id)
+    where = settings.home / queue.QUEUE_FILE
+    found = environment_error(exc, where) if isinstance(exc, sqlite3.Error) else None
+    if found is not None:  # the queue's SQLite file: read-only, full ...
+        return restate(found, f"{found.message} ({undone})", run_id=run_id)
+    fix = f"check that {where} is writable and not locked by a hung process, then submit again"
+    return StoreUnavailable(f"could not put the run on the queue ({shown}); {undone}. {fix}",
+                            path=str(where), fix=fix, run_id=run_id)
+
+
+def restate(exc: StoreUnavailable, message: str | None, **extra: Any) -> StoreUnavailable:
+    """``exc`` again (same class and fields) with ``message`` instead, and ``extra`` fields."""
+    fields = {**exc.fields, **extra}
+    again = type(exc).__new__(type(exc))
+    StoreUnavailable.__init__(again, message or exc.message, **fields)
+    return again
 
 
 def _check_kernel_strategy_params(cfg: BacktestConfig) -> None:
@@ -321,17 +446,25 @@ def cancel(run_id: str, settings: Settings | None = None, *,
                                     while_=QUEUED)
         if transition(run_id, RunStatus.CANCELLED, expect=QUEUED, fields=fields, event=event,
                       settings=settings):
-            try:
-                queue.revoke(doc.get("task_id"), settings)
-            except Exception:  # the status is what counts; a stale message is a no-op anyway
-                log.warning("could not revoke queue message of run %s", run_id, exc_info=True)
+            _off_the_queue(queue.remove, doc.get("task_id"), run_id, settings)
             return registry.get_run(run_id)
         doc = registry.get_run(run_id)
-    if doc["status"] == RUNNING:
-        # not a transition: the run's worker sees the request and makes it
-        registry.update_run(run_id, {"cancel_requested": True}, expect_status=(RUNNING,))
+    # not a transition: a running run's worker sees the request and makes it
+    if doc["status"] == RUNNING and registry.update_run(
+            run_id, {"cancel_requested": True}, expect_status=(RUNNING,)):
         run_log(run_id, "cancel requested; stopping at the next chunk", settings=settings)
+        # a split sweep's shards that no worker took yet go now (its coordinator also takes
+        # them off when it stops, and a shard that starts for it returns at once)
+        _off_the_queue(queue.remove_shards, run_id, run_id, settings)
     return registry.get_run(run_id)
+
+
+def _off_the_queue(remove: Any, what: Any, run_id: str, settings: Settings) -> None:
+    try:
+        remove(what, settings)
+    except Exception:  # the status is what counts: a message left is a no-op when it comes
+        log.warning("could not take queue messages of run %s off the queue", run_id,
+                    exc_info=True)
 
 
 # -- reaper ----------------------------------------------------------------------------------------
@@ -354,6 +487,10 @@ def reap(settings: Settings | None = None, *, now: float | None = None,
             requeued.append(doc["id"])
     old_queued = [d for d in registry.find_runs(status=QUEUED, limit=None)
                   if (d.get("queued_at") or now) < now - orphans_older_than]
+    # a run still being submitted is not re-enqueued: its submit may yet fail and raise
+    _fail_abandoned_submits([d for d in old_queued if d.get("step") == SUBMITTING
+                             and (d.get("queued_at") or now) < now - SUBMIT_GRACE], settings)
+    old_queued = [d for d in old_queued if d.get("step") != SUBMITTING]
     for doc in _lost_messages(old_queued, settings):
         log.warning("run %s was queued but not on the queue; re-enqueued", doc["id"])
         task_id = queue.enqueue(doc["id"], doc.get("priority") or 0, settings)
@@ -361,6 +498,19 @@ def reap(settings: Settings | None = None, *, now: float | None = None,
         slots.forget(doc["id"], settings)
         requeued.append(doc["id"])
     return requeued
+
+
+def _fail_abandoned_submits(docs: list[RunRecord], settings: Settings) -> None:
+    """End failed the runs whose submit died between recording them and sending their message
+    (the kernel was killed): their submitter never heard back, so they must not execute."""
+    for doc in _lost_messages(docs, settings):
+        error = (f"its submit did not finish within {SUBMIT_GRACE:g} s (the submitting process "
+                 f"died or lost the queue); it never ran: submit it again")
+        log.warning("run %s: %s", doc["id"], error)
+        transition(doc["id"], RunStatus.FAILED, expect=QUEUED, settings=settings,
+                   fields={"error": error, "step": "not submitted"},
+                   event=lifecycle.Failed(strategy=doc.get("strategy"), reason="error",
+                                          error=error))
 
 
 def _lost_messages(old_queued: list[RunRecord], settings: Settings) -> list[RunRecord]:

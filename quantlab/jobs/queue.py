@@ -7,6 +7,9 @@ registry. The queue is a delivery mechanism, not the source of truth: a message 
 delivered twice is harmless, because a worker starts a run only by compare-and-setting its
 registry status from ``queued`` to ``running``.
 
+A cancelled run's messages are deleted from the queue (:func:`remove`, :func:`remove_shards`),
+not only revoked: nothing of a stopped run waits for a worker.
+
 A message names its task by a string (Huey's ``<module>.<task name>``); this module builds and
 sends messages by that name alone, and :mod:`quantlab.jobs.tasks` registers the bodies that run
 them on the consumer's app. So submitting needs none of the worker's code.
@@ -17,11 +20,14 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.registry import Message
+from huey.storage import RedisPriorityQueue, RedisStorage, SqliteStorage
 
 from quantlab import settings as settings_mod
 from quantlab.settings import Settings
@@ -105,10 +111,67 @@ def enqueue_shard(run_id: str, index: int, count: int, priority: int = 0,
     return send(_message(SHARD_TASK_NAME, (run_id, int(index), int(count)), priority), settings)
 
 
-def revoke(task_id: str | None, settings: Settings | None = None) -> None:
-    """Make a queued message a no-op (the registry status already says the run is over)."""
-    if task_id:
-        huey_app(settings).revoke_by_id(task_id, revoke_once=True)
+def remove(task_id: str | None, settings: Settings | None = None) -> int:
+    """Take the message ``task_id`` off the queue (a run cancelled while queued); returns 1 if
+    it was waiting there, else 0 (a worker took it meanwhile: the run's status makes it a
+    no-op)."""
+    if not task_id:
+        return 0
+    return remove_messages(lambda found: str(found.id) == str(task_id), settings)
+
+
+def remove_shards(run_id: str, settings: Settings | None = None) -> int:
+    """Take every waiting shard message of run ``run_id`` off the queue (its sweep was stopped
+    or is over); returns how many were removed."""
+    def of_the_run(found: Message) -> bool:
+        return found.name == wire_name(SHARD_TASK_NAME) and bool(found.args) \
+            and str(found.args[0]) == run_id
+
+    return remove_messages(of_the_run, settings)
+
+
+def remove_messages(matches: Callable[[Message], bool], settings: Settings | None = None) -> int:
+    """Delete the waiting messages for which ``matches`` is true from the queue itself (a Huey
+    revoke would only mark them, leaving them queued until a worker pops and drops them), on
+    either backend; returns how many were deleted. A message a worker pops meanwhile is not
+    deleted (nor counted): its body finds the run's state and returns at once."""
+    huey = huey_app(settings)
+    removed = 0
+    for raw, delete in _waiting_messages(huey):
+        try:
+            found = huey.serializer.deserialize(raw)
+        except Exception:  # a foreign or corrupt message is not ours to judge
+            continue
+        if isinstance(found, Message) and matches(found):
+            removed += int(delete())
+    return removed
+
+
+def _waiting_messages(huey: Huey) -> Iterator[tuple[bytes, Callable[[], int]]]:
+    """Each waiting message's data with a function that deletes exactly that message (0 if it
+    is gone by then). Huey's storages have no delete of one message: this reaches into the two
+    that QuantLab builds (``build_huey``)."""
+    storage = huey.storage
+    if isinstance(storage, SqliteStorage):
+        rows = storage.sql("select id, data from task where queue = ?", (storage.name,),
+                           results=True)
+        for row_id, data in rows or ():
+            yield bytes(data), partial(_delete_sqlite_row, storage, row_id)
+    elif isinstance(storage, RedisPriorityQueue):
+        # members are an 8-byte enqueue timestamp, then the message
+        for member in storage.conn.zrange(storage.queue_key, 0, -1):
+            yield member[8:], partial(storage.conn.zrem, storage.queue_key, member)
+    elif isinstance(storage, RedisStorage):
+        for member in storage.conn.lrange(storage.queue_key, 0, -1):
+            yield member, partial(storage.conn.lrem, storage.queue_key, 1, member)
+    else:
+        raise TypeError(f"cannot delete messages from a {type(storage).__name__} queue")
+
+
+def _delete_sqlite_row(storage: SqliteStorage, row_id: int) -> int:
+    with storage.db(commit=True) as cursor:
+        cursor.execute("delete from task where id = ?", (row_id,))
+        return int(cursor.rowcount)
 
 
 def queued_run_ids(settings: Settings | None = None, limit: int | None = None) -> set[str]:

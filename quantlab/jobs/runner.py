@@ -12,6 +12,7 @@ collecting market data -> computing indicators -> simulating -> saving results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -24,7 +25,7 @@ from typing import Any
 from quantlab import data
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
-from quantlab.errors import RunNotFound
+from quantlab.errors import HomeNotWritable, RunNotFound
 from quantlab.jobs import lifecycle, queue, shards, slots
 from quantlab.jobs.execution import (
     STEP_DATA,
@@ -53,6 +54,9 @@ log = logging.getLogger("quantlab.jobs")
 QUEUED, RUNNING = RunStatus.QUEUED, RunStatus.RUNNING
 PROGRESS_EVERY = 0.05  # seconds between two progress events
 RECORD_EVERY = 0.25  # seconds between two progress writes to the registry
+# Seconds before the first retry of a result save refused by the home, and at most between two.
+SAVE_RETRY_FIRST = 0.5
+SAVE_RETRY_MAX = 10.0
 
 
 def checkpoint_every() -> float:
@@ -230,10 +234,18 @@ class Job:
                 f"combinations)", reason="timeout", trace=None,
             )
         except Exception as exc:
+            # a strategy's failure in its sandbox comes with the sandbox's traceback
             self._failed(f"{type(exc).__name__}: {exc}", reason="error",
-                         trace=traceback.format_exc())
+                         trace=getattr(exc, "remote_traceback", None) or traceback.format_exc())
         finally:
             self._cleanup_shards()
+            self._end_sandbox()
+
+    def _end_sandbox(self) -> None:
+        """A notebook strategy's sandbox ends with its run (the next run gets a fresh one)."""
+        close = getattr(self.sim, "close", None)
+        if close is not None:
+            close()
 
     def _cleanup_shards(self) -> None:
         """A failed split sweep leaves no shard state behind (success and cancel clean up as
@@ -245,10 +257,10 @@ class Job:
         cfg = BacktestConfig.from_any(self.doc["config"], check=False)
         self.step(STEP_DATA)
         bars = self._load_bars(cfg)
-        sim = simulation(bars, cfg)
+        sim = simulation(bars, cfg, watch=self.check_control)
         self.sim = sim
         self.bars_per_unit = bars.n_bars * bars.n_symbols if sim.is_sweep else bars.n_symbols
-        if sim.is_sweep:
+        if sim.is_sweep and not cfg.strategy_source:  # a notebook strategy runs in one sandbox
             self.shard_count = shards.shard_count(sim.total_units,
                                                   self.doc.get("estimated_seconds"))
         if self.shard_count > 1:
@@ -373,12 +385,34 @@ class Job:
     # -- endings -----------------------------------------------------------------------------------
 
     def _save_result(self, result: Any) -> dict[str, Any]:
+        """Write the result's blobs. A home that turned read-only or full keeps the work: the
+        save is tried again (backing off to ``SAVE_RETRY_MAX`` s, each time logged with the
+        path) until it succeeds, while this worker owns the run and no cancel is asked."""
         prefix = f"runs/{self.run_id}/"
         blobs = result.to_blobs()
-        for name, payload in blobs.items():
-            self.registry.put_blob(prefix + name, payload)
+        delay = SAVE_RETRY_FIRST
+        while True:
+            try:
+                for name, payload in blobs.items():
+                    self.registry.put_blob(prefix + name, payload)
+                break
+            except HomeNotWritable as exc:  # DiskFull too
+                self._wait_to_save_again(exc, delay)
+                delay = min(delay * 2, SAVE_RETRY_MAX)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
                 "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params)}
+
+    def _wait_to_save_again(self, exc: HomeNotWritable, delay: float) -> None:
+        """Log why the save failed, then sleep ``delay``; re-raise ``exc`` if the run was
+        cancelled (nothing is left to keep) and ``OwnershipLost`` if another worker has it."""
+        self._own_or_raise()
+        if self.registry.get_run(self.run_id).get("cancel_requested"):
+            raise exc
+        line = f"cannot save the result yet: {exc.message}; trying again in {delay:g} s"
+        log.warning("run %s: %s", self.run_id, line)
+        with contextlib.suppress(Exception):  # the run's log may be as unwritable as the blobs
+            self.log(line, "warning")
+        time.sleep(delay)
 
     def _completed(self, result: Any) -> None:
         fields = self._save_result(result)
@@ -401,9 +435,14 @@ class Job:
             fields["partial"] = True
             kept = len(self.partial_result.table)
         elif sim is not None and sim.is_sweep and sim.done_units > 0:
-            fields.update(self._save_result(sim.result(partial=True)))
-            fields["partial"] = True
             kept = int(sim.done_units)
+            try:
+                fields.update(self._save_result(sim.result(partial=True)))
+                fields["partial"] = True
+            except Exception:  # e.g. a killed sandbox's checkpoint could not be rebuilt
+                log.warning("run %s: its finished part could not be kept", self.run_id,
+                            exc_info=True)
+                kept = 0
         event = lifecycle.Cancelled(**self._ending(), reason="cancelled",
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)

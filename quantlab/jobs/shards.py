@@ -13,6 +13,12 @@ table is a Parquet blob ``runs/<id>/shards/<i>.parquet`` in the registry. A shar
 stops beating is run again by the coordinator; a coordinator that dies is replaced through the
 reaper (the parent run is re-queued), and its successor keeps every shard already finished.
 
+A cancel or the time limit stops a split sweep as fast as an unsplit one (``_stop_shards``):
+the coordinator sets the board's stop flag, deletes the sweep's shard messages still queued,
+claims for no one each shard no worker took (a message popped meanwhile runs nothing), and gives
+the helpers at most ``STOP_GRACE`` to record their finished part; it never waits for a shard no
+worker claimed.
+
 Only a cancel (or the time limit) makes a part of a shard final: a worker that finds the run
 re-queued or ended without a cancel gives its shard up (claim and beat dropped, nothing recorded),
 and a coordinator runs again any shard whose result is only a part unless the run is being
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 import traceback
@@ -61,12 +68,22 @@ from quantlab.jobs.execution import (
     stale_after,
     worker_id,
 )
-from quantlab.jobs.lifecycle import RunStatus
+from quantlab.jobs.lifecycle import TERMINAL, RunStatus
 from quantlab.metrics import LOWER_IS_BETTER
 from quantlab.registry import RunRecord, open_registry
 from quantlab.settings import Settings, env_number
 
+log = logging.getLogger("quantlab.jobs")
+
 MAX_SHARDS = 16
+# A stopping coordinator (cancel, time limit) waits at most this long for the helpers to
+# record the part they finished: they stop at their next chunk (~50 ms). One slower than that
+# is merged without; it removes its part itself (``_drop_if_too_late``).
+STOP_GRACE = 0.5
+# The claim a stopping coordinator puts on the shards no worker took, so that none takes them.
+NO_ONE = "no one: the sweep was stopped"
+# Seconds between two looks of an idle coordinator at its shards (and at cancel, time limit).
+IDLE_POLL = 0.05
 # Automatic splitting: only sweeps estimated to simulate longer than this, in shards of about
 # SHARD_SECONDS each (a shard re-computes its indicators, so tiny shards would waste work).
 SHARD_MIN_SECONDS = 10.0
@@ -205,7 +222,8 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
     """
     cfg = BacktestConfig.from_any(doc["config"], check=False)
     kwargs = engine_kwargs(cfg)
-    combos, _ = sweep_combinations(kwargs["strategy"], cfg.params)
+    # a combination carries its swept options' values (params x options, the engine's order)
+    combos, _ = sweep_combinations(kwargs["strategy"], cfg.params, kwargs)
     start, stop = bounds(index, count, len(combos))
     sim = Simulation(bars, **{**kwargs, "params": combos[start:stop]})
     board = ShardBoard(doc["id"], count, settings)
@@ -236,6 +254,8 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
         table.to_parquet(buf, index=False)
         registry.put_blob(blob_key(doc["id"], index), buf.getvalue())
         board.finish(index, len(table), bool(sim.finished))
+        if between is None:
+            _drop_if_too_late(board, registry, doc["id"], index)
     elif between is None:  # a helper: tell the coordinator, which fails the run
         board.fail(index, worker_id(), f"{type(stopped).__name__}: {stopped}",
                    "".join(traceback.format_exception(stopped)))
@@ -243,14 +263,28 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
         raise stopped
 
 
+def _drop_if_too_late(board: ShardBoard, registry: Any, run_id: str, index: int) -> None:
+    """A helper that recorded its shard after the run ended (its coordinator stopped waiting
+    for it, ``STOP_GRACE``, merged without it and cleaned up) removes what it recorded. The
+    run's end is written before the coordinator's last cleanup, so a record made while the run
+    still shows running is removed by that cleanup, and one made later is removed here."""
+    if registry.get_run(run_id).get("status") not in TERMINAL:
+        return  # running (or re-queued: its next coordinator keeps a complete shard)
+    board.reset(index)
+    registry.delete_blobs(blob_key(run_id, index))
+
+
 def _stop_if_asked(board: ShardBoard, registry: Any, run_id: str) -> None:
-    """A helper stops its shard when the coordinator stopped the run on a cancel or the time
-    limit (``CancelRequested``: the finished part counts) or when the run is no longer running,
+    """A helper stops its shard when the run is cancelled or the coordinator stopped it on the
+    time limit (``CancelRequested``: the finished part counts) or when the run is no longer running,
     e.g. re-queued after its coordinator died (``OwnershipLost``: the part does not count)."""
     if board.cancelled():
         raise CancelRequested
-    if registry.get_run(run_id).get("status") != RunStatus.RUNNING:
+    doc = registry.get_run(run_id)
+    if doc.get("status") != RunStatus.RUNNING:
         raise OwnershipLost
+    if doc.get("cancel_requested"):  # before the coordinator's own check has seen it
+        raise CancelRequested
 
 
 def execute_shard(run_id: str, index: int, count: int, settings: Settings | None = None) -> None:
@@ -261,12 +295,19 @@ def execute_shard(run_id: str, index: int, count: int, settings: Settings | None
     except RunNotFound:
         return
     board = ShardBoard(run_id, count, settings)
-    if doc["status"] != RunStatus.RUNNING or board.result(index) is not None:
-        return
+    if _stopping(doc, board) or board.result(index) is not None:
+        return  # a shard of a stopped sweep: nothing to do (its message was on its way out)
     if not board.claim(index, worker_id()):
         return
     bars, _ = load_bars(doc)
     run_shard(doc, index, count, bars, settings)
+
+
+def _stopping(doc: Mapping[str, Any], board: ShardBoard) -> bool:
+    """Whether the sweep is over or being stopped: ended, re-queued, cancel requested, or its
+    coordinator stopping it (a cancel or the time limit)."""
+    return bool(doc.get("status") != RunStatus.RUNNING or doc.get("cancel_requested")
+                or board.cancelled())
 
 
 def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: Settings) -> Any:
@@ -286,7 +327,8 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
         start, stop = bounds(index, count, len(sweep.combos))
         tables.append(table)
         positions.extend(range(start, stop) if len(table) == stop - start else
-                         _positions(table, sweep.combos, start, list(sweep.strategy.params)))
+                         _positions(table, sweep.combos, start,
+                                    [*sweep.strategy.params, *sweep.swept]))
     if not positions:
         return None
     table = pd.concat(tables, ignore_index=True)
@@ -315,14 +357,21 @@ def _positions(table: pd.DataFrame, combos: Any, start: int, names: list[str]) -
     k = start
     found = []
     for row in table[names].itertuples(index=False):
-        while k < len(combos) and any(combos[k][name] != value
-                                      for name, value in zip(names, row, strict=True)):
+        while k < len(combos) and not all(_same(combos[k][name], value)
+                                          for name, value in zip(names, row, strict=True)):
             k += 1
-        if k == len(combos):  # a value the table does not give back equal (None): in order
+        if k == len(combos):  # a value the table does not give back equal: in order
             return list(range(start, start + len(table)))
         found.append(k)
         k += 1
     return found
+
+
+def _same(given: Any, stored: Any) -> bool:
+    """A combination's value and the table's: equal, or both "none" (a stop of None is NaN in
+    the table)."""
+    return bool(given == stored) or ((given is None or given != given)
+                                     and (stored is None or stored != stored))
 
 
 # -- the coordinator -------------------------------------------------------------------------------
@@ -355,8 +404,12 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
     if board.cancelled():
         # left by an earlier attempt that was stopping (cancel or time limit) when its worker
         # died: this attempt runs the sweep whole (a cancel requested of the run itself is
-        # seen at the first check and sets the flag again)
+        # seen at the first check and sets the flag again); the shards it had put out of
+        # reach are free again
         board.uncancel()
+        for index in range(count):
+            if board.claimed_by(index) == NO_ONE:
+                board.release(index)
     pending = _pending_shards(board)
     for shard in pending:
         queue.enqueue_shard(job.run_id, shard, count, job.doc.get("priority") or 0, job.settings)
@@ -373,35 +426,48 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
         job.check_control()
 
     try:
-        while True:
-            pending = _pending_shards(board)
-            _raise_shard_errors(board)
-            if not pending:
-                # every shard has its result: tell 100% (the shards' done counters are
-                # written at a bounded rate and may lag their results)
-                job.tell(StepProgress(STEP_SIMULATING, total, total, 0.0))
-                break
-            index: int | None = next((i for i in pending if board.claim(i, job.me)), None)
-            if index is None:
-                index = next((i for i in pending if board.stale(i, stale_after())), None)
-                if index is not None:
-                    job.log(f"shard {index} lost its worker; running it here", "warning")
-            if index is not None:
-                run_shard(job.doc, index, count, bars, job.settings, between=tick)
-                continue
-            tick()
-            time.sleep(0.05)
+        _coordinate(job, board, count, bars, total, tick)
     except (CancelRequested, TimedOut):
-        board.cancel()
-        _await_shards(board)
+        _stop_shards(board, job.settings)
         job.partial_result = merge(job.doc, count, bars, sweep, job.settings)
         cleanup(job.run_id, count, job.settings)
         raise
+    except OwnershipLost:
+        raise  # the run is another coordinator's now: its shard messages are its own
+    except BaseException:
+        _off_the_queue(job.run_id, job.settings)  # a failed sweep runs no shard more
+        raise
+    # the shards this worker ran itself may still have a message waiting
+    _off_the_queue(job.run_id, job.settings)
     job.step(STEP_SAVING, total, total)
     result = merge(job.doc, count, bars, sweep, job.settings)
     # the merged result is about to be saved: the shards' parts are no longer needed
     cleanup(job.run_id, count, job.settings)
     return result
+
+
+def _coordinate(job: Coordinator, board: ShardBoard, count: int, bars: Any, total: int,
+                tick: Callable[[], None]) -> None:
+    """Until every shard has its result: run here a shard no worker claimed (or whose worker
+    went silent), else tell the progress and check cancel and the time limit (``tick``)."""
+    while True:
+        pending = _pending_shards(board)
+        _raise_shard_errors(board)
+        if not pending:
+            # every shard has its result: tell 100% (the shards' done counters are
+            # written at a bounded rate and may lag their results)
+            job.tell(StepProgress(STEP_SIMULATING, total, total, 0.0))
+            return
+        index: int | None = next((i for i in pending if board.claim(i, job.me)), None)
+        if index is None:
+            index = next((i for i in pending if board.stale(i, stale_after())), None)
+            if index is not None:
+                job.log(f"shard {index} lost its worker; running it here", "warning")
+        if index is not None:
+            run_shard(job.doc, index, count, bars, job.settings, between=tick)
+            continue
+        tick()
+        time.sleep(IDLE_POLL)
 
 
 def _done(board: ShardBoard) -> int:
@@ -434,13 +500,27 @@ def _raise_shard_errors(board: ShardBoard) -> None:
                               f"{found.get('worker')}: {found['error']}", found.get("trace"))
 
 
-def _await_shards(board: ShardBoard) -> None:
-    """After a cancel: give the shards that other workers run time to record their part."""
-    deadline = time.monotonic() + stale_after() + 1
-    while time.monotonic() < deadline:
-        if all(board.result(i) is not None or board.stale(i, 1.0) for i in range(board.count)):
-            return
-        time.sleep(0.05)
+def _stop_shards(board: ShardBoard, settings: Settings) -> None:
+    """Stop a sweep's shards on a cancel or the time limit, in well under a second: the flag
+    that stops the helpers at their next chunk, the shards no worker took off the queue and
+    out of reach (claimed for no one), and at most ``STOP_GRACE`` for the helpers to record the
+    part they finished. A shard no worker ever claimed is not waited for (it has no part)."""
+    board.cancel()
+    _off_the_queue(board.run_id, settings)
+    running = [i for i in range(board.count)
+               if board.result(i) is None and not board.claim(i, NO_ONE)]
+    deadline = time.monotonic() + STOP_GRACE
+    while running and time.monotonic() < deadline:
+        time.sleep(0.01)
+        running = [i for i in running if board.result(i) is None]
+
+
+def _off_the_queue(run_id: str, settings: Settings) -> None:
+    try:
+        queue.remove_shards(run_id, settings)
+    except Exception:  # a message left is a no-op when it comes (execute_shard sees the run)
+        log.warning("could not take the shard messages of run %s off the queue", run_id,
+                    exc_info=True)
 
 
 def cleanup(run_id: str, count: int, settings: Settings) -> None:

@@ -7,21 +7,30 @@ so that two kernels never start two workers. The spawned worker is the ``quantla
 command (``python -m quantlab worker``), so that it runs the same side services (notification
 dispatcher, metrics subscriber) as a worker started by hand; it leaves after
 :func:`idle_exit` seconds without work.
+
+A kernel that submitted runs also keeps that worker alive (:func:`watch_worker`): a thread that
+looks every second, while this home has runs queued or running, and starts a new worker when
+the one QuantLab started is gone (killed, crashed). The new worker's reaper puts the dead
+worker's run back on the queue, to resume from its checkpoint; so ``run.wait()`` and the widget
+never wait behind a dead worker for the next submit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from quantlab import settings as settings_mod
 from quantlab.errors import RunError
+from quantlab.fileio import home_errors
 from quantlab.jobs.lifecycle import RunStatus
 from quantlab.registry import open_registry
 from quantlab.settings import Settings, env_number
@@ -30,14 +39,19 @@ LOCK_FILE = "worker.lock"
 SPAWN_LOCK_FILE = "worker.spawn.lock"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
+WATCH_EVERY = 1.0  # seconds between two looks of the watchdog at the embedded worker
+WATCH_PAUSE_LOOKS = 10  # looks the watchdog skips after a failed one
+
+log = logging.getLogger("quantlab.jobs")
 
 
 # -- the lock ----------------------------------------------------------------------------------------
 
 
 def _open_lock(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with home_errors(path, "open the worker lock"):  # a read-only home: the path and the fix
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def worker_alive(settings: Settings | None = None) -> bool:
@@ -80,7 +94,8 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
     and outlives the kernel; it is shared by every kernel of this QUANTLAB_HOME.
     """
     settings = settings or settings_mod.current()
-    settings.ensure_home()
+    with home_errors(settings.home, "create QUANTLAB_HOME"):
+        settings.ensure_home()
     if worker_alive(settings):
         return None
     with _spawn_lock(settings):
@@ -89,7 +104,8 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
         log_path = settings.home / LOG_FILE
         # the log is appended to: only what this worker writes can explain its exit
         log_start = log_path.stat().st_size if log_path.exists() else 0
-        proc = spawn_worker(settings)
+        with home_errors(log_path, "start the QuantLab worker"):
+            proc = spawn_worker(settings)
         deadline = time.monotonic() + wait
         # Hold the spawn lock until the child holds the worker lock, so that another kernel
         # waiting on the spawn lock sees it alive instead of starting a second one.
@@ -104,7 +120,8 @@ def ensure_worker(settings: Settings | None = None, *, wait: float = 60.0) -> in
                 f"a worker yourself with `quantlab worker`; its log is {settings.home / LOG_FILE}",
                 returncode=proc.returncode,
             )
-        (settings.home / PID_FILE).write_text(str(proc.pid))
+        with home_errors(settings.home / PID_FILE, "record the worker's pid"):
+            (settings.home / PID_FILE).write_text(str(proc.pid))
         return proc.pid
 
 
@@ -143,3 +160,53 @@ def spawn_worker(settings: Settings, workers: int = 1) -> subprocess.Popen[bytes
 def has_work(settings: Settings) -> bool:
     """Whether any run is queued or running (an idle self-started worker leaves when not)."""
     return bool(open_registry(settings).count_runs(status=[RunStatus.QUEUED, RunStatus.RUNNING]))
+
+
+# -- the watchdog ------------------------------------------------------------------------------------
+
+_watchdogs: dict[str, threading.Thread] = {}
+_watchdogs_lock = threading.Lock()
+
+
+def watch_worker(settings: Settings) -> None:
+    """Keep the embedded worker of ``settings.home`` alive from this process while the home has
+    runs queued or running (a daemon thread, one per home, ending when there is no work left or
+    the settings moved to another home or to Redis). Called by ``submit`` and ``Run.wait``."""
+    if settings.redis_url:
+        return
+    key = str(settings.home)
+    with _watchdogs_lock:
+        found = _watchdogs.get(key)
+        if found is not None and found.is_alive():
+            return
+        thread = threading.Thread(target=_watch, args=(settings,), daemon=True,
+                                  name="quantlab-worker-watchdog")
+        _watchdogs[key] = thread
+        thread.start()
+
+
+def _watch(settings: Settings) -> None:
+    missed = 0
+    while True:
+        time.sleep(WATCH_EVERY)
+        now = settings_mod.current()
+        if now.home != settings.home or now.redis_url or not settings.home.exists():
+            return
+        try:
+            if not has_work(settings):
+                return
+            if worker_alive(settings):
+                missed = 0
+                continue
+            # seen gone twice, a second apart: not a worker leaving while the last run ends
+            missed += 1
+            if missed < 2:
+                continue
+            log.warning("the QuantLab worker of %s is gone while runs are pending; starting a "
+                        "new one (its reaper re-queues a run the old one was running)",
+                        settings.home)
+            ensure_worker(settings)
+            missed = 0
+        except Exception:  # a store blip, or a worker that cannot start: look again later
+            log.warning("worker watchdog of %s: look failed", settings.home, exc_info=True)
+            missed = -WATCH_PAUSE_LOOKS  # not a start attempt every other second

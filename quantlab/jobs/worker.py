@@ -30,11 +30,12 @@ from quantlab import settings as settings_mod
 from quantlab.bars import from_frame
 from quantlab.engine import Simulation
 from quantlab.errors import ConfigError
-from quantlab.jobs import tasks
+from quantlab.jobs import lifecycle, tasks
 from quantlab.jobs.orchestrator import reap
 from quantlab.jobs.queue import huey_app
 from quantlab.jobs.supervisor import has_work, hold_worker_lock
 from quantlab.settings import Settings
+from quantlab.strategies import sandbox
 
 log = logging.getLogger("quantlab.jobs")
 
@@ -201,10 +202,12 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
     log.info("QuantLab worker pid %s, %s worker(s), queue %s", os.getpid(), workers, where)
     if warm:
         log.info("warm-up took %.3f s", warm_up())
+    lifecycle.keep_events_through_outages()  # runs outlive a Redis outage (docs/operations.md)
     stop_services = start_services(services, workers)
     try:
         make_consumer(settings, workers, idle_exit, beat).run()
     finally:
+        sandbox.stop_servers()  # no user code outlives its worker
         stop_services()
     return 0
 

@@ -22,7 +22,7 @@ from quantlab.notebook.failure import failure_text
 from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.notebook.widget import RunWidget
-from quantlab.render.format import metrics_table_html, status_badge
+from quantlab.render.format import audit_badge, metrics_table_html, status_badge
 
 
 def run_widget(run: Any, *, follow: bool = True) -> Any:
@@ -61,7 +61,8 @@ def run_snapshot_html(record: dict[str, Any], state: RunState) -> str:
     parts = [
         f'<div class="quantlab-run" data-run-id="{html.escape(state.run_id)}" '
         f'data-status="{html.escape(state.status)}">run <code>{html.escape(state.run_id)}'
-        f"</code> · {html.escape(state.name or '')} · {status_badge(state.status)} · "
+        f"</code> · {html.escape(state.name or '')} · {status_badge(state.status)}"
+        f"{audit_badge(record.get('config'))} · "
         f"{html.escape(summary_line(state))}</div>"
     ]
     metrics = record.get("metrics") or {}

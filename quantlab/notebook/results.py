@@ -1,20 +1,26 @@
-"""The results view: metrics, equity and drawdown, trades, and for a sweep a heatmap.
+"""The results view: metrics, the interactive figure of the result, trades, and for a sweep its
+heatmap (click a cell: that combination's equity and trades), parallel coordinates and
+parameter stability.
 
-Built from a ``Result`` (``ql.backtest`` or ``run.result()``) as plain ipywidgets holding HTML
-and self-contained SVG (see :mod:`quantlab.render`), so it renders offline in JupyterLab,
-Voila and executed notebooks, and its state (what it shows) is saved with the notebook.
+The figures are :mod:`quantlab.render.figures`' plotly figures, shown as plotly's own output
+(``application/vnd.plotly.v1+json``, drawn by the jupyterlab-plotly extension that ships with
+plotly: offline, and only the figure's data is kept in the notebook). The sweep's heatmap alone
+is a ``FigureWidget``, whose clicks reach Python (its widget carries plotly.js, ~5 MB, so there
+is one per view). The trades table is the reports' own HTML table (sorts, filters, pages).
 """
 
 from __future__ import annotations
 
 import html
+import json
+import threading
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
-from quantlab.render import svg
+from quantlab.render import figures
 from quantlab.render.format import (
     HEADLINE_METRICS,
     format_metric,
@@ -24,63 +30,62 @@ from quantlab.render.format import (
 )
 from quantlab.render.results import (
     best_rows,
-    better,
-    equity_svg,
+    break_even_html,
+    cell_combinations,
+    result_trades_html,
     sweep_columns,
-    sweep_matrix,
-    trades_html,
+    trades_table_html,
 )
+from quantlab.render.resultviews import plot
 
-# Slider stops for zooming the equity chart; a few hundred is plenty to pick a period.
-MAX_ZOOM_STOPS = 240
 NONE_PARAM = "(none)"
 
 
-def _zoom_stops(index: pd.DatetimeIndex) -> list[tuple[str, int]]:
-    n = len(index)
-    positions = np.unique(np.linspace(0, n - 1, min(n, MAX_ZOOM_STOPS)).astype(np.int64))
-    fmt = "%Y-%m-%d" if (index[-1] - index[0]) > pd.Timedelta(days=3) else "%m-%d %H:%M"
-    return [(index[p].strftime(fmt), int(p)) for p in positions]
+def _warm_up_plotly() -> None:
+    # plotly's renderers and FigureWidget import nbformat and jupyterlab on first use (1-2 s):
+    # done in the background when the notebook package loads, so that the results view of the
+    # first run that completes does not wait for them
+    import plotly.graph_objs._figurewidget
+    import plotly.io  # noqa: F401
 
 
-class EquityPanel(widgets.VBox):
-    """Equity and drawdown charts with a date-range slider to zoom on a period."""
+threading.Thread(target=_warm_up_plotly, name="quantlab-plotly-warm-up", daemon=True).start()
 
-    def __init__(self, equity: pd.Series, drawdown: pd.Series | None) -> None:
-        self._equity = equity
-        self._drawdown = drawdown
-        self.chart = widgets.HTML(equity_svg(equity, drawdown))
-        children: list[widgets.Widget] = []
-        if len(equity) > 2:
-            stops = _zoom_stops(pd.DatetimeIndex(equity.index))
-            self.zoom = widgets.SelectionRangeSlider(
-                options=stops, index=(0, len(stops) - 1), description="Period",
-                continuous_update=False, layout=widgets.Layout(width="760px"),
-            )
-            self.zoom.observe(self._on_zoom, names="value")
-            children.append(self.zoom)
-        children.append(self.chart)
-        super().__init__(children)
 
-    def _on_zoom(self, change: dict[str, Any]) -> None:
-        start, stop = change["new"]
-        self.show_period(start, stop)
+def html_output(text: str) -> widgets.Output:
+    """An Output showing ``text`` as HTML: unlike a widgets.HTML, its scripts run (the trades
+    table sorts and pages in the browser)."""
+    out = widgets.Output()
+    out.outputs = ({"output_type": "display_data", "data": {"text/html": text},
+                    "metadata": {}},)
+    return out
 
-    def show_period(self, start: int, stop: int) -> None:
-        """Redraw for bars ``start..stop`` (positions, inclusive)."""
-        equity = self._equity.iloc[start:stop + 1]
-        drawdown = None
-        if self._drawdown is not None:
-            # Drawdown within the period: measured from the period's own running peak.
-            peak = equity.cummax()
-            drawdown = (equity / peak - 1.0) * 100.0
-        self.chart.value = equity_svg(equity, drawdown)
+
+def figure_output(fig: go.Figure) -> widgets.Output:
+    """An Output showing ``fig`` as plotly's mime type (what ``fig.show()`` shows in Lab)."""
+    out = widgets.Output()
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+                             "text/plain": str(fig.layout.title.text or "figure")}},)
+    return out
+
+
+class ChartPanel(widgets.VBox):
+    """The result's figure: price with trades and indicators, equity against buy & hold,
+    drawdown and per-trade P&L on one zoomable time axis."""
+
+    def __init__(self, result: Any) -> None:
+        self.figure = plot(result, kind="result")
+        super().__init__([figure_output(self.figure)])
 
 
 class SweepPanel(widgets.VBox):
-    """Heatmap of a metric over two parameters (dropdowns) and the best combinations."""
+    """Heatmap of a metric over two parameters (dropdowns); a click on a cell shows that
+    combination's equity and trades; parallel coordinates (more than two parameters), the
+    metric along each parameter, and the best combinations."""
 
     def __init__(self, result: Any) -> None:
+        self.result = result
         self.table: pd.DataFrame = result.table
         self.params, self.metrics = sweep_columns(result)
         default_metric = "sharpe" if "sharpe" in self.metrics else (self.metrics or [""])[0]
@@ -92,7 +97,11 @@ class SweepPanel(widgets.VBox):
         y_default = self.params[1] if len(self.params) > 1 else NONE_PARAM
         self.x_param = widgets.Dropdown(options=self.params, value=x_default, description="x")
         self.y_param = widgets.Dropdown(options=y_options, value=y_default, description="y")
-        self.heatmap = widgets.HTML()
+        self.message = widgets.HTML()
+        self.figure: go.FigureWidget | None = None
+        self.map_box = widgets.Box()
+        self.extra = widgets.VBox()
+        self.detail = widgets.VBox()
         self.best = widgets.HTML()
         self.summary = widgets.HTML(self._summary(result))
         for control in (self.metric, self.x_param, self.y_param):
@@ -101,7 +110,10 @@ class SweepPanel(widgets.VBox):
         super().__init__([
             self.summary,
             widgets.HBox([self.metric, self.x_param, self.y_param]),
-            self.heatmap,
+            self.message,
+            self.map_box,
+            self.detail,
+            self.extra,
             widgets.HTML("<b>Best combinations</b>"),
             self.best,
         ])
@@ -113,22 +125,40 @@ class SweepPanel(widgets.VBox):
             result, "partial", False) else ""
         return ('<div style="font-family:sans-serif;font-size:13px">'
                 f"{len(self.table):,} combinations{html.escape(partial)}. Equity, trades and "
-                f"headline metrics are those of the best: <b>{html.escape(text)}</b></div>")
+                f"headline metrics are those of the best: <b>{html.escape(text)}</b>. Click a "
+                "cell of the heatmap for its own.</div>")
+
+    def _axes(self) -> tuple[str, str | None]:
+        y = None if self.y_param.value == NONE_PARAM else self.y_param.value
+        return self.x_param.value, y
 
     def _redraw(self, _change: dict[str, Any] | None = None) -> None:
         metric = self.metric.value
-        x = self.x_param.value
-        y = None if self.y_param.value == NONE_PARAM else self.y_param.value
+        x, y = self._axes()
         if not metric or x is None:
-            self.heatmap.value = "<i>this sweep has no parameter or metric column to map</i>"
+            self.message.value = "<i>this sweep has no parameter or metric column to map</i>"
             self.best.value = ""
             return
-        matrix = sweep_matrix(self.table, metric, x, y)
-        reduced = [p for p in self.params if p not in {x, y}]
-        note = (f" (best over {', '.join(reduced)})" if reduced else "")
-        self.heatmap.value = svg.heatmap(
-            matrix, title=f"{metric_label(metric)} by {x}" + (f" × {y}" if y else "") + note,
-            x_name=x, y_name=y or "", metric=metric_label(metric), best=better(metric))
+        try:
+            fig = figures.heatmap_figure(self.table, self.params, self.metrics, metric=metric,
+                                         x=x, y=y)
+        except Exception as exc:  # x == y: say so, keep the last map
+            self.message.value = (f'<div class="ql-error" style="color:#b00">'
+                                  f"{html.escape(str(exc))}</div>")
+            return
+        self.message.value = ""
+        # a new widget built from the figure: its data is then in the widget's state (saved
+        # with the notebook); data added to an existing one reaches only a live frontend
+        old, self.figure = self.figure, go.FigureWidget(fig)
+        self.figure.data[0].on_click(self._on_click)
+        self.map_box.children = [self.figure]
+        if old is not None:
+            old.close()
+        extra: list[widgets.Widget] = []
+        if len(self.params) > 2:
+            extra.append(figure_output(figures.parallel_figure(self.table, self.params, metric)))
+        extra.append(figure_output(figures.stability_figure(self.table, self.params, metric)))
+        self.extra.children = extra
         columns = [*self.params] + [m for m in (metric, *HEADLINE_METRICS)
                                     if m in self.metrics and m not in self.params]
         columns = list(dict.fromkeys(columns))
@@ -139,6 +169,34 @@ class SweepPanel(widgets.VBox):
         header = [*self.params, *(metric_label(m) for m in columns[len(self.params):])]
         self.best.value = html_table(header, rows, left_columns=len(self.params))
 
+    def _on_click(self, _trace: Any, points: Any, _state: Any) -> None:
+        if points.xs:
+            self.show_cell(points.xs[0], points.ys[0])
+
+    def show_cell(self, x_value: Any, y_value: Any) -> Any:
+        """Show the combination of the heatmap cell at (``x_value``, ``y_value``) (as the
+        axes print them): its equity, drawdown and trades. Returns its Result."""
+        x, y = self._axes()
+        cells = cell_combinations(self.table, self.params, self.metric.value, x, y)
+        at = cells[x].map(figures._axis_value) == str(x_value)
+        if y is not None:
+            at &= cells[y].map(figures._axis_value) == str(y_value)
+        if not at.any():
+            self.detail.children = [widgets.HTML(f"<i>no combination at {x}={x_value}"
+                                                 + (f", {y}={y_value}" if y else "") + "</i>")]
+            return None
+        row = cells[at].to_dict("records")[0]  # records keep int parameters ints
+        params = {p: row[p] for p in self.params}
+        combo = self.result.combination(**params)
+        label = ", ".join(f"{k}={v}" for k, v in params.items())
+        units = str(combo.config.get("units", "whole"))
+        self.detail.children = [
+            figure_output(figures.equity_figure(combo.equity, combo.drawdown,
+                                                title=f"Equity of {label}")),
+            html_output(trades_table_html(combo.trades, units=units)),
+        ]
+        return combo
+
 
 class ResultsView(widgets.VBox):
     """Metrics, equity/drawdown, trades and (for a sweep) the sweep panel, in tabs."""
@@ -146,7 +204,7 @@ class ResultsView(widgets.VBox):
     def __init__(self, result: Any, *, heading: str | None = None) -> None:
         self.result = result
         metrics = dict(getattr(result, "metrics", {}) or {})
-        self.metrics_html = widgets.HTML(metrics_table_html(metrics))
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result))
         self.metrics_html.add_class("ql-metrics")
         tabs: list[tuple[str, widgets.Widget]] = []
         table = getattr(result, "table", None)
@@ -155,13 +213,12 @@ class ResultsView(widgets.VBox):
             self.sweep = SweepPanel(result)
             tabs.append(("Sweep", self.sweep))
         equity = getattr(result, "equity", None)
-        self.equity_panel: EquityPanel | None = None
+        self.chart: ChartPanel | None = None
         if isinstance(equity, pd.Series) and len(equity):
-            self.equity_panel = EquityPanel(equity, getattr(result, "drawdown", None))
-            tabs.append(("Equity & drawdown", self.equity_panel))
-        self.trades_html = widgets.HTML(trades_html(getattr(result, "trades", None),
-                                                    getattr(result, "open_trades", None)))
-        tabs.append(("Trades", self.trades_html))
+            self.chart = ChartPanel(result)
+            tabs.append(("Chart", self.chart))
+        self.trades_view = html_output(result_trades_html(result))
+        tabs.append(("Trades", self.trades_view))
         self.tabs = widgets.Tab(children=[w for _, w in tabs], titles=[t for t, _ in tabs])
         children: list[widgets.Widget] = []
         if heading:

@@ -5,7 +5,9 @@ Updates come from the run's event stream on a background thread. That thread nev
 traits, which ipykernel sends to the front end whether or not a cell is running, and any error
 it meets is shown inside the widget. The thread also re-reads the registry record every few
 seconds, so a view survives a lost event (e.g. Redis restarted without persistence) and the
-elapsed time keeps ticking between events.
+elapsed time keeps ticking between events. While the stream cannot be read (Redis stopped or
+restarting) the view says "reconnecting…", tries again every second, keeps following the run
+through the registry, and carries on from its last event when the stream is back.
 """
 
 from __future__ import annotations
@@ -19,22 +21,23 @@ from typing import Any
 import ipywidgets as widgets
 
 from quantlab import settings as settings_mod
-from quantlab.errors import EventsUnavailable, RunNotFound
+from quantlab.errors import RunNotFound
 from quantlab.events import open_events
+from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
 from quantlab.jobs.orchestrator import queue_position
 from quantlab.notebook.failure import failure_html
 from quantlab.notebook.results import ResultsView
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.registry import open_registry
-from quantlab.render.format import headline, status_badge, status_color
+from quantlab.render.format import audit_badge, headline, status_badge, status_color
 from quantlab.settings import Settings
 
 # How long one wait on the event stream blocks: also the tick of the elapsed-time display.
 TICK_SECONDS = 1.0
+# (RETRY_CAP_SECONDS, from events.outage: the longest pause between two tries at an unreadable
+# event stream, e.g. Redis restarting.)
 # How often the registry record is re-read to reconcile with the events.
 RECONCILE_SECONDS = 5.0
-# The longest pause between two tries at an unreadable event stream (e.g. Redis restarting).
-RETRY_CAP_SECONDS = 30.0
 
 
 class RunWidget(widgets.VBox):
@@ -150,6 +153,12 @@ class RunWidget(widgets.VBox):
         super().close()
 
     @property
+    def reconnecting(self) -> bool:
+        """Whether the view waits for an unreachable event stream (it says so meanwhile)."""
+        with self._lock:
+            return self._retrying and self.state.follow_error is not None
+
+    @property
     def following(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -166,6 +175,7 @@ class RunWidget(widgets.VBox):
                     self.reconcile()
                 self.render()
             if self.state.terminal:
+                self._note_problem(None)  # the registry told the end: nothing is missing
                 self._show_outcome()
         except Exception as exc:  # shown in the widget: a thread must never print
             self._note_problem(f"{type(exc).__name__}: {exc}")
@@ -178,7 +188,9 @@ class RunWidget(widgets.VBox):
         try:
             batch = list(self.events.wait(self.run_id, after=self.state.last_seq,
                                           timeout=TICK_SECONDS))
-        except (EventsUnavailable, OSError) as exc:  # shown in the widget: never printed
+        except Exception as exc:  # shown in the widget: never printed
+            if not unreachable(exc):
+                raise
             self._note_problem(f"{type(exc).__name__}: {exc}", retrying=True)
             self.render()
             self._stop.wait(self._retry_delay)  # wakes at once on stop()
@@ -245,8 +257,9 @@ class RunWidget(widgets.VBox):
             self.progress.description = f"{state.progress * 100:.0f}%"
             info = html.escape(summary_line(state))
             if state.follow_error and self._retrying:
-                info += (f'<div style="color:#d62728">live updates paused '
-                         f"({html.escape(state.follow_error)}); retrying</div>")
+                info += (f'<div class="ql-reconnecting" style="color:#d62728">live updates '
+                         f"paused ({html.escape(state.follow_error)}); reconnecting… (the run "
+                         f"goes on)</div>")
             elif state.follow_error:
                 info += (f'<div style="color:#d62728">live updates stopped '
                          f"({html.escape(state.follow_error)}); display "
@@ -268,7 +281,7 @@ class RunWidget(widgets.VBox):
                   if state.cached_from else "")
         return (f'<div class="ql-header" style="font-family:sans-serif;font-size:13px">'
                 f"run <code>{html.escape(self.run_id)}</code>{name} · "
-                f"{status_badge(state.status, extra)} · {what}{cached}</div>")
+                f"{status_badge(state.status, extra)}{audit_badge(config)} · {what}{cached}</div>")
 
     @staticmethod
     def _log_html(state: RunState) -> str:

@@ -10,16 +10,72 @@ therefore keys its connections by thread *and* process id and opens a fresh one 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from quantlab.errors import StoreUnavailable
+from quantlab.fileio import store_error
 
 # How long a writer waits for another process's write lock before SQLite gives up. Writes are
 # tiny (one run row, one event), so a wait this long only happens when a process hangs.
 BUSY_TIMEOUT_MS = 30_000
+
+# SQLite's result codes that say the environment failed (not the SQL), as the errno that
+# quantlab.fileio.store_error turns into the QuantLab error naming the file and the fix.
+_ENVIRONMENT_ERRNO = {
+    "SQLITE_READONLY": errno.EROFS, "SQLITE_CANTOPEN": errno.EACCES, "SQLITE_PERM": errno.EACCES,
+    "SQLITE_FULL": errno.ENOSPC, "SQLITE_IOERR": errno.EIO, "SQLITE_BUSY": errno.EBUSY,
+    "SQLITE_LOCKED": errno.EBUSY,
+}
+
+
+def environment_error(exc: sqlite3.Error, path: Path) -> StoreUnavailable | None:
+    """The QuantLab error for a SQLite error that the environment caused (read-only or refused
+    file, full disk, I/O error, a lock held too long) on database ``path``; None for the rest
+    (a bug in the SQL is not the user's to fix)."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    base = name.split("_")[:2]
+    code = _ENVIRONMENT_ERRNO.get("_".join(base))
+    if code is None:
+        return None
+    if code == errno.EBUSY:
+        fix = (f"another process holds {path} locked for more than {BUSY_TIMEOUT_MS // 1000} s; "
+               f"stop the process that hangs (a worker or kernel), then try again")
+        return StoreUnavailable(f"cannot use {path}: {exc}; {fix}", path=str(path), fix=fix)
+    return store_error(OSError(code, str(exc)), path, f"write {path.name} in QUANTLAB_HOME")
+
+
+class MappedConnection(sqlite3.Connection):
+    """A connection whose statements raise QuantLab's environment errors (``HomeNotWritable``,
+    ``DiskFull``, ``StoreUnavailable``: the path and the fix) instead of a raw
+    ``sqlite3.OperationalError``."""
+
+    ql_path = Path()
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            found = environment_error(exc, self.ql_path)
+            if found is None:
+                raise
+            raise found from exc
+
+    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            found = environment_error(exc, self.ql_path)
+            if found is None:
+                raise
+            raise found from exc
 
 
 class ConnectionPerThread:
@@ -41,12 +97,20 @@ class ConnectionPerThread:
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a refused folder: told by the connect below
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit; writes that must be atomic use write_transaction().
-        conn = sqlite3.connect(
-            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-            check_same_thread=True,
-        )
+        try:
+            conn = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=True, factory=MappedConnection,
+            )
+        except sqlite3.OperationalError as exc:
+            found = environment_error(exc, self.path)
+            if found is None:
+                raise
+            raise found from exc
+        conn.ql_path = self.path
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL is durable against application crashes in WAL mode; only a power loss can
@@ -65,7 +129,9 @@ class ConnectionPerThread:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite already rolled back after some errors (a full disk): nothing to undo then
+            with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

@@ -64,7 +64,7 @@ class RunRecord(TypedDict, total=False):
     # -- the queue --
     status: str  # a RunStatus value
     queued_at: float | None  # filled with the insert time
-    task_id: str | None  # the queue message that will run it (to revoke it on cancel)
+    task_id: str | None  # the queue message that will run it (deleted from the queue on cancel)
     position: int | None  # 1-based place in the queue when submitted; None once it runs
     work_units: float | None  # simulated bars: bars x symbols x combinations (for estimates)
     combinations: int | None  # parameter combinations (1 for a single backtest)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quantlab.errors import ConfigError, RunError
-from quantlab.fileio import atomic_write_bytes
+from quantlab.fileio import atomic_write_bytes, home_errors
 from quantlab.registry._sqlite_conn import ConnectionPerThread
 from quantlab.registry.base import Registry, run_not_found
 from quantlab.registry.query import RunQuery, RunSort
@@ -458,7 +458,8 @@ class SQLiteRegistry(Registry):
         target = self.blob_dir / check_blob_key(key)
         payload = bytes(data)
         # temp file, fsync, os.replace: readers see the old or the new file, never half of one
-        atomic_write_bytes(target, lambda fh: fh.write(payload))
+        with home_errors(target, f"save the result blob {key}"):
+            atomic_write_bytes(target, lambda fh: fh.write(payload))
 
     def get_blob(self, key: str) -> bytes:
         try:

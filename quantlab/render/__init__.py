@@ -4,9 +4,12 @@ the same way.
 
 - :mod:`quantlab.render.format`: metric, number and duration formats, small HTML tables, status
   badges (metric labels, units and directions come from :mod:`quantlab.metrics`).
-- :mod:`quantlab.render.svg`: self-contained SVG charts (lines, heatmaps).
-- :mod:`quantlab.render.charts`: multi-line and bar charts for comparisons and statistics.
-- :mod:`quantlab.render.results`: figures and HTML of one result (equity, trades, sweeps).
+- :mod:`quantlab.render.figures`: every figure, drawn with plotly (a result's price, trades,
+  indicators, equity, drawdown; a sweep's heatmap, parallel coordinates, stability; the lines
+  and bars of comparisons and statistics), and their HTML with plotly.js inline.
+- :mod:`quantlab.render.results`: HTML of one result (its page, the trades table, a sweep's
+  explorer whose heatmap cells show their combination).
+- :mod:`quantlab.render.resultviews`: fills ``Result.plot``/``to_html``/``combination``.
 - :mod:`quantlab.render.html`: the HTML views of comparisons and statistics; importing it
   registers them as the notebook views of ``Comparison`` and ``Stats``.
 

@@ -201,3 +201,22 @@ def headline(metrics: Mapping[str, Any], names: Sequence[str] = HEADLINE_METRICS
     """``Total return 12.3 % · Sharpe 1.21 · ...`` for one-line summaries."""
     return " · ".join(f"{metric_label(n)} {format_metric(n, metrics[n])}"
                       for n in names if n in metrics and is_number(metrics[n]))
+
+
+# The warning shown wherever a run is shown (widget, results, report, Lab panel) when it was
+# submitted with ``audit: false``; the panel (extension/src/format.ts) spells the same words.
+AUDIT_SKIPPED = "look-ahead audit skipped"
+
+
+def audit_skipped(config: Any) -> bool:
+    """Whether a run's stored config skipped the look-ahead audit (``audit: false``)."""
+    return isinstance(config, Mapping) and config.get("audit") is False
+
+
+def audit_badge(config: Any) -> str:
+    """A warning badge for a run submitted without the look-ahead audit; '' otherwise."""
+    if not audit_skipped(config):
+        return ""
+    return (' <span class="ql-audit-skipped" title="submitted with audit: false: its strategy '
+            'was not checked for look-ahead" style="background:#ff7f0e;color:white;'
+            f'border-radius:3px;padding:1px 6px;font-size:11px">&#9888; {AUDIT_SKIPPED}</span>')

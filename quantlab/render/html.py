@@ -20,7 +20,14 @@ import pandas as pd
 from quantlab.analytics import Comparison, Stats
 from quantlab.analytics.views import register_html_view
 from quantlab.metrics import LOWER_IS_BETTER
-from quantlab.render.charts import bar_chart, color, multi_line_chart
+from quantlab.render.figures import (
+    bar_figure,
+    color,
+    figure_html,
+    heat_color,
+    lines_figure,
+    plotly_js_html,
+)
 from quantlab.render.format import (
     CELL_STYLE,
     HEAD_STYLE,
@@ -30,7 +37,6 @@ from quantlab.render.format import (
     is_number,
     metric_label,
 )
-from quantlab.render.svg import heat_color
 
 SECTION = 'style="margin:14px 0 4px 0;font-family:sans-serif;font-size:14px"'
 NOTE = 'style="font-size:12px;color:#555;font-family:sans-serif;margin:4px 0"'
@@ -83,19 +89,19 @@ def comparison_metrics_html(cmp: Comparison) -> str:
     return table
 
 
-def comparison_equity_svg(cmp: Comparison, width: int = 760) -> str:
+def comparison_equity_html(cmp: Comparison) -> str:
     labels = [cmp.labels[r] for r in cmp.equity.columns]
     title = "Equity, rebased to 100"
     if cmp.common_period is not None:
         title += f" on {cmp.common_period[0]:%Y-%m-%d}"
-    return multi_line_chart(cmp.equity, title=title, labels=labels, width=width, baseline=100.0)
+    return figure_html(lines_figure(cmp.equity, title=title, labels=labels, baseline=100.0))
 
 
-def comparison_underwater_svg(cmp: Comparison, width: int = 760) -> str:
+def comparison_underwater_html(cmp: Comparison) -> str:
     under = cmp.drawdowns.underwater
     labels = [cmp.labels[r] for r in under.columns]
-    return multi_line_chart(under, title="Drawdown (%)", labels=labels, width=width,
-                            baseline=0.0, value_format="{:,.0f}")
+    return figure_html(lines_figure(under, title="Drawdown (%)", labels=labels, baseline=0.0,
+                                    value_format=",.1f"))
 
 
 def comparison_drawdowns_html(cmp: Comparison, per_run: int = 3) -> str:
@@ -176,13 +182,16 @@ def comparison_header_html(cmp: Comparison) -> str:
             f'<p {NOTE}>{legend}</p><p {NOTE}>{h(period)}</p>{saved}')
 
 
-def comparison_html(cmp: Comparison) -> str:
+def comparison_html(cmp: Comparison, *, plotly_js: bool = True) -> str:
+    """The whole comparison; ``plotly_js``: put plotly.js inline first (False where the page
+    already has it, as the dashboards do)."""
     return (
         '<div class="ql-comparison">'
+        + (plotly_js_html() if plotly_js else "")
         + comparison_header_html(cmp)
         + section("Metrics", comparison_metrics_html(cmp), "ql-section-metrics")
-        + section("Equity", comparison_equity_svg(cmp), "ql-section-equity")
-        + section("Drawdowns", comparison_underwater_svg(cmp) + comparison_drawdowns_html(cmp),
+        + section("Equity", comparison_equity_html(cmp), "ql-section-equity")
+        + section("Drawdowns", comparison_underwater_html(cmp) + comparison_drawdowns_html(cmp),
                   "ql-section-drawdowns")
         + section("Correlation", correlation_html(cmp), "ql-section-correlation")
         + section("Config differences", config_diff_html(cmp), "ql-section-config")
@@ -228,21 +237,21 @@ def runs_table_html(table: pd.DataFrame, css_class: str) -> str:
                       rows, left_columns=4, css_class=css_class)
 
 
-def histogram_svg(st: Stats, width: int = 760) -> str:
+def histogram_html(st: Stats) -> str:
     hist = st.histogram()
     labels = [f"{left:.0f}…{right:.0f}" for left, right in zip(hist["left"], hist["right"])]
     colors = ["#d62728" if right <= 0 else "#2ca02c" if left >= 0 else "#999999"
               for left, right in zip(hist["left"], hist["right"])]
-    return bar_chart(labels, list(hist["count"]), title="Total return of completed runs (%)",
-                     width=width, colors=colors)
+    return figure_html(bar_figure(labels, list(hist["count"]),
+                                  title="Total return of completed runs (%)", colors=colors))
 
 
-def monthly_html(st: Stats, width: int = 760) -> str:
+def monthly_html(st: Stats) -> str:
     monthly = st.monthly()
     if monthly.empty:
         return f'<p {NOTE}>no runs in this period</p>'
-    chart = bar_chart(list(monthly["month"]), list(monthly["runs"]), title="Runs per month",
-                      width=width)
+    chart = figure_html(bar_figure(list(monthly["month"]), list(monthly["runs"]),
+                                   title="Runs per month"))
     rows = [[row["month"], int(row["runs"]), int(row["completed"]), int(row["failed"]),
              format_metric("success_rate_pct", row["success_rate_pct"]),
              format_metric("mean_return_pct", row["mean_return_pct"]),
@@ -254,13 +263,15 @@ def monthly_html(st: Stats, width: int = 760) -> str:
     return chart + table
 
 
-def stats_html(st: Stats) -> str:
+def stats_html(st: Stats, *, plotly_js: bool = True) -> str:
+    """All the statistics; ``plotly_js`` as for :func:`comparison_html`."""
     return (
         '<div class="ql-stats">'
+        + (plotly_js_html() if plotly_js else "")
         + section("Runs", stats_summary_html(st), "ql-section-summary")
         + section("Best runs", runs_table_html(st.best(), "ql-stats-best"), "ql-section-best")
         + section("Worst runs", runs_table_html(st.worst(), "ql-stats-worst"), "ql-section-worst")
-        + section("Distribution of returns", histogram_svg(st), "ql-section-histogram")
+        + section("Distribution of returns", histogram_html(st), "ql-section-histogram")
         + section("Monthly trends", monthly_html(st), "ql-section-monthly")
         + "</div>"
     )

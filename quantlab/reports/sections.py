@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 
 from quantlab.durations import format_duration
-from quantlab.render import svg
-from quantlab.render.charts import bar_chart
-from quantlab.render.format import frame_html, metrics_table_html, status_badge
+from quantlab.render.figures import figure_html, heat_color, plotly_js_html
+from quantlab.render.format import audit_badge, metrics_table_html, status_badge
 from quantlab.render.html import NOTE, h
-from quantlab.render.results import best_rows, better, equity_svg, sweep_columns, sweep_matrix
-from quantlab.render.svg import heat_color
+from quantlab.render.results import result_trades_html, sweep_views_html
+from quantlab.render.resultviews import plot
 
 MONTHS = [calendar.month_abbr[m] for m in range(1, 13)]
 # Config keys shown first in the report, in reading order; the rest follow alphabetically.
@@ -53,7 +52,8 @@ def header_html(record: Mapping[str, Any]) -> str:
         f'<div class="ql-report-header"><h2 style="font-family:sans-serif;margin:4px 0">'
         f"{h(name)}</h2>"
         f'<p {NOTE}>run <code class="ql-run-id">{h(record["id"])}</code> '
-        f'{status_badge(str(record.get("status")))} · by {h(record.get("user") or "—")} · '
+        f'{status_badge(str(record.get("status")))}{audit_badge(record.get("config"))} · by '
+        f'{h(record.get("user") or "—")} · '
         f"tags {h(tags)}</p>"
         f'<p {NOTE}>queued {_when(record.get("queued_at"))} · finished '
         f'{_when(record.get("finished_at"))}{duration}{cached}{partial}</p>'
@@ -93,21 +93,23 @@ def metrics_html(metrics: Mapping[str, Any]) -> str:
     return metrics_table_html(dict(metrics))
 
 
-def charts_html(result: Any, width: int = 760) -> str:
-    return equity_svg(result.equity, result.drawdown, width=width)
+def plotly_js() -> str:
+    """plotly.js, inline: the report's first output, so that its figures draw with no
+    network."""
+    return plotly_js_html()
+
+
+def charts_html(result: Any) -> str:
+    """The result's interactive figure (price and trades when the data store still holds the
+    run's bars, equity against buy & hold, drawdown, per-trade P&L); plotly.js must be on the
+    page (:func:`plotly_js`)."""
+    return figure_html(plot(result, kind="result"), div_id="ql-result-figure")
 
 
 def trades_html(result: Any, max_rows: int = 50) -> str:
-    """Closed trades (first ``max_rows``) and positions still open at the end."""
-    trades: pd.DataFrame = result.trades
-    parts = [f'<p {NOTE}>{len(trades):,} closed trades</p>']
-    if len(trades):
-        parts.append(frame_html(trades, max_rows=max_rows))
-    open_trades: pd.DataFrame = result.open_trades
-    if open_trades is not None and len(open_trades):
-        parts.append(f'<p {NOTE}>{len(open_trades):,} open at the end (marked to market)</p>')
-        parts.append(frame_html(open_trades, max_rows=max_rows))
-    return "".join(parts)
+    """Every closed trade (sortable, filterable, ``max_rows`` a page) and the positions still
+    open at the end."""
+    return result_trades_html(result, page_size=max_rows)
 
 
 def monthly_returns(equity: pd.Series) -> pd.DataFrame:
@@ -162,31 +164,15 @@ def monthly_returns_html(equity: pd.Series) -> str:
             f'<p {NOTE}>returns in %, from month-end equity</p>')
 
 
-def sweep_html(result: Any, metric: str | None = None, width: int = 760) -> str:
-    """For a sweep: a heatmap of ``metric`` (the config's selection metric, else Sharpe) over
-    the first two parameters (best over the others), or a bar chart for one parameter, and the
-    ten best combinations. Empty for a single backtest."""
+def sweep_html(result: Any, metric: str | None = None) -> str:
+    """For a sweep: the heatmap of ``metric`` (the run's selection metric by default) whose
+    cells show their combination's equity and trades when clicked, the parallel-coordinates
+    (more than two parameters) and parameter-stability views, and the best combinations.
+    Empty for a single backtest."""
     table = getattr(result, "table", None)
     if table is None or len(table) == 0:
         return ""
-    params, metrics = sweep_columns(result)
-    metric = metric or str((getattr(result, "config", {}) or {}).get("select") or "sharpe")
-    if metric not in metrics:
-        metric = "sharpe" if "sharpe" in metrics else metrics[0]
-    parts = [f'<p {NOTE}>{len(table):,} combinations · metric {h(metric)} '
-             f"({'lower' if better(metric) == 'min' else 'higher'} is better)</p>"]
-    if len(params) >= 2:
-        matrix = sweep_matrix(table, metric, params[0], params[1])
-        parts.append(svg.heatmap(matrix, title=f"{metric} over {params[0]} × {params[1]}",
-                                 x_name=params[0], y_name=params[1], metric=metric, width=width))
-    elif len(params) == 1:
-        series = table.groupby(params[0], sort=True)[metric].agg(better(metric))
-        parts.append(bar_chart([str(v) for v in series.index], list(series.to_numpy()),
-                               title=f"{metric} by {params[0]}", width=width,
-                               value_format="{:,.2f}"))
-    top = best_rows(table, metric)
-    parts.append(f'<div class="ql-sweep-best">{frame_html(top.reset_index(drop=True))}</div>')
-    return "".join(parts)
+    return sweep_views_html(result, metric=metric)
 
 
 def metrics_json(metrics: Mapping[str, Any]) -> str:

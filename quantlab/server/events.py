@@ -103,14 +103,22 @@ class EventHub:
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
+        down = False
         while self.subscribers:
             try:
                 events = await loop.run_in_executor(_follower, _wait, self.position)
-            except Exception:  # the store restarting (Redis); keep the sockets, retry
-                log.warning("quantlab events: cannot read the event stream; retrying",
-                            exc_info=True)
+            except Exception as exc:  # the store restarting (Redis); keep the sockets, retry
+                if not down:  # once per outage, not every second of it
+                    log.warning("quantlab events: cannot read the event stream (%s); "
+                                "reconnecting every %s s, the sockets stay open", exc,
+                                RETRY_SECONDS)
+                down = True
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if down:
+                log.warning("quantlab events: the event stream is back; resuming after event %s",
+                            self.position)
+                down = False
             # No await between here and the end of the fan-out: a socket subscribing now either
             # sees these events in its queue or reads them from the store, never neither.
             for event in events:

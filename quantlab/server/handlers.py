@@ -26,11 +26,13 @@ from tornado import web
 from quantlab import telemetry
 from quantlab.errors import (
     ConfigError,
+    DiskFull,
     MissingDependency,
     NotOwner,
     QuantlabError,
     QueueFull,
     RunNotFound,
+    StoreUnavailable,
     StrategyError,
 )
 from quantlab.server import service
@@ -56,8 +58,10 @@ def status_for(exc: BaseException) -> int:
         return 400
     if isinstance(exc, QueueFull):
         return 429
-    if isinstance(exc, MissingDependency):
-        return 503
+    if isinstance(exc, DiskFull):
+        return 507  # Insufficient Storage
+    if isinstance(exc, MissingDependency | StoreUnavailable):
+        return 503  # a store (home, Redis) is away: try again once it is back
     return 409  # RunError and the rest: the request is fine but the run's state refuses it
 
 

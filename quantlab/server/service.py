@@ -20,6 +20,7 @@ from quantlab.events import open_events
 from quantlab.jobs import api as jobs
 from quantlab.jobs import orchestrator
 from quantlab.registry import open_registry
+from quantlab.render.format import audit_skipped
 from quantlab.reports.rerun import submit_again
 from quantlab.reports.runner import run_report
 
@@ -147,7 +148,8 @@ def list_runs(params: Mapping[str, list[str]]) -> dict[str, Any]:
     found = jobs.runs(**query)
     filters = {k: v for k, v in query.items() if k not in ("sort", "limit", "offset")}
     total = open_registry().count_runs(**filters)
-    docs = [{k: v for k, v in doc.items() if k not in LIST_OMITS} for doc in _docs(found)]
+    docs = [{**{k: v for k, v in doc.items() if k not in LIST_OMITS},
+             "audit_skipped": audit_skipped(doc.get("config"))} for doc in _docs(found)]
     return json_safe({"runs": docs, "total": total, "limit": query["limit"],
                       "offset": query["offset"], "seq": seq})
 
