@@ -27,6 +27,7 @@ from quantlab.errors import (
     StoreUnavailable,
     StrategyError,
 )
+from quantlab.hooks import RESEARCH as _RESEARCH
 from quantlab.jobs.display import RENDERERS as _RENDERERS
 from quantlab.settings import configure_numba_cache
 
@@ -46,6 +47,15 @@ def _live_view(run: Any) -> Any:
 
     return display_run(run)
 
+
+def _confidence(result: Any, metrics: Any, **kwargs: Any) -> Any:
+    # imported when asked: arch and scipy load only for a confidence interval
+    from quantlab.research.confidence import confidence
+
+    return confidence(result, metrics, **kwargs)
+
+
+_RESEARCH.confidence = _confidence
 
 # The top layer plugs the notebook's live widget and the reports into the jobs' runs.
 _RENDERERS.live_view = _live_view
@@ -74,14 +84,18 @@ _LAZY = {
     "ind": "quantlab.indicators",
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
+    "diff": "quantlab.jobs.rundiff",
 }
 _SUBMODULES = {"data", "metrics", "notifications"}
 # Modules loaded along with a public name: analytics objects get their HTML views from render
 # (analytics, a lower layer, does not import its views; see quantlab.analytics.views).
-# Results get their figures, data and reruns the same way (quantlab.render.resultviews).
-_VIEWS = {"quantlab.analytics": "quantlab.render.html",
-          "quantlab.engine.api": "quantlab.render.resultviews",
-          "quantlab.jobs.api": "quantlab.render.resultviews"}
+# Results get their figures, data and reruns the same way (quantlab.render.resultviews), and
+# their overfitting statistics and report (quantlab.render.overfitting, which plugs in research).
+_VIEWS: dict[str, tuple[str, ...]] = {
+    "quantlab.analytics": ("quantlab.render.html",),
+    "quantlab.engine.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
+    "quantlab.jobs.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
+}
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.
 __all__ = [
@@ -114,6 +128,7 @@ __all__ = [
     "backtest",
     "compare",
     "data",
+    "diff",
     "get_run",
     "ind",
     "indicator",
@@ -134,6 +149,7 @@ if TYPE_CHECKING:
     from quantlab.engine.version import ENGINE_VERSION
     from quantlab.indicators import ind, indicator
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
+    from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit
     from quantlab.strategies import list_strategies, strategy
 
@@ -142,8 +158,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = _LAZY[name]
         value = getattr(importlib.import_module(module), name)
-        if module in _VIEWS:
-            importlib.import_module(_VIEWS[module])
+        for view in _VIEWS.get(module, ()):
+            importlib.import_module(view)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"quantlab.{name}")
     else:

@@ -39,6 +39,7 @@ COMMANDS = {
     "runs": ("quantlab.jobs.cli:runs", "List and search runs."),
     "status": ("quantlab.jobs.cli:status", "Show one run's status."),
     "cancel": ("quantlab.jobs.cli:cancel", "Cancel a queued or running run."),
+    "diff": ("quantlab.cli:diff", "Why two runs differ: config, code, data, engine, metrics."),
 }
 
 
@@ -64,6 +65,24 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="quantlab")
 def cli() -> None:
     """QuantLab: backtests as jobs, from Jupyter or the command line."""
+
+
+@click.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="The diff as JSON.")
+def diff(run_a: str, run_b: str, as_json: bool) -> None:
+    """Why runs RUN_A and RUN_B differ: changed settings, strategy code, data (which symbols,
+    from which bar), engine, metrics, where the equity curves part, trades only in one."""
+    import json
+
+    from quantlab.jobs.rundiff import diff as run_diff
+
+    try:
+        found = run_diff(run_a, run_b)
+    except QuantlabError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(found.as_dict(), default=str) if as_json else str(found))
 
 
 @click.command("worker")

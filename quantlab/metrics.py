@@ -26,6 +26,15 @@ Metrics (``METRICS`` order; ``res.metrics[name]``):
     ``100 * std(r, ddof=1) * sqrt(P)``.
 ``sharpe``
     ``mean(r) / std(r, ddof=1) * sqrt(P)`` (risk-free rate 0).
+``sharpe_se``
+    The standard error of the Sharpe ratio, annualised like ``sharpe``:
+    ``sqrt((1 - g3 * SR + (g4 - 1) / 4 * SR^2) / (N - 1)) * sqrt(P)`` with the per-bar
+    ``SR = mean(r) / std(r, ddof=1)`` (0 when the std is 0), ``g3`` the biased skewness and ``g4``
+    the raw kurtosis of ``r`` (Bailey & López de Prado 2012; ``quantlab.sharpe_stats``).
+``psr``
+    The probabilistic Sharpe ratio against 0: ``Phi(SR * sqrt(N - 1) / sqrt(1 - g3 * SR +
+    (g4 - 1) / 4 * SR^2))``, the probability that the true per-bar Sharpe ratio is above 0
+    (same notation; a run that never moved has ``SR = 0`` and ``psr`` 0.5).
 ``sortino``
     ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P)`` (downside deviation over all bars, target 0).
 ``calmar``
@@ -66,8 +75,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from quantlab.sharpe_stats import psr_and_se
+
 METRICS: tuple[str, ...] = (
-    "equity_final", "total_return_pct", "cagr_pct", "volatility_ann_pct", "sharpe", "sortino",
+    "equity_final", "total_return_pct", "cagr_pct", "volatility_ann_pct", "sharpe", "sharpe_se",
+    "psr", "sortino",
     "calmar", "max_drawdown_pct", "max_drawdown_duration", "n_trades", "open_trades",
     "win_rate_pct", "profit_factor", "expectancy_pct", "best_trade_pct", "worst_trade_pct",
     "avg_trade_pct", "exposure_pct", "buy_hold_return_pct", "commissions", "rejected_orders",
@@ -102,6 +114,8 @@ METRIC_INFO: dict[str, MetricInfo] = {
     "cagr_pct": MetricInfo("CAGR", PERCENT),
     "volatility_ann_pct": MetricInfo("Volatility (ann.)", PERCENT, lower_is_better=True),
     "sharpe": MetricInfo("Sharpe", RATIO),
+    "sharpe_se": MetricInfo("Sharpe std. error", RATIO, lower_is_better=True),
+    "psr": MetricInfo("Probabilistic Sharpe", RATIO),
     "sortino": MetricInfo("Sortino", RATIO),
     "calmar": MetricInfo("Calmar", RATIO),
     "max_drawdown_pct": MetricInfo("Max drawdown", PERCENT),
@@ -142,8 +156,15 @@ def metric_label(name: str) -> str:
 # streaming accumulators (filled by quantlab.engine.kernel)
 (M_N, M_SUM, M_SUM2, M_DOWN2, M_PEAK, M_MAX_DD, M_DD_LEN, M_MAX_DD_LEN, M_EXPOSED, M_PREV,
  M_TRADES, M_WINS, M_GROSS_PROFIT, M_GROSS_LOSS, M_SUM_RET, M_SUM_LOG, M_BEST, M_WORST,
- M_LAST, M_N_ACC) = range(20)
-_BUY_HOLD = METRICS.index("buy_hold_return_pct")
+ M_LAST, M_SUM3, M_SUM4, M_N_ACC) = range(22)
+# each metric's place in a row, for finalize (Numba reads these module ints as constants)
+(_EQUITY_FINAL, _TOTAL_RETURN, _CAGR, _VOLATILITY, _SHARPE, _SHARPE_SE, _PSR, _SORTINO, _CALMAR,
+ _MAX_DD, _MAX_DD_LEN, _N_TRADES, _OPEN_TRADES, _WIN_RATE, _PROFIT_FACTOR, _EXPECTANCY,
+ _BEST_TRADE, _WORST_TRADE, _AVG_TRADE, _EXPOSURE, _BUY_HOLD, _COMMISSIONS,
+ _REJECTED) = range(len(METRICS))
+assert METRICS[_WIN_RATE:_AVG_TRADE + 1] == (
+    "win_rate_pct", "profit_factor", "expectancy_pct", "best_trade_pct", "worst_trade_pct",
+    "avg_trade_pct") and METRICS[_REJECTED] == "rejected_orders"
 
 _FIXED_PERIODS = {"1d": 252.0, "1w": 52.0, "1mo": 12.0, "1q": 4.0, "1y": 1.0}
 
@@ -213,45 +234,49 @@ def finalize(acc, acct, cash, open_count, ppy, out):
     library's in both (``np.exp`` in Python could take NumPy's own vectorised exp)."""
     n = acc[M_N]
     final = acc[M_LAST]
-    out[0] = final
-    out[1] = 100.0 * (final / cash - 1.0)
+    out[_EQUITY_FINAL] = final
+    out[_TOTAL_RETURN] = 100.0 * (final / cash - 1.0)
     years = n / ppy
     if final <= 0.0:
-        out[2] = -100.0
+        cagr = -100.0
     elif years > 0:
-        out[2] = 100.0 * ((final / cash) ** (1.0 / years) - 1.0)
+        cagr = 100.0 * ((final / cash) ** (1.0 / years) - 1.0)
     else:
-        out[2] = np.nan
+        cagr = np.nan
+    out[_CAGR] = cagr
     mean = acc[M_SUM] / n if n > 0 else np.nan
     # sum of squares minus n*mean^2: bar returns are small, so no cancellation to fear
     var = (acc[M_SUM2] - acc[M_SUM] * mean) / (n - 1.0) if n > 1 else np.nan
     std = math.sqrt(var) if var > 0.0 else 0.0 if n > 1 else np.nan
     root = math.sqrt(ppy)
-    out[3] = 100.0 * std * root
-    out[4] = _nb_ratio(mean, std) * root if n > 1 else np.nan
+    out[_VOLATILITY] = 100.0 * std * root
+    out[_SHARPE] = _nb_ratio(mean, std) * root if n > 1 else np.nan
+    prob, se = psr_and_se(n, acc[M_SUM], acc[M_SUM2], acc[M_SUM3], acc[M_SUM4])
+    out[_SHARPE_SE] = se * root
+    out[_PSR] = prob
     down = math.sqrt(acc[M_DOWN2] / n) if n > 0 else np.nan
-    out[5] = _nb_ratio(mean, down) * root if n > 1 else np.nan
+    out[_SORTINO] = _nb_ratio(mean, down) * root if n > 1 else np.nan
     max_dd = 100.0 * acc[M_MAX_DD]
-    out[6] = _nb_ratio(out[2], -max_dd)
-    out[7] = max_dd
-    out[8] = acc[M_MAX_DD_LEN]
+    out[_CALMAR] = _nb_ratio(cagr, -max_dd)
+    out[_MAX_DD] = max_dd
+    out[_MAX_DD_LEN] = acc[M_MAX_DD_LEN]
     trades = acc[M_TRADES]
-    out[9] = trades
-    out[10] = open_count
+    out[_N_TRADES] = trades
+    out[_OPEN_TRADES] = open_count
     if trades > 0:
-        out[11] = 100.0 * acc[M_WINS] / trades
-        out[12] = _nb_ratio(acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS])
-        out[13] = 100.0 * acc[M_SUM_RET] / trades
-        out[14] = 100.0 * acc[M_BEST]
-        out[15] = 100.0 * acc[M_WORST]
-        out[16] = 100.0 * (math.exp(acc[M_SUM_LOG] / trades) - 1.0)
+        out[_WIN_RATE] = 100.0 * acc[M_WINS] / trades
+        out[_PROFIT_FACTOR] = _nb_ratio(acc[M_GROSS_PROFIT], acc[M_GROSS_LOSS])
+        out[_EXPECTANCY] = 100.0 * acc[M_SUM_RET] / trades
+        out[_BEST_TRADE] = 100.0 * acc[M_BEST]
+        out[_WORST_TRADE] = 100.0 * acc[M_WORST]
+        out[_AVG_TRADE] = 100.0 * (math.exp(acc[M_SUM_LOG] / trades) - 1.0)
     else:
-        for j in range(11, 17):
+        for j in range(_WIN_RATE, _AVG_TRADE + 1):
             out[j] = np.nan
-    out[17] = 100.0 * acc[M_EXPOSED] / n if n > 0 else np.nan
-    out[18] = np.nan
-    out[19] = acct[1]
-    out[20] = acct[2]
+    out[_EXPOSURE] = 100.0 * acc[M_EXPOSED] / n if n > 0 else np.nan
+    out[_BUY_HOLD] = np.nan
+    out[_COMMISSIONS] = acct[1]
+    out[_REJECTED] = acct[2]
 
 
 def as_dict(row: np.ndarray) -> dict[str, float]:

@@ -73,6 +73,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "cagr_pct",
     "volatility_ann_pct",
     "sharpe",
+    "sharpe_se",
+    "psr",
     "sortino",
     "calmar",
     "max_drawdown_pct",

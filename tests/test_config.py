@@ -234,31 +234,33 @@ def test_a_range_without_bars_is_an_error_on_start(home: Path) -> None:
     assert "Choose start/end inside that range" in str(info.value)
 
 
-# The hashes of existing configs, computed with main's code at b0d4970 (before the engine options
-# were declared in quantlab/engine/options.py) over a fixed data fingerprint: every result cached
-# before must still be found. They change only with the strategy's code or ENGINE_VERSION.
+# The hashes of existing configs over a fixed data fingerprint, computed with main's code at
+# b0d4970 (before the engine options were declared in quantlab/engine/options.py), then again
+# when ENGINE_VERSION went to 1.1.0 (psr and sharpe_se added to every run's metrics): every
+# result cached since must still be found. They change only with the strategy's code or
+# ENGINE_VERSION.
 PINNED_HASHES = {
-    "base": (BASE, "26f529c81d94457d7fa62f15d384505512fa44d5c9adc9e7b5424cff2c5aa2c6"),
+    "base": (BASE, "31cdc72223e32b75900b16341db7c274b0f77508dc363e779d4708be457f91b2"),
     "defaults_spelt_out": (
         {**BASE, "cash": 10_000, "commission": 0.0, "commission_fixed": 0.0, "slippage": 0.0,
          "fill": "next_open", "units": "whole", "size": 1.0, "allow_short": False,
          "close_at_end": False, "select": "sharpe"},
-        "26f529c81d94457d7fa62f15d384505512fa44d5c9adc9e7b5424cff2c5aa2c6"),
+        "31cdc72223e32b75900b16341db7c274b0f77508dc363e779d4708be457f91b2"),
     "every_option": (
         {**BASE, "cash": 50_000, "commission": 0.001, "commission_fixed": 1.0, "slippage": 5,
          "fill": "close", "units": "fractional", "size": 0.5, "weights": {"AAA": 0.6, "BBB": 0.4},
          "allow_short": True, "stop_loss": 0.05, "take_profit": 0.1, "close_at_end": True,
          "select": "sortino"},
-        "bcb5e8b15ccc4f48132daf00c6673a9df9f61f1a2d1e310d2650c6c61db33258"),
+        "55eef3051af7f6c75947ad7eb43aee140958e104e7ceaa35a0b824e36e223673"),
     "sweep_intraday": (
         {"strategy": "rsi_reversion", "symbols": "aaa", "interval": "60min",
          "params": {"period": range(10, 30, 10), "lower": [20.0, 30.0]}, "name": "labelled",
          "tags": ["x"]},
-        "7f66a9d18ecb73367ad57ba05586fc7e853b6115ce3ea9afa96fd2cb09ef5015"),
+        "2760115eb5e8a396203cef372228a71cd8c118fa87158014fc04706a6e4ca6cb"),
     "notebook_strategy": (
         {"strategy": "mine", "symbols": ["AAA"], "params": {"k": [1, 2]},
          "strategy_source": "def mine(bars, k=1):\n    return k\n"},
-        "690d4197a55fd704941da5b2f71512dc675681e2da20819d3b3d0ec52c734b47"),
+        "1f650f2ffde8e09d8867677a71a16389822f0116a75b9ef0aedf7ddc56ce7c1d"),
 }
 
 

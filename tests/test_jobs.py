@@ -282,6 +282,23 @@ def test_max_duration_fails_the_run_with_a_timeout(home: Path, workers: Workers)
     assert [e.data["reason"] for e in run.events() if e.type == "failed"] == ["timeout"]
 
 
+def test_a_sweep_stopped_by_the_time_limit_keeps_its_finished_combinations(
+        home: Path, workers: Workers) -> None:
+    # 12 chunks of 2 combinations, 0.5 s each: the 2 s limit stops it a few chunks in
+    workers.start(env={"QUANTLAB_JOBS_MAX_CHUNK": "2", "QUANTLAB_JOBS_CHUNK_DELAY": "0.5",
+                       "QUANTLAB_MAX_DURATION": "2"})
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "failed" and record["partial"] is True, record
+    result = run.result()  # a timed-out sweep gives what it finished, as a cancelled one does
+    kept = len(result.table)
+    assert result.partial and 2 <= kept < 24
+    assert record["error"].endswith(f"its {kept:,} finished combinations are kept: run.result()")
+    pd.testing.assert_frame_equal(result.table, backtest_of(SWEEP).table.iloc[:kept])
+    failed = [e for e in run.events() if e.type == "failed"]
+    assert len(failed) == 1 and failed[0].data["partial"] is True
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("config", "chunk"), [(SWEEP, "2"), (SINGLE, "8")],
                          ids=["sweep", "single"])
@@ -642,7 +659,9 @@ def test_a_shard_whose_worker_is_killed_is_run_again_and_the_sweep_completes(
 
     env = {"QUANTLAB_SHARD_COMBINATIONS": "6", "QUANTLAB_JOBS_MAX_CHUNK": "1",
            "QUANTLAB_JOBS_CHUNK_DELAY": "0.1", "QUANTLAB_HEARTBEAT_TIMEOUT": "3"}
-    procs = [workers.start(env=env), workers.start(env=env)]
+    # both consumers taking tasks before the submit: else the first may run every shard itself
+    # while the second is still warming up, and no helper ever runs one
+    procs = [workers.start(env=env, ready=True), workers.start(env=env, ready=True)]
     run = ql.submit(SWEEP)
     coordinator = wait_for(lambda: run.record["worker"], WAIT, "a coordinator")
     helper = next(p for p in procs if str(p.pid) != coordinator.split(":")[1])

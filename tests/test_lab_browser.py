@@ -209,6 +209,16 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             expect(page.get_by_text(f"Comparison of 2 runs saved ({comparison_id})")).to_be_visible()
             dashboard.close()
 
+            # Diff (exactly two selected): the run diff, older run first, as text in a dialog.
+            diff_button = panel.locator(".jp-QuantlabPanel-diff-button")
+            expect(diff_button).to_be_enabled()
+            diff_button.click()
+            dialog = page.locator(".jp-Dialog")
+            expect(dialog.locator(".jp-QuantlabPanel-diff")).to_contain_text(
+                f"diff {warm_id} -> {sweep['id']}", timeout=60_000)
+            page.keyboard.press("Escape")
+            expect(dialog).to_be_hidden()
+
             # Report: executed on the server, its page opens in a new tab.
             with page.context.expect_page() as opened:
                 warm.locator(".jp-QuantlabRun-report").click()

@@ -18,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "quantlab"
 
 # Top-level parts of the package, lowest layer first. A part may import its own layer or below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "settings", "fileio", "durations"),
-    ("bars", "indicators", "metrics", "notifyspec", "symbols"),
+    ("errors", "settings", "fileio", "durations", "hooks"),
+    ("bars", "indicators", "metrics", "notifyspec", "symbols", "sharpe_stats"),
     ("data", "registry", "events", "strategies"),
     ("engine",),
     ("config", "configtext"),

@@ -104,9 +104,9 @@ def test_metric_labels_units_and_directions_are_declared_once_in_metrics() -> No
     from quantlab import metrics
     from quantlab.analytics import Comparison
     from quantlab.notebook import results as widget_results
+    from quantlab.render import figures
     from quantlab.render import format as fmt
     from quantlab.render import html as views
-    from quantlab.render import results as figures
     from quantlab.reports import sections
 
     assert set(metrics.METRIC_INFO) == set(METRICS)
@@ -146,5 +146,5 @@ def test_metric_labels_units_and_directions_are_declared_once_in_metrics() -> No
 def test_a_metric_not_declared_gets_a_label_from_its_name() -> None:
     from quantlab.metrics import PERCENT, RATIO, metric_info
 
-    assert metric_info("psr").label == "Psr" and metric_info("psr").unit == RATIO
+    assert metric_info("omega").label == "Omega" and metric_info("omega").unit == RATIO
     assert metric_info("alpha_pct").label == "Alpha" and metric_info("alpha_pct").unit == PERCENT

@@ -16,7 +16,7 @@ import quantlab
 from quantlab.errors import MissingDependency, require
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"duckdb": "python-duckdb", "redis": "redis-py", "jupyter-server": "jupyter_server",
+CONDA_NAMES = {"duckdb": "python-duckdb", "redis": "redis-py", "arch": "arch-py", "jupyter-server": "jupyter_server",
                "prometheus-client": "prometheus_client"}
 
 

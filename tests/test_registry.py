@@ -414,6 +414,18 @@ def test_generic_documents(registry: Registry) -> None:
         registry.save_document("my comparisons", {})
 
 
+def test_trial_ledger_keeps_the_first_entry_of_each_trial_per_group(registry: Registry) -> None:
+    assert registry.trial_ledger("g1") == {}
+    assert registry.record_trials("g1", {"a": 0.1, "b": None, "c": float("nan")}) == 3
+    assert registry.record_trials("g1", {"a": 0.9, "d": -0.2}) == 1  # a is kept as first seen
+    assert registry.record_trials("g2", {"a": 0.5}) == 1
+    assert registry.record_trials("g2", {}) == 0
+    assert registry.trial_ledger("g1") == {"a": 0.1, "b": None, "c": None, "d": -0.2}
+    assert registry.record_trials("g1", {"b": 0.3, "c": None}) == 0  # b's unknown SR filled in
+    assert registry.trial_ledger("g1") == {"a": 0.1, "b": 0.3, "c": None, "d": -0.2}
+    assert registry.trial_ledger("g2") == {"a": 0.5}
+
+
 def test_blobs_put_replace_get_and_delete_by_prefix(registry: Registry) -> None:
     registry.put_blob("runs/x1/equity.parquet", b"v1")
     registry.put_blob("runs/x1/equity.parquet", b"v2")

@@ -161,7 +161,8 @@ def test_cli_rerun_by_filter_and_drift_from_new_data(home: tuple[Path, list[str]
     result = runner.invoke(rerun_cli, [ids[0], ids[1], "--json"])
     assert result.exit_code == 1, result.output
     first, second = (json.loads(line) for line in result.output.strip().splitlines())
-    assert first["status"] == "drifted" and first["causes"][0].startswith("data changed")
+    assert first["status"] == "drifted"
+    assert first["causes"][0].startswith("data changed: DDD from 2022-06-01 on (")
     assert "total_return_pct" in first["changes"]
     assert second["status"] == "reproduced"
 

@@ -62,6 +62,18 @@ export interface IComparison {
   dashboard_url: string | null;
 }
 
+/** GET diff?a=&b=: why two runs differ (quantlab.research.diff.RunDiff.as_dict). */
+export interface IRunDiff {
+  a: string;
+  b: string;
+  causes: string[];
+  code: string;
+  engine: [string, string] | null;
+  divergence: string | null;
+  trades: { only_a: number; only_b: number };
+  text: string;
+}
+
 export interface IReport {
   run_id: string;
   /** The executed notebook (on the server). */
@@ -168,6 +180,11 @@ export class QuantlabApi {
   compare(ids: string[]): Promise<IComparison> {
     const params = new URLSearchParams({ ids: ids.join(',') });
     return this.request<IComparison>('GET', `compare?${params.toString()}`);
+  }
+
+  diff(a: string, b: string): Promise<IRunDiff> {
+    const params = new URLSearchParams({ a, b });
+    return this.request<IRunDiff>('GET', `diff?${params.toString()}`);
   }
 
   notifications(

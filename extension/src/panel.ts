@@ -5,7 +5,7 @@
  * runs only while the panel is visible.
  */
 
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
@@ -263,6 +263,22 @@ export class BacktestsPanel extends Widget {
     });
   }
 
+  /** "Diff": the run diff of the two selected runs (older first), as text in a dialog. */
+  private _diff(): Promise<void> {
+    const ids = this._order.filter(id => this._selected.has(id)).reverse();
+    return this._act('Diff', async () => {
+      const diff = await this._api.diff(ids[0], ids[1]);
+      const body = document.createElement('pre');
+      body.className = 'jp-QuantlabPanel-diff';
+      body.textContent = diff.text;
+      await showDialog({
+        title: `Diff ${diff.a} → ${diff.b}`,
+        body: new Widget({ node: body }),
+        buttons: [Dialog.okButton({ label: 'Close' })]
+      });
+    });
+  }
+
   // -- DOM ---------------------------------------------------------------------------------------
 
   private _node<T extends HTMLElement = HTMLElement>(selector: string): T {
@@ -310,6 +326,10 @@ export class BacktestsPanel extends Widget {
     );
     this._compareButton.disabled = true;
     toolbar.appendChild(this._compareButton);
+    this._diffButton = this._button('Diff', 'jp-QuantlabPanel-diff-button', () => this._diff());
+    this._diffButton.disabled = true;
+    this._diffButton.title = 'Select exactly 2 runs to see why they differ';
+    toolbar.appendChild(this._diffButton);
     toolbar.appendChild(this._button('Refresh', 'jp-QuantlabPanel-refresh', () => this.reload()));
     const count = document.createElement('span');
     count.className = 'jp-QuantlabPanel-count';
@@ -496,6 +516,7 @@ export class BacktestsPanel extends Widget {
         : n > MAX_COMPARE
           ? `At most ${MAX_COMPARE} runs can be compared`
           : `Compare ${n} runs in the dashboard`;
+    this._diffButton.disabled = n !== 2;
   }
 
   private readonly _api: QuantlabApi;
@@ -514,4 +535,5 @@ export class BacktestsPanel extends Widget {
   private _filter!: HTMLInputElement;
   private _list!: HTMLUListElement;
   private _compareButton!: HTMLButtonElement;
+  private _diffButton!: HTMLButtonElement;
 }

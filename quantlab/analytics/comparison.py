@@ -37,6 +37,8 @@ from quantlab.errors import ConfigError, RunError, RunNotFound
 from quantlab.metrics import LOWER_IS_BETTER
 from quantlab.registry import Registry, open_registry
 from quantlab.registry.schema import RunStatus
+from quantlab.research.confidence import sharpe_difference_tests
+from quantlab.research.diff import RunDiff, diff_runs, divergence
 from quantlab.settings import current
 
 MIN_RUNS, MAX_RUNS = 2, 5
@@ -177,6 +179,30 @@ class Comparison:
         self.correlation = return_correlation(self.returns)
         self.drawdowns = _drawdowns(self.runs, self.equity, top_drawdowns)
         self.config_diff = config_diff({r.id: _diff_source(r.record) for r in self.runs})
+        # Ledoit-Wolf tests of equal Sharpe ratios on the common daily returns, Holm-adjusted
+        self.sharpe_tests = sharpe_difference_tests(self.returns)
+
+    def diff(self, a: str | None = None, b: str | None = None) -> RunDiff:
+        """The run diff of two of the compared runs (default: the first two) from their
+        records and equity curves: settings, code, data, engine, metrics, divergence."""
+        first = self._run(a or self.run_ids[0])
+        second = self._run(b or self.run_ids[1])
+        found = diff_runs(first.record, second.record)
+        found.divergence = divergence(first.equity, second.equity)
+        return found
+
+    def differences(self) -> dict[str, list[str]]:
+        """For each run after the first: what differs from the first, in words (config,
+        code, data from which bar, engine)."""
+        return {run_id: self.diff(self.run_ids[0], run_id).causes()
+                for run_id in self.run_ids[1:]}
+
+    def _run(self, run_id: str) -> ComparedRun:
+        for run in self.runs:
+            if run.id == run_id:
+                return run
+        raise ConfigError(f"run {run_id!r} is not in this comparison; choose one of "
+                          f"{', '.join(self.run_ids)}", field="runs")
 
     # ---- construction ------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ from quantlab.metrics import (
     M_PREV,
     M_SUM,
     M_SUM2,
+    M_SUM3,
+    M_SUM4,
     M_SUM_LOG,
     M_SUM_RET,
     M_TRADES,
@@ -273,18 +275,21 @@ def _check_stops(s, bar, o, h, lo, gap_ok, cfg, acct, pos, acc, detail, log):
 
 
 @njit(cache=True, error_model="numpy")
-def _return_step(equity, prev, sum_r, sum_r2, sum_down2):
+def _return_step(equity, prev, sum_r, sum_r2, sum_down2, sum_r3, sum_r4):
     """One bar's return ``equity / prev - 1`` added to the sums of returns, of their squares
-    and of the squares of the negative ones. An unchanged equity (a flat bar) adds exactly 0,
-    so it is skipped: no division."""
+    and of the squares of the negative ones (and of the cubes and fourth powers, for the
+    skewness and kurtosis of psr). An unchanged equity (a flat bar) adds exactly 0, so it is
+    skipped: no division."""
     if equity != prev:
         r = equity / prev - 1.0 if prev != 0.0 else 0.0
         sum_r += r
         r2 = r * r
         sum_r2 += r2
+        sum_r3 += r2 * r
+        sum_r4 += r2 * r2
         if r < 0.0:
             sum_down2 += r2
-    return sum_r, sum_r2, sum_down2
+    return sum_r, sum_r2, sum_down2, sum_r3, sum_r4
 
 
 @njit(cache=True, error_model="numpy")
@@ -327,6 +332,8 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     m_sum = acc[M_SUM]
     m_sum2 = acc[M_SUM2]
     m_down2 = acc[M_DOWN2]
+    m_sum3 = acc[M_SUM3]
+    m_sum4 = acc[M_SUM4]
     m_peak = acc[M_PEAK]
     m_max_dd = acc[M_MAX_DD]
     dd_len = int(acc[M_DD_LEN])
@@ -423,7 +430,8 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
                 equity = 0.0
                 exposed = False
         m_n += 1.0
-        m_sum, m_sum2, m_down2 = _return_step(equity, m_prev, m_sum, m_sum2, m_down2)
+        m_sum, m_sum2, m_down2, m_sum3, m_sum4 = _return_step(equity, m_prev, m_sum, m_sum2,
+                                                              m_down2, m_sum3, m_sum4)
         m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
             equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
         if exposed:
@@ -438,6 +446,8 @@ def simulate(open_, high, low, close, sig, start, stop, cfg, weights, acct, pos,
     acc[M_SUM] = m_sum
     acc[M_SUM2] = m_sum2
     acc[M_DOWN2] = m_down2
+    acc[M_SUM3] = m_sum3
+    acc[M_SUM4] = m_sum4
     acc[M_PEAK] = m_peak
     acc[M_MAX_DD] = m_max_dd
     acc[M_DD_LEN] = dd_len
@@ -593,6 +603,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
     m_sum = acc[M_SUM]
     m_sum2 = acc[M_SUM2]
     m_down2 = acc[M_DOWN2]
+    m_sum3 = acc[M_SUM3]
+    m_sum4 = acc[M_SUM4]
     m_peak = acc[M_PEAK]
     m_max_dd = acc[M_MAX_DD]
     m_prev = acc[M_PREV]
@@ -730,7 +742,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
         if units != 0.0:
             equity += units * last
             n_exposed += 1
-        m_sum, m_sum2, m_down2 = _return_step(equity, m_prev, m_sum, m_sum2, m_down2)
+        m_sum, m_sum2, m_down2, m_sum3, m_sum4 = _return_step(equity, m_prev, m_sum, m_sum2,
+                                                              m_down2, m_sum3, m_sum4)
         m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
             equity, m_peak, m_max_dd, dd_len, max_dd_len, low_seen)
         m_prev = equity
@@ -785,6 +798,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
             m_sum += r
             r2 = r * r
             m_sum2 += r2
+            m_sum3 += r2 * r
+            m_sum4 += r2 * r2
             # a select, not a branch (the sign of a bar's return is a coin toss)
             m_down2 += r2 if r < 0.0 else 0.0
             m_peak, m_max_dd, dd_len, max_dd_len, low_seen = _drawdown_step(
@@ -817,6 +832,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
     acc[M_SUM] = m_sum
     acc[M_SUM2] = m_sum2
     acc[M_DOWN2] = m_down2
+    acc[M_SUM3] = m_sum3
+    acc[M_SUM4] = m_sum4
     acc[M_PEAK] = m_peak
     acc[M_MAX_DD] = m_max_dd
     acc[M_DD_LEN] = dd_len

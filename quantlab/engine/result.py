@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from quantlab.engine import kernel as K
-from quantlab.errors import QuantlabError, RunError
+from quantlab.errors import ConfigError, QuantlabError, RunError
+from quantlab.hooks import RESEARCH
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
                  "pnl", "return_pct", "commission", "entry_bar", "exit_bar", "exit_reason")
@@ -69,6 +70,7 @@ class Resimulation:
 
 
 RESIMULATION = Resimulation()
+
 # the largest commission the engine accepts is just below this (validate.check_commission)
 _MAX_COMMISSION = 0.5 - 1e-9
 
@@ -115,6 +117,10 @@ class Result:
         # set by the Simulation that made it (its bars in memory), else rebuilt from the config
         self._total_return_at: Callable[[float], float] | None = None
         self._bars: Any = None  # the data of the run, when kept (ql.backtest keeps it)
+        # the Simulation of a sweep run in this process: overfitting() re-simulates with it
+        self._source: Any = None
+        # a queued sweep's overfitting summary (PBO, DSR of the best, N), stored with it
+        self.overfitting_summary: dict[str, Any] | None = None
 
     # -- the run's data -------------------------------------------------------------------
     def attach_bars(self, bars: Any) -> Result:
@@ -396,6 +402,42 @@ class Result:
         options = {name: config[name] for name in CONFIG_OPTIONS if name in config}
         return RESIMULATION.total_return_at(bars, str(config["strategy"]), self.params, options)
 
+    # -- uncertainty ----------------------------------------------------------------------
+    def confidence(self, metrics: Any = ("sharpe", "cagr_pct", "max_drawdown_pct"),
+                   method: str = "stationary", n: int = 1000, level: float = 0.95,
+                   seed: int | None = 0) -> pd.DataFrame:
+        """Bootstrap confidence intervals of metrics: DataFrame (metric, estimate, lower,
+        upper). ``method="stationary"`` resamples the bar returns in blocks of automatically
+        chosen mean length; ``"trades"`` resamples closed trades (drawdown, trade metrics).
+        See docs/research.md "Confidence"."""
+        if RESEARCH.confidence is None:
+            raise RunError("confidence intervals need the quantlab package imported "
+                           "(import quantlab), which plugs in quantlab.research")
+        return RESEARCH.confidence(self, metrics, method=method, n=n, level=level, seed=seed)
+
+    # -- research -------------------------------------------------------------------------
+    def overfitting(self, blocks: int = 16, trials: int | str | None = None) -> Any:
+        """A sweep's overfitting statistics (``quantlab.research.Overfitting``): PBO by
+        combinatorially symmetric cross-validation over ``blocks`` blocks of bars, and each
+        combination's PSR, deflated Sharpe ratio and minimum track record length. ``trials``:
+        the N of the deflation: None (this sweep's combinations), an int (all trials made), or
+        ``"registry"`` (every trial the registry recorded for this strategy on this data).
+        See docs/research.md."""
+        if self.table is None:
+            raise ConfigError("overfitting() needs a sweep: run ql.backtest with a grid of "
+                              "params (lists or ranges)", field="params")
+        if self._source is None:
+            raise ConfigError(
+                "overfitting() re-simulates the sweep's combinations, and this result was not "
+                "run in this process (it was loaded from the registry); run the sweep with "
+                "ql.backtest here, or read the summary its run stored "
+                "(result.overfitting_summary)", field="overfitting")
+        if RESEARCH.overfitting is None:  # a Simulation driven without the quantlab package
+            raise ConfigError("overfitting() is computed by quantlab.research: import "
+                              "quantlab.render.overfitting (ql.backtest does)",
+                              field="overfitting")
+        return RESEARCH.overfitting(self, blocks=blocks, trials=trials)
+
     # -- persistence ----------------------------------------------------------------------
     def to_blobs(self) -> dict[str, bytes]:
         """Parquet bytes for ``equity``, ``trades``, ``open_trades`` (and ``table`` for a
@@ -414,6 +456,8 @@ class Result:
             blobs[f"{name}.parquet"] = buf.getvalue()
         summary = {"metrics": self.metrics, "params": self.params, "config": self.config,
                    "partial": self.partial}
+        if self.overfitting_summary is not None:
+            summary["overfitting"] = self.overfitting_summary
         blobs["summary.json"] = json.dumps(summary, default=_json_default).encode()
         return blobs
 
@@ -426,12 +470,14 @@ class Result:
         equity = frames["equity"]["equity"]
         index = pd.DatetimeIndex(equity.index, freq=None)  # type: ignore[arg-type]
         equity.index = index
-        return cls(
+        result = cls(
             metrics=summary["metrics"], params=summary["params"], config=summary["config"],
             index=index, equity=equity,
             trades=frames["trades"], open_trades=frames["open_trades"],
             table=frames.get("table"), partial=bool(summary["partial"]),
         )
+        result.overfitting_summary = summary.get("overfitting")
+        return result
 
     # -- display --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -499,6 +499,7 @@ class Simulation:
             positions=single.pos.copy(), table=table, partial=partial,
         )
         best_res._total_return_at = res._total_return_at
+        best_res._source = self  # res.overfitting() re-simulates the combinations with it
         return best_res
 
     def _failures(self) -> dict[str, Any]:

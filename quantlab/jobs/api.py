@@ -120,15 +120,16 @@ class Run:
     def result(self, timeout: float | None = None) -> Result:
         """The run's ``Result`` (the same as ``ql.backtest`` gives; a sweep's has ``.table``).
 
-        Waits for the run to end. A cancelled sweep gives its finished combinations (``.partial``
-        is True); a failed run, or one cancelled before any result, raises ``RunError``.
+        Waits for the run to end. A sweep cancelled or stopped by the time limit gives its
+        finished combinations (``.partial`` is True); any other failed run, or one cancelled
+        before any result, raises ``RunError``.
         """
         if self._result is not None:
             return self._result
         self.wait(timeout)
         doc = self.record
         blobs = doc.get("result_blobs") or []
-        if doc["status"] == "failed":
+        if doc["status"] == "failed" and not doc.get("partial"):
             raise RunError(
                 f"run {self.id} failed: {doc.get('error')}; the traceback is in "
                 f"run.record['traceback'] and run.logs()", run_id=self.id,

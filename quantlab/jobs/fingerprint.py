@@ -69,6 +69,17 @@ def data_fingerprint(config: BacktestConfig) -> str:
         raise DataError(exc.message, field="start", symbol=getattr(exc, "symbol", None)) from None
 
 
+def data_chunks(config: BacktestConfig) -> dict[str, Any]:
+    """Per-symbol fingerprints by chunk of rows of the bars the run will use, recorded so that
+    a later run diff can tell which symbols changed and from which bar
+    (:mod:`quantlab.data.chunks`)."""
+    from quantlab.data.chunks import chunk_fingerprints
+
+    start = iso(config.start) if config.start else None
+    end = iso(config.end) if config.end else None
+    return chunk_fingerprints(data.load(list(config.symbols), start, end, config.interval))
+
+
 def config_hash(config: BacktestConfig | Mapping[str, Any] | str,
                 fingerprint: str | None = None) -> str:
     """sha256 over the canonical config (labels excluded), the data fingerprint, the strategy

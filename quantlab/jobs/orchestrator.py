@@ -40,7 +40,7 @@ from quantlab.errors import (
 from quantlab.fileio import check_writable
 from quantlab.jobs import lifecycle, queue, slots
 from quantlab.jobs.execution import stale_after
-from quantlab.jobs.fingerprint import check_symbols, config_hash, data_fingerprint
+from quantlab.jobs.fingerprint import check_symbols, config_hash, data_chunks, data_fingerprint
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker, watch_worker
@@ -171,6 +171,8 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     audit_before_queue(cfg, fingerprint, settings)  # a peeking notebook strategy: ConfigError
     digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
     base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
+    if fingerprint is not None:
+        base["data_chunks"] = data_chunks(cfg)
     if cache and digest is not None:
         hit = registry.find_by_hash(digest)
         if hit is not None:
@@ -402,7 +404,7 @@ def _cached_run(base: dict[str, Any], hit: Mapping[str, Any],
         "heartbeat_at": None, "metrics": hit.get("metrics") or {},
         "result_ref": hit.get("result_ref"), "result_blobs": hit.get("result_blobs") or [],
         "cached_from": hit["id"], "partial": False, "bars_done": hit.get("bars_done") or 0,
-        "best_params": hit.get("best_params"),
+        "best_params": hit.get("best_params"), "overfitting": hit.get("overfitting"),
     }
     try:
         transition(run_id, QUEUED, expect=None, settings=settings,

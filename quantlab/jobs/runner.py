@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from quantlab import data
+from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.errors import HomeNotWritable, RunNotFound
@@ -227,12 +227,7 @@ class Job:
         except shards.ShardFailed as exc:
             self._failed(str(exc), reason="error", trace=exc.trace)
         except TimedOut:
-            limit = self.settings.max_duration
-            self._failed(
-                f"timeout: the run took longer than QUANTLAB_MAX_DURATION={limit:g} s and was "
-                f"stopped; raise the limit or make the run smaller (fewer symbols, bars or "
-                f"combinations)", reason="timeout", trace=None,
-            )
+            self._timed_out()
         except Exception as exc:
             # a strategy's failure in its sandbox comes with the sandbox's traceback
             self._failed(f"{type(exc).__name__}: {exc}", reason="error",
@@ -286,8 +281,11 @@ class Job:
         bars, fingerprint = load_bars(self.doc)
         if self.doc.get("data_fingerprint") != fingerprint:
             # The data changed since submit (or was fetched now): the hash follows the data used.
+            from quantlab.data.chunks import chunk_fingerprints
+
             fields: RunRecord = {"data_fingerprint": fingerprint,
-                                 "config_hash": config_hash(cfg, fingerprint)}
+                                 "config_hash": config_hash(cfg, fingerprint),
+                                 "data_chunks": chunk_fingerprints(bars)}
             self._update(fields)
         self.log(f"{bars.n_symbols} symbol(s) x {bars.n_bars} bars loaded")
         return bars
@@ -389,6 +387,8 @@ class Job:
         save is tried again (backing off to ``SAVE_RETRY_MAX`` s, each time logged with the
         path) until it succeeds, while this worker owns the run and no cancel is asked."""
         prefix = f"runs/{self.run_id}/"
+        # the run's trials join the ledger; a sweep's overfitting summary is stored with it
+        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
         blobs = result.to_blobs()
         delay = SAVE_RETRY_FIRST
         while True:
@@ -400,7 +400,8 @@ class Job:
                 self._wait_to_save_again(exc, delay)
                 delay = min(delay * 2, SAVE_RETRY_MAX)
         return {"result_ref": prefix, "result_blobs": sorted(blobs),
-                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params)}
+                "metrics": _metrics(result.metrics), "best_params": _jsonable(result.params),
+                **ending}
 
     def _wait_to_save_again(self, exc: HomeNotWritable, delay: float) -> None:
         """Log why the save failed, then sleep ``delay``; re-raise ``exc`` if the run was
@@ -426,7 +427,10 @@ class Job:
             raise OwnershipLost
         self.registry.delete_checkpoint(self.run_id)
 
-    def _cancelled(self) -> None:
+    def _finished_part(self) -> tuple[dict[str, Any], int]:
+        """Save what a stopped run had finished (a sweep's finished combinations): the record's
+        result fields with ``partial``, and how many combinations were kept (0: nothing kept,
+        as for a single backtest stopped mid-way)."""
         fields: dict[str, Any] = {"partial": False}
         sim = self.sim
         kept = 0
@@ -443,6 +447,12 @@ class Job:
                 log.warning("run %s: its finished part could not be kept", self.run_id,
                             exc_info=True)
                 kept = 0
+        else:  # a single run stopped before its result still counts as a trial
+            research.record_unfinished(self.registry, sim)
+        return fields, kept
+
+    def _cancelled(self) -> None:
+        fields, kept = self._finished_part()
         event = lifecycle.Cancelled(**self._ending(), reason="cancelled",
                                     partial=fields["partial"], while_=RUNNING,
                                     combinations_done=kept)
@@ -450,13 +460,32 @@ class Job:
                       event=event, on_won=self._mark_ended, settings=self.settings):
             self.registry.delete_checkpoint(self.run_id)
 
-    def _failed(self, message: str, *, reason: str, trace: str | None) -> None:
+    def _timed_out(self) -> None:
+        """QUANTLAB_MAX_DURATION passed: the run ends failed (reason ``timeout``) with what it
+        had finished, as a cancel keeps it (a sweep's finished combinations: run.result())."""
         try:
             self._own_or_raise()
         except OwnershipLost:
             return
-        fields = {"error": message, "traceback": trace}
-        event = lifecycle.Failed(**self._ending(), reason=reason, error=message, traceback=trace)
+        fields, kept = self._finished_part()
+        limit = self.settings.max_duration
+        message = (f"timeout: the run took longer than QUANTLAB_MAX_DURATION={limit:g} s and was "
+                   f"stopped; raise the limit or make the run smaller (fewer symbols, bars or "
+                   f"combinations)")
+        if kept:
+            message += f"; its {kept:,} finished combinations are kept: run.result()"
+        self._failed(message, reason="timeout", trace=None, kept=fields)
+
+    def _failed(self, message: str, *, reason: str, trace: str | None,
+                kept: dict[str, Any] | None = None) -> None:
+        """End the run failed; ``kept``: the result fields of what it had finished."""
+        try:
+            self._own_or_raise()
+        except OwnershipLost:
+            return
+        fields = {"error": message, "traceback": trace, **(kept or {})}
+        event = lifecycle.Failed(**self._ending(), reason=reason, error=message, traceback=trace,
+                                 partial=bool(fields.get("partial")))
         if transition(self.run_id, RunStatus.FAILED, expect=RUNNING, fields=fields, event=event,
                       note=message + (f"\n{trace}" if trace else ""), level="error",
                       on_won=self._mark_ended, settings=self.settings):

@@ -171,6 +171,19 @@ class BacktestMagics(Magics):
 
         return compare(line.replace(",", " ").split())
 
+    @line_magic
+    @_short_errors
+    def backtest_diff(self, line: str) -> Any:
+        """``%backtest_diff A B``: why two runs differ (``ql.diff``): changed settings, code,
+        data from which bar, engine, metrics, divergence, trades. The value is the RunDiff."""
+        from quantlab.jobs.rundiff import diff
+
+        ids = line.replace(",", " ").split()
+        if len(ids) != 2:
+            raise UsageError(f"%backtest_diff takes two run ids, got {len(ids)}: "
+                             f"%backtest_diff 01J... 01K...")
+        return diff(ids[0], ids[1])
+
     @magic_arguments()
     @argument("run_id", nargs="*", help="the id of a completed run")
     @argument("--output", default=None,

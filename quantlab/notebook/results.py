@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from quantlab.render import figures
+from quantlab.render.confidence import confidence_html
 from quantlab.render.format import (
     HEADLINE_METRICS,
     format_metric,
@@ -28,6 +29,7 @@ from quantlab.render.format import (
     metric_label,
     metrics_table_html,
 )
+from quantlab.render.overfitting import sweep_view
 from quantlab.render.results import (
     best_rows,
     break_even_html,
@@ -86,9 +88,14 @@ class SweepPanel(widgets.VBox):
 
     def __init__(self, result: Any) -> None:
         self.result = result
-        self.table: pd.DataFrame = result.table
         self.params, self.metrics = sweep_columns(result)
-        default_metric = "sharpe" if "sharpe" in self.metrics else (self.metrics or [""])[0]
+        # ranked by deflated Sharpe by default, PBO beside the heatmap (quantlab.research)
+        self.table: pd.DataFrame
+        self.table, overfit_badge = sweep_view(result)
+        if "dsr" in self.table.columns:
+            self.metrics = ["dsr", *self.metrics]
+        default_metric = next((m for m in ("dsr", "sharpe") if m in self.metrics),
+                              (self.metrics or [""])[0])
         self.metric = widgets.Dropdown(
             options=[(metric_label(m), m) for m in self.metrics], value=default_metric,
             description="Metric")
@@ -111,7 +118,7 @@ class SweepPanel(widgets.VBox):
             self.summary,
             widgets.HBox([self.metric, self.x_param, self.y_param]),
             self.message,
-            self.map_box,
+            widgets.HBox([self.map_box, widgets.HTML(overfit_badge)]),
             self.detail,
             self.extra,
             widgets.HTML("<b>Best combinations</b>"),
@@ -204,7 +211,8 @@ class ResultsView(widgets.VBox):
     def __init__(self, result: Any, *, heading: str | None = None) -> None:
         self.result = result
         metrics = dict(getattr(result, "metrics", {}) or {})
-        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result))
+        self.metrics_html = widgets.HTML(metrics_table_html(metrics) + break_even_html(result)
+                                         + confidence_html(result))
         self.metrics_html.add_class("ql-metrics")
         tabs: list[tuple[str, widgets.Widget]] = []
         table = getattr(result, "table", None)

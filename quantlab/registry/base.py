@@ -195,6 +195,19 @@ class Registry(ABC):
     def set_preferences(self, user: str, prefs: Mapping[str, Any]) -> None:
         """Replace the user's preferences."""
 
+    # ---- trial ledger (quantlab.research.ledger) ----------------------------------------------
+
+    @abstractmethod
+    def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
+        """Add ``{trial key: per-bar Sharpe ratio or None}`` to the ledger ``group`` (a strategy
+        on a data set); a trial already there keeps its first entry, except that an unknown SR
+        (None: a run cancelled before its result) is filled in by a known one. Returns how many
+        were new."""
+
+    @abstractmethod
+    def trial_ledger(self, group: str) -> dict[str, float | None]:
+        """Every trial of ``group``: ``{trial key: per-bar Sharpe ratio or None}``."""
+
     # ---- generic documents (comparisons...) --------------------------------------------------
 
     @abstractmethod

@@ -13,6 +13,7 @@ values of fields older documents lack.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -338,6 +339,34 @@ class MongoRegistry(Registry):
         self.db["preferences"].replace_one(
             {"_id": user}, {"prefs": to_json_document(prefs, "preferences")}, upsert=True
         )
+
+    # ---- trial ledger ------------------------------------------------------------------------
+
+    def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
+        now = time.time()
+        docs = {f"{group}/{key}": {
+            "_id": f"{group}/{key}", "group": group, "trial": key, "recorded_at": now,
+            "sr": None if sr is None or not math.isfinite(sr) else float(sr)}
+            for key, sr in trials.items()}
+        known = {d["_id"]: d.get("sr") for d in self.db["trials"].find(
+            {"_id": {"$in": list(docs)}}, {"_id": 1, "sr": 1})}
+        for key, sr in known.items():
+            # a trial keeps its first entry; only an SR it did not know (a cancelled run's)
+            # is filled in by a later one
+            if sr is None and docs[key]["sr"] is not None:
+                self.db["trials"].update_one({"_id": key, "sr": None},
+                                             {"$set": {"sr": docs[key]["sr"]}})
+        new = [doc for key, doc in docs.items() if key not in known]
+        if not new:
+            return 0
+        try:
+            return len(self.db["trials"].insert_many(new, ordered=False).inserted_ids)
+        except self._errors.BulkWriteError as exc:  # another writer recorded some meanwhile
+            return int(exc.details.get("nInserted", 0))
+
+    def trial_ledger(self, group: str) -> dict[str, float | None]:
+        found = self.db["trials"].find({"group": group}, {"trial": 1, "sr": 1})
+        return {d["trial"]: d.get("sr") for d in found}
 
     # ---- documents ---------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class RunRecord(TypedDict, total=False):
     interval: str | None
     engine_version: str | None
     data_fingerprint: str | None
+    data_chunks: dict[str, Any] | None  # per-symbol fingerprints by chunk of rows (run diff)
     priority: int
     # -- the queue --
     status: str  # a RunStatus value
@@ -91,6 +92,7 @@ class RunRecord(TypedDict, total=False):
     best_params: dict[str, Any] | None  # the parameters of the result (a sweep's best)
     partial: bool  # a cancelled sweep's finished part, or a merged sweep missing a shard
     cached_from: str | None  # the run whose result a cache hit reuses
+    overfitting: dict[str, Any] | None  # a sweep's PBO, DSR of its best ... (quantlab.research)
     report_ref: str | None
     # -- reruns (quantlab.reports.rerun) --
     rerun_of: str | None
@@ -108,6 +110,7 @@ RUN_DEFAULTS: RunRecord = {
     "interval": None,
     "engine_version": None,
     "data_fingerprint": None,
+    "data_chunks": None,
     "priority": 0,
     "status": RunStatus.QUEUED.value,
     "queued_at": None,
@@ -136,6 +139,7 @@ RUN_DEFAULTS: RunRecord = {
     "best_params": None,
     "partial": False,
     "cached_from": None,
+    "overfitting": None,
     "report_ref": None,
     "rerun_of": None,
     "last_rerun": None,

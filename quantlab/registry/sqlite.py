@@ -14,6 +14,7 @@ Schema 1 (QuantLab before the search indexes) was ``meta`` plus ``runs(id, doc)`
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -101,6 +102,11 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_saved ON documents (collection, saved_at);
 """
 
+_TRIALS_TABLE = """CREATE TABLE IF NOT EXISTS trials (
+    grp TEXT NOT NULL, trial TEXT NOT NULL, sr REAL, recorded_at REAL NOT NULL,
+    PRIMARY KEY (grp, trial)
+) WITHOUT ROWID"""
+
 _RUN_COLUMNS = (
     "id", "name", "user", "status", "strategy", "config_hash", "queued_at", "started_at",
     "finished_at", "heartbeat_at", "progress", "priority", "attempts", "partial", "cached_from",
@@ -133,6 +139,9 @@ class SQLiteRegistry(Registry):
         self.location = f"sqlite:///{self.path}"
         self._db = ConnectionPerThread(self.path, _setup)
         self._open_store(auto_migrate)
+        with self._db.write_transaction() as conn:
+            # added beside schema 2 without a migration: a new table, created where missing
+            conn.execute(_TRIALS_TABLE)
 
     # ---- schema ------------------------------------------------------------------------------
 
@@ -420,6 +429,24 @@ class SQLiteRegistry(Registry):
         self._db.get().execute("INSERT OR REPLACE INTO preferences VALUES (?, ?)",
                                (user, dumps(to_json_document(prefs, "preferences"))))
 
+    # ---- trial ledger ------------------------------------------------------------------------
+
+    def record_trials(self, group: str, trials: Mapping[str, float | None]) -> int:
+        now = time.time()
+        rows = [(group, key, _finite_or_none(sr), now) for key, sr in trials.items()]
+        count = "SELECT COUNT(*) FROM trials WHERE grp = ?"
+        with self._db.write_transaction() as conn:
+            before = conn.execute(count, (group,)).fetchone()[0]
+            # a trial keeps its first entry; only an SR it did not know (a cancelled run's)
+            # is filled in by a later one
+            conn.executemany("INSERT INTO trials VALUES (?, ?, ?, ?) ON CONFLICT (grp, trial) "
+                             "DO UPDATE SET sr = excluded.sr WHERE trials.sr IS NULL", rows)
+            return int(conn.execute(count, (group,)).fetchone()[0] - before)
+
+    def trial_ledger(self, group: str) -> dict[str, float | None]:
+        rows = self._db.get().execute("SELECT trial, sr FROM trials WHERE grp = ?", (group,))
+        return {key: sr for key, sr in rows}
+
     # ---- documents ---------------------------------------------------------------------------
 
     def save_document(self, collection: str, doc: Mapping[str, Any]) -> str:
@@ -487,4 +514,8 @@ class SQLiteRegistry(Registry):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 

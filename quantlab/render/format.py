@@ -25,8 +25,8 @@ __all__ = ["CELL_STYLE", "HEADLINE_METRICS", "HEAD_STYLE", "METRIC_GROUPS", "TAB
 # Groups in the order a researcher reads a tear sheet; metrics not listed go under "Other".
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "Returns": ("total_return_pct", "cagr_pct", "buy_hold_return_pct", "equity_final"),
-    "Risk": ("sharpe", "sortino", "calmar", "max_drawdown_pct", "max_drawdown_duration",
-             "volatility_ann_pct"),
+    "Risk": ("sharpe", "sharpe_se", "psr", "sortino", "calmar", "max_drawdown_pct",
+             "max_drawdown_duration", "volatility_ann_pct"),
     "Trades": ("n_trades", "win_rate_pct", "profit_factor", "expectancy_pct", "best_trade_pct",
                "worst_trade_pct", "avg_trade_pct", "exposure_pct", "open_trades", "commissions",
                "rejected_orders"),

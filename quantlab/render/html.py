@@ -162,6 +162,23 @@ def config_diff_html(cmp: Comparison) -> str:
                       left_columns=2 + len(cmp.run_ids), css_class="ql-compare-config")
 
 
+def sharpe_tests_html(cmp: Comparison) -> str:
+    """Ledoit-Wolf tests of equal Sharpe ratios (Holm-adjusted), and what differs between the
+    runs (the run diff of each run against the first)."""
+    tests = getattr(cmp, "sharpe_tests", None)
+    rows = [[cmp.labels.get(r.a, r.a), cmp.labels.get(r.b, r.b), f"{r.difference:+.2f}",
+             f"{r.se:.2f}", f"{r.p_value:.3f}", f"{r.p_holm:.3f}"]
+            for r in (tests.itertuples() if tests is not None else [])]
+    table = html_table(["run a", "run b", "Sharpe a − b", "s.e.", "p", "p (Holm)"], rows,
+                       left_columns=2, css_class="ql-compare-sharpe-tests")
+    differs = "".join(
+        f"<li>{h(cmp.labels[run_id])}: {h('; '.join(causes) or 'same inputs')}</li>"
+        for run_id, causes in cmp.differences().items())
+    return (table + f'<p {NOTE}>Ledoit &amp; Wolf (2008) HAC test of equal Sharpe ratios on '
+            f"common daily returns; p-values Holm-adjusted over all pairs.</p>"
+            f'<ul class="ql-compare-differs" {NOTE}>{differs}</ul>')
+
+
 def comparison_header_html(cmp: Comparison) -> str:
     legend = " ".join(
         f'<span style="color:{color(i)};font-weight:bold">■</span> {h(cmp.labels[r])} '
@@ -195,6 +212,7 @@ def comparison_html(cmp: Comparison, *, plotly_js: bool = True) -> str:
                   "ql-section-drawdowns")
         + section("Correlation", correlation_html(cmp), "ql-section-correlation")
         + section("Config differences", config_diff_html(cmp), "ql-section-config")
+        + section("Sharpe differences", sharpe_tests_html(cmp), "ql-section-sharpe-tests")
         + "</div>"
     )
 

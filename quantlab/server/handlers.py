@@ -230,6 +230,27 @@ class CompareHandler(QuantlabHandler):
         self.reply(await self.call(service.compare, self.query()))
 
 
+def run_diff(params: dict[str, list[str]]) -> dict[str, Any]:
+    """GET /diff?a=&b=: the run diff of two runs as JSON (``RunDiff.as_dict``)."""
+    from quantlab.errors import ConfigError
+    from quantlab.jobs.rundiff import diff
+
+    service._check_known(params, ("a", "b"), "GET /quantlab/api/diff")
+    ids = {side: (params.get(side) or [""])[0].strip() for side in ("a", "b")}
+    missing = [side for side, value in ids.items() if not value]
+    if missing:
+        raise ConfigError(f"diff needs two run ids, missing {' and '.join(missing)}; call "
+                          f"GET /quantlab/api/diff?a=<id>&b=<id>", field=missing[0])
+    return dict(service.json_safe(diff(ids["a"], ids["b"]).as_dict()))
+
+
+class DiffHandler(QuantlabHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.call(run_diff, self.query()))
+
+
 class NotificationsHandler(QuantlabHandler):
     @web.authenticated
     @authorized
@@ -285,7 +306,7 @@ class NotFoundHandler(QuantlabHandler):
 ID = r"(?P<{}>[A-Za-z0-9_.:-]+)"
 ENDPOINTS = ("GET runs", "POST runs", "GET runs/{id}", "POST runs/{id}/cancel",
              "POST runs/{id}/rerun", "POST runs/{id}/report", "GET runs/{id}/report",
-             "GET compare?ids=", "GET notifications", "POST notifications/{id}/read",
+             "GET compare?ids=", "GET diff?a=&b=", "GET notifications", "POST notifications/{id}/read",
              "WebSocket events")
 
 
@@ -299,6 +320,7 @@ def routes() -> list[tuple[str, type[web.RequestHandler]]]:
         (rf"runs/{run}/rerun/?", RerunHandler),
         (rf"runs/{run}/report/?", ReportHandler),
         (r"compare/?", CompareHandler),
+        (r"diff/?", DiffHandler),
         (r"notifications/?", NotificationsHandler),
         (rf"notifications/{ID.format('notification_id')}/read/?", NotificationReadHandler),
         (r"events/?", EventsSocket),

@@ -47,6 +47,10 @@ def home(ql_home: Path, sample_data_dir: Path) -> Iterator[Path]:
         kill_group(int(pid_file.read_text()))
 
 
+# what Huey's consumer logs once it takes tasks
+CONSUMER_STARTED = "Huey consumer started"
+
+
 class Workers:
     """Worker processes started by a test (``python -m quantlab worker``)."""
 
@@ -55,13 +59,17 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, n_threads: int = 1, *, env: dict[str, str] | None = None,
-              args: tuple[str, ...] = (), warm_up: bool = True) -> subprocess.Popen[bytes]:
+              args: tuple[str, ...] = (), warm_up: bool = True, ready: bool = False
+              ) -> subprocess.Popen[bytes]:
+        """Start a worker; return once a worker holds the lock (any: a second one returns at
+        once), or with ``ready`` once this one's consumer takes tasks (warm-up done)."""
         from quantlab.jobs.supervisor import worker_alive
 
         full_env = dict(os.environ, **(env or {}))
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), full_env.get("PYTHONPATH", "")) if p)
-        log = open(self.home / f"test-worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        log_path = self.home / f"test-worker-{len(self.procs)}.log"
+        log = open(log_path, "ab")  # noqa: SIM115
         cmd = [sys.executable, "-m", "quantlab", "worker", "--workers", str(n_threads), *args]
         if not warm_up:
             cmd.append("--no-warm-up")
@@ -71,6 +79,10 @@ class Workers:
         self.procs.append(proc)
         wait_for(lambda: worker_alive() or proc.poll() is not None, WAIT, "worker start")
         assert proc.poll() is None, self.log_text()
+        if ready:
+            wait_for(lambda: CONSUMER_STARTED in log_path.read_text(errors="replace")
+                     or proc.poll() is not None, WAIT, "the worker's consumer to start")
+            assert proc.poll() is None, self.log_text()
         return proc
 
     def log_text(self) -> str:

@@ -1,0 +1,139 @@
+"""Per-block power sums of every sweep combination's bar returns, by re-simulation.
+
+CSCV needs each combination's returns cut into S contiguous blocks; the deflated Sharpe ratio
+needs each combination's skewness and kurtosis. Both come from sums: per block ``sum r``,
+``sum r^2``, ``sum r^3``, ``sum r^4``. They are computed by running each combination again
+through the engine's own kernels (``simulate1``/``simulate``), one block of bars per call, and
+reading the sums the kernel accumulates: the same returns as the sweep's metric rows, never a
+``T x N`` matrix (memory ``N x S x 4`` floats), in parallel over combinations.
+
+The bar returns are the metrics' (docs/metrics.md): ``r_t = E_t / E_{t-1} - 1`` for every bar,
+``E_{-1}`` the initial cash, so ``T`` is the number of bars and the per-bar SR is the sweep
+table's ``sharpe / sqrt(periods_per_year)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from quantlab.engine import kernel as K
+from quantlab.engine.simulation import Simulation, _crossover_grid, _line_groups
+from quantlab.indicators import crossover
+from quantlab.metrics import M_N_ACC, M_SUM, M_SUM2, M_SUM3, M_SUM4
+
+# a batch of user-strategy signals holds at most this many bytes (k x symbols x bars int8)
+_BATCH_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class BlockSums:
+    """``n`` (S,) returns per block; ``sums`` (S, N, 4): per block and combination the sums of
+    ``r``, ``r^2``, ``r^3``, ``r^4``."""
+
+    n: np.ndarray
+    sums: np.ndarray
+
+    def totals(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``T`` and each combination's whole-series sums of ``r``, ``r^2``, ``r^3``, ``r^4``."""
+        whole = self.sums.sum(axis=0)
+        return float(self.n.sum()), whole[:, 0], whole[:, 1], whole[:, 2], whole[:, 3]
+
+
+@njit(cache=True, error_model="numpy")
+def _one(open_, high, low, close, sig, cfg, weights, bounds, out):
+    """One combination over all bars, block by block: ``out[b]`` = the sums of block ``b``."""
+    n_sym = close.shape[0]
+    acct = np.empty(K.A_N)
+    pos = np.empty((n_sym, K.P_N))
+    acc = np.empty(M_N_ACC)
+    K._reset_state(cfg[K.C_CASH], acct, pos, acc)
+    no_eq = np.empty(0)
+    no_log = np.empty((0, K.L_N))
+    detail = np.bool_(False)
+    one = n_sym == 1
+    stops = cfg[K.C_SL] > 0 or cfg[K.C_TP] > 0  # simulate1 then needs the high and low
+    for b in range(bounds.shape[0] - 1):
+        # the kernel adds each bar's return to these sums: zero them, run the block, read them
+        acc[M_SUM] = 0.0
+        acc[M_SUM2] = 0.0
+        acc[M_SUM3] = 0.0
+        acc[M_SUM4] = 0.0
+        if one and not stops:
+            K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
+                        bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
+        elif one:
+            K.simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, bounds[b],
+                        bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
+        else:
+            K.simulate(open_, high, low, close, sig, bounds[b], bounds[b + 1], cfg, weights,
+                       acct, pos, acc, detail, no_eq, no_log)
+        out[b, 0] = acc[M_SUM]
+        out[b, 1] = acc[M_SUM2]
+        out[b, 2] = acc[M_SUM3]
+        out[b, 3] = acc[M_SUM4]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _signals(open_, high, low, close, sigs, cfgs, rows, weights, bounds, out):
+    """Combination ``j``: signals ``sigs[j]``, config row ``cfgs[rows[j]]`` (swept options)."""
+    for j in prange(sigs.shape[0]):
+        _one(open_, high, low, close, sigs[j], cfgs[rows[j]], weights, bounds, out[j])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _crossovers(open_, high, low, close, lines, fast_row, slow_row, cfgs, rows, weights, bounds,
+                out):
+    for j in prange(fast_row.shape[0]):
+        sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
+        _one(open_, high, low, close, sig, cfgs[rows[j]], weights, bounds, out[j])
+
+
+def block_sums(sim: Simulation, bounds: np.ndarray, count: int | None = None) -> BlockSums:
+    """The block sums of the first ``count`` combinations of the sweep ``sim`` (all by
+    default), blocks ``bounds[b]:bounds[b+1]`` of the bars. ``sim`` is prepared if it is not."""
+    if not sim._prepared:
+        sim.prepare()
+    stop = len(sim.combos) if count is None else int(count)
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    out = np.zeros((stop, len(bounds) - 1, 4))
+    with sim._threads():
+        _fill(sim, bounds, stop, out)
+    return BlockSums(n=np.diff(bounds).astype(float), sums=out.transpose(1, 0, 2))
+
+
+def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray) -> None:
+    """As ``Simulation._run_sweep_steps``: crossover lines computed once per window, or user
+    signals in bounded batches; weights per combination where they follow the params."""
+    o, h, lo, c = sim._arrays
+    kind = sim.strategy.crossover_of
+    per_params = sim.weights_given is None and sim.strategy.weights_follow_params
+    per_combo = sim.bars.n_symbols * sim.bars.n_bars
+    cfgs, rows = sim.cfgs, sim.cfg_rows  # each combination's config row (swept options)
+    if stop == 0:
+        return
+    if kind is not None and not per_params:
+        weights = sim._weights(sim.combos[0])
+        for g0, g1 in _line_groups(sim.combos, 0, stop, per_combo * 8, sim.ind.max_bytes // 2):
+            lines, fast, slow = _crossover_grid(sim.ind, kind, sim.combos[g0:g1])
+            _crossovers(o, h, lo, c, lines, fast, slow, cfgs, rows[g0:g1], weights, bounds,
+                        out[g0:g1])
+        return
+    batch = max(1, _BATCH_BYTES // per_combo)
+    for b0 in range(0, stop, batch):
+        b1 = min(stop, b0 + batch)
+        combos: Any = sim.combos[b0:b1]
+        sigs = sim._signals_batch(combos)
+        if per_params:
+            for j, combo in enumerate(combos):
+                _signals(o, h, lo, c, sigs[j:j + 1], cfgs, rows[b0 + j:b0 + j + 1],
+                         sim._weights(combo), bounds, out[b0 + j:b0 + j + 1])
+        else:
+            _signals(o, h, lo, c, sigs, cfgs, rows[b0:b1], sim._weights(combos[0]), bounds,
+                     out[b0:b1])
+
+
+__all__ = ["BlockSums", "block_sums"]

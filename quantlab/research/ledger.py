@@ -1,0 +1,105 @@
+"""The trial ledger: every combination ever run of a strategy on the same data, for an honest N.
+
+A deflated Sharpe ratio is only as honest as its N. The registry keeps, per *group* (a strategy
+on a data set: strategy name, symbols, interval, first and last bar), one entry per *trial*:
+a combination's effective settings (parameters and every engine option, without the run's name
+and tags, which are not in the engine's config) hashed, with its per-bar Sharpe ratio. Runs
+record their trials when they end (completed, or cancelled with a partial sweep kept), so
+repeating a run adds nothing and a cancelled sweep's finished combinations count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from quantlab.registry import Registry
+
+# the engine config's keys that are not a trial's settings: the grid (replaced by one
+# combination's params), how the best is chosen and the sweep's bookkeeping
+_NOT_SETTINGS = ("params", "select", "n_combinations", "skipped", "engine_version")
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def group_key(config: Mapping[str, Any]) -> str:
+    """The ledger group of a run's engine config: its strategy on its data."""
+    return _digest({k: config.get(k) for k in ("strategy", "symbols", "interval", "start",
+                                                "end", "n_bars")})
+
+
+def trial_key(config: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """One combination's identity: the settings of ``config`` with ``params`` as its params."""
+    settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+    return _digest({"settings": settings, "params": dict(params)})
+
+
+def trials_of(result: Any) -> dict[str, float | None]:
+    """``{trial key: per-bar SR}`` of a Result: each finished row of a sweep, or the run."""
+    config = result.config
+    root = math.sqrt(float(config.get("periods_per_year") or 1.0))
+    table = result.table
+    if table is None:
+        sharpe = result.metrics.get("sharpe")
+        return {trial_key(config, result.params): _per_bar(sharpe, root)}
+    names = [n for n in _param_names(config) if n in table.columns]
+    out: dict[str, float | None] = {}
+    sharpe = table["sharpe"].to_numpy(dtype=float) if "sharpe" in table else np.full(
+        len(table), np.nan)
+    for values, value in zip(table[names].itertuples(index=False, name=None), sharpe,
+                             strict=True):
+        params = {n: _plain(v) for n, v in zip(names, values, strict=True)}
+        out[trial_key(config, params)] = _per_bar(value, root)
+    return out
+
+
+def _param_names(config: Mapping[str, Any]) -> list[str]:
+    grid = config.get("params")
+    if isinstance(grid, Mapping):
+        return list(grid)
+    if isinstance(grid, list) and grid and isinstance(grid[0], Mapping):
+        return list(grid[0])
+    return []
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _per_bar(sharpe: Any, root: float) -> float | None:
+    if sharpe is None:
+        return None
+    value = float(sharpe) / root
+    return value if math.isfinite(value) else None
+
+
+def record(registry: Registry, result: Any) -> int:
+    """Add a run's trials to the ledger; returns how many were new."""
+    return registry.record_trials(group_key(result.config), trials_of(result))
+
+
+def record_unfinished(registry: Registry, sim: Any) -> int:
+    """Add a single run cancelled before its result (its SR unknown): it was tried."""
+    if sim is None or sim.is_sweep:
+        return 0  # a sweep's finished combinations come with its partial result
+    return registry.record_trials(group_key(sim.config), {trial_key(sim.config, sim.params): None})
+
+
+def stats(registry: Registry, config: Mapping[str, Any]) -> tuple[int, float]:
+    """(trials recorded for this strategy on this data, the variance (ddof 1) of their
+    per-bar SRs, NaN with fewer than two known)."""
+    ledger = registry.trial_ledger(group_key(config))
+    known = np.array([v for v in ledger.values() if v is not None], dtype=float)
+    variance = float(np.var(known, ddof=1)) if len(known) > 1 else math.nan
+    return len(ledger), variance
+
+
+__all__ = ["group_key", "record", "record_unfinished", "stats", "trial_key", "trials_of"]
