@@ -80,6 +80,8 @@ _LAZY = {
     "stats": "quantlab.analytics",
     "Comparison": "quantlab.analytics",
     "Stats": "quantlab.analytics",
+    "indicator": "quantlab.indicators",
+    "ind": "quantlab.indicators",
     "audit": "quantlab.research",
     "Audit": "quantlab.research",
     "walk_forward": "quantlab.research",
@@ -135,6 +137,8 @@ __all__ = [
     "data",
     "diff",
     "get_run",
+    "ind",
+    "indicator",
     "list_strategies",
     "metrics",
     "notifications",
@@ -151,6 +155,7 @@ if TYPE_CHECKING:
     from quantlab.config import BacktestConfig
     from quantlab.engine.api import Result, backtest
     from quantlab.engine.version import ENGINE_VERSION
+    from quantlab.indicators import ind, indicator
     from quantlab.jobs.api import Run, RunList, get_run, runs, submit
     from quantlab.jobs.rundiff import diff
     from quantlab.research.audit import Audit, audit

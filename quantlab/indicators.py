@@ -12,8 +12,17 @@ equal averages must flip on the same bar as theirs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar, cast
+
 import numpy as np
 from numba import njit
+
+from quantlab.errors import ConfigError
+from quantlab.settings import env_number
 
 
 @njit(cache=True)
@@ -282,3 +291,466 @@ def band_breakout(close: np.ndarray, mid: np.ndarray, sd: np.ndarray, k: float) 
             p_up = up
             p_mid = m
     return out
+
+
+# -- memoised indicators (``ql.indicator``, ``ql.ind``) ----------------------------------------
+#
+# A user strategy is called once per combination of a sweep; an indicator inside it that depends
+# on only some of the params (``zscore(bars.close[0], lookback)`` in a lookback x entry sweep)
+# would be recomputed for every value of the others. ``@indicator`` remembers its results for
+# the duration of one run or sweep (the engine opens the scope: see ``memo_scope``), keyed by
+# the arguments: an array by *where its data lives* (the root buffer it is a view of, its
+# offset, shape, strides and dtype, plus a small sample of its values), so a fresh view of the
+# same bars (``bars.close[0]`` on every call) is a hit without hashing the data.
+#
+# Safety of an address as a key: the memo holds a reference to every root array it keyed, so
+# that buffer cannot be freed and its address reused by other data while an entry names it; the
+# sample of values catches data changed in place; and the whole memo is emptied when a run or
+# sweep starts and when it ends, so nothing outlives the data it was computed from.
+
+MEMO_MAX_BYTES = 256 << 20
+"""Default bound of the memo (results plus the input arrays it holds), per thread: least
+recently used entries go first. ``QUANTLAB_INDICATOR_MEMO_MB`` overrides it."""
+
+_SAMPLE = 16  # values sampled from an input array to notice data changed in place
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+
+
+class _Uncacheable(Exception):
+    """An argument the memo cannot key (a DataFrame, a list of arrays...): call through."""
+
+
+class IndicatorMemo:
+    """One thread's memo of ``@indicator`` results (see the module notes above).
+
+    ``computed`` counts the calls that ran the function, ``hits`` those answered from memory,
+    ``bypassed`` those whose arguments could not be keyed (computed, not stored).
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple[Any, ...], tuple[bytes, Any, int]] = {}
+        # id(root) -> [root, how many entries name it, its data address]
+        self._roots: dict[int, list[Any]] = {}
+        self._entry_roots: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self.nbytes = 0
+        self.depth = 0
+        self.owner: object | None = None
+        self._limit: int | None = None  # the environment's bound, read once per scope
+        self.computed = 0
+        self.hits = 0
+        self.bypassed = 0
+
+    @property
+    def limit(self) -> int:
+        if self.max_bytes is not None:
+            return self.max_bytes
+        if self._limit is None:
+            mb = env_number("QUANTLAB_INDICATOR_MEMO_MB", MEMO_MAX_BYTES / (1 << 20),
+                            minimum=0, example="512")
+            self._limit = int(mb * (1 << 20))
+        return self._limit
+
+    @property
+    def active(self) -> bool:
+        return self.owner is not None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._roots.clear()
+        self._entry_roots.clear()
+        self.nbytes = 0
+
+    def reset_counts(self) -> None:
+        self.computed = self.hits = self.bypassed = 0
+
+    # -- keys -------------------------------------------------------------------------------
+    def _key_part(self, value: Any, roots: list[np.ndarray], stamp: list[bytes]) -> Any:
+        if isinstance(value, np.ndarray):
+            root = value
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            held = self._roots.get(id(root))
+            # a root the memo holds is that very object (its id cannot be reused meanwhile):
+            # its address is known (each __array_interface__ costs ~2 us, a sweep pays it often)
+            if held is not None and held[0] is root:
+                address = held[2]
+            else:
+                address = root.__array_interface__["data"][0]
+            data = value.__array_interface__["data"][0] if value is not root else address
+            roots.append(root)
+            stamp.append(_sample(value))
+            # while the root is held no other buffer can sit at its address: the address, the
+            # view's offset, shape, strides and dtype say which data it is
+            return (address, data - address, value.shape, value.strides, value.dtype)
+        if isinstance(value, np.generic):
+            value = value.item()  # np.int64(20) and 20 are the same argument
+        if isinstance(value, _SCALARS):
+            return (type(value).__name__, value)
+        if isinstance(value, tuple | list):
+            return (type(value).__name__,
+                    tuple(self._key_part(v, roots, stamp) for v in value))
+        raise _Uncacheable
+
+    # -- lookup -----------------------------------------------------------------------------
+    def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> Any:
+        roots: list[np.ndarray] = []
+        stamp: list[bytes] = []
+        part = self._key_part
+        try:
+            key: tuple[Any, ...] = (func, *[part(a, roots, stamp) for a in args])
+            if kwargs:
+                # after a marker no positional part can equal (parts are tuples)
+                key += ("**", *[(k, part(kwargs[k], roots, stamp)) for k in sorted(kwargs)])
+            found = self._entries.pop(key, None)
+        except (_Uncacheable, TypeError):  # TypeError: a value that cannot be hashed
+            self.bypassed += 1
+            self.computed += 1
+            return func(*args, **kwargs)
+        sample = b"".join(stamp)
+        if found is not None:
+            if found[0] == sample:
+                self._entries[key] = found  # most recently used last
+                self.hits += 1
+                return found[1]
+            self._forget(key, found)  # the same buffer holds other values now
+        value = _read_only(_not_an_input(func(*args, **kwargs), roots))
+        self.computed += 1
+        self._store(key, sample, value, roots)
+        return value
+
+    def _store(self, key: tuple[Any, ...], sample: bytes, value: Any,
+               roots: list[np.ndarray]) -> None:
+        size = _nbytes(value)
+        new_roots = {id(r): r for r in roots if id(r) not in self._roots}
+        size_with_roots = size + sum(r.nbytes for r in new_roots.values())
+        limit = self.limit
+        if size_with_roots > limit:
+            return  # larger than the whole memo: not kept
+        while self._entries and self.nbytes + size_with_roots > limit:
+            oldest = next(iter(self._entries))
+            self._forget(oldest, self._entries.pop(oldest))
+            # a root freed by that eviction may be one of ours: count it again
+            new_roots = {id(r): r for r in roots if id(r) not in self._roots}
+            size_with_roots = size + sum(r.nbytes for r in new_roots.values())
+        self._entries[key] = (sample, value, size)
+        ids = tuple(dict.fromkeys(id(r) for r in roots))
+        for rid in ids:
+            held = self._roots.get(rid)
+            if held is None:
+                root = new_roots[rid]
+                self._roots[rid] = [root, 1, root.__array_interface__["data"][0]]
+                self.nbytes += root.nbytes
+            else:
+                held[1] += 1
+        self._entry_roots[key] = ids
+        self.nbytes += size
+
+    def _forget(self, key: tuple[Any, ...], entry: tuple[bytes, Any, int]) -> None:
+        self.nbytes -= entry[2]
+        for rid in self._entry_roots.pop(key, ()):
+            held = self._roots[rid]
+            held[1] -= 1
+            if held[1] == 0:
+                self.nbytes -= held[0].nbytes
+                del self._roots[rid]
+
+
+def _sample(a: np.ndarray) -> bytes:
+    """A few values of ``a``, evenly spaced (first and last included), as bytes."""
+    n = a.size
+    if n <= _SAMPLE:
+        return a.tobytes()
+    if a.ndim == 1:  # the usual case (bars.close[0]): a strided view, no index array
+        step = (n - 1) // (_SAMPLE - 1)
+        return a[::step].tobytes() + a[-1:].tobytes()
+    at = _SAMPLE_AT.get(n)
+    if at is None:
+        at = _SAMPLE_AT[n] = np.linspace(0, n - 1, _SAMPLE).astype(np.intp)
+    return a.flat[at].tobytes()
+
+
+_SAMPLE_AT: dict[int, np.ndarray] = {}  # array size -> the positions sampled
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, tuple | list):
+        return sum(_nbytes(v) for v in value) + 64
+    return int(getattr(value, "nbytes", 0) or 64)
+
+
+def _not_an_input(value: Any, roots: list[np.ndarray]) -> Any:
+    """A result that views an input's data (``return x``, ``return x[n:]``) copied: made
+    read-only below, it would otherwise lock the caller's own array."""
+    if isinstance(value, np.ndarray):
+        root = value
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if any(root is r for r in roots):
+            return value.copy()
+    elif isinstance(value, tuple):
+        return tuple(_not_an_input(v, roots) for v in value)
+    return value
+
+
+def _read_only(value: Any) -> Any:
+    """The result as shared by every caller: its arrays made read-only, so that a strategy that
+    changes one in place fails loudly instead of changing what the next combination reads."""
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, tuple):
+        for v in value:
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+    return value
+
+
+_local = threading.local()
+
+
+def current_memo() -> IndicatorMemo:
+    """This thread's memo (each thread runs its own runs; a sandbox process has its own)."""
+    memo = getattr(_local, "memo", None)
+    if memo is None:
+        memo = _local.memo = IndicatorMemo()
+    return memo
+
+
+def open_scope(owner: object) -> None:
+    """Start the memo scope of run or sweep ``owner`` (the engine's ``Simulation``): an empty
+    memo. Called again by the same owner (its next chunk) it keeps the memo; another owner in
+    between (a second simulation advanced by the same thread) empties it first."""
+    memo = current_memo()
+    if memo.owner is not owner:
+        memo.clear()
+        memo.reset_counts()
+        memo.owner = owner
+        memo._limit = None
+
+
+def close_scope(owner: object) -> None:
+    """End ``owner``'s scope: the memo is emptied and releases the arrays it held."""
+    memo = current_memo()
+    if memo.owner is owner:
+        memo.clear()
+        memo.owner = None
+
+
+@contextlib.contextmanager
+def memo_scope() -> Iterator[IndicatorMemo]:
+    """A memo scope for code outside the engine (a test, a script computing indicators in a
+    loop): ``with memo_scope(): ...``; emptied when it ends."""
+    owner = object()
+    previous = current_memo().owner
+    open_scope(owner)
+    try:
+        yield current_memo()
+    finally:
+        close_scope(owner)
+        if previous is not None:
+            current_memo().owner = previous
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def indicator(func: Callable[P, R]) -> Callable[P, R]:
+    """Memoise an indicator function of arrays and parameters within a run or sweep.
+
+    ::
+
+        @ql.indicator
+        def zscore(x, n):
+            s = pd.Series(x)
+            return ((s - s.rolling(n).mean()) / s.rolling(n).std()).to_numpy()
+
+    Inside a backtest or sweep, calls with the same arguments compute once: arrays are the same
+    argument when they view the same data (``bars.close[0]`` on each call is), numbers and
+    strings when equal. Outside a run the function is simply called. The memo is emptied when a
+    run starts and ends, holds at most ``QUANTLAB_INDICATOR_MEMO_MB`` (256 MB by default;
+    least recently used out), and returns its arrays read-only (``z.copy()`` to modify one).
+    Arguments it cannot key (a DataFrame, a dict) make the call compute without memo.
+    """
+    if getattr(func, "__wrapped_indicator__", False):
+        return func
+
+    @functools.wraps(func)
+    def memoised(*args: P.args, **kwargs: P.kwargs) -> R:
+        memo = current_memo()
+        if memo.owner is None:
+            return func(*args, **kwargs)
+        return cast(R, memo.call(func, args, kwargs))
+
+    memoised.__wrapped_indicator__ = True  # type: ignore[attr-defined]
+    return memoised
+
+
+# -- the built-in indicators, public and memoised (``ql.ind``) ---------------------------------
+
+
+@njit(cache=True)
+def _atr_rows(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's average true range over each row's valid bars (see ``BuiltinIndicators.atr``)."""
+    out = np.full_like(close, np.nan)
+    for r in range(close.shape[0]):
+        prev_close = np.nan
+        count = 0
+        total = 0.0
+        value = np.nan
+        for i in range(close.shape[1]):
+            h = high[r, i]
+            lo = low[r, i]
+            c = close[r, i]
+            if np.isnan(h) or np.isnan(lo) or np.isnan(c):
+                continue
+            tr = h - lo
+            if not np.isnan(prev_close):
+                tr = max(tr, abs(h - prev_close), abs(lo - prev_close))
+            prev_close = c
+            count += 1
+            if count < n:
+                total += tr
+                continue
+            if count == n:
+                value = (total + tr) / n  # seeded with the simple mean of the first n
+            else:
+                value = (value * (n - 1) + tr) / n
+            out[r, i] = value
+    return out
+
+
+def _rows(x: Any) -> tuple[np.ndarray, bool]:
+    """``x`` as a C-contiguous float64 ``(rows, bars)`` array, and whether it was one row."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        return np.ascontiguousarray(a[None, :]), True
+    if a.ndim != 2:
+        raise ConfigError(f"an indicator takes a series (n_bars,) or rows (n_symbols, n_bars), "
+                          f"got an array of shape {a.shape}; pass bars.close[0] or bars.close",
+                          field="x")
+    return np.ascontiguousarray(a), False
+
+
+def _window(n: Any) -> int:
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ConfigError(f"an indicator window must be a whole number of bars >= 1, got {n!r}",
+                          field="n")
+    return int(n)
+
+
+def _shaped(out: np.ndarray, one: bool) -> np.ndarray:
+    return out[0] if one else out
+
+
+class BuiltinIndicators:
+    """QuantLab's indicators for your own strategies, as ``ql.ind.<name>`` (Numba, memoised like
+    ``@ql.indicator`` within a run or sweep).
+
+    Each takes a series ``(n_bars,)`` (``bars.close[0]``) or rows ``(n_symbols, n_bars)``
+    (``bars.close``) and returns the same shape. A row's NaN bars (no bar for that symbol) are
+    skipped: a window of ``n`` is ``n`` real bars, and the output is NaN on NaN bars and during
+    the warm-up. Results are read-only arrays inside a run.
+    """
+
+    @staticmethod
+    @indicator
+    def sma(x: Any, n: int) -> np.ndarray:
+        """Simple moving average: ``sma_t = (x_{t-n+1} + ... + x_t) / n``; bit for bit pandas'
+        ``Series.rolling(n).mean()``."""
+        a, one = _rows(x)
+        return _shaped(sma(a, _window(n)), one)
+
+    @staticmethod
+    @indicator
+    def ema(x: Any, n: int) -> np.ndarray:
+        """Exponential moving average: ``ema_t = ema_{t-1} + alpha * (x_t - ema_{t-1})`` with
+        ``alpha = 2 / (n + 1)``, seeded with the first value (pandas ``ewm(span=n,
+        adjust=False).mean()``), NaN for the first ``n - 1`` bars."""
+        a, one = _rows(x)
+        return _shaped(ema(a, _window(n)), one)
+
+    @staticmethod
+    @indicator
+    def rolling_std(x: Any, n: int) -> np.ndarray:
+        """Sample standard deviation of the last ``n`` bars: ``sqrt(sum((x_i - sma_t)^2) /
+        (n - 1))`` (pandas ``rolling(n).std()``, ddof = 1); 0 when ``n == 1``."""
+        a, one = _rows(x)
+        return _shaped(rolling_std(a, _window(n)), one)
+
+    @staticmethod
+    @indicator
+    def zscore(x: Any, n: int) -> np.ndarray:
+        """Rolling z-score: ``z_t = (x_t - sma_t(n)) / rolling_std_t(n)`` (ddof = 1), as
+        ``(s - s.rolling(n).mean()) / s.rolling(n).std()`` in pandas; ``±inf`` or NaN where the
+        window is constant."""
+        a, one = _rows(x)
+        w = _window(n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (a - sma(a, w)) / rolling_std(a, w)
+        return _shaped(out, one)
+
+    @staticmethod
+    @indicator
+    def bollinger(x: Any, n: int = 20, k: float = 2.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bollinger bands ``(middle, upper, lower)``: ``middle = sma(n)``, ``upper = middle +
+        k * rolling_std(n)``, ``lower = middle - k * rolling_std(n)`` (sample std, ddof = 1, as
+        the built-in ``bollinger_breakout``)."""
+        a, one = _rows(x)
+        w = _window(n)
+        mid = sma(a, w)
+        sd = rolling_std(a, w)
+        return (_shaped(mid, one), _shaped(mid + k * sd, one), _shaped(mid - k * sd, one))
+
+    @staticmethod
+    @indicator
+    def rsi(x: Any, n: int = 14) -> np.ndarray:
+        """Wilder's relative strength index: ``rsi = 100 - 100 / (1 + avg_gain / avg_loss)``,
+        the averages of the up and down moves seeded with the simple mean of the first ``n``
+        changes, then ``avg_t = (avg_{t-1} * (n - 1) + move_t) / n``; NaN for the first ``n``
+        bars, 100 when the window had no loss."""
+        a, one = _rows(x)
+        return _shaped(rsi(a, _window(n)), one)
+
+    @staticmethod
+    @indicator
+    def atr(high: Any, low: Any, close: Any, n: int = 14) -> np.ndarray:
+        """Wilder's average true range: ``tr_t = max(high_t - low_t, |high_t - close_{t-1}|,
+        |low_t - close_{t-1}|)`` (``high_t - low_t`` on the first bar), ``atr`` = the simple mean
+        of the first ``n`` true ranges, then ``atr_t = (atr_{t-1} * (n - 1) + tr_t) / n``; NaN
+        for the first ``n - 1`` bars. Call it as ``ql.ind.atr(bars.high[0], bars.low[0],
+        bars.close[0], 14)``."""
+        h, one = _rows(high)
+        lo, _ = _rows(low)
+        c, _ = _rows(close)
+        if not h.shape == lo.shape == c.shape:
+            raise ConfigError(f"atr needs high, low and close of one shape, got {h.shape}, "
+                              f"{lo.shape} and {c.shape}; pass bars.high[0], bars.low[0], "
+                              f"bars.close[0]", field="high")
+        return _shaped(_atr_rows(h, lo, c, _window(n)), one)
+
+    @staticmethod
+    @indicator
+    def crossover(a: Any, b: Any) -> np.ndarray:
+        """Crosses of ``a`` over ``b`` (int8): ``+1`` on bar ``t`` when ``a_p < b_p`` and ``a_t >
+        b_t`` (``p`` the previous bar where both are valid), ``-1`` when it crosses below, else
+        0: a crossover strategy's signals are ``ql.ind.crossover(fast, slow)``."""
+        x, one = _rows(a)
+        y, _ = _rows(b)
+        if x.shape != y.shape:
+            raise ConfigError(f"crossover needs two series of one shape, got {x.shape} and "
+                              f"{y.shape}", field="b")
+        return _shaped(crossover(x, y), one)
+
+    def __repr__(self) -> str:
+        names = [n for n in vars(BuiltinIndicators) if not n.startswith("_")]
+        return f"<ql.ind: {', '.join(names)}>"
+
+
+ind = BuiltinIndicators()
+"""The built-in indicators: ``ql.ind.sma(x, n)``, ``ql.ind.zscore(x, n)``, ..."""

@@ -212,6 +212,29 @@ def test_notebook_defined_strategy_ran_on_the_worker(in_home: Any) -> None:
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
 
 
+def test_the_memoised_indicator_cell_sweeps_as_a_plain_strategy_would(in_home: Any) -> None:
+    import numpy as np
+    import pandas as pd
+
+    import quantlab as ql
+
+    nb, _ = in_home
+
+    # the same sweep, written here without @ql.indicator
+    @ql.strategy(name="zscore_unmemoised")
+    def zscore_unmemoised(bars: Any, lookback: int = 20, entry: float = 1.5) -> Any:
+        s = pd.Series(bars.close[0])
+        z = ((s - s.rolling(lookback).mean()) / s.rolling(lookback).std()).to_numpy()
+        return np.where(z < -entry, 1, np.where(z > entry, -1, 0))
+
+    plain = ql.backtest("AAA", "zscore_unmemoised",
+                        {"lookback": [20, 30, 40], "entry": [1.5, 2.0, 2.5]},
+                        interval="1d", cash=100_000, commission=0.001)
+    printed = cell_stdout(_cell(nb, "@ql.indicator"))
+    assert printed.strip() == (f"9 combinations; best by Sharpe: {plain.params}, "
+                               f"Sharpe {plain.metrics['sharpe']:.3f}")
+
+
 def test_comparison_and_run_list(in_home: Any) -> None:
     import quantlab as ql
 

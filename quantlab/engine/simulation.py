@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from quantlab import indicators as I
 from quantlab import metrics as M
 from quantlab.bars import Bars, as_bars
 from quantlab.engine import kernel as K
@@ -32,7 +33,7 @@ from quantlab.engine.options import (
 )
 from quantlab.engine.result import RESIMULATION, Result
 from quantlab.engine.version import ENGINE_VERSION
-from quantlab.errors import ConfigError, RunError
+from quantlab.errors import ConfigError, RunError, StrategyError
 from quantlab.settings import env_number
 from quantlab.strategies import Indicators, Strategy, get_strategy
 
@@ -126,6 +127,8 @@ class Simulation:
         self.total_units = len(self.combos) if self.is_sweep else self.bars.n_bars
         self.done_units = 0
         self._prepared = False
+        # the scope of this run's @ql.indicator memo (quantlab.indicators.open_scope)
+        self._memo_owner = object()
         # the single-symbol kernels (simulate1, sweep_cross1); False forces the general ones
         # (tests compare the two)
         self.fast_path = True
@@ -185,14 +188,22 @@ class Simulation:
         self.ind = indicators if indicators is not None else Indicators(self.bars)
         if self.is_sweep:
             self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
+            # combinations whose signals raised: index -> the error (skipped, not in the table)
+            self.failed: dict[int, str] = {}
         else:
             own = self._own(self.params)
             if self.strategy.prefetch is not None:
                 self.strategy.prefetch(self.ind, own)
             # a one-symbol crossover crosses its two lines inside the kernel: no signal array
             self.lines = self._single_lines()
-            self.sig = (None if self.lines else
-                        self.strategy.signals(self.bars, own, self.ind))
+            # @ql.indicator results are memoised for this run's signals only (a sweep's best
+            # combination, re-run by result(), still reads the sweep's memo)
+            I.open_scope(self._memo_owner)
+            try:
+                self.sig = (None if self.lines else
+                            self.strategy.signals(self.bars, own, self.ind))
+            finally:
+                I.close_scope(self._memo_owner)
             self.acct, self.pos, self.acc = K.new_state(self.bars.n_symbols, self.cfg[K.C_CASH])
             self.equity = np.empty(self.bars.n_bars)
             # room for a typical run's trades; the log grows if a run needs more
@@ -211,11 +222,31 @@ class Simulation:
         stop = min(self.total_units, self.done_units + int(max_units))
         start = self.done_units
         if self.is_sweep:
-            self._run_sweep(start, stop)
+            # a sweep's @ql.indicator memo lives from its first chunk to its result
+            I.open_scope(self._memo_owner)
+            try:
+                self._run_sweep(start, stop)
+                self.done_units = stop
+                self._raise_if_all_failed()
+            except BaseException:
+                I.close_scope(self._memo_owner)
+                raise
         else:
             self._run_bars(start, stop)
         self.done_units = stop
         return stop - start
+
+    def _raise_if_all_failed(self) -> None:
+        """A finished sweep whose every combination raised has nothing to show: say why."""
+        if not (self.finished and self.failed and len(self.failed) == len(self.combos)):
+            return
+        first = min(self.failed)
+        raise StrategyError(
+            f"every one of the {len(self.combos)} combinations of strategy "
+            f"'{self.strategy.name}' failed, so the sweep has no result; the first "
+            f"({_jsonable_combo(self.combos[first])}): {self.failed[first]}",
+            strategy=self.strategy.name,
+        ) from getattr(self, "_first_failure", None)
 
     def _run_bars(self, start: int, stop: int) -> None:
         o, h, lo, c = self._arrays
@@ -256,10 +287,19 @@ class Simulation:
         fast, slow = self.ind.many(kind, [int(self.params["fast"]), int(self.params["slow"])])
         return fast[0], slow[0]
 
-    def _signals_batch(self, combos: Sequence[dict[str, Any]]) -> np.ndarray:
+    def _signals_batch(self, combos: Sequence[dict[str, Any]], first: int) -> np.ndarray:
+        """The signals of ``combos`` (combinations ``first``, ``first + 1``, ...). One that
+        raises is recorded in ``self.failed`` and trades nothing here (its row is dropped from
+        the table): a bad corner of the grid must not cost the rest of the sweep."""
         out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
         for j, combo in enumerate(combos):
-            out[j] = self.strategy.signals(self.bars, self._own(combo), self.ind)
+            try:
+                out[j] = self.strategy.signals(self.bars, self._own(combo), self.ind)
+            except StrategyError as exc:
+                if not self.failed:
+                    self._first_failure = exc  # the cause shown if every combination fails
+                self.failed[first + j] = str(exc)
+                out[j] = 0
         return out
 
     def _run_sweep(self, start: int, stop: int) -> None:
@@ -295,7 +335,7 @@ class Simulation:
         for b0 in range(start, stop, batch):
             b1 = min(stop, b0 + batch)
             combos = self.combos[b0:b1]
-            sigs = self._signals_batch(combos)
+            sigs = self._signals_batch(combos, b0)
             if per_params:
                 # weights depend on the params: run combination by combination
                 for j, combo in enumerate(combos):
@@ -325,6 +365,10 @@ class Simulation:
                                          "done": np.array([done])}
         if self.is_sweep:
             arrays["rows"] = self.rows[:done]
+            # the failed combinations and their errors (a resumed sweep still skips them)
+            arrays["failed"] = np.array(sorted(self.failed), dtype=np.int64)
+            arrays["failed_errors"] = np.array([self.failed[k] for k in sorted(self.failed)],
+                                               dtype=str)
         else:
             rows = int(self.acct[K.A_LOG_ROWS])
             arrays.update(acct=self.acct, pos=self.pos, acc=self.acc,
@@ -349,6 +393,9 @@ class Simulation:
         done = int(z["done"][0])
         if self.is_sweep:
             self.rows[:done] = z["rows"]
+            if "failed" in z.files:
+                self.failed = dict(zip((int(k) for k in z["failed"]),
+                                       (str(e) for e in z["failed_errors"]), strict=True))
         else:
             self.acct[:] = z["acct"]
             self.pos[:] = z["pos"]
@@ -378,7 +425,10 @@ class Simulation:
                 f"{'combinations' if self.is_sweep else 'bars'}); call run() until finished, "
                 f"or result(partial=True) for a cancelled sweep")
         if self.is_sweep:
-            return self._sweep_result(partial=not self.finished)
+            try:
+                return self._sweep_result(partial=not self.finished)
+            finally:
+                I.close_scope(self._memo_owner)
         rows = int(self.acct[K.A_LOG_ROWS])
         res = Result(
             metrics=M.as_dict(self._metrics_row()), params=self.params, config=self.config,
@@ -410,15 +460,26 @@ class Simulation:
             columns[name] = np.array([np.nan if v is None else v for v in
                                       _option_column(chosen, name, getattr(self.options, name))],
                                      dtype=float)
+        rows = self.rows[:done]
+        # the table's rows: every combination done but those that failed (skipped, counted)
+        kept = np.ones(done, bool)
+        kept[[k for k in self.failed if k < done]] = False
+        if not kept.all():
+            rows = rows[kept]
+            columns = {name: np.asarray(values)[kept] if isinstance(values, np.ndarray)
+                       else [v for v, keep in zip(values, kept, strict=True) if keep]
+                       for name, values in columns.items()}
         for k, name in enumerate(M.METRICS):
-            column = self.rows[:done, k]
+            column = rows[:, k]
             columns[name] = column.astype(np.int64) if name in _INT_METRICS else column.copy()
         table = pd.DataFrame(columns, columns=[*names, *self.swept, *M.METRICS])
-        config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped}
-        if done == 0:
+        config = {**self.config, "n_combinations": len(self.combos), "skipped": self.skipped,
+                  **self._failures()}
+        if not kept.any():
             return Result(metrics={}, params={}, config=config, index=self.bars.index[:0],
                           symbols=self.bars.symbols, table=table, partial=partial)
-        best = _best(self.rows[:done, M.METRIC_INDEX[self.select]], self.select)
+        best = int(np.flatnonzero(kept)[_best(rows[:, M.METRIC_INDEX[self.select]],
+                                              self.select)])
         params = self.combos[best]
         single = Simulation.__new__(Simulation)
         single.__dict__.update(self.__dict__)
@@ -440,6 +501,16 @@ class Simulation:
         best_res._total_return_at = res._total_return_at
         best_res._source = self  # res.overfitting() re-simulates the combinations with it
         return best_res
+
+    def _failures(self) -> dict[str, Any]:
+        """The config's account of combinations that raised: how many, and the first few with
+        their error (empty when none did)."""
+        if not self.failed:
+            return {}
+        shown = sorted(self.failed)[:_FAILURES_SHOWN]
+        return {"failed": len(self.failed),
+                "failures": [{"params": _jsonable_combo(self.combos[k]), "error": self.failed[k]}
+                             for k in shown]}
 
 
 def total_return_at(bars: Bars, strategy: str | Strategy, params: Mapping[str, Any],
@@ -506,6 +577,14 @@ def _option_configs(cfg: np.ndarray, combos: Sequence[Mapping[str, Any]], swept:
         # slippage is given in basis points: the same division as the single run's
         cfgs[:, slot] = distinct[:, a] / scale if scale != 1.0 else distinct[:, a]
     return cfgs, np.ascontiguousarray(rows.reshape(-1), dtype=np.int64)
+
+
+# the failed combinations listed (with their error) in a sweep's config; all are counted
+_FAILURES_SHOWN = 10
+
+
+def _jsonable_combo(combo: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in combo.items()}
 
 
 def _line_groups(combos: Sequence[dict[str, Any]], start: int, stop: int, line_bytes: int,

@@ -324,9 +324,11 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
             continue
         partial = partial or not found["complete"]
         table = pd.read_parquet(io.BytesIO(registry.get_blob(blob_key(doc["id"], index))))
-        start, _ = bounds(index, count, len(sweep.combos))
+        start, stop = bounds(index, count, len(sweep.combos))
         tables.append(table)
-        positions.extend(range(start, start + len(table)))
+        positions.extend(range(start, stop) if len(table) == stop - start else
+                         _positions(table, sweep.combos, start,
+                                    [*sweep.strategy.params, *sweep.swept]))
     if not positions:
         return None
     table = pd.concat(tables, ignore_index=True)
@@ -347,6 +349,29 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
         symbols=bars.symbols, equity=res.equity, trades=res.trades,
         open_trades=res.open_trades, table=table, partial=partial,
     )
+
+
+def _positions(table: pd.DataFrame, combos: Any, start: int, names: list[str]) -> list[int]:
+    """Where the rows of a shard's table sit among the sweep's combinations: its combinations
+    from ``start`` in order, less those whose strategy raised (left out of the table)."""
+    k = start
+    found = []
+    for row in table[names].itertuples(index=False):
+        while k < len(combos) and not all(_same(combos[k][name], value)
+                                          for name, value in zip(names, row, strict=True)):
+            k += 1
+        if k == len(combos):  # a value the table does not give back equal: in order
+            return list(range(start, start + len(table)))
+        found.append(k)
+        k += 1
+    return found
+
+
+def _same(given: Any, stored: Any) -> bool:
+    """A combination's value and the table's: equal, or both "none" (a stop of None is NaN in
+    the table)."""
+    return bool(given == stored) or ((given is None or given != given)
+                                     and (stored is None or stored != stored))
 
 
 # -- the coordinator -------------------------------------------------------------------------------

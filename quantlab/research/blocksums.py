@@ -126,7 +126,7 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray) -> No
     for b0 in range(0, stop, batch):
         b1 = min(stop, b0 + batch)
         combos: Any = sim.combos[b0:b1]
-        sigs = sim._signals_batch(combos)
+        sigs = sim._signals_batch(combos, b0)
         if per_params:
             for j, combo in enumerate(combos):
                 _signals(o, h, lo, c, sigs[j:j + 1], cfgs, rows[b0 + j:b0 + j + 1],

@@ -125,7 +125,8 @@ def _definition(name: str, value: Any, strategy_name: str, seen: set[str]) -> li
         except (OSError, TypeError):
             helper = ""
         if helper:
-            globals_ = getattr(target, "__globals__", None) or vars(
+            # a decorated helper (@ql.indicator) reads the names of the function it wraps
+            globals_ = getattr(inspect.unwrap(target), "__globals__", None) or vars(
                 importlib.import_module(target.__module__))
             return [*_prelude(helper, globals_, strategy_name, seen), helper.rstrip()]
     raise ConfigError(
