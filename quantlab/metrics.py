@@ -134,16 +134,25 @@ METRIC_INFO: dict[str, MetricInfo] = {
     "rejected_orders": MetricInfo("Rejected orders", COUNT, lower_is_better=True),
 }
 METRIC_LABELS = {name: info.label for name, info in METRIC_INFO.items()}
+
+# The columns a sweep's overfitting statistics add to its table (quantlab.research): not metrics
+# of a run, but shown beside them (the sweep view ranks by ``dsr``).
+STATISTIC_INFO: dict[str, MetricInfo] = {
+    "dsr": MetricInfo("Deflated Sharpe", RATIO),
+    "sr": MetricInfo("Sharpe per bar", RATIO),
+    "min_trl": MetricInfo("Min. track record", BARS, lower_is_better=True),
+}
 # metrics where smaller is better (sweeps select their best combination with it, views highlight)
-LOWER_IS_BETTER = frozenset(name for name, info in METRIC_INFO.items() if info.lower_is_better)
+LOWER_IS_BETTER = frozenset(name for name, info in (METRIC_INFO | STATISTIC_INFO).items()
+                            if info.lower_is_better)
 # metrics counted in whole numbers (as_dict gives them as int)
 WHOLE_METRICS = frozenset(name for name, info in METRIC_INFO.items() if info.whole)
 
 
 def metric_info(name: str) -> MetricInfo:
-    """The metadata of ``name``; a metric not declared here (a research statistic, a user's
-    column) gets a label made from its name, percent if it ends in ``_pct``."""
-    info = METRIC_INFO.get(name)
+    """The metadata of ``name``; a name declared in neither METRIC_INFO nor STATISTIC_INFO (a
+    user's column) gets a label made from its name, percent if it ends in ``_pct``."""
+    info = METRIC_INFO.get(name) or STATISTIC_INFO.get(name)
     if info is not None:
         return info
     unit = PERCENT if name.endswith("_pct") else RATIO

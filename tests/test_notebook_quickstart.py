@@ -162,17 +162,23 @@ def test_sweep_shows_a_heatmap_of_sharpe_over_fast_and_slow(in_home: Any) -> Non
     assert tabs["titles"][0] == "Sweep"
     dropdowns = {d["description"]: d for d in tree.find(root, "DropdownModel")}
     assert set(dropdowns) == {"Metric", "x", "y"}
-    assert dropdowns["Metric"]["_options_labels"][dropdowns["Metric"]["index"]] == "Sharpe"
+    # ranked by deflated Sharpe by default (the sweep's N deflates each Sharpe; issue 15)
+    assert dropdowns["Metric"]["_options_labels"][dropdowns["Metric"]["index"]] == \
+        "Deflated Sharpe"
+    assert "Sharpe" in dropdowns["Metric"]["_options_labels"]
     assert dropdowns["x"]["_options_labels"][dropdowns["x"]["index"]] == "fast"
     assert dropdowns["y"]["_options_labels"][dropdowns["y"]["index"]] == "slow"
     html = tree.html(root)
     (heatmap,) = tree.find(root, "AnyModel")  # the clickable heatmap (plotly FigureWidget)
     (trace,) = heatmap["_widget_data"]
-    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by fast × slow"
+    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
     # every valid cell of the heatmap carries its value; the skipped fast=50, slow=50 is n/a
-    row = table[(table["fast"] == 10) & (table["slow"] == 100)].iloc[0]
+    from quantlab.render.overfitting import sweep_view
+
+    ranked, _ = sweep_view(result)
+    row = ranked[(ranked["fast"] == 10) & (ranked["slow"] == 100)].iloc[0]
     cell = trace["text"][trace["y"].index("100")][trace["x"].index("10")]
-    assert cell == f"{row['sharpe']:.2f}"
+    assert cell == f"{row['dsr']:.2f}"
     assert trace["text"][trace["y"].index("50")][trace["x"].index("50")] == "n/a"
     assert "69 combinations" in html
     printed = cell_stdout(_cell(nb, "table = sweep.result().table"))
@@ -295,7 +301,7 @@ def test_a_restarted_kernel_gets_the_run_back(in_home: Any, tmp_path: Path) -> N
     root = tree.root(fresh.cells[1])
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
     (heatmap,) = tree.find(root, "AnyModel")
-    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by fast × slow"
+    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
     original = WidgetTree(nb)
     sweep_root = original.root(_cell(nb, "%%backtest --name \"SMA sweep on AAA\""))
     assert (tree.with_class(root, "ql-metrics")[0]["value"]
