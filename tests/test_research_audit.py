@@ -518,6 +518,25 @@ def test_the_rest_api_refuses_a_peeking_strategy_with_a_400(lab: Lab) -> None:
     assert lab.registry().count_runs() == before
 
 
+def test_the_rest_api_audits_a_shipped_strategy_outside_the_jupyter_server(lab: Lab) -> None:
+    import psutil
+
+    marker = Path(MARKERS) / "rest_loaded.pid"
+    marker.unlink(missing_ok=True)
+    source = REST_SOURCE.replace(
+        "# --- strategy source", f"import os\nopen({str(marker)!r}, 'w').write(str(os.getpid()))"
+                                 f"\n# --- strategy source")
+    body = {"config": {**ONE_YEAR, "strategy": "rest_peeker", "strategy_source": source}}
+    status, reply = lab.server.request("POST", f"{API}/runs", body)
+    assert status == 400 and "look-ahead" in reply["message"], reply
+    loaded_in = int(marker.read_text())
+    # loaded in a sandbox forked from the server's sandbox server, never in the server itself
+    assert loaded_in != lab.server.proc.pid
+    assert loaded_in not in {lab.server.proc.pid, *(
+        p.pid for p in psutil.Process(lab.server.proc.pid).children())}
+    wait_for(lambda: _gone(loaded_in), WAIT, "the audit's sandbox to be gone")
+
+
 def test_the_run_list_payload_says_which_runs_skipped_the_audit(lab: Lab) -> None:
     from tests.test_server import CONFIG, insert_run
 
