@@ -453,7 +453,7 @@ def test_a_shipped_strategy_that_never_returns_is_stopped_after_the_audit_timeou
         home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import psutil
 
-    from quantlab.jobs.isolation import HANDLER
+    from quantlab.jobs.isolation import AUDIT_HANDLER
     from quantlab.strategies import sandbox
 
     monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "2")
@@ -473,7 +473,7 @@ def test_a_shipped_strategy_that_never_returns_is_stopped_after_the_audit_timeou
     assert spinner != os.getpid()
     wait_for(lambda: _gone(spinner), WAIT, "the spinning sandbox to be gone")
     assert spinner not in {p.pid for p in psutil.Process().children(recursive=True)}
-    server = sandbox.server(HANDLER).proc
+    server = sandbox.server(AUDIT_HANDLER).proc
     assert server is not None
     wait_for(lambda: len(psutil.Process(server.pid).children()) <= 1, WAIT,
              "only the sandbox forked ahead to be left")

@@ -47,6 +47,8 @@ from quantlab.strategies import sandbox
 from quantlab.strategies.usercode import load_shipped_strategy
 
 HANDLER = __name__
+# the audit's sandbox server: the same requests, no warm-up (see quantlab/jobs/auditbox.py)
+AUDIT_HANDLER = "quantlab.jobs.auditbox"
 WATCH_EVERY = 0.1  # seconds between two control checks while the sandbox works
 # seconds a stopped sweep's sandbox may take to rebuild its partial result from the checkpoint
 RECOVERY_SECONDS = 5.0
@@ -224,7 +226,7 @@ def audit_in_sandbox(cfg: BacktestConfig, bars: Bars, *, timeout: float | None =
     sandbox's start, not the server's warm-up). Out of time: ConfigError. The strategy failing
     (or ending its process): StrategyError, as :func:`shipped_audit` raises in-process."""
     limit = audit_timeout() if timeout is None else float(timeout)
-    box = sandbox.server(HANDLER).open()
+    box = sandbox.server(AUDIT_HANDLER).open()
     deadline = time.monotonic() + limit
 
     def in_time() -> None:
