@@ -482,6 +482,20 @@ def test_a_shipped_strategy_that_never_returns_is_stopped_after_the_audit_timeou
     assert run.status == "queued"
 
 
+def test_the_audit_timeout_setting_defaults_to_30_s_and_a_bad_value_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.jobs.isolation import audit_timeout
+
+    monkeypatch.delenv("QUANTLAB_AUDIT_TIMEOUT", raising=False)
+    assert audit_timeout() == 30.0
+    monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="QUANTLAB_AUDIT_TIMEOUT='soon' is not a number"):
+        audit_timeout()
+    monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match="must be positive"):
+        audit_timeout()
+
+
 def test_without_a_sandbox_runner_a_shipped_source_is_not_run_here(home: Path) -> None:
     from quantlab.config import BacktestConfig
     from quantlab.errors import RunError
