@@ -7,7 +7,10 @@ Times, in one process over a temporary QUANTLAB_HOME holding one symbol of 2,500
   and of a heavier one (five rolling windows), single parameter combination;
 - what the first ``submit`` of that strategy adds (``audit_before_queue``: load the bars, audit,
   store the verdict), for a single run and for a 2-parameter sweep (3 edge combinations);
-- the second submit (the verdict from the cache).
+- the second submit (the verdict from the cache);
+- the same audit of a strategy that is only shipped source (a REST submit), in a sandbox
+  (``isolation.audit_in_sandbox``): the first in the process (which starts and warms the sandbox
+  server) and the next ones (a fork per audit).
 A benchmark, not a test: nothing fails on a slow machine.
 """
 
@@ -85,6 +88,19 @@ def main() -> None:
         again = timed(lambda c=cfg, f=fingerprint: audit_before_queue(c, f), args.repeat)
         print(f"submit adds ({label}): first {first:.3f} s, then (cached) "
               f"{statistics.median(again) * 1e3:.1f} ms")
+
+    from quantlab.jobs.isolation import audit_in_sandbox
+
+    config = attach_strategy_source({"strategy": "zscore_trend", "symbols": ["BENCH"],
+                                     "params": {"lookback": 20}})
+    cfg = BacktestConfig.from_any(config, check=False)
+    in_kernel = timed(lambda: ql.audit(strategies.zscore_trend, bars, {"lookback": 20}),
+                      args.repeat)
+    first = timed(lambda: audit_in_sandbox(cfg, bars, timeout=600), 1)[0]
+    boxed = timed(lambda: audit_in_sandbox(cfg, bars, timeout=600), args.repeat)
+    print(f"shipped source audited in a sandbox (single run): first in the process {first:.3f} s "
+          f"(sandbox server start and warm-up), then median {statistics.median(boxed):.3f} s "
+          f"vs {statistics.median(in_kernel):.3f} s in-process")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ anything is queued, cache the verdict, and ``audit: false`` skips it and is reco
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,10 @@ from quantlab.render.format import AUDIT_SKIPPED, audit_badge, audit_skipped
 from quantlab.research.audit import cut_points, edge_combinations, first_difference, perturb
 from quantlab.strategies.builtin import BUILTINS
 from quantlab.strategies.registry import get_strategy, list_strategies
+from quantlab.strategies.usercode import SOURCE_MARKER
 from tests.support import jobs as support
+from tests.support.jobs import WAIT
+from tests.support.procs import _gone, wait_for
 from tests.test_server import API, Lab
 from tests.test_server import lab as server_lab
 
@@ -356,6 +362,152 @@ def test_the_config_hash_ignores_audit(home: Path) -> None:
     assert config_hash(config) == config_hash({**config, "audit": False})
 
 
+# -- shipped sources: audited in a sandbox, never in the submitting process -------------------
+
+# Where the shipped strategies below leave what the tests look at (a constant in their source).
+MARKERS = tempfile.mkdtemp(prefix="quantlab-audit-test-")
+
+
+def shipped(name: str, body: str) -> str:
+    """A shipped source (as a REST client or another kernel sends it) of strategy ``name``, which
+    this process never defines: loading or running it marks the ``quantlab`` module it runs
+    with (``quantlab.touched_by_<name>``)."""
+    return (f"import os\nimport numpy as np\nimport pandas as pd\nimport quantlab as ql\n"
+            f"ql.touched_by_{name} = 'loaded'\n"
+            f"{SOURCE_MARKER}\n"
+            f"@ql.strategy(name={name!r})\n"
+            f"def {name}(bars, n=10):\n"
+            f"    ql.touched_by_{name} = 'run'\n"
+            f"    close = pd.Series(bars.close[0])\n"
+            + textwrap.indent(textwrap.dedent(body), "    "))
+
+
+SHIPPED_PEEKER = shipped("shipped_peeker", """\
+    ahead = close.shift(-1)
+    return np.sign(ahead - close).fillna(0)
+""")
+SHIPPED_CLEAN = shipped("shipped_clean", """\
+    return np.where(close > close.rolling(n).mean(), 1, -1)
+""")
+SHIPPED_SPINNER = shipped("shipped_spinner", f"""\
+    with open(os.path.join({MARKERS!r}, "spinner.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        pass
+""")
+
+
+def shipped_config(name: str, source: str) -> dict[str, Any]:
+    return {**ONE_YEAR, "strategy": name, "strategy_source": source}
+
+
+def untouched(name: str) -> bool:
+    """Nothing of strategy ``name``'s source ran in this process (module attribute, registry)."""
+    return (not hasattr(ql, f"touched_by_{name}")
+            and not hasattr(importlib.import_module("quantlab"), f"touched_by_{name}")
+            and name not in list_strategies())
+
+
+def sandbox_audits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The strategies the orchestrator sent to a sandbox audit (the real one runs)."""
+    from quantlab.jobs import isolation, orchestrator
+
+    calls: list[str] = []
+
+    def counted(cfg: Any, bars: Any) -> Any:
+        calls.append(cfg.strategy)
+        return isolation.audit_in_sandbox(cfg, bars)
+
+    monkeypatch.setattr(orchestrator, "audit_in_sandbox", counted)
+    return calls
+
+
+def test_a_shipped_peeking_strategy_is_refused_and_never_runs_in_the_submitting_process(
+        home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = sandbox_audits(monkeypatch)
+    for _ in range(2):  # the second answer comes from the verdict cache
+        with pytest.raises(ConfigError) as refused:
+            ql.submit(shipped_config("shipped_peeker", SHIPPED_PEEKER))
+        message = str(refused.value)
+        assert "look-ahead" in message and "2020-01-02" in message  # the first bar
+        # counted from the decorator, as the notebook that wrote it shows it
+        assert "line 5: `ahead = close.shift(-1)`" in message
+        assert refused.value.field == "strategy" and refused.value.first_bar == "2020-01-02"
+    assert calls == ["shipped_peeker"]
+    assert open_registry().count_runs() == 0
+    # the source was loaded and run in the sandbox only: not here
+    assert untouched("shipped_peeker")
+
+
+def test_a_shipped_clean_strategy_passes_its_sandboxed_audit_and_is_queued(
+        home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = sandbox_audits(monkeypatch)
+    first = ql.submit(shipped_config("shipped_clean", SHIPPED_CLEAN))
+    again = ql.submit({**shipped_config("shipped_clean", SHIPPED_CLEAN), "name": "again"})
+    assert first.status == again.status == "queued"
+    assert calls == ["shipped_clean"]  # cached by source, data and params
+    assert untouched("shipped_clean")
+
+
+def test_a_shipped_strategy_that_never_returns_is_stopped_after_the_audit_timeout(
+        home: Path, no_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    from quantlab.jobs.isolation import AUDIT_HANDLER
+    from quantlab.strategies import sandbox
+
+    monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "2")
+    pid_file = Path(MARKERS) / "spinner.pid"
+    pid_file.unlink(missing_ok=True)
+    with pytest.raises(ConfigError) as refused:
+        ql.submit(shipped_config("shipped_spinner", SHIPPED_SPINNER))
+    message = str(refused.value)
+    assert "look-ahead audit of strategy 'shipped_spinner' did not finish in 2 s" in message
+    assert "may never return" in message and "audit: false" in message
+    assert refused.value.field == "strategy"
+    assert open_registry().count_runs() == 0
+    assert untouched("shipped_spinner")
+    # the strategy really spun, in a sandbox, which is gone; the server keeps only the one
+    # sandbox it forks ahead for the next request
+    spinner = int(pid_file.read_text())
+    assert spinner != os.getpid()
+    wait_for(lambda: _gone(spinner), WAIT, "the spinning sandbox to be gone")
+    assert spinner not in {p.pid for p in psutil.Process().children(recursive=True)}
+    server = sandbox.server(AUDIT_HANDLER).proc
+    assert server is not None
+    wait_for(lambda: len(psutil.Process(server.pid).children()) <= 1, WAIT,
+             "only the sandbox forked ahead to be left")
+    # not cached: with audit: false it is queued (the worker's sandbox and time limit take over)
+    run = ql.submit({**shipped_config("shipped_spinner", SHIPPED_SPINNER), "audit": False})
+    assert run.status == "queued"
+
+
+def test_the_audit_timeout_setting_defaults_to_30_s_and_a_bad_value_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.jobs.isolation import audit_timeout
+
+    monkeypatch.delenv("QUANTLAB_AUDIT_TIMEOUT", raising=False)
+    assert audit_timeout() == 30.0
+    monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="QUANTLAB_AUDIT_TIMEOUT='soon' is not a number"):
+        audit_timeout()
+    monkeypatch.setenv("QUANTLAB_AUDIT_TIMEOUT", "0")
+    with pytest.raises(ConfigError, match="must be positive"):
+        audit_timeout()
+
+
+def test_without_a_sandbox_runner_a_shipped_source_is_not_run_here(home: Path) -> None:
+    from quantlab.config import BacktestConfig
+    from quantlab.errors import RunError
+    from quantlab.jobs.fingerprint import data_fingerprint
+
+    cfg = BacktestConfig.from_any(shipped_config("shipped_peeker", SHIPPED_PEEKER), check=False)
+    with pytest.raises(RunError, match="only shipped source: its look-ahead audit must run "
+                                       "apart"):
+        audit_mod.audit_before_queue(cfg, data_fingerprint(cfg))
+    assert untouched("shipped_peeker")
+
+
 # -- REST ------------------------------------------------------------------------------------------
 
 REST_SOURCE = """import numpy as np
@@ -378,6 +530,25 @@ def test_the_rest_api_refuses_a_peeking_strategy_with_a_400(lab: Lab) -> None:
     assert reply["type"] == "ConfigError" and reply["field"] == "strategy"
     assert "look-ahead" in reply["message"] and "line 4: `z = (close" in reply["message"]
     assert lab.registry().count_runs() == before
+
+
+def test_the_rest_api_audits_a_shipped_strategy_outside_the_jupyter_server(lab: Lab) -> None:
+    import psutil
+
+    marker = Path(MARKERS) / "rest_loaded.pid"
+    marker.unlink(missing_ok=True)
+    source = REST_SOURCE.replace(
+        "# --- strategy source", f"import os\nopen({str(marker)!r}, 'w').write(str(os.getpid()))"
+                                 f"\n# --- strategy source")
+    body = {"config": {**ONE_YEAR, "strategy": "rest_peeker", "strategy_source": source}}
+    status, reply = lab.server.request("POST", f"{API}/runs", body)
+    assert status == 400 and "look-ahead" in reply["message"], reply
+    loaded_in = int(marker.read_text())
+    # loaded in a sandbox forked from the server's sandbox server, never in the server itself
+    assert loaded_in != lab.server.proc.pid
+    assert loaded_in not in {lab.server.proc.pid, *(
+        p.pid for p in psutil.Process(lab.server.proc.pid).children())}
+    wait_for(lambda: _gone(loaded_in), WAIT, "the audit's sandbox to be gone")
 
 
 def test_the_run_list_payload_says_which_runs_skipped_the_audit(lab: Lab) -> None:

@@ -15,6 +15,11 @@ user code that never returns) the worker calls ``watch`` (the runner's control c
 ``WATCH_EVERY`` seconds; when it raises (a cancel, the time limit, a lost run) the sandbox is
 killed on the spot and the run ends with what it had finished: its last checkpoint.
 
+:func:`audit_in_sandbox` is the look-ahead audit of a shipped strategy before it is queued
+(:func:`quantlab.research.audit.audit_before_queue`, from ``submit``): the submitting process (a
+kernel, or the Jupyter server for a REST submit) never runs a source it did not define, and a
+strategy that never returns is killed after ``QUANTLAB_AUDIT_TIMEOUT`` seconds.
+
 This module is also the sandbox server's *handler*: :func:`warm` runs once in the server,
 :func:`serve` in every sandbox.
 """
@@ -35,15 +40,22 @@ from quantlab import errors
 from quantlab.bars import Bars
 from quantlab.config import BacktestConfig
 from quantlab.engine import Result, Simulation
+from quantlab.research.audit import Audit, shipped_audit
 from quantlab.research.blocksums import BlockSums, block_sums
+from quantlab.settings import env_number
 from quantlab.strategies import sandbox
 from quantlab.strategies.usercode import load_shipped_strategy
 
 HANDLER = __name__
+# the audit's sandbox server: the same requests, no warm-up (see quantlab/jobs/auditbox.py)
+AUDIT_HANDLER = "quantlab.jobs.auditbox"
 WATCH_EVERY = 0.1  # seconds between two control checks while the sandbox works
 # seconds a stopped sweep's sandbox may take to rebuild its partial result from the checkpoint
 RECOVERY_SECONDS = 5.0
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
+# seconds a shipped strategy's look-ahead audit may take before its sandbox is killed
+AUDIT_TIMEOUT_VAR = "QUANTLAB_AUDIT_TIMEOUT"
+AUDIT_TIMEOUT_DEFAULT = 30.0
 
 Watch = Callable[[], None]
 
@@ -198,6 +210,50 @@ class SandboxedSimulation:
             self.close()
 
 
+class _AuditTimedOut(Exception):
+    """The audit's time is up (raised by the wait callback: the sandbox is killed)."""
+
+
+def audit_timeout() -> float:
+    """``QUANTLAB_AUDIT_TIMEOUT``: the seconds a shipped strategy's audit may take (30)."""
+    return env_number(AUDIT_TIMEOUT_VAR, AUDIT_TIMEOUT_DEFAULT, positive=True, example="60")
+
+
+def audit_in_sandbox(cfg: BacktestConfig, bars: Bars, *, timeout: float | None = None) -> Audit:
+    """The look-ahead audit of ``cfg``'s shipped strategy source on ``bars``, run in a fresh
+    sandbox (the source is loaded there, the edge combinations computed there), which is killed
+    when done or after ``timeout`` seconds (default :func:`audit_timeout`; counted from the
+    sandbox's start, not the server's warm-up). Out of time: ConfigError. The strategy failing
+    (or ending its process): StrategyError, as :func:`shipped_audit` raises in-process."""
+    limit = audit_timeout() if timeout is None else float(timeout)
+    box = sandbox.server(AUDIT_HANDLER).open()
+    deadline = time.monotonic() + limit
+
+    def in_time() -> None:
+        if time.monotonic() > deadline:
+            raise _AuditTimedOut
+
+    header = {"op": "audit", "config": cfg.model_dump(mode="json"), **_bars_header(bars)}
+    try:
+        reply = box.request(header, _bar_arrays(bars), wait=in_time, every=WATCH_EVERY)
+    except _AuditTimedOut:
+        raise errors.ConfigError(
+            f"the look-ahead audit of strategy '{cfg.strategy}' did not finish in {limit:g} s "
+            f"(the strategy may never return; its process was stopped). Make the strategy "
+            f"faster, raise {AUDIT_TIMEOUT_VAR}, or set audit: false to queue it unaudited",
+            field="strategy", seconds=limit) from None
+    except sandbox.SandboxGone as exc:
+        raise UserCodeFailed(
+            f"strategy '{cfg.strategy}' ended the process its look-ahead audit ran in (it "
+            f"called exit, crashed, or the system killed it)", strategy=cfg.strategy) from exc
+    finally:
+        box.kill()  # a fresh sandbox per audit: nothing the source did is seen again
+    failure = reply.header.get("error")
+    if failure:
+        raise _rebuilt(failure, cfg.strategy)
+    return Audit.from_json(reply.header["audit"])
+
+
 class ShippedResult:
     """A sandbox's result as the runner saves it: its blobs as the sandbox wrote them (not
     parsed and written again), the summary read from them, the sweep's table parsed only when
@@ -300,7 +356,7 @@ def serve(sock: Any) -> None:
 
 
 class _Session:
-    """The one ``Simulation`` a sandbox holds."""
+    """The one ``Simulation`` a sandbox holds (or the one look-ahead audit it runs)."""
 
     sim: Simulation
 
@@ -309,6 +365,8 @@ class _Session:
         if op == "open":
             self.sim = _simulation(message)
             return self._units(), {}
+        if op == "audit":
+            return {"audit": _audit(message)}, {}
         sim = self.sim
         if op == "prepare" or message.header.get("prepare"):
             sim.prepare()
@@ -336,14 +394,26 @@ class _Session:
                 "done_units": self.sim.done_units, "params": list(self.sim.strategy.params)}
 
 
-def _simulation(message: sandbox.Message) -> Simulation:
+def _bars(message: sandbox.Message) -> Bars:
     header, arrays = message.header, message.arrays
     index = pd.DatetimeIndex(arrays["index"].view("datetime64[ns]"))
     if header.get("tz"):
         index = index.tz_localize("UTC").tz_convert(header["tz"])
-    bars = Bars(index=index, symbols=tuple(header["symbols"]), open=arrays["open"],
+    return Bars(index=index, symbols=tuple(header["symbols"]), open=arrays["open"],
                 high=arrays["high"], low=arrays["low"], close=arrays["close"],
                 volume=arrays["volume"], interval=header["interval"])
+
+
+def _audit(message: sandbox.Message) -> dict[str, Any]:
+    """The verdict of the shipped strategy's audit, as JSON (timestamps as text)."""
+    cfg = BacktestConfig.from_any(message.header["config"], check=False)
+    verdict = shipped_audit(cfg, _bars(message))
+    return json.loads(json.dumps(verdict.to_json(), default=str))
+
+
+def _simulation(message: sandbox.Message) -> Simulation:
+    header = message.header
+    bars = _bars(message)
     cfg = BacktestConfig.from_any(header["config"], check=False)
     kwargs = cfg.engine_kwargs()
     kwargs["strategy"] = load_shipped_strategy(cfg.strategy, cfg.strategy_source or "")

@@ -41,6 +41,7 @@ from quantlab.fileio import check_writable
 from quantlab.jobs import lifecycle, queue, slots
 from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_chunks, data_fingerprint
+from quantlab.jobs.isolation import audit_in_sandbox
 from quantlab.jobs.lifecycle import TERMINAL, RunStatus, run_log, transition
 from quantlab.jobs.ownership import check_owner
 from quantlab.jobs.supervisor import ensure_worker, watch_worker
@@ -171,7 +172,9 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     run_id = new_run_id(now)
     user = user or settings.user
     fingerprint = None if to_fetch else data_fingerprint(cfg)
-    audit_before_queue(cfg, fingerprint, settings)  # a peeking notebook strategy: ConfigError
+    # a peeking notebook strategy: ConfigError; a source this process did not define is
+    # audited in a sandbox (user code never runs in a Jupyter server handling a REST submit)
+    audit_before_queue(cfg, fingerprint, settings, run_shipped=audit_in_sandbox)
     digest = config_hash(cfg, fingerprint) if fingerprint is not None else None
     base = _base_document(cfg, run_id, user, priority, now, digest, fingerprint)
     if fingerprint is not None:

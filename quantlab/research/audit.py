@@ -18,8 +18,9 @@ edges of each parameter's range (its smallest and largest value, the others at t
 value). docs/research.md "Look-ahead audit" says what the audit cannot see.
 
 Submission (:func:`audit_before_queue`, called by :func:`quantlab.jobs.orchestrator.submit`)
-audits notebook strategies and keeps the verdict in a small SQLite table in ``QUANTLAB_HOME``
-keyed by the strategy's source, the data fingerprint and the audited parameters, so only the
+audits notebook strategies (in the submitting kernel when the strategy is its own, else in a
+sandbox process the jobs layer provides, killed after ``QUANTLAB_AUDIT_TIMEOUT`` s) and keeps the verdict in a small SQLite table in ``QUANTLAB_HOME``
+keyed by the strategy's source, the data fingerprint and the submitted parameters, so only the
 first submit of a strategy on some data pays for it.
 """
 
@@ -32,7 +33,7 @@ import json
 import sqlite3
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from quantlab import settings as settings_mod
 from quantlab.bars import Bars, as_bars, symbol_list
 from quantlab.config import BacktestConfig, iso
 from quantlab.engine import validate
-from quantlab.errors import ConfigError, QuantlabError, StrategyError
+from quantlab.errors import ConfigError, QuantlabError, RunError, StrategyError
 from quantlab.strategies import Strategy, get_strategy
 from quantlab.strategies.usercode import load_shipped_strategy, user_strategy
 
@@ -464,10 +465,23 @@ def _attribute(verdict: Audit, strat: Strategy) -> None:
 # -- before queueing ------------------------------------------------------------------------------
 
 
+#: how a shipped strategy source is audited without running it in this process:
+#: ``runner(cfg, bars)`` returns the verdict of :func:`shipped_audit` run somewhere else (the
+#: jobs layer passes :func:`quantlab.jobs.isolation.audit_in_sandbox`: a killable sandbox)
+ShippedAuditRunner = Callable[[BacktestConfig, Bars], Audit]
+
+
 def audit_before_queue(cfg: BacktestConfig, fingerprint: str | None,
-                       settings: settings_mod.Settings | None = None) -> Audit | None:
+                       settings: settings_mod.Settings | None = None, *,
+                       run_shipped: ShippedAuditRunner | None = None) -> Audit | None:
     """Audit a config's notebook strategy before it is queued; ConfigError saying "look-ahead"
-    with the first bar if it peeks. The verdict is cached (source, data, audited params).
+    with the first bar if it peeks. The verdict is cached (source, data, params).
+
+    The strategy is called in this process only when it is this kernel's own (the function
+    whose source the config carries: the user's code in the user's kernel). A strategy that is
+    only shipped source (a REST submit handled by the Jupyter server, a config written
+    elsewhere) is never run here: ``run_shipped`` audits it apart (in a sandbox that can be
+    killed); without one, RunError.
 
     Nothing is audited for a built-in strategy (prefix-invariant by construction, tested), for
     ``audit: false`` (recorded in the run's config and shown as a badge), or when the data is
@@ -475,45 +489,65 @@ def audit_before_queue(cfg: BacktestConfig, fingerprint: str | None,
     if cfg.strategy_source is None or cfg.audit is False or fingerprint is None:
         return None
     settings = settings or settings_mod.current()
-    try:
-        strat = _submitted_strategy(cfg)
-        combos = edge_combinations(strat, cfg.params)
-        key = _verdict_key(cfg.strategy_source, fingerprint, combos)
-        verdict = _cached_verdict(settings.home, key)
-        if verdict is None:
-            start = iso(cfg.start) if cfg.start else None
-            end = iso(cfg.end) if cfg.end else None
-            bars = data_mod.load(list(cfg.symbols), start, end, cfg.interval)
-            verdict = audit_combinations(strat, bars, combos)
-            _store_verdict(settings.home, key, verdict)
-    except StrategyError:
-        # the strategy fails on the full data (or its source does not load): no verdict; the
-        # run fails on the worker with its traceback, as it would have without the audit
-        return None
+    key = _verdict_key(cfg.strategy_source, fingerprint, cfg.params)
+    verdict = _cached_verdict(settings.home, key)
+    if verdict is None:
+        try:
+            verdict = _audit_submitted(cfg, run_shipped)
+        except StrategyError:
+            # the strategy fails on the full data (or its source does not load): no verdict;
+            # the run fails on the worker with its traceback, as it would have without the audit
+            return None
+        _store_verdict(settings.home, key, verdict)
     if not verdict.ok:
         raise ConfigError(verdict.message, field="strategy", first_bar=_stamp(verdict.first_bar),
                           kind=verdict.kind, line=verdict.line)
     return verdict
 
 
-def _submitted_strategy(cfg: BacktestConfig) -> Strategy:
-    """The kernel's own strategy when it is the one whose source the config carries (no exec),
-    else the shipped source loaded as a worker would (REST, a config written elsewhere)."""
+def _audit_submitted(cfg: BacktestConfig, run_shipped: ShippedAuditRunner | None) -> Audit:
+    own = _kernel_strategy(cfg)
+    if own is None and run_shipped is None:
+        raise RunError(f"strategy '{cfg.strategy}' is only shipped source: its look-ahead audit "
+                       f"must run apart (pass run_shipped=quantlab.jobs.isolation."
+                       f"audit_in_sandbox), never in this process")
+    start = iso(cfg.start) if cfg.start else None
+    end = iso(cfg.end) if cfg.end else None
+    bars = data_mod.load(list(cfg.symbols), start, end, cfg.interval)
+    if own is not None:
+        return audit_combinations(own, bars, edge_combinations(own, cfg.params))
+    assert run_shipped is not None
+    return run_shipped(cfg, bars)
+
+
+def shipped_audit(cfg: BacktestConfig, bars: Bars) -> Audit:
+    """The audit of a config's shipped strategy source: loads (runs) the source, so call it
+    only where user code may run (a sandbox: :func:`quantlab.jobs.isolation.audit_in_sandbox`).
+    Raises StrategyError if the source does not load or the strategy fails on the full data."""
+    strat = load_shipped_strategy(cfg.strategy, cfg.strategy_source or "")
+    return audit_combinations(strat, bars, edge_combinations(strat, cfg.params))
+
+
+def _kernel_strategy(cfg: BacktestConfig) -> Strategy | None:
+    """This kernel's own strategy when it is the one whose source the config carries (called
+    here: the user's code in the user's kernel), else None (the source is only shipped)."""
     from quantlab.strategies.usercode import shippable_source
 
     found = user_strategy(cfg.strategy)
-    if found is not None:
-        try:
-            if shippable_source(found) == cfg.strategy_source:
-                return found
-        except QuantlabError:
-            pass
-    return load_shipped_strategy(cfg.strategy, cfg.strategy_source or "")
+    if found is None:
+        return None
+    try:
+        return found if shippable_source(found) == cfg.strategy_source else None
+    except QuantlabError:
+        return None
 
 
-def _verdict_key(source: str, fingerprint: str, combos: list[dict[str, Any]]) -> str:
+def _verdict_key(source: str, fingerprint: str, params: Any) -> str:
+    # the params as submitted (a sweep's spec): the audited edge combinations follow from them
+    # and the source, and computing them needs the strategy object, which for a shipped source
+    # exists only in the sandbox
     blob = json.dumps({"source": hashlib.sha256(source.encode()).hexdigest(),
-                       "data": fingerprint, "params": combos,
+                       "data": fingerprint, "params": params,
                        "cuts": [DENSE_CUTS, SPACED_CUTS, RANDOM_CUTS, SEED]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
