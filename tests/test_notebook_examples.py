@@ -46,7 +46,7 @@ def test_portfolio_and_risk_example(nb_home: Path, tmp_path: Path) -> None:
     rotation_view = tree.root(nb.cells[3])
     assert "ql-run-completed" in tree.model(rotation_view)["_dom_classes"]
     (heatmap,) = tree.find(rotation_view, "AnyModel")  # the sweep's heatmap (FigureWidget)
-    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by lookback × top_n"
+    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by lookback × top_n"
 
     compare = cell_html(nb.cells[6])
     labels, rows = support.comparison_metrics(compare)

@@ -72,7 +72,7 @@ def test_the_widget_updates_itself_while_other_cells_run(nb_home: Path, slow_wor
     html = tree.html(root)
     assert format_metric("sharpe", run.result().metrics["sharpe"]) in html
     (heatmap,) = tree.find(root, "AnyModel")  # the sweep's heatmap (a plotly FigureWidget)
-    assert heatmap["_widget_layout"]["title"]["text"] == "Sharpe by fast × slow"
+    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"  # ranked by DSR
 
 
 def test_listing_quantlab_in_ipython_extensions_loads_it_at_kernel_start(

@@ -247,8 +247,8 @@ def test_sort_by_field_and_metric_and_paging(populated: Registry) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"where": "sharpe => 1"}, r"unknown comparison '=>' in the threshold on 'sharpe'; valid: "
-                              r">= <= == != > <"),
+    ({"where": "sharpe => 1"}, r"unknown comparison '=>' in the threshold on 'sharpe' — did you "
+                               r"mean '>='\?; valid: >= <= == != > <"),
     ({"where": "sharpe = 1"}, r"unknown comparison '=' .*\(use '==' for equality\)"),
     ({"where": "sharpe is big"}, r"cannot read the metric threshold 'sharpe is big'; write "
                                  r"thresholds as 'sharpe>1, max_drawdown_pct>=-20'"),

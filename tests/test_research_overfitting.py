@@ -398,7 +398,7 @@ def test_sweep_view_ranks_by_dsr_and_shows_pbo_beside_the_heatmap() -> None:
     badge = panel.children[3].children[1].value  # beside the heatmap
     ov = sweep.overfitting()
     assert f"PBO {ov.pbo:.3f}" in badge and "N = 9 this sweep / 9 all trials so far" in badge
-    assert panel.table["dsr"].between(0, 1).all() and "Dsr" in panel.best.value
+    assert panel.table["dsr"].between(0, 1).all() and "Deflated Sharpe" in panel.best.value
 
 
 def test_a_cancelled_sweep_adds_its_finished_combinations_to_the_ledger(
