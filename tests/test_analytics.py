@@ -188,6 +188,32 @@ def test_config_diff_marks_a_key_only_one_run_sets() -> None:
     assert config_diff({"a": {"cash": 1}, "b": {"cash": 1}}).empty
 
 
+def test_a_comparison_of_sweeps_shows_each_ones_combination_and_their_grids_as_ranges() -> None:
+    rng = np.random.default_rng(5)
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.01, 600)))
+    bars = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
+                         "close": close, "volume": 1e6},
+                        index=pd.date_range("2020-01-01", periods=600, freq="B"))
+    narrow = ql.backtest(bars, "sma_crossover", {"fast": [5, 10], "slow": [50, 100]})
+    wide = ql.backtest(bars, "sma_crossover", {"fast": list(range(5, 65, 5)), "slow": [50, 100]})
+    single = ql.backtest(bars, "sma_crossover", {"fast": 10, "slow": 50})
+    cmp = Comparison.from_results({"narrow": narrow, "wide": wide, "single": single})
+    # what each sweep contributed: its chosen combination, named in the metrics and the view
+    chosen = {key: ", ".join(f"{k}={v}" for k, v in res.params.items())
+              for key, res in (("narrow", narrow), ("wide", wide))}
+    assert cmp.metrics.loc["narrow", "combination"] == chosen["narrow"]
+    assert cmp.metrics.loc["wide", "combination"] == chosen["wide"]
+    assert cmp.metrics.loc["single", "combination"] == ""
+    page = cmp._repr_html_() or ""
+    assert "combination" in page and chosen["wide"] in page
+    # a 12-value grid reads as its range, never as the list
+    assert cmp.config_diff.loc["params.fast", "wide"] == "5..60 step 5 (12 values)"
+    assert cmp.config_diff.loc["params.fast", "narrow"] == "5, 10"
+    with pytest.raises(ql.ConfigError, match="no metric 'combination'") as info:
+        cmp.best("combination")  # a description of the run, not a metric
+    assert "combination" not in str(info.value).split("choose one of")[1]
+
+
 def test_config_diff_treats_a_whole_float_as_the_int_it_equals() -> None:
     """A config saved as JSON/YAML may say 10.0 where another says 10: not a difference."""
     same = config_diff({"a": {"params": {"fast": 10}, "cash": 100_000.0, "symbols": ["A"]},

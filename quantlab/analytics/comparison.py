@@ -38,7 +38,7 @@ from quantlab.metrics import LOWER_IS_BETTER
 from quantlab.registry import Registry, open_registry
 from quantlab.registry.schema import RunStatus
 from quantlab.research.confidence import sharpe_difference_tests
-from quantlab.research.diff import RunDiff, diff_runs, divergence
+from quantlab.research.diff import RunDiff, diff_runs, divergence, summarise
 from quantlab.settings import current
 
 MIN_RUNS, MAX_RUNS = 2, 5
@@ -85,7 +85,8 @@ def _shown(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, list | tuple):
-        return ", ".join(_shown(v) for v in value)
+        # a sweep's 60-200 values read as their range ("10..200 step 10 (20 values)")
+        return summarise(value) if len(value) > 3 else ", ".join(_shown(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, default=str)
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
@@ -219,6 +220,7 @@ class Comparison:
             record.setdefault("name", key)
             record.setdefault("metrics", dict(getattr(result, "metrics", {}) or {}))
             record.setdefault("config", dict(getattr(result, "config", {}) or {}))
+            record.setdefault("best_params", dict(getattr(result, "params", {}) or {}))
             record.setdefault("status", RunStatus.COMPLETED.value)
             runs.append(ComparedRun(str(key), record, _equity_of(result, str(key))))
         return cls(runs, **kwargs)
@@ -269,8 +271,8 @@ class Comparison:
     def best(self, metric: str) -> str:
         """The id of the run with the best value of ``metric`` (the largest, except for metrics
         where smaller is better such as volatility or drawdown duration)."""
-        if metric not in self.metrics.columns:
-            known = [c for c in self.metrics.columns if c not in ("name", "strategy", "status")]
+        if metric not in self.metrics.columns or metric in RUN_COLUMNS:
+            known = [c for c in self.metrics.columns if c not in RUN_COLUMNS]
             raise ConfigError(
                 f"no metric {metric!r} in this comparison; choose one of {', '.join(known)}",
                 field="metric",
@@ -328,6 +330,22 @@ def _ordered_metric_names(records: Iterable[Mapping[str, Any]]) -> list[str]:
     return first + sorted(m for m in present if m not in METRIC_ORDER)
 
 
+# the columns of Comparison.metrics that describe a run rather than measure it
+RUN_COLUMNS = ("name", "strategy", "combination")
+
+
+def _combination(record: Mapping[str, Any]) -> str:
+    """The combination a sweep contributed to the comparison (its chosen one, whose metrics
+    and equity are compared), as ``fast=10, slow=100``; '' for a single run."""
+    params = (record.get("config") or {}).get("params") or {}
+    swept = isinstance(params, list) or any(
+        isinstance(v, list | tuple | dict) for v in params.values())
+    chosen = record.get("best_params") or {}
+    if not swept or not chosen:
+        return ""
+    return ", ".join(f"{name}={_shown(value)}" for name, value in chosen.items())
+
+
 def _metrics_frame(runs: Sequence[ComparedRun]) -> pd.DataFrame:
     names = _ordered_metric_names(run.record for run in runs)
     rows = []
@@ -337,6 +355,7 @@ def _metrics_frame(runs: Sequence[ComparedRun]) -> pd.DataFrame:
             "name": run.record.get("name") or "",
             "strategy": run.record.get("strategy") or (run.record.get("config") or {}).get(
                 "strategy"),
+            "combination": _combination(run.record),
         }
         for name in names:
             value = metrics.get(name)

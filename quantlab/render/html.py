@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from quantlab.analytics import Comparison, Stats
+from quantlab.analytics.comparison import RUN_COLUMNS
 from quantlab.analytics.views import register_html_view
 from quantlab.metrics import LOWER_IS_BETTER
 from quantlab.render.figures import (
@@ -76,9 +77,12 @@ def comparison_metrics_html(cmp: Comparison) -> str:
     header = ["metric", *[cmp.labels[r] for r in runs]]
     rows = []
     highlight: dict[tuple[int, int], str] = {}
-    metric_names = [c for c in cmp.metrics.columns if c not in ("name", "strategy")]
+    metric_names = [c for c in cmp.metrics.columns if c not in RUN_COLUMNS]
     strategies = [cmp.metrics.loc[r, "strategy"] for r in runs]
     rows.append(["strategy", *[str(s) if s is not None else "—" for s in strategies]])
+    combinations = [str(cmp.metrics.loc[r, "combination"] or "") for r in runs]
+    if any(combinations):  # a sweep's chosen combination: what it brings to the comparison
+        rows.append(["combination", *[c or "—" for c in combinations]])
     for name in metric_names:
         values = [cmp.metrics.loc[r, name] for r in runs]
         r = len(rows)
