@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from quantlab.engine import kernel as K
-from quantlab.errors import ConfigError, QuantlabError, RunError
+from quantlab.engine.options import CONFIG_OPTIONS
+from quantlab.errors import ConfigError, MissingDependency, QuantlabError, RunError
 from quantlab.hooks import RESEARCH
 
 TRADE_COLUMNS = ("symbol", "size", "entry_time", "exit_time", "entry_price", "exit_price",
@@ -51,8 +52,6 @@ VIEWS = ResultViews()
 def _view(name: str) -> Callable[..., Any]:
     hook = getattr(VIEWS, name)
     if hook is None:
-        from quantlab.errors import MissingDependency
-
         raise MissingDependency(
             f"Result.{name} is provided by quantlab's render layer, which is not loaded; "
             "import quantlab.render.resultviews (``import quantlab as ql`` and ql.backtest / "
@@ -160,8 +159,6 @@ class Result:
         """The exact Result of one combination of this sweep, recomputed on the same data with
         the same options (equal to a single run of it)."""
         if self.table is None:
-            from quantlab.errors import ConfigError
-
             raise ConfigError(
                 f"combination() picks one combination of a sweep; this result is a single run "
                 f"(params {self.params}): use it directly", field="params")
@@ -169,8 +166,6 @@ class Result:
         return _view("rerun")(self, dict(params))
 
     def _check_combination(self, params: Mapping[str, Any]) -> None:
-        from quantlab.errors import ConfigError
-
         table = self.table
         assert table is not None
         names = [c for c in table.columns if c in _sweep_param_names(self)]
@@ -388,7 +383,6 @@ class Result:
         """Re-simulation of a stored run (``run.result()``): its bars from the data store,
         by the config's symbols and dates."""
         from quantlab.data import load  # the store (pyarrow, DuckDB) only when needed
-        from quantlab.engine.options import CONFIG_OPTIONS
 
         config = self.config
         try:
