@@ -616,17 +616,28 @@ def ws_url(lab: Lab, query: str = "", token: bool = True) -> str:
     return f"ws://127.0.0.1:{lab.server.port}{API}/events?{'&'.join(params)}"
 
 
-def receive(ws: websocket.WebSocket, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+def receive(ws: websocket.WebSocket, count: int, timeout: float = 30,
+            run_id: str | None = None) -> list[dict[str, Any]]:
+    """The next ``count`` messages; with ``run_id``, of that run only: an all-runs socket of the
+    module's shared server also carries other tests' runs (the reaper re-queues the runs they
+    inserted as running once their heartbeat is 10 s old)."""
     ws.settimeout(timeout)
-    return [json.loads(ws.recv()) for _ in range(count)]
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        message = json.loads(ws.recv())
+        if run_id is None or message["run_id"] == run_id:
+            got.append(message)
+    return got
 
 
-def nothing_more(ws: websocket.WebSocket, within: float = 0.5) -> bool:
-    ws.settimeout(within)
+def nothing_more(ws: websocket.WebSocket, within: float = 0.5, run_id: str | None = None
+                 ) -> bool:
+    """True if no message (of ``run_id``, if given) arrives within ``within`` seconds."""
     try:
-        ws.recv()
+        extra = receive(ws, 1, timeout=within, run_id=run_id)
     except websocket.WebSocketTimeoutException:
         return True
+    print("unexpected message:", extra)
     return False
 
 
@@ -638,7 +649,7 @@ def test_the_socket_streams_new_events_and_resumes_after_a_reconnect(lab: Lab) -
     try:
         sent = [events.publish(run_id, "progress", {"percent": p, "step": "simulating"})
                 for p in (10.0, 20.0)]
-        got = receive(ws, 2)
+        got = receive(ws, 2, run_id=run_id)
         assert [m["seq"] for m in got] == [e.seq for e in sent]
         assert got[0] == {"seq": sent[0].seq, "run_id": run_id, "type": "progress",
                           "ts": sent[0].ts, "data": {"percent": 10.0, "step": "simulating"}}
@@ -650,12 +661,12 @@ def test_the_socket_streams_new_events_and_resumes_after_a_reconnect(lab: Lab) -
     missed.append(events.publish(run_id, "completed", {"metrics": {"sharpe": 1.1}}))
     ws = websocket.create_connection(ws_url(lab, f"after={last_seen}"), timeout=30)
     try:
-        got = receive(ws, 3)
+        got = receive(ws, 3, run_id=run_id)
         assert [m["seq"] for m in got] == [e.seq for e in missed]  # no gap, no repeat
         assert [m["type"] for m in got] == ["progress", "progress", "completed"]
         live = events.publish(run_id, "log", {"message": "after the replay"})
-        assert receive(ws, 1)[0]["seq"] == live.seq
-        assert nothing_more(ws)
+        assert receive(ws, 1, run_id=run_id)[0]["seq"] == live.seq
+        assert nothing_more(ws, run_id=run_id)
     finally:
         ws.close()
 
@@ -671,9 +682,8 @@ def test_without_after_the_socket_starts_from_now(lab: Lab) -> None:
         received: dict[str, Any] | None = None
         for attempt in range(50):
             published.append(events.publish(run_id, "progress", {"percent": 2.0 + attempt}).seq)
-            ws.settimeout(0.2)
             try:
-                received = json.loads(ws.recv())
+                received = receive(ws, 1, timeout=0.2, run_id=run_id)[0]
                 break
             except websocket.WebSocketTimeoutException:
                 continue
