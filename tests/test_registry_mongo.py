@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from quantlab.errors import QuantlabError, SchemaError
+from quantlab.errors import QuantlabError, SchemaError, ServerUnreachable
 from quantlab.registry.mongo import MongoRegistry, redact
 from tests.support.procs import free_port
 from tests.support.registry import MONGO_URL, make_mongo_registry
@@ -90,3 +90,28 @@ def test_two_registry_objects_see_each_others_writes() -> None:
     assert a.update_run("shared", {"status": "completed"}, expect_status=["running"]) is False
     assert a.get_run("shared")["status"] == "completed"
     a.client.drop_database(name)
+
+
+def test_a_connection_lost_after_opening_is_a_quantlab_error_naming_the_url(
+        mongo_db: tuple[Any, str]) -> None:
+    """MongoDB going away under an open registry: every call says which server and what to do,
+    not pymongo's traceback (a real client to a port where nothing listens)."""
+    import pymongo
+
+    client, name = mongo_db
+    registry = MongoRegistry(client=client, db_name=name)
+    run_id = "R1"
+    registry.insert_run({"id": run_id, "status": "queued", "queued_at": 1.0})
+    url = f"mongodb://analyst:s3cret@127.0.0.1:{free_port()}"
+    dead: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=200)
+    registry.runs = dead["quantlab"]["runs"]
+    registry._url, registry.location = redact(url), redact(url)
+    for call in (lambda: registry.get_run(run_id), lambda: registry.find_runs(status="queued"),
+                 lambda: registry.update_run(run_id, {"step": "x"})):
+        with pytest.raises(ServerUnreachable) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith("cannot reach MongoDB at mongodb://analyst:***@127.0.0.1:")
+        assert "s3cret" not in message and info.value.fields["url"] == redact(url)
+        assert "unset QUANTLAB_MONGO_URL to use the local SQLite registry" in message
+    dead.close()

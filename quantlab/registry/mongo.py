@@ -13,13 +13,14 @@ values of fields older documents lack.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from quantlab.errors import ConfigError, QuantlabError, RunError, require
+from quantlab.errors import ConfigError, RunError, ServerUnreachable, require
 from quantlab.registry.base import Registry, run_not_found
 from quantlab.registry.query import RunQuery, RunSort
 from quantlab.registry.schema import (
@@ -69,6 +70,31 @@ def _run(doc: Mapping[str, Any]) -> RunRecord:
     return as_run_record(_strip_id(doc))
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reachable(method: _Method) -> _Method:
+    """``method`` raising ``ServerUnreachable`` when MongoDB does not answer (down, restarting,
+    unreachable network: pymongo's ``ConnectionFailure`` family) instead of pymongo's error."""
+    @functools.wraps(method)
+    def call(self: MongoRegistry, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except self._errors.ConnectionFailure as exc:
+            raise self._unreachable(exc) from None
+    return call  # type: ignore[return-value]
+
+
+def _every_call_reachable(cls: type[MongoRegistry]) -> type[MongoRegistry]:
+    """Wrap each method the class defines (the base class's methods reach MongoDB only through
+    them), so every registry call maps a lost connection the same way."""
+    for name, value in list(vars(cls).items()):
+        if callable(value) and name not in ("__init__", "_unreachable", "close"):
+            setattr(cls, name, _reachable(value))
+    return cls
+
+
+@_every_call_reachable
 class MongoRegistry(Registry):
     """Registry in the MongoDB database ``db_name`` at ``url`` (or on a given ``client``)."""
 
@@ -89,14 +115,16 @@ class MongoRegistry(Registry):
         self.runs = self.db["runs"]
         self._fs = self._gridfs.GridFS(self.db, collection="blobs")
         self._checkpoint_fs = self._gridfs.GridFS(self.db, collection="checkpoint_states")
-        try:
-            self._open_store(auto_migrate)
-        except (self._errors.ServerSelectionTimeoutError, self._errors.ConnectionFailure) as exc:
-            raise QuantlabError(
-                f"cannot reach MongoDB at {self.location}: {exc}. Check that the server is "
-                f"running and QUANTLAB_MONGO_URL is right, or unset QUANTLAB_MONGO_URL to use the "
-                f"local SQLite registry", url=redact(url or "")
-            ) from None
+        self._url = redact(url or "")
+        self._open_store(auto_migrate)
+
+    def _unreachable(self, exc: Exception) -> ServerUnreachable:
+        """The error a lost or refused connection to MongoDB becomes: the (redacted) URL and
+        the fix, never pymongo's traceback."""
+        fix = ("check that the server is running and QUANTLAB_MONGO_URL is right, or unset "
+               "QUANTLAB_MONGO_URL to use the local SQLite registry")
+        return ServerUnreachable(f"cannot reach MongoDB at {self.location}: {exc}. "
+                                 f"{fix[0].upper()}{fix[1:]}", url=self._url, fix=fix)
 
     # ---- schema ------------------------------------------------------------------------------
 
