@@ -112,6 +112,11 @@ def test_a_running_sweep_survives_a_redis_outage_and_its_follower_carries_on(
     # ... kept what it told meanwhile and published it when Redis was back ...
     assert "keeping this process's events" in workers.log_text()
     assert "is back after" in workers.log_text()
+    # ... and said in one line naming the queue, not a traceback every 0.1 s, that it could
+    # not read the queue (its scheduler reads it every second; its busy worker thread may not)
+    log_text = workers.log_text()
+    assert log_text.count("cannot read the schedule at redis://127.0.0.1:") == 1, log_text
+    assert "Error reading" not in log_text and "Traceback" not in log_text
     assert event_types(run)[-1] == "completed"
     # ... and computed what it computes without an outage
     pd.testing.assert_frame_equal(run.result().table, backtest_of(SWEEP).table)
@@ -253,3 +258,41 @@ def test_a_leader_locked_subscriber_waits_for_the_stream_and_resumes(
 
     stop(own_redis)  # asking who leads while Redis is away answers, not raises
     assert lock.holder.startswith("unknown (Redis unreachable: ")
+
+
+def test_the_queue_read_errors_of_an_outage_are_one_line_a_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Huey's worker logs a traceback at every poll (0.1 s) while Redis is down: the filter
+    keeps one line naming the queue, then one a minute with the count of the hidden ones."""
+    import logging
+
+    from quantlab.jobs import worker
+
+    clock = [1000.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    quiet = worker.QueueOutageLog("redis://q:6379/0")
+
+    def failed_read() -> logging.LogRecord:
+        try:
+            raise ConnectionError("Connection refused")
+        except ConnectionError:
+            import sys
+
+            return logging.LogRecord("huey.consumer.Worker", logging.ERROR, "consumer.py", 125,
+                                     "Error reading from queue", None, sys.exc_info())
+
+    kept = []
+    for _ in range(560):  # 70 s of polls every 0.125 s (exact in binary)
+        record = failed_read()
+        if quiet.filter(record):
+            kept.append((record.levelname, record.getMessage(), record.exc_info))
+        clock[0] += 0.125
+    assert [k[1] for k in kept] == [
+        "cannot read the queue at redis://q:6379/0 (Connection refused); retrying (said once "
+        "a minute while it lasts)",
+        "still cannot read the queue at redis://q:6379/0 (Connection refused); 479 more "
+        "attempts failed"]
+    assert all(level == "WARNING" and exc is None for level, _, exc in kept)
+    other = logging.LogRecord("huey.consumer.Worker", logging.ERROR, "x", 1, "Process died", None,
+                              None)
+    assert quiet.filter(other) and other.levelname == "ERROR"

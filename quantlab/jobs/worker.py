@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,43 @@ def warm_up() -> float:
 
 
 # -- the consumer ------------------------------------------------------------------------------------
+
+
+class QueueOutageLog(logging.Filter):
+    """Huey logs a full traceback each time its worker cannot read the queue (every
+    ``POLL_MAX`` seconds while Redis is down) and each time its scheduler cannot read the
+    schedule. Keep the first of an outage as one warning line naming the queue, then one line a
+    minute saying it still fails (with the count)."""
+
+    EVERY = 60.0
+    READS: ClassVar[dict[str, str]] = {"Error reading from queue": "the queue", "Error reading schedule.": "the schedule"}
+
+    def __init__(self, queue: str) -> None:
+        super().__init__()
+        self.queue = queue
+        self._last: dict[str, float] = {}
+        self._hidden: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        what = self.READS.get(record.getMessage())
+        if what is None:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        record.exc_info, record.exc_text = None, None
+        now, last = time.monotonic(), self._last.get(what)
+        if last is not None and now - last < self.EVERY:
+            self._hidden[what] = self._hidden.get(what, 0) + 1
+            return False
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        hidden = self._hidden.get(what, 0)
+        if last is None or now - last > 2 * self.EVERY:  # a new outage
+            record.msg = "cannot read %s at %s (%s); retrying (said once a minute while it lasts)"
+            record.args = (what, self.queue, error)
+        else:
+            record.msg = "still cannot read %s at %s (%s); %d more attempts failed"
+            record.args = (what, self.queue, error, hidden)
+        self._last[what], self._hidden[what] = now, 0
+        return True
 
 
 class QuantlabConsumer(Consumer):
@@ -199,6 +236,9 @@ def serve(workers: int = 1, warm: bool = True, imports: list[str] | tuple[str, .
         log.info("strategy modules imported: %s", ", ".join(imported))
     hold_worker_lock(settings)
     where = settings_mod.redact(settings.redis_url) if settings.redis_url else settings.home
+    quiet_outages = QueueOutageLog(str(where))
+    for process in ("Worker", "Scheduler"):
+        logging.getLogger(f"huey.consumer.{process}").addFilter(quiet_outages)
     log.info("QuantLab worker pid %s, %s worker(s), queue %s", os.getpid(), workers, where)
     if warm:
         log.info("warm-up took %.3f s", warm_up())
