@@ -57,7 +57,13 @@ def test_the_widget_updates_itself_while_other_cells_run(nb_home: Path, slow_wor
         "import quantlab as ql\n%load_ext quantlab",
         "%%backtest --out live\nstrategy: sma_crossover\nsymbols: [AAA, BBB]\n"
         "params: {fast: \"5..30\", slow: [50, 100]}",
-        "import time\nlive.wait()\ntime.sleep(3)  # the follower ticks once a second\n"
+        # the follower ticks once a second; on a loaded machine it may take longer to draw
+        "import time\nimport ipywidgets.widgets.widget as w\n"
+        "from quantlab.notebook.widget import RunWidget, wait_for_outcome\nlive.wait()\n"
+        "shown = [v for v in list(w._instances.values())\n"
+        "         if isinstance(v, RunWidget) and v.run_id == live.id]\n"
+        "assert len(shown) == 1 and wait_for_outcome(shown[0], 120)\n"
+        "time.sleep(1)  # its last state messages reach the client while the cell runs\n"
         "print(live.id)",
     )
     execute_notebook(nb, tmp_path)
