@@ -76,6 +76,7 @@ def test_a_queued_walk_forward_equals_the_in_kernel_one(home: Path, workers: Wor
     # the registry's metrics are the out-of-sample curve's (search and compare use them)
     record = run.record
     assert record["metrics"]["sharpe"] == pytest.approx(direct.metrics["sharpe"], abs=0)
+    assert record["name"] == "sma_crossover walk-forward on AAA"
     assert record["best_params"] == direct.params == {
         "fast": direct.folds["fast"].iloc[-1], "slow": direct.folds["slow"].iloc[-1]}
     found_runs = ql.runs(where=f"sharpe>{direct.metrics['sharpe'] - 1e-9}")
@@ -86,6 +87,15 @@ def test_a_queued_walk_forward_equals_the_in_kernel_one(home: Path, workers: Wor
     assert list(dict.fromkeys(steps)) == [f"fold {k} of {n}" for k in range(1, n + 1)]
     progress = [e.data["progress"] for e in run.events() if e.type == "progress"]
     assert progress == sorted(progress) and progress[-1] >= 0.95
+    # the widget's line under its progress bar names the fold while the run is in it
+    from quantlab.notebook.state import RunState, summary_line
+
+    state = RunState(run.id)
+    for event in run.events():
+        state.apply(event)
+        if event.type == "progress" and event.data["step"] == f"fold 2 of {n}":
+            break
+    assert summary_line(state).startswith(f"fold 2 of {n} · ")
 
 
 def test_a_queued_cross_validation_equals_the_in_kernel_one(home: Path,
@@ -104,6 +114,7 @@ def test_a_queued_cross_validation_equals_the_in_kernel_one(home: Path,
     # the registry's Sharpe ratio of a cross-validation: the median path Sharpe ratio
     assert run.record["metrics"]["sharpe"] == float(np.median(direct.sharpe))
     assert run.record["metrics"]["paths"] == len(direct.sharpe) == 5  # C(6,2) * 2 / 6
+    assert run.record["name"] == "sma_crossover cross-validation on AAA"
     steps = fold_steps(run)
     assert steps[0] == "split 1 of 15" and steps[-1] == "split 15 of 15"
 

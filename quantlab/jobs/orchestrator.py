@@ -382,6 +382,8 @@ def default_name(cfg: BacktestConfig) -> str:
     shown = ", ".join(cfg.symbols[:3]) + (f" +{len(cfg.symbols) - 3}" if len(cfg.symbols) > 3
                                           else "")
     kind = " sweep" if cfg.is_sweep else ""
+    if cfg.walk_forward is not None or cfg.cross_validate is not None:
+        kind = " walk-forward" if cfg.walk_forward is not None else " cross-validation"
     return f"{cfg.strategy}{kind} on {shown}"
 
 
