@@ -263,4 +263,4 @@ def test_the_run_widget_shows_the_walk_forward_view(small: pd.DataFrame) -> None
                          train=200, test=100)
     view = results_view(wf, heading="<b>done</b>")
     assert isinstance(view, ValidationView) and not isinstance(view, ResultsView)
-    assert [t.name for t in view.figure.data][0] == "out-of-sample equity"
+    assert view.figure.data[0].name == "out-of-sample equity"
