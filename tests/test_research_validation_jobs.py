@@ -212,6 +212,15 @@ def test_a_backtest_cell_with_walk_forward_is_queued(home: Path, no_worker: None
     run = BacktestMagics(shell=None).backtest("", cell)
     assert isinstance(run, ql.Run) and run.status == "queued"
     assert run.record["config"]["walk_forward"]["train"] == "1y"
+    # the queue's estimate counts each fold's training sweep: folds x train bars per combination
+    plain = ql.submit(cell.replace("walk_forward: {train: 1y, test: 6M}\n", ""))
+    index = in_kernel_bars({"symbols": ["AAA"], "start": "2019-01-01",
+                            "end": "2022-12-31"}).index
+    train = int(index.searchsorted(index[0] + pd.DateOffset(years=1)))
+    test = int(index.searchsorted(index[0] + pd.DateOffset(months=6)))
+    folds = (len(index) - train) // test
+    assert run.record["work_units"] == pytest.approx(
+        plain.record["work_units"] * folds * train / len(index))
 
 
 # ---- the views -------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
     # walk-forward / cross-validation: window sizes against the data (unless still to fetch)
-    validation.check_before_queue(cfg, with_data=not to_fetch)
+    work_factor = validation.check_before_queue(cfg, with_data=not to_fetch)
     _check_priority(priority)
     _check_windows(cfg, to_fetch)
     check_home_writable(settings)
@@ -188,7 +188,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     if not settings.redis_url:
         ensure_worker(settings)  # a worker that cannot start fails the submit before the record
     combos = cfg.combinations()
-    units = work_units(cfg, combos)
+    units = work_units(cfg, combos) * work_factor  # a walk-forward sweeps each fold
     message = queue.message(run_id, priority, settings)
     doc = {
         **base,

@@ -104,15 +104,16 @@ def plan_of(bars: Any, cfg: BacktestConfig) -> WalkForwardPlan | CrossValidation
                                **options)
 
 
-def check_before_queue(cfg: BacktestConfig, with_data: bool = True) -> None:
+def check_before_queue(cfg: BacktestConfig, with_data: bool = True) -> float:
     """At submit, before anything is queued: what only the data can tell (window sizes such as
     ``2y`` in bars, train + test longer than the data, too few bars for the groups) raises its
     ConfigError here rather than failing the run on a worker (``with_data=False``: symbols the
     worker will fetch first; checked there); a notebook strategy is refused (its folds would
-    need a sandbox each: run ``ql.walk_forward`` in the kernel)."""
+    need a sandbox each: run ``ql.walk_forward`` in the kernel). Returns the run's work as a
+    multiple of one sweep over all its bars (:func:`work_factor`; 1 for a plain run)."""
     kind = kind_of(cfg)
     if kind is None:
-        return
+        return 1.0
     if cfg.strategy_source:
         call = "ql.walk_forward" if kind == WALK_FORWARD else "ql.cross_validate"
         raise ConfigError(f"{kind} with a strategy defined in this notebook ('{cfg.strategy}') "
@@ -120,10 +121,21 @@ def check_before_queue(cfg: BacktestConfig, with_data: bool = True) -> None:
                           f"strategy in a module the worker imports (quantlab worker --import)",
                           field=kind)
     if not with_data:
-        return
+        return 1.0
     start = iso(cfg.start) if cfg.start else None
     end = iso(cfg.end) if cfg.end else None
-    plan_of(data.load(list(cfg.symbols), start, end, cfg.interval), cfg)
+    return work_factor(plan_of(data.load(list(cfg.symbols), start, end, cfg.interval), cfg))
+
+
+def work_factor(plan: WalkForwardPlan | CrossValidationPlan) -> float:
+    """The bars an analysis simulates per combination over the bars of the data: the folds'
+    training windows (the test runs are one combination each: left out) for a walk-forward;
+    the re-simulation of the block sums, plus the full-sample sweep of a default purge, for a
+    cross-validation. The queue's estimate of the run's seconds scales with it."""
+    if isinstance(plan, WalkForwardPlan):
+        trained = sum(f.train_end - f.train_start for f in plan.folds)
+        return trained / max(plan.bars.n_bars, 1)
+    return 2.0 if plan.purge is None else 1.0
 
 
 # -- on the worker -------------------------------------------------------------------------------
@@ -244,4 +256,4 @@ def _cross_validate(job: Any, plan: CrossValidationPlan) -> CrossValidation:
 
 __all__ = ["CROSS_VALIDATE", "WALK_FORWARD", "FoldProgress", "check_before_queue",
            "finished_count", "finished_what", "from_blobs", "is_validation", "kind_of",
-           "plan_of", "run"]
+           "plan_of", "run", "work_factor"]
