@@ -100,7 +100,7 @@ def test_a_queued_walk_forward_equals_the_in_kernel_one(home: Path, workers: Wor
 
 def test_a_queued_cross_validation_equals_the_in_kernel_one(home: Path,
                                                            workers: Workers) -> None:
-    workers.start()
+    workers.start(env=SLOW)  # its block sums in parts of 2 combinations: the same numbers
     run = ql.submit(CV)
     run.wait(timeout=WAIT)
     assert run.status == "completed", run.record.get("error")
@@ -117,6 +117,20 @@ def test_a_queued_cross_validation_equals_the_in_kernel_one(home: Path,
     assert run.record["name"] == "sma_crossover cross-validation on AAA"
     steps = fold_steps(run)
     assert steps[0] == "split 1 of 15" and steps[-1] == "split 15 of 15"
+
+
+def test_block_sums_in_parts_are_the_sums_in_one(small: pd.DataFrame) -> None:
+    from quantlab.engine.api import load_bars
+    from quantlab.engine.simulation import Simulation
+    from quantlab.research.blocksums import block_sums
+
+    grid = {"fast": [5, 10, 15], "slow": [30, 60]}
+    bounds = np.array([0, 100, 250, 400, 640])
+    whole = block_sums(Simulation(load_bars(small), "sma_crossover", grid), bounds).sums
+    sim = Simulation(load_bars(small), "sma_crossover", grid)
+    parts = [block_sums(sim, bounds, stop, first).sums for first, stop in ((0, 2), (2, 5),
+                                                                           (5, 6))]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 
 
 # ---- cancel ----------------------------------------------------------------------------------

@@ -184,18 +184,46 @@ class FoldProgress:
         """``run`` of a plan's sweep: :func:`drive` in chunks, telling progress and checking
         the run's control between chunks."""
         def run(sim: Any) -> None:
-            per_unit = sim.bars.n_bars * sim.bars.n_symbols if sim.is_sweep \
-                else sim.bars.n_symbols
-
-            def between() -> None:
-                within = sim.done_units / max(sim.total_units, 1)
-                self.tell(k, within, int(sim.done_units * per_unit), step=step)
-                if not sim.finished:
-                    self.job.check_control()
-
-            drive(sim, between)
-            self.bars_done += int(sim.total_units * per_unit)
+            drive(sim, self.between(k, sim, step))
         return run
+
+    def between(self, k: int, work: Any, step: str | None = None) -> Any:
+        """What :func:`drive` calls after each chunk of ``work`` (a simulation, or anything with
+        its ``bars``, ``is_sweep``, ``done_units``, ``total_units`` and ``finished``) in unit
+        ``k``: progress told, then the run's control checked (it raises to stop)."""
+        bars = work.bars
+        per_unit = bars.n_bars * bars.n_symbols if work.is_sweep else bars.n_symbols
+
+        def after_chunk() -> None:
+            within = work.done_units / max(work.total_units, 1)
+            self.tell(k, within, int(work.done_units * per_unit), step=step)
+            if not work.finished:
+                self.job.check_control()
+            else:
+                self.bars_done += int(work.total_units * per_unit)
+        return after_chunk
+
+
+class BlockSumsInParts:
+    """A cross-validation's block sums as :func:`drive` runs a simulation: ``run(units)`` sums
+    the next ``units`` combinations."""
+
+    def __init__(self, plan: CrossValidationPlan) -> None:
+        self.plan = plan
+        self.bars = plan.bars
+        self.total_units = plan.n_combos
+        self.done_units = 0
+        self.is_sweep = True
+
+    @property
+    def finished(self) -> bool:
+        return self.done_units >= self.total_units
+
+    def run(self, units: int) -> int:
+        stop = min(self.total_units, self.done_units + int(units))
+        self.plan.sum_blocks(self.done_units, stop)
+        self.done_units = stop
+        return stop
 
 
 def run(job: Any, bars: Any, cfg: BacktestConfig) -> WalkForward | CrossValidation:
@@ -230,13 +258,20 @@ def _cross_validate(job: Any, plan: CrossValidationPlan) -> CrossValidation:
     job.log(f"cross-validation: {plan.n_groups} groups, {plan.test_groups} tested per split: "
             f"{m} splits")
     middle = LOOP_START + (LOOP_END - LOOP_START) * CV_PREPARE_SHARE
-    before = FoldProgress(job, "preparing", 1, LOOP_START, middle)
+    before = FoldProgress(job, "preparing", 2, LOOP_START, middle)
+    purge_step = "full-sample sweep (default purge)"
     if plan.purge is None:
-        before.tell(0, force=True, step="full-sample sweep (default purge)")
+        before.tell(0, force=True, step=purge_step)
     job.check_control()
-    # the full-sample sweep in chunks; the block sums in one engine call
-    plan.prepare(run=before.driver(0, step="full-sample sweep (default purge)"))
-    before.tell(1, force=True, step="returns summed per block")
+    plan.choose_purge(run=before.driver(0, step=purge_step))  # the sweep in chunks
+    plan.start_sums()
+    sums_step = "returns summed per block"
+    before.tell(1, force=True, step=sums_step)
+    job.check_control()
+    # the re-simulation in chunks of combinations too, the run's control checked between them
+    parts = BlockSumsInParts(plan)
+    drive(parts, before.between(1, parts, sums_step))
+    plan.finish_sums()
     progress = FoldProgress(job, "split", m, middle, LOOP_END)
     progress.bars_done = before.bars_done
     outcomes: list[crossval.SplitOutcome] = []

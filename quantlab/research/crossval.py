@@ -259,19 +259,45 @@ class CrossValidationPlan:
     def prepare(self, run: Callable[[Simulation], None] = run_to_end) -> None:
         """The default purge (``run`` drives the full-sample sweep to its end), then every
         combination's per-block sums of returns, cut so that each split trains on whole
-        blocks."""
-        if self.purge is None:
-            best_sim = self.full_sample()
-            run(best_sim)
-            best = best_sim.result()
-            longest = int((best.trades["exit_bar"] - best.trades["entry_bar"]).max()) \
-                if len(best.trades) else 0
-            self.purge = default_purge(self.params, longest)
+        blocks (in one part here; a queued run sums them in chunks of combinations)."""
+        self.choose_purge(run)
+        self.start_sums()
+        self.sum_blocks(0, self.n_combos)
+        self.finish_sums()
+
+    def choose_purge(self, run: Callable[[Simulation], None] = run_to_end) -> None:
+        """``purge`` left out: the largest whole-number param plus the longest trade of the
+        full-sample best combination (``run`` drives that sweep to its end)."""
+        if self.purge is not None:
+            return
+        best_sim = self.full_sample()
+        run(best_sim)
+        best = best_sim.result()
+        longest = int((best.trades["exit_bar"] - best.trades["entry_bar"]).max()) \
+            if len(best.trades) else 0
+        self.purge = default_purge(self.params, longest)
+
+    def start_sums(self) -> None:
+        """The re-simulation behind the block sums, prepared, and the blocks' edges."""
         sim = Simulation(self.bars, self.strategy, cast(Any, self.params), **self.options)
+        sim.prepare()
+        self._sums_sim = sim
         self.combos = sim.combos
-        self.cuts = _cuts(self.bounds, self.purge, self.embargo, self.bars.n_bars)
-        sums = block_sums(sim, self.cuts)
-        self.n, self.s1, self.s2 = sums.n, sums.sums[:, :, 0], sums.sums[:, :, 1]
+        self.n_combos = len(sim.combos)
+        self.cuts = _cuts(self.bounds, int(cast(int, self.purge)), self.embargo,
+                          self.bars.n_bars)
+        self._parts: list[np.ndarray] = []
+
+    def sum_blocks(self, first: int, stop: int) -> None:
+        """The block sums of combinations ``first:stop`` (parts in order, each after the
+        last): each combination's are its own, so the parts make the same numbers as one."""
+        self._parts.append(block_sums(self._sums_sim, self.cuts, stop, first).sums)
+
+    def finish_sums(self) -> None:
+        sums = np.concatenate(self._parts, axis=1)  # (blocks, combos, 4)
+        self._parts = []
+        self.n = np.diff(self.cuts).astype(float)
+        self.s1, self.s2 = sums[:, :, 0], sums[:, :, 1]
         self.starts = self.cuts[:-1]
         # group of each block (blocks never straddle a group's edge)
         self.block_group = np.searchsorted(self.bounds, self.starts, "right") - 1
