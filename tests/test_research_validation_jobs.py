@@ -6,6 +6,7 @@ finished folds, the config key's errors, the views' figures.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -160,14 +161,17 @@ def test_cancel_mid_way_keeps_the_finished_folds(home: Path, workers: Workers) -
 
 def test_the_time_limit_ends_a_walk_forward_failed_with_its_finished_folds(
         home: Path, workers: Workers) -> None:
-    workers.start(env={**SLOW, "QUANTLAB_MAX_DURATION": "4"})
+    # 2 combinations per engine call, 0.3 s between calls: a fold takes about 2 s
+    workers.start(env={**SLOW, "QUANTLAB_JOBS_CHUNK_DELAY": "0.3", "QUANTLAB_MAX_DURATION": "6"})
     config = {**WF, "params": {"fast": [5, 10, 15, 20], "slow": [30, 60, 90]},
               "walk_forward": {"train": 150, "test": 60}}
     run = ql.submit(config)
     run.wait(timeout=WAIT)
     record = run.record
     assert record["status"] == "failed" and "QUANTLAB_MAX_DURATION" in record["error"]
-    if record["partial"]:  # at least one fold finished within the limit on this machine
+    failed = [e for e in run.events() if e.type == "failed"]
+    assert len(failed) == 1 and failed[0].data["reason"] == "timeout"
+    if record["partial"]:  # a fold finished within the limit (a loaded machine may not get one)
         found = run.result()
         assert isinstance(found, WalkForward) and found.partial
         assert f"its {len(found.folds)} finished folds are kept" in record["error"]
@@ -287,3 +291,45 @@ def test_the_run_widget_shows_the_walk_forward_view(small: pd.DataFrame) -> None
     view = results_view(wf, heading="<b>done</b>")
     assert isinstance(view, ValidationView) and not isinstance(view, ResultsView)
     assert view.figure.data[0].name == "out-of-sample equity"
+
+
+# ---- the REST API ----------------------------------------------------------------------------
+
+
+def test_the_rest_api_queues_a_walk_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from tests.support.server import JupyterProcess, Worker, quantlab_env
+
+    home, root = tmp_path / "home", tmp_path / "root"
+    root.mkdir()
+    env = quantlab_env(home, tmp_path / "jupyter")
+    for key in ("QUANTLAB_HOME", "QUANTLAB_USER", "QUANTLAB_REDIS_URL", "QUANTLAB_MONGO_URL",
+                "QUANTLAB_QUEUE_MAX"):
+        if key in env:
+            monkeypatch.setenv(key, env[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
+    ql.data.sample()
+    worker = Worker(env, tmp_path / "worker.log")
+    server = JupyterProcess(env, root, tmp_path / "server.log")
+    try:
+        worker.wait_alive(home)
+        server.wait_ready()
+        text = ("strategy: sma_crossover\nsymbols: [AAA]\nstart: 2019-01-01\nend: 2022-12-31\n"
+                "params: {fast: [5, 10], slow: [30, 60]}\ncommission: 0.001\nselect: sortino\n"
+                "walk_forward: {train: 250, test: 120}\n")
+        status, record = server.request("POST", "/quantlab/api/runs", {"config": text})
+        assert status == 201, record
+        run = ql.get_run(record["id"])
+        run.wait(timeout=WAIT)
+        assert run.status == "completed", run.record.get("error")
+        found = run.result()
+        assert isinstance(found, WalkForward)
+        pd.testing.assert_frame_equal(found.folds, in_kernel_walk_forward(WF).folds)
+        status, bad = server.request("POST", "/quantlab/api/runs", {
+            "config": text.replace("walk_forward: {train: 250, test: 120}",
+                                   "cross_validate: {groups: 6, tset_groups: 2}")})
+        assert status == 400 and "did you mean 'test_groups'?" in json.dumps(bad)
+    finally:
+        server.stop()
+        worker.stop()
