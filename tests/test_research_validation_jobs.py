@@ -202,7 +202,7 @@ def test_walk_forward_and_cross_validate_together_are_refused() -> None:
         BacktestConfig.from_any({**CV, "walk_forward": {"train": 250, "test": 120}})
 
 
-def test_a_plain_config_keeps_its_canonical_form_and_hash() -> None:
+def test_a_plain_config_keeps_its_canonical_form() -> None:
     plain = {k: v for k, v in CV.items() if k != "cross_validate"}
     canonical = BacktestConfig.from_any(plain).canonical()
     assert "cross_validate" not in canonical and "walk_forward" not in canonical
