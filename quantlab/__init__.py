@@ -98,7 +98,9 @@ _SUBMODULES = {"data", "metrics", "notifications"}
 _VIEWS: dict[str, tuple[str, ...]] = {
     "quantlab.analytics": ("quantlab.render.html",),
     "quantlab.engine.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
-    "quantlab.jobs.api": ("quantlab.render.resultviews", "quantlab.render.overfitting"),
+    "quantlab.jobs.api": ("quantlab.render.resultviews", "quantlab.render.overfitting",
+                          "quantlab.render.validation"),
+    "quantlab.research": ("quantlab.render.validation",),
 }
 
 # Spelled out (not built from _LAZY) so that linters and type checkers see the public names.

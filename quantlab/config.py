@@ -111,6 +111,61 @@ class WalkForwardSpec(BaseModel):
     anchored: bool = False
 
 
+class CrossValidateSpec(BaseModel):
+    """The ``cross_validate`` key of a config: ``ql.cross_validate``'s split (``groups`` N
+    contiguous groups of bars, ``test_groups`` k of them tested per split) and the bars kept out
+    of training around each test group (``purge`` before, default: the largest whole-number
+    param plus the longest trade; ``embargo`` after). The choice in sample is by Sharpe ratio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: int = 10
+    test_groups: int = 2
+    purge: int | None = None
+    embargo: int = 0
+
+    @field_validator("groups", "test_groups", "purge", "embargo", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any, info: Any) -> Any:
+        # pydantic would take 2.0 or "2" for an int; a split is counted in whole bars/groups
+        if value is None and info.field_name == "purge":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _cv_error(info.field_name, value)
+        return value
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> CrossValidateSpec:
+        if self.groups < 2:
+            raise _cv_error("groups", self.groups)
+        if not 1 <= self.test_groups < self.groups:
+            raise _cv_error("test_groups", self.test_groups, self.groups)
+        for name in ("purge", "embargo"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise _cv_error(name, value)
+        return self
+
+
+_CV_RULES = {
+    "groups": "a whole number of at least 2 (10 is usual)",
+    "purge": "a whole number of bars >= 0 (or left out: the largest whole-number param plus "
+             "the longest trade)",
+    "embargo": "a whole number of bars >= 0",
+}
+
+
+def _cv_error(name: str | None, value: Any, groups: int | None = None) -> ConfigError:
+    """``cross_validate.<name>``'s problem and its fix (the words of ``ql.cross_validate``)."""
+    if name == "test_groups":
+        upto = f"groups - 1 = {groups - 1}" if groups is not None else "groups - 1"
+        rule = f"a whole number from 1 to {upto} (2 is usual)"
+    else:
+        rule = _CV_RULES[str(name)]
+    return ConfigError(f"cross_validate: {name}={value!r} must be {rule}",
+                       field="cross_validate")
+
+
 if TYPE_CHECKING:  # a type checker cannot see generated fields; the options are read by name
     _WithEngineOptions = _RunSubject
 else:
@@ -133,9 +188,11 @@ class BacktestConfig(_WithEngineOptions):
     # false: submit a notebook strategy without the look-ahead audit (quantlab.research.audit);
     # kept in the stored config only when false, so that the run says it was skipped
     audit: bool = True
-    # walk-forward analysis instead of one backtest (quantlab.research.walkforward); run in the
-    # kernel by %%backtest, never queued
+    # walk-forward analysis, or combinatorial purged cross-validation, instead of one backtest
+    # (quantlab.research.walkforward, .crossval): queued like any run, fold by fold on a worker
+    # (quantlab.jobs.validation)
     walk_forward: WalkForwardSpec | None = None
+    cross_validate: CrossValidateSpec | None = None
 
     _combinations: int | None = PrivateAttr(default=None)
 
@@ -226,6 +283,14 @@ class BacktestConfig(_WithEngineOptions):
         if is_swept(value):
             return _plain(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_validation(self) -> BacktestConfig:
+        if self.walk_forward is not None and self.cross_validate is not None:
+            raise ConfigError("walk_forward and cross_validate are two analyses of the "
+                              "sweep: give one of them per run (submit the other as a second "
+                              "run)", field="cross_validate")
+        return self
 
     @model_validator(mode="after")
     def _start_before_end(self) -> BacktestConfig:
@@ -351,6 +416,8 @@ class BacktestConfig(_WithEngineOptions):
             del out["audit"]  # the default: configs from before the audit keep their form
         if self.walk_forward is None:
             del out["walk_forward"]  # likewise: a plain backtest's hash is as before
+        if self.cross_validate is None:
+            del out["cross_validate"]
         return _sorted(out)
 
     def to_yaml(self) -> str:
@@ -386,6 +453,10 @@ def config_error(exc: ValidationError) -> ConfigError:
     if kind == "extra_forbidden" and field == "walk_forward" and len(loc) > 1:
         inner = unknown_key_error(loc[1], tuple(WalkForwardSpec.model_fields))
         return ConfigError(f"walk_forward: {inner}", field="walk_forward",
+                           suggestion=inner.fields.get("suggestion"))
+    if kind == "extra_forbidden" and field == "cross_validate" and len(loc) > 1:
+        inner = unknown_key_error(loc[1], tuple(CrossValidateSpec.model_fields))
+        return ConfigError(f"cross_validate: {inner}", field="cross_validate",
                            suggestion=inner.fields.get("suggestion"))
     if kind == "extra_forbidden" and field is not None:
         return unknown_key_error(field)

@@ -246,7 +246,8 @@ def test_view_shows_the_folds_and_a_figure(wf: ql.WalkForward) -> None:
     assert "<table" in page and "oos_sharpe" in page
     assert page.count("plotly.js v") <= 1 and "Plotly.newPlot" in page
     fig = wf.figure()
-    assert [t.name for t in fig.data] == ["out-of-sample equity", "fast", "slow"]
+    assert [t.name for t in fig.data] == ["out-of-sample equity", "fast", "slow",
+                                          "in-sample sharpe", "out-of-sample sharpe"]
     assert "efficiency" in repr(wf)
 
 
@@ -280,19 +281,25 @@ def _runs() -> int:
     return int(open_registry().count_runs())
 
 
-def test_backtest_cell_with_walk_forward_runs_it_in_the_kernel(ip: InteractiveShell) -> None:
+def test_backtest_cell_with_walk_forward_is_queued_and_equals_the_kernel(
+        ip: InteractiveShell) -> None:
     from quantlab.engine.api import load_bars
 
-    result = ip.run_cell(WF_CELL, store_history=False)
+    # the cell queues the walk-forward (QuantLab starts a worker) and waits for it
+    result = ip.run_cell(WF_CELL.replace("--out wf_out", "--out wf_out --wait"),
+                         store_history=False)
     assert result.error_in_exec is None, result.error_in_exec
-    wf = result.result
-    assert isinstance(wf, ql.WalkForward) and ip.user_ns["wf_out"] is wf
-    assert len(wf.folds) >= 2
-    assert _runs() == 0  # nothing queued
+    run = result.result
+    assert isinstance(run, ql.Run) and ip.user_ns["wf_out"] is run
+    assert run.status == "completed", run.record.get("error")
+    wf = run.result()
+    assert isinstance(wf, ql.WalkForward) and len(wf.folds) >= 2
+    assert _runs() == 1
     bars = load_bars(["AAA"], start="2020-01-01", end="2021-12-31")
     direct = ql.walk_forward(bars, "sma_crossover", params={"fast": [5, 10], "slow": [30, 60]},
                              train=200, test=100, select="sortino", commission=0.001)
     pd.testing.assert_frame_equal(wf.folds, direct.folds)
+    pd.testing.assert_series_equal(wf.equity, direct.equity)
     assert "is_sortino" in wf.folds.columns
     assert "oos_sortino" in wf._repr_html_()
 
@@ -306,11 +313,14 @@ def test_walk_forward_key_errors_name_the_fix(ip: InteractiveShell) -> None:
     assert _runs() == 0 and "wf_out" not in ip.user_ns
 
 
-def test_a_walk_forward_config_is_not_queued(nb_home: Path) -> None:
-    body = WF_CELL.split("\n", 1)[1]
-    with pytest.raises(ConfigError, match=re.escape("walk_forward is not queued: run it in the "
-                                                    "kernel with %%backtest or ql.walk_forward")):
-        ql.submit(body)
+def test_a_walk_forward_with_a_notebook_strategy_is_not_queued(nb_home: Path) -> None:
+    body = WF_CELL.split("\n", 1)[1].replace('"30..60:30"', "[30, 60]")
+    config = {**__import__("yaml").safe_load(body), "strategy": "peeky",
+              "strategy_source": "def peeky(bars):\n    return bars.close[0] * 0\n"}
+    with pytest.raises(ConfigError, match=re.escape(
+            "walk_forward with a strategy defined in this notebook ('peeky') is not queued: "
+            "call ql.walk_forward(...) in the kernel")):
+        ql.submit(config)
     assert _runs() == 0
 
 

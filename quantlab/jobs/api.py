@@ -19,11 +19,12 @@ from quantlab.engine import Result
 from quantlab.errors import ConfigError, RunError
 from quantlab.events import Event, EventStream, StreamOutage, follow_through_outages, open_events
 from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
-from quantlab.jobs import orchestrator
+from quantlab.jobs import orchestrator, validation
 from quantlab.jobs.display import RENDERERS
 from quantlab.jobs.lifecycle import TERMINAL, Log
 from quantlab.jobs.supervisor import watch_worker
 from quantlab.registry import Registry, RunRecord, open_registry
+from quantlab.research import CrossValidation, WalkForward
 from quantlab.settings import Settings
 
 __all__ = ["TERMINAL", "Run", "RunList", "get_run", "runs", "submit"]
@@ -39,7 +40,7 @@ class Run:
         self.id = run_id
         self.settings = settings or settings_mod.current()
         self._record = record
-        self._result: Result | None = None
+        self._result: Result | WalkForward | CrossValidation | None = None
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -117,8 +118,10 @@ class Run:
                 after = max(after, int(event.seq))
         return self
 
-    def result(self, timeout: float | None = None) -> Result:
-        """The run's ``Result`` (the same as ``ql.backtest`` gives; a sweep's has ``.table``).
+    def result(self, timeout: float | None = None) -> Result | WalkForward | CrossValidation:
+        """The run's ``Result`` (the same as ``ql.backtest`` gives; a sweep's has ``.table``);
+        a run with ``walk_forward:`` or ``cross_validate:`` gives the ``WalkForward`` /
+        ``CrossValidation`` that ``ql.walk_forward`` / ``ql.cross_validate`` give.
 
         Waits for the run to end. A sweep cancelled or stopped by the time limit gives its
         finished combinations (``.partial`` is True); any other failed run, or one cancelled
@@ -140,9 +143,10 @@ class Run:
                 f"again to get one", run_id=self.id,
             )
         prefix = str(doc["result_ref"])  # checked above
-        self._result = Result.from_blobs({name: self._registry.get_blob(prefix + name)
-                                          for name in blobs})
-        return self._result
+        stored = {name: self._registry.get_blob(prefix + name) for name in blobs}
+        found = validation.from_blobs(stored) or Result.from_blobs(stored)
+        self._result = found
+        return found
 
     def cancel(self) -> Run:
         """Cancel: a queued run ends at once; a running one stops at its next chunk (a sweep

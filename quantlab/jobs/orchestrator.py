@@ -38,7 +38,7 @@ from quantlab.errors import (
     StoreUnavailable,
 )
 from quantlab.fileio import check_writable
-from quantlab.jobs import lifecycle, queue, slots
+from quantlab.jobs import lifecycle, queue, slots, validation
 from quantlab.jobs.execution import stale_after
 from quantlab.jobs.fingerprint import check_symbols, config_hash, data_chunks, data_fingerprint
 from quantlab.jobs.isolation import audit_in_sandbox
@@ -158,12 +158,11 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     if tags is not None:
         overrides["tags"] = tags
     cfg = BacktestConfig.from_any(config, check=False, **overrides)
-    if cfg.walk_forward is not None:  # a queued run would silently be one plain backtest
-        raise ConfigError("walk_forward is not queued: run it in the kernel with %%backtest or "
-                          "ql.walk_forward(...), or drop the key", field="walk_forward")
     cfg.check()
     _check_kernel_strategy_params(cfg)
     to_fetch = check_symbols(cfg.symbols, cfg.interval)
+    # walk-forward / cross-validation: window sizes against the data (unless still to fetch)
+    work_factor = validation.check_before_queue(cfg, with_data=not to_fetch)
     _check_priority(priority)
     _check_windows(cfg, to_fetch)
     check_home_writable(settings)
@@ -189,7 +188,7 @@ def submit(config: Any, *, cache: bool = True, priority: int = 0, name: str | No
     if not settings.redis_url:
         ensure_worker(settings)  # a worker that cannot start fails the submit before the record
     combos = cfg.combinations()
-    units = work_units(cfg, combos)
+    units = work_units(cfg, combos) * work_factor  # a walk-forward sweeps each fold
     message = queue.message(run_id, priority, settings)
     doc = {
         **base,
@@ -383,6 +382,8 @@ def default_name(cfg: BacktestConfig) -> str:
     shown = ", ".join(cfg.symbols[:3]) + (f" +{len(cfg.symbols) - 3}" if len(cfg.symbols) > 3
                                           else "")
     kind = " sweep" if cfg.is_sweep else ""
+    if cfg.walk_forward is not None or cfg.cross_validate is not None:
+        kind = " walk-forward" if cfg.walk_forward is not None else " cross-validation"
     return f"{cfg.strategy}{kind} on {shown}"
 
 

@@ -26,7 +26,7 @@ from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.errors import HomeNotWritable, RunNotFound
-from quantlab.jobs import lifecycle, queue, shards, slots
+from quantlab.jobs import lifecycle, queue, shards, slots, validation
 from quantlab.jobs.execution import (
     STEP_DATA,
     STEP_INDICATORS,
@@ -252,6 +252,9 @@ class Job:
         cfg = BacktestConfig.from_any(self.doc["config"], check=False)
         self.step(STEP_DATA)
         bars = self._load_bars(cfg)
+        if validation.kind_of(cfg):  # walk-forward / cross-validation: fold by fold
+            self._completed(validation.run(self, bars, cfg))
+            return
         sim = simulation(bars, cfg, watch=self.check_control)
         self.sim = sim
         self.bars_per_unit = bars.n_bars * bars.n_symbols if sim.is_sweep else bars.n_symbols
@@ -388,7 +391,9 @@ class Job:
         path) until it succeeds, while this worker owns the run and no cancel is asked."""
         prefix = f"runs/{self.run_id}/"
         # the run's trials join the ledger; a sweep's overfitting summary is stored with it
-        ending = research.run_end_fields(self.registry, self.sim, result, self.log)
+        # (a walk-forward or cross-validation has no sweep table: no ledger, no overfitting)
+        ending = ({} if validation.is_validation(result)
+                  else research.run_end_fields(self.registry, self.sim, result, self.log))
         blobs = result.to_blobs()
         delay = SAVE_RETRY_FIRST
         while True:
@@ -437,7 +442,7 @@ class Job:
         if self.partial_result is not None:
             fields.update(self._save_result(self.partial_result))
             fields["partial"] = True
-            kept = len(self.partial_result.table)
+            kept = validation.finished_count(self.partial_result)
         elif sim is not None and sim.is_sweep and sim.done_units > 0:
             kept = int(sim.done_units)
             try:
@@ -473,7 +478,8 @@ class Job:
                    f"stopped; raise the limit or make the run smaller (fewer symbols, bars or "
                    f"combinations)")
         if kept:
-            message += f"; its {kept:,} finished combinations are kept: run.result()"
+            what = validation.finished_what(self.partial_result)
+            message += f"; its {kept:,} finished {what} are kept: run.result()"
         self._failed(message, reason="timeout", trace=None, kept=fields)
 
     def _failed(self, message: str, *, reason: str, trace: str | None,

@@ -113,9 +113,9 @@ class BacktestMagics(Magics):
     def _submit_cell(self, args: Any, cell: str) -> Any:
         from quantlab.jobs.api import submit
 
+        # a cell with walk_forward: or cross_validate: is queued too (fold by fold on a worker);
+        # ql.walk_forward / ql.cross_validate run in the kernel
         config = build_config(cell, tags=args.tag)
-        if config.get("walk_forward") is not None:
-            return self._walk_forward(args, config)
         run = submit(config, cache=not args.no_cache, priority=args.priority, name=args.name)
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = run
@@ -125,25 +125,6 @@ class BacktestMagics(Magics):
             with contextlib.suppress(KeyboardInterrupt, TimeoutError):
                 run.wait(timeout=args.timeout)
         return run
-
-    def _walk_forward(self, args: Any, config: dict[str, Any]) -> Any:
-        """A cell with ``walk_forward: {train: 2y, test: 6M}``: ``ql.walk_forward`` runs here, in
-        the kernel (not queued), on the config's data; the value is the ``WalkForward``."""
-        from quantlab.config import BacktestConfig
-        from quantlab.engine.api import load_bars
-        from quantlab.research.walkforward import walk_forward
-
-        cfg = BacktestConfig.from_any(config)  # every key checked, as for a queued run
-        spec = cfg.walk_forward
-        assert spec is not None
-        options = cfg.options_given()
-        select = options.pop("select", "sharpe")
-        bars = load_bars(cfg.symbols, start=cfg.start, end=cfg.end, interval=cfg.interval)
-        found = walk_forward(bars, cfg.strategy, cfg.params, train=spec.train, test=spec.test,
-                             step=spec.step, anchored=spec.anchored, select=select, **options)
-        if args.out and self.shell is not None:
-            self.shell.user_ns[args.out] = found
-        return found
 
     @line_magic
     @_short_errors

@@ -39,6 +39,8 @@ from quantlab.render.results import (
     trades_table_html,
 )
 from quantlab.render.resultviews import plot
+from quantlab.render.validation import validation_parts
+from quantlab.research import CrossValidation, WalkForward
 
 NONE_PARAM = "(none)"
 
@@ -203,6 +205,28 @@ class SweepPanel(widgets.VBox):
             html_output(trades_table_html(combo.trades, units=units)),
         ]
         return combo
+
+
+def results_view(result: Any, *, heading: str | None = None) -> widgets.Widget:
+    """The view of a run's result: a walk-forward's or cross-validation's own view, else the
+    results view of a backtest or sweep."""
+    if isinstance(result, WalkForward | CrossValidation):
+        return ValidationView(result, heading=heading)
+    return ResultsView(result, heading=heading)
+
+
+class ValidationView(widgets.VBox):
+    """A walk-forward's or cross-validation's view (:mod:`quantlab.render.validation`, as their
+    ``_repr_html_``): headline and summary, the figure as plotly's output, the folds (splits)."""
+
+    def __init__(self, result: Any, *, heading: str | None = None) -> None:
+        self.result = result
+        head, fig, table = validation_parts(result)
+        self.figure = fig
+        children: list[widgets.Widget] = [widgets.HTML(heading)] if heading else []
+        children += [widgets.HTML(head), figure_output(fig), html_output(table)]
+        super().__init__(children)
+        self.add_class("ql-results")
 
 
 class ResultsView(widgets.VBox):

@@ -26,7 +26,7 @@ from quantlab.events import open_events
 from quantlab.events.outage import RETRY_CAP_SECONDS, unreachable
 from quantlab.jobs.orchestrator import queue_position
 from quantlab.notebook.failure import failure_html
-from quantlab.notebook.results import ResultsView
+from quantlab.notebook.results import results_view
 from quantlab.notebook.state import RunState, summary_line
 from quantlab.registry import open_registry
 from quantlab.render.format import audit_badge, headline, status_badge, status_color
@@ -339,7 +339,7 @@ class RunWidget(widgets.VBox):
         heading = (f'<div class="ql-headline" style="font-family:sans-serif;font-size:13px">'
                    f"{html.escape(headline(metrics))}</div>")
         self.result = result
-        return ResultsView(result, heading=heading)
+        return results_view(result, heading=heading)  # a walk-forward, a CV: their own view
 
 
 def wait_for_outcome(widget: RunWidget, timeout: float) -> bool:

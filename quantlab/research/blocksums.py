@@ -92,20 +92,25 @@ def _crossovers(open_, high, low, close, lines, fast_row, slow_row, cfgs, rows, 
         _one(open_, high, low, close, sig, cfgs[rows[j]], weights, bounds, out[j])
 
 
-def block_sums(sim: Simulation, bounds: np.ndarray, count: int | None = None) -> BlockSums:
-    """The block sums of the first ``count`` combinations of the sweep ``sim`` (all by
-    default), blocks ``bounds[b]:bounds[b+1]`` of the bars. ``sim`` is prepared if it is not."""
+def block_sums(sim: Simulation, bounds: np.ndarray, count: int | None = None,
+               first: int = 0) -> BlockSums:
+    """The block sums of the combinations ``first:count`` of the sweep ``sim`` (all by
+    default), blocks ``bounds[b]:bounds[b+1]`` of the bars. ``sim`` is prepared if it is not.
+    Each combination's sums are its own (no combination depends on another): computed in
+    parts (a queued cross-validation's chunks, between which it may be cancelled), they are
+    the same numbers."""
     if not sim._prepared:
         sim.prepare()
     stop = len(sim.combos) if count is None else int(count)
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     out = np.zeros((stop, len(bounds) - 1, 4))
     with sim._threads():
-        _fill(sim, bounds, stop, out)
-    return BlockSums(n=np.diff(bounds).astype(float), sums=out.transpose(1, 0, 2))
+        _fill(sim, bounds, stop, out, first)
+    return BlockSums(n=np.diff(bounds).astype(float), sums=out[first:].transpose(1, 0, 2))
 
 
-def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray) -> None:
+def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
+          first: int = 0) -> None:
     """As ``Simulation._run_sweep_steps``: crossover lines computed once per window, or user
     signals in bounded batches; weights per combination where they follow the params."""
     o, h, lo, c = sim._arrays
@@ -113,17 +118,18 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray) -> No
     per_params = sim.weights_given is None and sim.strategy.weights_follow_params
     per_combo = sim.bars.n_symbols * sim.bars.n_bars
     cfgs, rows = sim.cfgs, sim.cfg_rows  # each combination's config row (swept options)
-    if stop == 0:
+    if stop <= first:
         return
     if kind is not None and not per_params:
         weights = sim._weights(sim.combos[0])
-        for g0, g1 in _line_groups(sim.combos, 0, stop, per_combo * 8, sim.ind.max_bytes // 2):
+        for g0, g1 in _line_groups(sim.combos, first, stop, per_combo * 8,
+                                   sim.ind.max_bytes // 2):
             lines, fast, slow = _crossover_grid(sim.ind, kind, sim.combos[g0:g1])
             _crossovers(o, h, lo, c, lines, fast, slow, cfgs, rows[g0:g1], weights, bounds,
                         out[g0:g1])
         return
     batch = max(1, _BATCH_BYTES // per_combo)
-    for b0 in range(0, stop, batch):
+    for b0 in range(first, stop, batch):
         b1 = min(stop, b0 + batch)
         combos: Any = sim.combos[b0:b1]
         sigs = sim._signals_batch(combos, b0)

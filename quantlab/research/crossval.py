@@ -17,9 +17,11 @@ Every combination's bar returns are those of its run over all the bars (the metr
 from __future__ import annotations
 
 import html
+import io
+import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, cast
 
@@ -27,10 +29,12 @@ import numpy as np
 import pandas as pd
 
 from quantlab import metrics as M
-from quantlab.engine.api import backtest, load_bars
+from quantlab.engine.api import load_bars
+from quantlab.engine.options import reject_unknown
 from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
 from quantlab.research.blocksums import block_sums
+from quantlab.research.walkforward import VIEW
 
 
 @dataclass
@@ -41,6 +45,8 @@ class CrossValidation:
     row per path (``path``, ``sharpe``, ``mean_return`` per bar).
     ``splits``: a row per split (``split``, ``test_groups``, the chosen params, ``is_sharpe``,
     ``oos_sharpe`` on its test groups). ``groups``: each group's first and last bar.
+    ``partial``: a queued run stopped (cancel, time limit) after ``len(splits)`` of its
+    ``n_splits`` splits; ``paths`` then holds the paths whose splits all finished.
     """
 
     sharpe: np.ndarray
@@ -51,41 +57,107 @@ class CrossValidation:
     test_groups: int
     purge: int
     embargo: int
+    param_names: list[str] = field(default_factory=list)
+    partial: bool = False
+    n_splits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_splits is None:
+            self.n_splits = len(self.splits)
 
     def summary(self) -> dict[str, float]:
         s = self.sharpe
+        if not len(s):  # a run stopped before its first whole path
+            return {"paths": 0.0, "mean": math.nan, "std": math.nan, "min": math.nan,
+                    "median": math.nan, "max": math.nan, "p_negative": math.nan}
         return {"paths": float(len(s)), "mean": float(np.mean(s)),
                 "std": float(np.std(s, ddof=1)) if len(s) > 1 else math.nan,
                 "min": float(np.min(s)), "median": float(np.median(s)), "max": float(np.max(s)),
                 "p_negative": float(np.mean(s < 0))}
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The run's metrics in the registry (search, compare): ``sharpe`` is the median path
+        Sharpe ratio (robust to the one lucky or unlucky path), beside the paths' mean, std,
+        min, max, the share of paths with a negative Sharpe ratio and their count."""
+        found = self.summary()
+        return {"sharpe": found["median"], "sharpe_mean": found["mean"],
+                "sharpe_std": found["std"], "sharpe_min": found["min"],
+                "sharpe_max": found["max"], "p_negative_sharpe": found["p_negative"],
+                "paths": found["paths"]}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The combination the splits chose most often (the first of equals)."""
+        if not len(self.splits) or not self.param_names:
+            return {}
+        chosen = self.splits[self.param_names].astype(object).apply(tuple, axis=1)
+        best = chosen.value_counts(sort=True).index[0]
+        return {name: _plain(v) for name, v in zip(self.param_names, best, strict=True)}
+
     def __repr__(self) -> str:
         found = self.summary()
+        done = (f" PARTIAL ({len(self.splits)} of {self.n_splits} splits)" if self.partial
+                else "")
         return (f"<CrossValidation N={self.n_groups} k={self.test_groups} "
                 f"{len(self.sharpe)} paths, OOS sharpe mean {found['mean']:.3g} "
                 f"(min {found['min']:.3g}, max {found['max']:.3g}), purge {self.purge}, "
-                f"embargo {self.embargo}>")
+                f"embargo {self.embargo}{done}>")
 
     def figure(self) -> Any:
-        """A plotly histogram of the paths' out-of-sample Sharpe ratios."""
-        import plotly.graph_objects as go
-
-        fig = go.Figure(go.Histogram(x=self.sharpe, name="path Sharpe"))
-        fig.update_layout(template="plotly_white", height=320, showlegend=False,
-                          title="Combinatorial purged CV: out-of-sample Sharpe per path",
-                          xaxis_title="annualised Sharpe ratio", yaxis_title="paths",
-                          margin={"l": 50, "r": 20, "t": 40, "b": 40})
-        return fig
+        """A plotly histogram of the paths' out-of-sample Sharpe ratios
+        (``quantlab.render.validation``)."""
+        return VIEW.require("figure")(self)
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
-                       for k, v in self.summary().items())
-        head = (f"<p><b>Combinatorial purged cross-validation</b>: N = {self.n_groups} groups, "
-                f"k = {self.test_groups} test groups, purge {self.purge} bars, embargo "
-                f"{self.embargo} bars</p><table>{rows}</table>")
-        table = self.splits.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-        plot = self.figure().to_html(full_html=False, include_plotlyjs=True)
-        return f"<div>{head}{plot}{table}</div>"
+        if VIEW.html is None:
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        return VIEW.html(self)
+
+    # -- persistence (a queued run's result: quantlab.jobs.validation) -------------------------
+
+    def to_blobs(self) -> dict[str, bytes]:
+        """Parquet bytes of ``paths``, ``splits`` (test groups as JSON lists) and ``groups`` plus
+        ``cross_validate.json``: :meth:`from_blobs` gives them back exactly."""
+        splits = self.splits.copy()
+        if "test_groups" in splits:
+            splits["test_groups"] = [json.dumps(list(map(int, t))) for t in splits["test_groups"]]
+        summary = {"kind": "cross_validate", "n_groups": self.n_groups,
+                   "test_groups": self.test_groups, "purge": self.purge, "embargo": self.embargo,
+                   "param_names": self.param_names, "partial": self.partial,
+                   "n_splits": self.n_splits}
+        return {"paths.parquet": _parquet(self.paths), "splits.parquet": _parquet(splits),
+                "groups.parquet": _parquet(self.groups), BLOB_NAME: json.dumps(summary).encode()}
+
+    @classmethod
+    def from_blobs(cls, blobs: Mapping[str, bytes]) -> CrossValidation:
+        summary = json.loads(blobs[BLOB_NAME])
+        frames = {name: pd.read_parquet(io.BytesIO(blobs[f"{name}.parquet"]))
+                  for name in ("paths", "splits", "groups")}
+        splits = frames["splits"]
+        if "test_groups" in splits:
+            splits["test_groups"] = [tuple(json.loads(t)) for t in splits["test_groups"]]
+        paths = frames["paths"]
+        sharpe = paths["sharpe"].to_numpy() if "sharpe" in paths else np.empty(0)
+        return cls(sharpe, paths, splits, frames["groups"], int(summary["n_groups"]),
+                   int(summary["test_groups"]), int(summary["purge"]), int(summary["embargo"]),
+                   list(summary["param_names"]), bool(summary["partial"]),
+                   summary.get("n_splits"))
+
+
+#: the summary blob of a queued cross-validation's result
+BLOB_NAME = "cross_validate.json"
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=True)
+    return buf.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 def path_count(groups: int, test_groups: int) -> int:
@@ -138,49 +210,144 @@ def cross_validate(data: Any, strategy: Any = "sma_crossover",
     if "start" in options or "end" in options:
         raise ConfigError("cross_validate takes no start/end: slice the data before (the "
                           "groups cover all of it)", field="start")
-    options.pop("select", None)  # the choice is by Sharpe ratio, the statistic of the paths
-    bars = load_bars(data, interval=interval)
-    edges = np.array([len(part) for part in np.array_split(np.arange(bars.n_bars), groups)])
-    bounds = np.concatenate(([0], np.cumsum(edges)))
-    if edges.min() < 2:
-        raise ConfigError(f"{bars.n_bars} bars are too few for {groups} groups (each needs 2 "
-                          f"bars or more); use fewer groups or more data", field="groups")
-    if purge is None:
-        best = backtest(bars, cast(Any, strategy), cast(Any, params), **options)
+    plan = CrossValidationPlan(load_bars(data, interval=interval), strategy, params,
+                               groups=groups, test_groups=test_groups, purge=purge,
+                               embargo=embargo, **options)
+    plan.prepare()
+    return plan.assemble([plan.run_split(i) for i in range(len(plan.splits))])
+
+
+def run_to_end(sim: Simulation) -> None:
+    """Run a prepared simulation to its end in one call (as ``ql.backtest`` does)."""
+    sim.run(sim.total_units)
+
+
+class CrossValidationPlan:
+    """A cross-validation cut into its steps: :meth:`prepare` (the default purge's full-sample
+    sweep, then every combination's returns summed per block by re-simulation), then one
+    :meth:`run_split` per split, then :meth:`assemble`. :func:`cross_validate` runs them at
+    once; a queued run split by split on a worker (:mod:`quantlab.jobs.validation`, which
+    checks for a cancel between splits): the same numbers either way."""
+
+    def __init__(self, bars: Any, strategy: Any,
+                 params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *,
+                 groups: int = 10, test_groups: int = 2, purge: int | None = None,
+                 embargo: int = 0, **options: Any) -> None:
+        _check(groups, test_groups, purge, embargo)
+        options.pop("select", None)  # the choice is by Sharpe ratio, the statistic of the paths
+        reject_unknown(options)  # as ql.backtest: before any sweep runs
+        self.bars = bars
+        self.strategy, self.params, self.options = strategy, params, options
+        self.n_groups, self.test_groups = groups, test_groups
+        self.purge, self.embargo = purge, embargo
+        edges = np.array([len(part) for part in np.array_split(np.arange(bars.n_bars), groups)])
+        if edges.min() < 2:
+            raise ConfigError(f"{bars.n_bars} bars are too few for {groups} groups (each needs "
+                              f"2 bars or more); use fewer groups or more data", field="groups")
+        self.edges = edges
+        self.bounds = np.concatenate(([0], np.cumsum(edges)))
+        self.splits = list(combinations(range(groups), test_groups))
+        self.ppy = M.periods_per_year(bars.interval, bars.index)
+
+    def full_sample(self) -> Simulation:
+        """The sweep over all the bars, prepared (its best's longest trade sets the default
+        purge; the same as ``ql.backtest(data, strategy, params, **options)``)."""
+        sim = Simulation(self.bars, self.strategy, cast(Any, self.params), **self.options)
+        sim.prepare()
+        return sim
+
+    def prepare(self, run: Callable[[Simulation], None] = run_to_end) -> None:
+        """The default purge (``run`` drives the full-sample sweep to its end), then every
+        combination's per-block sums of returns, cut so that each split trains on whole
+        blocks (in one part here; a queued run sums them in chunks of combinations)."""
+        self.choose_purge(run)
+        self.start_sums()
+        self.sum_blocks(0, self.n_combos)
+        self.finish_sums()
+
+    def choose_purge(self, run: Callable[[Simulation], None] = run_to_end) -> None:
+        """``purge`` left out: the largest whole-number param plus the longest trade of the
+        full-sample best combination (``run`` drives that sweep to its end)."""
+        if self.purge is not None:
+            return
+        best_sim = self.full_sample()
+        run(best_sim)
+        best = best_sim.result()
         longest = int((best.trades["exit_bar"] - best.trades["entry_bar"]).max()) \
             if len(best.trades) else 0
-        purge = default_purge(params, longest)
-    sim = Simulation(bars, strategy, cast(Any, params), **options)
-    cuts = _cuts(bounds, purge, embargo, bars.n_bars)
-    sums = block_sums(sim, cuts)
-    n, s1, s2 = sums.n, sums.sums[:, :, 0], sums.sums[:, :, 1]  # (blocks,), (blocks, combos)
-    ppy = M.periods_per_year(bars.interval, bars.index)
-    starts = cuts[:-1]
-    # group of each block (blocks never straddle a group's edge)
-    block_group = np.searchsorted(bounds, starts, "right") - 1
-    splits = list(combinations(range(groups), test_groups))
-    chosen = np.empty(len(splits), dtype=int)
-    rows = []
-    for i, test in enumerate(splits):
-        train = _train_blocks(starts, block_group, bounds, test, purge, embargo)
+        self.purge = default_purge(self.params, longest)
+
+    def start_sums(self) -> None:
+        """The re-simulation behind the block sums, prepared, and the blocks' edges."""
+        sim = Simulation(self.bars, self.strategy, cast(Any, self.params), **self.options)
+        sim.prepare()
+        self._sums_sim = sim
+        self.combos = sim.combos
+        self.n_combos = len(sim.combos)
+        self.cuts = _cuts(self.bounds, int(cast(int, self.purge)), self.embargo,
+                          self.bars.n_bars)
+        self._parts: list[np.ndarray] = []
+
+    def sum_blocks(self, first: int, stop: int) -> None:
+        """The block sums of combinations ``first:stop`` (parts in order, each after the
+        last): each combination's are its own, so the parts make the same numbers as one."""
+        self._parts.append(block_sums(self._sums_sim, self.cuts, stop, first).sums)
+
+    def finish_sums(self) -> None:
+        sums = np.concatenate(self._parts, axis=1)  # (blocks, combos, 4)
+        self._parts = []
+        self.n = np.diff(self.cuts).astype(float)
+        self.s1, self.s2 = sums[:, :, 0], sums[:, :, 1]
+        self.starts = self.cuts[:-1]
+        # group of each block (blocks never straddle a group's edge)
+        self.block_group = np.searchsorted(self.bounds, self.starts, "right") - 1
+
+    def run_split(self, i: int) -> SplitOutcome:
+        """Split ``i``: the combination with the best Sharpe ratio on its training blocks and
+        that one's Sharpe ratio on its test groups."""
+        test = self.splits[i]
+        purge, embargo = int(cast(int, self.purge)), self.embargo
+        n, s1, s2 = self.n, self.s1, self.s2
+        train = _train_blocks(self.starts, self.block_group, self.bounds, test, purge, embargo)
         if not train.any():
             raise ConfigError(f"purge={purge} and embargo={embargo} leave no training bars "
                               f"for test groups {test}; lower them or use more groups",
                               field="purge")
         is_sr = _sharpe(n[train].sum(), s1[train].sum(axis=0), s2[train].sum(axis=0))
         j = int(np.argmax(is_sr))  # the first of equal bests
-        chosen[i] = j
-        tested = np.isin(block_group, test)
+        tested = np.isin(self.block_group, test)
         oos = _sharpe(n[tested].sum(), s1[tested, j].sum(), s2[tested, j].sum())
-        rows.append({"split": i, "test_groups": test, **dict(sim.combos[j]),
-                     "is_sharpe": float(is_sr[j]) * math.sqrt(ppy),
-                     "oos_sharpe": float(oos) * math.sqrt(ppy)})
-    paths = _paths(groups, splits, chosen, block_group, n, s1, s2, ppy)
-    group_table = pd.DataFrame({"group": range(groups), "first": bars.index[bounds[:-1]],
-                                "last": bars.index[bounds[1:] - 1],
-                                "bars": edges})
-    return CrossValidation(paths["sharpe"].to_numpy(), paths, pd.DataFrame(rows), group_table,
-                           groups, test_groups, int(purge), int(embargo))
+        row = {"split": i, "test_groups": test, **dict(self.combos[j]),
+               "is_sharpe": float(is_sr[j]) * math.sqrt(self.ppy),
+               "oos_sharpe": float(oos) * math.sqrt(self.ppy)}
+        return SplitOutcome(row, j)
+
+    def assemble(self, outcomes: Sequence[SplitOutcome], partial: bool = False
+                 ) -> CrossValidation:
+        """The paths of the splits done (all, or with ``partial`` the first ones of a run
+        stopped mid-way: only the paths whose splits all finished)."""
+        chosen = np.array([o.chosen for o in outcomes], dtype=int)
+        paths = _paths(self.n_groups, self.splits, chosen, self.block_group, self.n, self.s1,
+                       self.s2, self.ppy)
+        bounds = self.bounds
+        group_table = pd.DataFrame({"group": range(self.n_groups),
+                                    "first": self.bars.index[bounds[:-1]],
+                                    "last": self.bars.index[bounds[1:] - 1],
+                                    "bars": self.edges})
+        names = list(dict(self.combos[0])) if len(self.combos) else []
+        sharpe = paths["sharpe"].to_numpy() if len(paths) else np.empty(0)
+        return CrossValidation(sharpe, paths, pd.DataFrame([o.row for o in outcomes]),
+                               group_table, self.n_groups, self.test_groups,
+                               int(cast(int, self.purge)), int(self.embargo), names, partial,
+                               len(self.splits))
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    """One split done: its row of :attr:`CrossValidation.splits` and the chosen combination."""
+
+    row: dict[str, Any]
+    chosen: int
 
 
 def _cuts(bounds: np.ndarray, purge: int, embargo: int, n_bars: int) -> np.ndarray:
@@ -226,6 +393,8 @@ def _paths(groups: int, splits: list[tuple[int, ...]], chosen: np.ndarray,
     count = len(tested_by[0])
     rows = []
     for p in range(count):
+        if any(tested_by[g][p] >= len(chosen) for g in range(groups)):
+            continue  # a split of this path did not run (a stopped queued run)
         tn = t1 = t2 = 0.0
         for g in range(groups):
             j = chosen[tested_by[g][p]]
@@ -235,7 +404,8 @@ def _paths(groups: int, splits: list[tuple[int, ...]], chosen: np.ndarray,
             t2 += float(s2[blocks, j].sum())
         rows.append({"path": p, "sharpe": float(_sharpe(tn, t1, t2)) * math.sqrt(ppy),
                      "mean_return": t1 / tn})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["path", "sharpe", "mean_return"])
 
 
-__all__ = ["CrossValidation", "cross_validate", "default_purge", "path_count"]
+__all__ = ["BLOB_NAME", "CrossValidation", "CrossValidationPlan", "SplitOutcome", "cross_validate",
+           "default_purge", "path_count"]

@@ -13,8 +13,10 @@ out-of-sample curve.
 from __future__ import annotations
 
 import html
+import io
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,8 +27,9 @@ from quantlab import metrics as M
 from quantlab.bars import Bars
 from quantlab.engine import validate as V
 from quantlab.engine.api import backtest, load_bars
-from quantlab.engine.options import DEFAULTS
+from quantlab.engine.options import DEFAULTS, reject_unknown
 from quantlab.engine.result import Result
+from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
 from quantlab.research.confidence import PATH_METRICS, bar_returns, path_metrics
 from quantlab.strategies import Strategy
@@ -55,7 +58,10 @@ class WalkForward:
     ``is_<select>`` and ``oos_<select>``; the in- and out-of-sample ``cagr_pct`` behind the
     efficiency). ``equity``: the out-of-sample equity, folds chained. ``metrics``: that curve's
     metrics (the engine's formulas; ``n_trades`` summed over the folds). ``efficiency``: Pardo's
-    walk-forward efficiency. ``results``: each fold's out-of-sample :class:`Result`.
+    walk-forward efficiency. ``results``: each fold's out-of-sample :class:`Result` (in the
+    process that ran the folds; a queued run's result keeps the table and the curve only).
+    ``partial``: a queued run stopped (cancel, time limit) after ``len(folds)`` of its
+    ``n_folds`` folds.
     """
 
     folds: pd.DataFrame
@@ -65,45 +71,95 @@ class WalkForward:
     select: str
     param_names: list[str]
     results: list[Result] = field(default_factory=list, repr=False)
+    partial: bool = False
+    n_folds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_folds is None:
+            self.n_folds = len(self.folds)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The last fold's chosen params: what the analysis would trade next."""
+        if not len(self.folds):
+            return {}
+        last = self.folds.iloc[-1]
+        return {name: _plain(last[name]) for name in self.param_names}
 
     def __repr__(self) -> str:
-        return (f"<WalkForward {len(self.folds)} folds, select={self.select}, "
+        done = (f"{len(self.folds)} of {self.n_folds} folds (PARTIAL)" if self.partial
+                else f"{len(self.folds)} folds")
+        return (f"<WalkForward {done}, select={self.select}, "
                 f"OOS sharpe={self.metrics.get('sharpe', float('nan')):.3g}, "
                 f"efficiency={self.efficiency:.3g}>")
 
     def figure(self) -> Any:
-        """A plotly figure: the stitched out-of-sample equity over the chosen params per fold."""
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        rows = 1 + len(self.param_names)
-        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                            row_heights=[3] + [1] * len(self.param_names))
-        fig.add_trace(go.Scatter(x=self.equity.index, y=self.equity.to_numpy(),
-                                 name="out-of-sample equity", line={"width": 1.5}), row=1, col=1)
-        for k, name in enumerate(self.param_names, start=2):
-            # a param holds from its fold's test start to the next: a step line
-            x = [*self.folds["test_start"], self.folds["test_end"].iloc[-1]]
-            y = [*self.folds[name], self.folds[name].iloc[-1]]
-            fig.add_trace(go.Scatter(x=x, y=y, name=name, line={"shape": "hv"}),
-                          row=k, col=1)
-            fig.update_yaxes(title_text=name, row=k, col=1)
-        fig.update_layout(height=320 + 120 * len(self.param_names), template="plotly_white",
-                          margin={"l": 50, "r": 20, "t": 30, "b": 30}, showlegend=False,
-                          title=f"Walk-forward: out-of-sample equity, chosen by {self.select}")
-        return fig
+        """A plotly figure: the stitched out-of-sample equity with the folds' boundaries, the
+        chosen params per fold, and in- vs out-of-sample ``select`` per fold
+        (``quantlab.render.validation``)."""
+        return VIEW.require("figure")(self)
 
     def _repr_html_(self) -> str:
-        summary = (f"<p><b>Walk-forward</b>: {len(self.folds)} folds, chosen by "
-                   f"<code>{html.escape(self.select)}</code>; out-of-sample Sharpe "
-                   f"{self.metrics.get('sharpe', float('nan')):.3f}, total return "
-                   f"{self.metrics.get('total_return_pct', float('nan')):.2f}%, efficiency "
-                   f"{self.efficiency:.3f}</p>")
-        table = self.folds.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                   border=0, classes="quantlab-walkforward")
-        # plotly.js inline, once: the view works offline and in a saved notebook
-        plot = self.figure().to_html(full_html=False, include_plotlyjs=True)
-        return f"<div>{summary}{table}{plot}</div>"
+        if VIEW.html is None:
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        return VIEW.html(self)
+
+    # -- persistence (a queued run's result: quantlab.jobs.validation) -------------------------
+
+    def to_blobs(self) -> dict[str, bytes]:
+        """Parquet bytes of ``folds`` and ``equity`` plus ``walk_forward.json`` (metrics,
+        efficiency, select, params' names, partial): :meth:`from_blobs` gives them back
+        exactly."""
+        summary = {"kind": "walk_forward", "metrics": self.metrics,
+                   "efficiency": self.efficiency, "select": self.select,
+                   "param_names": self.param_names, "partial": self.partial,
+                   "n_folds": self.n_folds}
+        return {"folds.parquet": _parquet(self.folds),
+                "equity.parquet": _parquet(self.equity.to_frame()),
+                BLOB_NAME: json.dumps(summary).encode()}
+
+    @classmethod
+    def from_blobs(cls, blobs: Mapping[str, bytes]) -> WalkForward:
+        summary = json.loads(blobs[BLOB_NAME])
+        equity = pd.read_parquet(io.BytesIO(blobs["equity.parquet"]))["equity"]
+        equity.index = pd.DatetimeIndex(equity.index, freq=None)  # type: ignore[arg-type]
+        return cls(pd.read_parquet(io.BytesIO(blobs["folds.parquet"])), equity,
+                   summary["metrics"], float(summary["efficiency"]), summary["select"],
+                   list(summary["param_names"]), partial=bool(summary["partial"]),
+                   n_folds=summary.get("n_folds"))
+
+
+class _View:
+    """The notebook view and figure of a :class:`WalkForward` / ``CrossValidation``, drawn by
+    ``quantlab.render.validation`` (a higher layer): the ``quantlab`` package fills these
+    when it loads ``ql.walk_forward``, ``ql.cross_validate`` or ``ql.get_run``."""
+
+    html: Callable[[Any], str] | None = None
+    figure: Callable[[Any], Any] | None = None
+
+    def require(self, name: str) -> Callable[[Any], Any]:
+        found = getattr(self, name)
+        if found is None:
+            raise ConfigError("the walk-forward and cross-validation views are drawn by "
+                              "quantlab.render.validation: import it (import quantlab as ql "
+                              "and ql.walk_forward does)", field="view")
+        return cast(Callable[[Any], Any], found)
+
+
+VIEW = _View()
+#: the summary blob of a queued walk-forward's result
+BLOB_NAME = "walk_forward.json"
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=True)
+    return buf.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 # ------------------------------------------------------------------------------ the folds
@@ -211,45 +267,105 @@ def walk_forward(data: Any, strategy: str | Strategy = "sma_crossover",
     bar. ``select``: the metric that picks each fold's combination (as a sweep's best).
     ``options``: engine options, as ``ql.backtest`` (a list sweeps an option as well).
     """
-    if select not in V.SELECTABLE:
-        raise ConfigError(f"select={select!r} is not a metric a sweep can select by; use one "
-                          f"of {', '.join(V.SELECTABLE)}", field="select")
-    if "start" in options or "end" in options:
-        raise ConfigError("walk_forward takes no start/end: slice the data before (the folds "
-                          "cover all of it)", field="start")
-    strat = get_strategy(strategy)
-    bars = load_bars(data, interval=interval)
-    index = bars.index
-    train_n, test_n = bars_of(train, index, "train"), bars_of(test, index, "test")
-    # a number of bars goes to make_folds as given (it says what is wrong with step <= 0)
-    step_n = step if step is None or not isinstance(step, str) else bars_of(step, index, "step")
-    folds = make_folds(bars.n_bars, train_n, test_n, step_n, anchored)
-    rows: list[dict[str, Any]] = []
-    results: list[Result] = []
-    names: list[str] = []
-    for k, fold in enumerate(folds):
-        ins = backtest(bars, cast(Any, strat), cast(Any, params), start=index[fold.train_start],
-                       end=index[fold.train_end - 1], select=select, **options)
+    plan = WalkForwardPlan(load_bars(data, interval=interval), strategy, params, train=train,
+                           test=test, step=step, anchored=anchored, select=select, **options)
+    return plan.assemble([plan.run_fold(k) for k in range(len(plan.folds))])
+
+
+def run_to_end(sim: Simulation) -> None:
+    """Run a prepared simulation to its end in one call (as ``ql.backtest`` does)."""
+    sim.run(sim.total_units)
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    """One fold done: its row of :attr:`WalkForward.folds`, the chosen combination and its
+    out-of-sample result."""
+
+    row: dict[str, Any]
+    chosen: dict[str, Any]
+    result: Result
+
+
+class WalkForwardPlan:
+    """A walk-forward analysis cut into its folds, run one at a time: all at once by
+    :func:`walk_forward` in the calling process, fold by fold on a worker by a queued run
+    (:mod:`quantlab.jobs.validation`, which checks for a cancel between and within folds).
+    Both go through :meth:`run_fold` and :meth:`assemble`: the same numbers either way."""
+
+    def __init__(self, bars: Bars, strategy: str | Strategy,
+                 params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *,
+                 train: int | str = 504, test: int | str = 126, step: int | str | None = None,
+                 anchored: bool = False, select: str = "sharpe", **options: Any) -> None:
+        if select not in V.SELECTABLE:
+            raise ConfigError(f"select={select!r} is not a metric a sweep can select by; use "
+                              f"one of {', '.join(V.SELECTABLE)}", field="select")
+        if "start" in options or "end" in options:
+            raise ConfigError("walk_forward takes no start/end: slice the data before (the "
+                              "folds cover all of it)", field="start")
+        reject_unknown(options)  # as ql.backtest: before any fold runs
+        self.bars = bars
+        self.strategy = get_strategy(strategy)
+        self.params = params
+        self.select = select
+        self.options = options
+        index = bars.index
+        train_n, test_n = bars_of(train, index, "train"), bars_of(test, index, "test")
+        # a number of bars goes to make_folds as given (it says what is wrong with step <= 0)
+        step_n = step if step is None or not isinstance(step, str) else bars_of(step, index,
+                                                                                 "step")
+        self.folds = make_folds(bars.n_bars, train_n, test_n, step_n, anchored)
+
+    def in_sample(self, fold: Fold) -> Simulation:
+        """The fold's in-sample sweep, prepared: exactly ``ql.backtest(data, strategy,
+        params=grid, start=train_start, end=train_end, select=select, **options)``'s."""
+        index = self.bars.index
+        window = load_bars(self.bars, start=index[fold.train_start],
+                           end=index[fold.train_end - 1])
+        sim = Simulation(window, cast(Any, self.strategy), cast(Any, self.params),
+                         select=self.select, **self.options)
+        sim.prepare()
+        return sim
+
+    def run_fold(self, k: int, run: Callable[[Simulation], None] = run_to_end) -> FoldOutcome:
+        """Fold ``k``: its in-sample sweep (``run`` drives it to its end; a worker's checks for
+        a cancel between chunks), the chosen combination, then that one on the test window."""
+        fold = self.folds[k]
+        index = self.bars.index
+        sim = self.in_sample(fold)
+        run(sim)
+        ins = sim.result().attach_bars(sim.bars)
         chosen = dict(ins.params)
-        names = names or list(chosen)
-        oos = run_test(bars, strat, chosen, fold, {**options, "select": select})
-        results.append(oos)
-        rows.append({"fold": k, "train_start": index[fold.train_start],
-                     "train_end": index[fold.train_end - 1],
-                     "test_start": index[fold.test_start], "test_end": index[fold.test_end - 1],
-                     **chosen,
-                     f"is_{select}": ins.metrics[select], f"oos_{select}": oos.metrics[select],
-                     "is_cagr_pct": ins.metrics["cagr_pct"],
-                     "oos_cagr_pct": oos.metrics["cagr_pct"]})
-    table = pd.DataFrame(rows)
-    cash = float(options.get("cash", DEFAULTS["cash"]))
-    equity = stitch([r.equity for r in results], cash)
-    ppy = M.periods_per_year(bars.interval, index)
-    row = path_metrics(bar_returns(equity, cash), cash, ppy)
-    # the metrics of the curve alone (a stitched curve has no trade list of its own)
-    found = {name: float(row[M.METRIC_INDEX[name]]) for name in PATH_METRICS}
-    found["n_trades"] = int(sum(r.metrics["n_trades"] for r in results))
-    return WalkForward(table, equity, found, efficiency(table), select, names, results)
+        oos = run_test(self.bars, self.strategy, chosen, fold,
+                       {**self.options, "select": self.select})
+        select = self.select
+        row = {"fold": k, "train_start": index[fold.train_start],
+               "train_end": index[fold.train_end - 1],
+               "test_start": index[fold.test_start], "test_end": index[fold.test_end - 1],
+               **chosen,
+               f"is_{select}": ins.metrics[select], f"oos_{select}": oos.metrics[select],
+               "is_cagr_pct": ins.metrics["cagr_pct"], "oos_cagr_pct": oos.metrics["cagr_pct"]}
+        return FoldOutcome(row, chosen, oos)
+
+    def assemble(self, outcomes: Sequence[FoldOutcome], partial: bool = False) -> WalkForward:
+        """The analysis of the folds done (all of them, or with ``partial`` the first ones of a
+        run stopped mid-way): the folds table, the stitched out-of-sample equity, its metrics
+        and the walk-forward efficiency."""
+        if not outcomes:
+            raise ConfigError("no fold finished: there is no walk-forward to show", field="test")
+        results = [o.result for o in outcomes]
+        table = pd.DataFrame([o.row for o in outcomes])
+        names = list(outcomes[0].chosen)
+        cash = float(self.options.get("cash", DEFAULTS["cash"]))
+        equity = stitch([r.equity for r in results], cash)
+        ppy = M.periods_per_year(self.bars.interval, self.bars.index)
+        row = path_metrics(bar_returns(equity, cash), cash, ppy)
+        # the metrics of the curve alone (a stitched curve has no trade list of its own)
+        found: dict[str, float | int] = {name: float(row[M.METRIC_INDEX[name]])
+                                         for name in PATH_METRICS}
+        found["n_trades"] = int(sum(r.metrics["n_trades"] for r in results))
+        return WalkForward(table, equity, found, efficiency(table), self.select, names, results,
+                           partial=partial, n_folds=len(self.folds))
 
 
 def stitch(curves: list[pd.Series], cash: float) -> pd.Series:
@@ -272,5 +388,5 @@ def efficiency(folds: pd.DataFrame) -> float:
     return oos_mean / is_mean if is_mean != 0 else float("nan")
 
 
-__all__ = ["Fold", "WalkForward", "bars_of", "efficiency", "make_folds", "oos_signals",
+__all__ = ["BLOB_NAME", "VIEW", "Fold", "FoldOutcome", "WalkForward", "WalkForwardPlan", "bars_of", "efficiency", "make_folds", "oos_signals",
            "run_test", "stitch", "walk_forward"]
