@@ -324,6 +324,47 @@ def test_a_walk_forward_with_a_notebook_strategy_is_not_queued(nb_home: Path) ->
     assert _runs() == 0
 
 
+NB_STRATEGY = """import numpy as np
+import quantlab as ql
+
+@ql.strategy(name="nb_trend")
+def nb_trend(bars, n=20):
+    close = bars.close[0]
+    mean = np.convolve(close, np.ones(n) / n)[:len(close)]
+    mean[:n - 1] = np.nan
+    return np.where(close > mean, 1, 0)
+"""
+
+
+def test_a_cell_analysing_a_notebook_strategy_runs_it_in_the_kernel(
+        ip: InteractiveShell) -> None:
+    """Such a run is not queued (a worker would need a sandbox per fold): the %%backtest cell
+    computes it here, equal to ql.walk_forward / ql.cross_validate, and records no run."""
+    from quantlab.engine.api import load_bars
+
+    assert ip.run_cell(NB_STRATEGY, store_history=False).error_in_exec is None
+    body = ("strategy: nb_trend\nsymbols: [AAA]\nstart: 2020-01-01\nend: 2021-12-31\n"
+            "params: {n: [10, 30]}\n")
+    bars = load_bars(["AAA"], start="2020-01-01", end="2021-12-31")
+    cell = ip.run_cell(f"%%backtest --out wf_out\n{body}walk_forward: {{train: 200, test: 100}}\n",
+                       store_history=False)
+    assert cell.error_in_exec is None, cell.error_in_exec
+    wf = cell.result
+    assert isinstance(wf, ql.WalkForward) and ip.user_ns["wf_out"] is wf
+    direct = ql.walk_forward(bars, "nb_trend", params={"n": [10, 30]}, train=200, test=100)
+    pd.testing.assert_frame_equal(wf.folds, direct.folds)
+    pd.testing.assert_series_equal(wf.equity, direct.equity)
+    cell = ip.run_cell(f"%%backtest\n{body}cross_validate: {{groups: 6, test_groups: 2}}\n",
+                       store_history=False)
+    assert cell.error_in_exec is None, cell.error_in_exec
+    cv = cell.result
+    assert isinstance(cv, ql.CrossValidation)
+    direct_cv = ql.cross_validate(bars, "nb_trend", params={"n": [10, 30]}, groups=6,
+                                  test_groups=2)
+    np.testing.assert_array_equal(cv.sharpe, direct_cv.sharpe)
+    assert _runs() == 0
+
+
 def test_a_config_without_walk_forward_keeps_its_canonical_form() -> None:
     from quantlab.config import BacktestConfig
 

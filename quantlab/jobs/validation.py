@@ -104,6 +104,19 @@ def plan_of(bars: Any, cfg: BacktestConfig) -> WalkForwardPlan | CrossValidation
                                **options)
 
 
+def run_here(cfg: BacktestConfig) -> WalkForward | CrossValidation:
+    """The analysis of ``cfg`` run at once in this process (what ``ql.walk_forward`` /
+    ``ql.cross_validate`` compute with the same arguments): for a strategy defined in a notebook,
+    which is not queued (see :func:`check_before_queue`)."""
+    start = iso(cfg.start) if cfg.start else None
+    end = iso(cfg.end) if cfg.end else None
+    plan = plan_of(data.load(list(cfg.symbols), start, end, cfg.interval), cfg)
+    if isinstance(plan, WalkForwardPlan):
+        return plan.assemble([plan.run_fold(k) for k in range(len(plan.folds))])
+    plan.prepare()
+    return plan.assemble([plan.run_split(i) for i in range(len(plan.splits))])
+
+
 def check_before_queue(cfg: BacktestConfig, with_data: bool = True) -> float:
     """At submit, before anything is queued: what only the data can tell (window sizes such as
     ``2y`` in bars, train + test longer than the data, too few bars for the groups) raises its

@@ -116,6 +116,9 @@ class BacktestMagics(Magics):
         # a cell with walk_forward: or cross_validate: is queued too (fold by fold on a worker);
         # ql.walk_forward / ql.cross_validate run in the kernel
         config = build_config(cell, tags=args.tag)
+        if config.get("strategy_source") and (config.get("walk_forward") is not None
+                                              or config.get("cross_validate") is not None):
+            return self._analyse_here(args, config)
         run = submit(config, cache=not args.no_cache, priority=args.priority, name=args.name)
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = run
@@ -125,6 +128,18 @@ class BacktestMagics(Magics):
             with contextlib.suppress(KeyboardInterrupt, TimeoutError):
                 run.wait(timeout=args.timeout)
         return run
+
+    def _analyse_here(self, args: Any, config: dict[str, Any]) -> Any:
+        """A walk-forward or cross-validation of a strategy defined in this notebook runs here,
+        in the kernel, as ``ql.walk_forward`` / ``ql.cross_validate`` would (a worker would need
+        a sandbox per fold: such runs are not queued); the value is the analysis itself."""
+        from quantlab.config import BacktestConfig
+        from quantlab.jobs.validation import run_here
+
+        found = run_here(BacktestConfig.from_any(config))  # every key checked, as when queued
+        if args.out and self.shell is not None:
+            self.shell.user_ns[args.out] = found
+        return found
 
     @line_magic
     @_short_errors
