@@ -19,6 +19,7 @@ import {
   formatNumber,
   isTerminal,
   KEY_METRICS,
+  runTooltip,
   timeAgo
 } from './format';
 import { EventStream, StreamState } from './stream';
@@ -523,7 +524,7 @@ export class BacktestsPanel extends Widget {
     const part = (name: string) => row!.querySelector(`.jp-QuantlabRun-${name}`) as HTMLElement;
     row.dataset.status = run.status;
     part('name').textContent = run.name || run.id;
-    part('name').title = `${run.id}\n${run.strategy ?? ''} on ${(run.symbols ?? []).join(', ')}`;
+    part('name').title = runTooltip(run);
     part('status').textContent = this._statusText(run);
     part('status').dataset.status = run.status;
     part('audit').textContent = auditBadge(run);
