@@ -147,6 +147,121 @@ def test_query_string_outside_a_preheated_kernel(monkeypatch: pytest.MonkeyPatch
     assert query_string() == ""
 
 
+# --------------------------------------------------------------------------- the run picker
+
+
+def picker_runs(n: int) -> list[dict[str, Any]]:
+    """``n`` run documents as the registry lists them (newest last), with a few odd ones."""
+    runs = []
+    for i in range(n):
+        runs.append({
+            "id": f"01RUN{i:03d}", "name": f"run {i:03d}", "status": "completed",
+            "strategy": "sma_crossover" if i % 2 else "rsi_reversion",
+            "symbols": ["AAA"] if i % 3 else ["BBB", "CCC"], "tags": ["trend"] if i % 5 == 0 else [],
+            "finished_at": 1_700_000_000 + i,
+            "metrics": {"sharpe": (i * 37 % 11) / 10, "total_return_pct": i - 20.0,
+                        "max_drawdown_pct": -float(i % 7)},
+        })
+    runs[4]["name"] = "Golden Cross on the whole universe"
+    runs[6]["metrics"] = {"sharpe": float("nan")}  # a run without numbers sorts last
+    return runs
+
+
+def test_the_picker_filters_on_every_word_of_name_strategy_symbol_tag_and_id() -> None:
+    from quantlab.dashboards.picker import filter_runs
+
+    runs = picker_runs(12)
+    ids = lambda found: [r["id"] for r in found]  # noqa: E731
+    assert ids(filter_runs(runs, "golden")) == ["01RUN004"]
+    assert ids(filter_runs(runs, "GOLDEN universe")) == ["01RUN004"]  # every word, any case
+    assert ids(filter_runs(runs, "trend")) == ["01RUN000", "01RUN005", "01RUN010"]
+    assert ids(filter_runs(runs, "ccc sma")) == ["01RUN003", "01RUN009"]
+    assert ids(filter_runs(runs, "01run011")) == ["01RUN011"]
+    assert filter_runs(runs, "  ") == runs
+    assert filter_runs(runs, "nothing-like-this") == []
+
+
+def test_the_picker_sorts_by_date_name_and_metrics_best_first() -> None:
+    from quantlab.dashboards.picker import sort_options, sort_runs
+
+    runs = picker_runs(12)
+    labels = dict(sort_options())
+    assert labels["Sharpe, best first"] == "-sharpe"
+    assert labels["Max drawdown, best first"] == "-max_drawdown_pct"  # -1 % beats -6 %
+    assert [r["id"] for r in sort_runs(runs, "-finished_at")][:2] == ["01RUN011", "01RUN010"]
+    assert sort_runs(runs, "finished_at") == runs
+    by_sharpe = sort_runs(runs, "-sharpe")
+    sharpes = [r["metrics"]["sharpe"] for r in by_sharpe[:-1]]
+    assert sharpes == sorted(sharpes, reverse=True)
+    assert by_sharpe[-1]["id"] == "01RUN006"  # NaN: last in either direction
+    assert sort_runs(runs, "sharpe")[-1]["id"] == "01RUN006"
+    returns = [r["metrics"].get("total_return_pct") for r in sort_runs(runs, "-total_return_pct")]
+    assert returns[:3] == [-9.0, -10.0, -11.0] and returns[-1] is None
+    drawdowns = [r["metrics"]["max_drawdown_pct"] for r in sort_runs(runs, "-max_drawdown_pct")
+                 if "max_drawdown_pct" in r["metrics"]]
+    assert drawdowns[0] == 0.0 and drawdowns[-1] == -5.0
+    assert sort_runs(runs, "name")[0]["name"] == "Golden Cross on the whole universe"
+
+
+def test_the_picker_ticks_two_to_five_runs_and_refuses_a_sixth() -> None:
+    from quantlab.dashboards.picker import PICKER_ROWS, RunPicker, selection_message
+
+    picker = RunPicker()
+    runs = picker_runs(80)
+    picker.set_runs(runs)
+    assert len(picker.rows.children) == PICKER_ROWS  # 80 offered, 30 drawn
+    assert "80 of 80 runs match" in picker.summary.value
+    assert "50 more not shown: narrow the filter" in picker.summary.value
+    assert all(not box.value for box in picker.rows.children)
+    assert selection_message(0) == "select 2 to 5 runs to compare (0 selected; tick more boxes)"
+    assert selection_message(1) is not None and selection_message(2) is None
+
+    # ticking a drawn check box is what a visitor does
+    first = picker.rows.children[0]
+    assert first.description.startswith("run 079 · sma_crossover on AAA · return +59.00 %")
+    first.value = True
+    assert picker.value == ("01RUN079",)
+    for run_id in ("01RUN001", "01RUN002", "01RUN003", "01RUN004"):
+        assert picker.tick(run_id)
+    assert len(picker.value) == 5 and selection_message(5) is None
+    # a sixth is refused: the selection stays, its box goes back to unticked, the page says why
+    sixth = next(box for box in picker.rows.children if not box.value)
+    sixth.value = True
+    assert len(picker.value) == 5 and not sixth.value
+    assert "at most 5 runs can be compared: untick one before adding another" in \
+        picker.summary.value
+    assert selection_message(6) == "select 2 to 5 runs to compare (6 selected; tick fewer boxes)"
+
+    # ticked runs stay listed first whatever the filter; the filter narrows the rest
+    picker.search.value = "golden"
+    drawn = [box.description.rsplit(" · ", 1)[1] for box in picker.rows.children]
+    assert drawn[:5] == list(picker.value) and drawn[5:] == []  # run 004 is ticked already
+    picker.search.value = "rsi BBB"
+    drawn = [box.description.rsplit(" · ", 1)[1] for box in picker.rows.children]
+    assert drawn[5:] == [r["id"] for r in sorted(runs, key=lambda r: -r["finished_at"])
+                         if r["strategy"] == "rsi_reversion" and "BBB" in r["symbols"]
+                         and r["id"] not in picker.value]
+    picker.tick("01RUN079", on=False)
+    assert len(picker.value) == 4 and "at most" not in picker.summary.value
+    # a run no longer offered is no longer ticked
+    picker.set_runs(runs[:3])
+    assert picker.value == ("01RUN001", "01RUN002")
+
+
+def test_the_compare_dashboard_reads_the_pickers_ticks(
+        home: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import CompareDashboard
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(home[0]))
+    _, ids = home
+    board = CompareDashboard(f"runs={ids[0]}")
+    assert board.picker.value == (ids[0],)
+    assert "select 2 to 5 runs to compare (1 selected; tick more boxes)" in board.status.value
+    board.picker.tick(ids[2])
+    assert board.comparison is not None and list(board.comparison.run_ids) == [ids[0], ids[2]]
+    assert not board.save_button.disabled
+
+
 # --------------------------------------------------------------------------- served
 
 
