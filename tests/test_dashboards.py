@@ -262,6 +262,91 @@ def test_the_compare_dashboard_reads_the_pickers_ticks(
     assert not board.save_button.disabled
 
 
+# --------------------------------------------------------------------------- from the Lab's server
+
+LAB_BASE = "/team/lab/"  # a base URL, as under JupyterHub: every link must carry it
+
+
+@pytest.fixture(scope="module")
+def lab_server(home: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Any]:
+    """``jupyter server`` (the Lab's server, without the Lab's pages) over the test home, at a
+    base URL, with the quantlab and Voila extensions as this install enables them."""
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    base = tmp_path_factory.mktemp("labserver")
+    (base / "root").mkdir()
+    env = quantlab_env(home[0], base / "jupyter",
+                       {"QUANTLAB_DASHBOARD_URL": "http://stakeholders.example:8866"})
+    server = JupyterProcess(env, base / "root", base / "server.log",
+                            extra_args=(f"--ServerApp.base_url={LAB_BASE}",))
+    server.base += LAB_BASE.rstrip("/")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_labs_server_serves_the_compare_dashboard_offline_under_its_login(
+        home: tuple[Path, list[str]], lab_server: Any) -> None:
+    _, ids = home
+    status, reply = lab_server.request("GET", f"/quantlab/api/compare?ids={ids[0]},{ids[2]}")
+    assert status == 200, reply
+    # the panel opens the dashboard on this server, under its base URL; the stakeholders' link
+    # stays quantlab dashboard's
+    assert reply["dashboard_url"] == (f"{LAB_BASE}quantlab/dashboards/compare/"
+                                      f"?comparison={reply['id']}")
+    assert reply["standalone_url"] == f"http://stakeholders.example:8866/?comparison={reply['id']}"
+
+    path = reply["dashboard_url"][len(LAB_BASE) - 1:]
+    status, page = lab_server.request("GET", path)
+    assert status == 200, lab_server.log_text()[-3000:]
+    # the notebook ran in a kernel of this server: its output is the dashboard's widget (what
+    # the widget shows is read in a browser, below), with no error
+    assert "application/vnd.jupyter.widget-view+json" in page
+    assert '"output_type": "error"' not in page and "Traceback" not in page
+    # QuantLab's template: no CDN stylesheet, page assets from this server's base URL
+    assert "cdn.jsdelivr.net" not in page and "fontawesome" not in page.lower()
+    assert f'src="{LAB_BASE}voila/static/voila.js"' in page
+    assert '"name": "quantlab"' not in page  # the side panel's extension stays out
+    assert '"fullMathjaxUrl": null' in page  # else the page would fetch MathJax from cdnjs
+    status, script = lab_server.request("GET", "/voila/templates/quantlab/static/voila-style.js")
+    assert status == 200 and script
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["compare", "analytics", "nonsense"])
+def test_a_dashboard_without_login_is_refused_not_a_server_error(lab_server: Any,
+                                                                 name: str) -> None:
+    status, page = lab_server.request("GET", f"/quantlab/dashboards/{name}?comparison=x",
+                                      token=False)
+    assert status == 403, page
+    assert "not logged in to Jupyter" in page and "token" in page
+    status, page = lab_server.request("GET", "/quantlab/dashboards/comapre")
+    assert status == 404 and "no dashboard &#x27;comapre&#x27; — did you mean " in page
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_labs_server_shows_the_compare_dashboard_in_a_browser_offline(
+        home: tuple[Path, list[str]], lab_server: Any, browser: Any) -> None:
+    _, ids = home
+    comparison_id = ql.compare([ids[1], ids[2]]).save()
+    served = Server(lab_server.proc, lab_server.port, lab_server.log_path)
+    view = Page(browser, served)
+    view.page.goto(f"{lab_server.base}/quantlab/dashboards/compare/?comparison={comparison_id}"
+                   f"&token={lab_server.token}")
+    view.wait_for(".ql-compare-metrics")
+    header = view.text(".ql-compare-metrics thead")
+    names = [ql.get_run(i).record["name"] for i in ids]
+    assert names[1] in header and names[2] in header and names[0] not in header
+    view.wait_for(".ql-section-equity .js-plotly-plot .main-svg")
+    assert view.outside == [], f"the page loaded from the network: {view.outside}"
+    view.page.close()
+
+
 # --------------------------------------------------------------------------- served
 
 
@@ -414,14 +499,24 @@ def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
         "() => document.querySelector('.ql-section-equity .legend').textContent")
     assert records[0]["name"] in legend and records[1]["name"] in legend  # names not cut
 
-    # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1
-    picker = view.page.locator(".ql-run-picker select")
-    labels = {o.get_attribute("value") or o.inner_text(): o.inner_text()
-              for o in picker.locator("option").all()}
-    wanted = [text for text in labels.values() if ids[1] in text or ids[2] in text]
-    picker.select_option(label=wanted)
+    # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1, ticked in
+    # the picker's check boxes, the third found by its strategy in the picker's filter
+    picker = view.page.locator(".ql-run-picker")
+
+    def box(run_id: str) -> Any:
+        return picker.locator(".ql-run-choice", has_text=run_id).locator("input")
+
+    expect_checked = "el => el.checked"
+    assert box(ids[0]).evaluate(expect_checked) and box(ids[1]).evaluate(expect_checked)
+    box(ids[0]).uncheck()
+    view.wait_for("text=select 2 to 5 runs to compare (1 selected; tick more boxes)")
+    picker.locator(".ql-run-search input").fill("rsi_reversion")
     view.page.wait_for_function(
-        "name => document.querySelector('.ql-compare-metrics thead').innerText.includes(name)",
+        "() => document.querySelectorAll('.ql-run-picker .ql-run-choice').length === 2")
+    box(ids[2]).check()
+    view.page.wait_for_function(
+        "name => (document.querySelector('.ql-compare-metrics thead') || {innerText: ''})"
+        ".innerText.includes(name)",
         arg=records[2]["name"])
     header = view.text(".ql-compare-metrics thead")
     assert records[0]["name"] not in header
@@ -436,7 +531,7 @@ def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
     assert "rsi_reversion" in diff and "params.fast" in diff
 
     # one run is not a comparison: the page says what to do
-    picker.select_option(label=[wanted[0]])
+    box(ids[2]).uncheck()
     view.wait_for("text=select 2 to 5 runs to compare")
     assert view.page.locator(".ql-compare-metrics").count() == 0
     assert view.outside == [], f"the page loaded from the network: {view.outside}"

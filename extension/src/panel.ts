@@ -366,7 +366,11 @@ export class BacktestsPanel extends Widget {
     return this._act('Compare', async () => {
       try {
         const comparison = await this._api.compare(ids);
-        const url = comparison.dashboard_url;
+        // the server's own dashboard page (a path under its base URL): made absolute here, as
+        // the blank tab opened above has no page to resolve it against
+        const url = comparison.dashboard_url
+          ? new URL(comparison.dashboard_url, window.location.href).href
+          : null;
         if (tab && url) {
           tab.location.href = url;
         } else {

@@ -72,7 +72,24 @@ def voila_configuration(serverapp: Any) -> Any:
     config.strip_sources = True
     config.show_tracebacks = False
     config.extension_denylist = list(EXTENSION_DENYLIST)
+    config.page_config_hook = without_mathjax(config.page_config_hook)
     return config
+
+
+def without_mathjax(hook: Any = None) -> Any:
+    """A page-config hook (after ``hook``, a deployment's own) that gives the page no MathJax
+    URL. Inside another Jupyter server Voila falls back to MathJax on cdnjs, which its page
+    fetches as soon as an output holds a ``$``; ``quantlab dashboard`` leaves the URL unset, so
+    a dashboard has no MathJax in either mode (it shows numbers, not formulas)."""
+
+    def page_config(page_config: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if hook is not None:
+            page_config = hook(page_config, **kwargs)
+        # both unset, as in standalone mode: either one set makes the page fall back to cdnjs
+        page_config["fullMathjaxUrl"] = page_config["mathjaxConfig"] = None
+        return page_config
+
+    return page_config
 
 
 def voila_enabled(serverapp: Any) -> bool:
