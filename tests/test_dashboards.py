@@ -262,6 +262,27 @@ def test_the_compare_dashboard_reads_the_pickers_ticks(
     assert not board.save_button.disabled
 
 
+def test_a_comparison_saved_on_the_labs_page_links_there_and_for_stakeholders(
+        home: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import CompareDashboard
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(home[0]))
+    monkeypatch.setenv("QUANTLAB_DASHBOARD_URL", "http://dash.example:8866")
+    _, ids = home
+    # what Voila gives a kernel of the Lab's server (the request's path)
+    monkeypatch.setenv("SCRIPT_NAME", "/team/lab/quantlab/dashboards/compare/")
+    board = CompareDashboard(f"runs={ids[0]},{ids[1]}")
+    saved = board.save()
+    assert (f'<a href="/team/lab/quantlab/dashboards/compare/?comparison={saved}" '
+            f'target="_blank">open in the Lab</a>; for people without the Lab: '
+            f'<a href="http://dash.example:8866/?comparison={saved}"') in board.status.value
+    # standalone (quantlab dashboard): the one link, as before
+    monkeypatch.setenv("SCRIPT_NAME", "/")
+    board.save()
+    assert "open in the Lab" not in board.status.value
+    assert f'href="http://dash.example:8866/?comparison={saved}"' in board.status.value
+
+
 # --------------------------------------------------------------------------- from the Lab's server
 
 LAB_BASE = "/team/lab/"  # a base URL, as under JupyterHub: every link must carry it
@@ -326,6 +347,29 @@ def test_a_dashboard_without_login_is_refused_not_a_server_error(lab_server: Any
     assert "not logged in to Jupyter" in page and "token" in page
     status, page = lab_server.request("GET", "/quantlab/dashboards/comapre")
     assert status == 404 and "no dashboard &#x27;comapre&#x27; — did you mean " in page
+
+
+@pytest.mark.slow
+def test_without_voilas_extension_the_dashboard_says_how_to_enable_it(
+        home: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    (tmp_path / "root").mkdir()
+    # the user's Jupyter config turns Voila's extension off (JUPYTER_PREFER_ENV_PATH=0: over
+    # the environment's conf.d, which enables it)
+    config = tmp_path / "jupyter" / "config"
+    config.mkdir(parents=True)
+    (config / "jupyter_server_config.json").write_text(
+        '{"ServerApp": {"jpserver_extensions": {"voila.server_extension": false}}}')
+    env = quantlab_env(home[0], tmp_path / "jupyter", {"JUPYTER_PREFER_ENV_PATH": "0"})
+    server = JupyterProcess(env, tmp_path / "root", tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        status, page = server.request("GET", "/quantlab/dashboards/compare")
+        assert status == 503, page
+        assert "jupyter server extension enable voila.server_extension" in page
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
-from quantlab.analytics import COMPARISONS, compare, stats
+from quantlab.analytics import COMPARISONS, compare, dashboard_url, stats
 from quantlab.dashboards.picker import RunPicker, selection_message
+from quantlab.dashboards.serve import LAB_ROUTE
 from quantlab.errors import QuantlabError, did_you_mean, nearest
 from quantlab.registry import open_registry
 from quantlab.render.figures import plotly_js_html
@@ -191,12 +192,27 @@ class CompareDashboard(widgets.VBox):
             return None
         comparison_id = str(self.comparison.save())
         self.comparison_id, self.title = comparison_id, self.comparison.title
-        url = self.comparison.url
+        url = str(self.comparison.url)
+        link = f'<a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a>'
+        here = lab_page()
+        if here is not None:
+            # served by the Lab's server: the link that works here first, then the stakeholders'
+            lab_url = dashboard_url(comparison_id, here)
+            link = (f'<a href="{html.escape(lab_url)}" target="_blank">open in the Lab</a>; for '
+                    f"people without the Lab: {link}")
         self.status.value = (
             f'<p class="ql-saved" style="{MESSAGE_STYLE}">saved as <code>{html.escape(comparison_id)}'
-            f'</code>: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></p>'
+            f"</code>: {link}</p>"
         )
         return comparison_id
+
+
+def lab_page() -> str | None:
+    """The page's own path when the Lab's Jupyter server serves it
+    (``<base_url>quantlab/dashboards/compare``, from the request Voila gives the kernel), else
+    None (``quantlab dashboard``, or no Voila)."""
+    path = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    return path if path.endswith(f"/{LAB_ROUTE}/compare") else None
 
 
 # --------------------------------------------------------------------------- analytics

@@ -29,17 +29,22 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from quantlab.dashboards.serve import DASHBOARDS, EXTENSION_DENYLIST, TEMPLATE, TEMPLATE_ROOT
+from quantlab.dashboards.serve import (
+    DASHBOARDS,
+    EXTENSION_DENYLIST,
+    LAB_ROUTE,
+    TEMPLATE,
+    TEMPLATE_ROOT,
+)
 from quantlab.errors import did_you_mean
 
-ROUTE = "quantlab/dashboards"
 AUTH_RESOURCE = "quantlab"
 VOILA_EXTENSION = "voila.server_extension"
 
 
 def dashboard_path(name: str) -> str:
     """The dashboard's page, relative to the server's base URL: ``quantlab/dashboards/<name>``."""
-    return f"{ROUTE}/{name}"
+    return f"{LAB_ROUTE}/{name}"
 
 
 @cache
@@ -105,7 +110,7 @@ def handlers(serverapp: Any, base_url: str) -> list[tuple[str, type, dict[str, A
     options = {"config": serverapp.config, "template_paths": template_paths(),
                "voila_configuration": voila_configuration(serverapp),
                "voila_enabled": lambda: voila_enabled(serverapp)}
-    return [(url_path_join(base_url, ROUTE, r"(?P<name>[^/]*)/?"), DashboardHandler, options)]
+    return [(url_path_join(base_url, LAB_ROUTE, r"(?P<name>[^/]*)/?"), DashboardHandler, options)]
 
 
 def _voila_handler() -> type:
