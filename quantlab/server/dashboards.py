@@ -53,7 +53,9 @@ def _notebooks() -> Any:
     manager, and the server's own one only sees the server's root directory."""
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
-    return FileContentsManager(root_dir=str(next(iter(DASHBOARDS.values())).parent))
+    folders = {path.parent for path in DASHBOARDS.values()}
+    assert len(folders) == 1, "the dashboards' notebooks live in one folder"
+    return FileContentsManager(root_dir=str(folders.pop()))
 
 
 def template_paths() -> list[str]:
@@ -83,9 +85,9 @@ def voila_configuration(serverapp: Any) -> Any:
 
 def without_mathjax(hook: Any = None) -> Any:
     """A page-config hook (after ``hook``, a deployment's own) that gives the page no MathJax
-    URL. Inside another Jupyter server Voila falls back to MathJax on cdnjs, which its page
-    fetches as soon as an output holds a ``$``; ``quantlab dashboard`` leaves the URL unset, so
-    a dashboard has no MathJax in either mode (it shows numbers, not formulas)."""
+    URL. Inside another Jupyter server Voila falls back to MathJax on cdnjs, which the compare
+    page fetched (seen in the browser test); ``quantlab dashboard`` leaves the URL unset, so a
+    dashboard has no MathJax in either mode (it shows numbers, not formulas)."""
 
     def page_config(page_config: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if hook is not None:
