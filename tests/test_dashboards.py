@@ -147,6 +147,250 @@ def test_query_string_outside_a_preheated_kernel(monkeypatch: pytest.MonkeyPatch
     assert query_string() == ""
 
 
+# --------------------------------------------------------------------------- the run picker
+
+
+def picker_runs(n: int) -> list[dict[str, Any]]:
+    """``n`` run documents as the registry lists them (newest last), with a few odd ones."""
+    runs = []
+    for i in range(n):
+        runs.append({
+            "id": f"01RUN{i:03d}", "name": f"run {i:03d}", "status": "completed",
+            "strategy": "sma_crossover" if i % 2 else "rsi_reversion",
+            "symbols": ["AAA"] if i % 3 else ["BBB", "CCC"], "tags": ["trend"] if i % 5 == 0 else [],
+            "finished_at": 1_700_000_000 + i,
+            "metrics": {"sharpe": (i * 37 % 11) / 10, "total_return_pct": i - 20.0,
+                        "max_drawdown_pct": -float(i % 7)},
+        })
+    runs[4]["name"] = "Golden Cross on the whole universe"
+    runs[6]["metrics"] = {"sharpe": float("nan")}  # a run without numbers sorts last
+    return runs
+
+
+def test_the_picker_filters_on_every_word_of_name_strategy_symbol_tag_and_id() -> None:
+    from quantlab.dashboards.picker import filter_runs
+
+    runs = picker_runs(12)
+    ids = lambda found: [r["id"] for r in found]  # noqa: E731
+    assert ids(filter_runs(runs, "golden")) == ["01RUN004"]
+    assert ids(filter_runs(runs, "GOLDEN universe")) == ["01RUN004"]  # every word, any case
+    assert ids(filter_runs(runs, "trend")) == ["01RUN000", "01RUN005", "01RUN010"]
+    assert ids(filter_runs(runs, "ccc sma")) == ["01RUN003", "01RUN009"]
+    assert ids(filter_runs(runs, "01run011")) == ["01RUN011"]
+    assert filter_runs(runs, "  ") == runs
+    assert filter_runs(runs, "nothing-like-this") == []
+
+
+def test_the_picker_sorts_by_date_name_and_metrics_best_first() -> None:
+    from quantlab.dashboards.picker import sort_options, sort_runs
+
+    runs = picker_runs(12)
+    labels = dict(sort_options())
+    assert labels["Sharpe, best first"] == "-sharpe"
+    assert labels["Max drawdown, best first"] == "-max_drawdown_pct"  # -1 % beats -6 %
+    assert [r["id"] for r in sort_runs(runs, "-finished_at")][:2] == ["01RUN011", "01RUN010"]
+    assert sort_runs(runs, "finished_at") == runs
+    by_sharpe = sort_runs(runs, "-sharpe")
+    sharpes = [r["metrics"]["sharpe"] for r in by_sharpe[:-1]]
+    assert sharpes == sorted(sharpes, reverse=True)
+    assert by_sharpe[-1]["id"] == "01RUN006"  # NaN: last in either direction
+    assert sort_runs(runs, "sharpe")[-1]["id"] == "01RUN006"
+    returns = [r["metrics"].get("total_return_pct") for r in sort_runs(runs, "-total_return_pct")]
+    assert returns[:3] == [-9.0, -10.0, -11.0] and returns[-1] is None
+    drawdowns = [r["metrics"]["max_drawdown_pct"] for r in sort_runs(runs, "-max_drawdown_pct")
+                 if "max_drawdown_pct" in r["metrics"]]
+    assert drawdowns[0] == 0.0 and drawdowns[-1] == -5.0
+    assert sort_runs(runs, "name")[0]["name"] == "Golden Cross on the whole universe"
+
+
+def test_the_picker_ticks_two_to_five_runs_and_refuses_a_sixth() -> None:
+    from quantlab.dashboards.picker import PICKER_ROWS, RunPicker, selection_message
+
+    picker = RunPicker()
+    runs = picker_runs(80)
+    picker.set_runs(runs)
+    assert len(picker.rows.children) == PICKER_ROWS  # 80 offered, 30 drawn
+    assert "80 of 80 runs match" in picker.summary.value
+    assert "50 more not shown: narrow the filter" in picker.summary.value
+    assert all(not box.value for box in picker.rows.children)
+    assert selection_message(0) == "select 2 to 5 runs to compare (0 selected; tick more boxes)"
+    assert selection_message(1) is not None and selection_message(2) is None
+
+    # ticking a drawn check box is what a visitor does
+    first = picker.rows.children[0]
+    assert first.description.startswith("run 079 · sma_crossover on AAA · return +59.00 %")
+    first.value = True
+    assert picker.value == ("01RUN079",)
+    for run_id in ("01RUN001", "01RUN002", "01RUN003", "01RUN004"):
+        assert picker.tick(run_id)
+    assert len(picker.value) == 5 and selection_message(5) is None
+    # a sixth is refused: the selection stays, its box goes back to unticked, the page says why
+    sixth = next(box for box in picker.rows.children if not box.value)
+    sixth.value = True
+    assert len(picker.value) == 5 and not sixth.value
+    assert "at most 5 runs can be compared: untick one before adding another" in \
+        picker.summary.value
+    assert selection_message(6) == "select 2 to 5 runs to compare (6 selected; tick fewer boxes)"
+
+    # ticked runs stay listed first whatever the filter; the filter narrows the rest
+    picker.search.value = "golden"
+    drawn = [box.description.rsplit(" · ", 1)[1] for box in picker.rows.children]
+    assert drawn[:5] == list(picker.value) and drawn[5:] == []  # run 004 is ticked already
+    picker.search.value = "rsi BBB"
+    drawn = [box.description.rsplit(" · ", 1)[1] for box in picker.rows.children]
+    assert drawn[5:] == [r["id"] for r in sorted(runs, key=lambda r: -r["finished_at"])
+                         if r["strategy"] == "rsi_reversion" and "BBB" in r["symbols"]
+                         and r["id"] not in picker.value]
+    picker.tick("01RUN079", on=False)
+    assert len(picker.value) == 4 and "at most" not in picker.summary.value
+    # a run no longer offered is no longer ticked
+    picker.set_runs(runs[:3])
+    assert picker.value == ("01RUN001", "01RUN002")
+
+
+def test_the_compare_dashboard_reads_the_pickers_ticks(
+        home: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import CompareDashboard
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(home[0]))
+    _, ids = home
+    board = CompareDashboard(f"runs={ids[0]}")
+    assert board.picker.value == (ids[0],)
+    assert "select 2 to 5 runs to compare (1 selected; tick more boxes)" in board.status.value
+    board.picker.tick(ids[2])
+    assert board.comparison is not None and list(board.comparison.run_ids) == [ids[0], ids[2]]
+    assert not board.save_button.disabled
+
+
+def test_a_comparison_saved_on_the_labs_page_links_there_and_for_stakeholders(
+        home: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.dashboards.app import CompareDashboard
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(home[0]))
+    monkeypatch.setenv("QUANTLAB_DASHBOARD_URL", "http://dash.example:8866")
+    _, ids = home
+    # what Voila gives a kernel of the Lab's server (the request's path)
+    monkeypatch.setenv("SCRIPT_NAME", "/team/lab/quantlab/dashboards/compare/")
+    board = CompareDashboard(f"runs={ids[0]},{ids[1]}")
+    saved = board.save()
+    assert (f'<a href="/team/lab/quantlab/dashboards/compare/?comparison={saved}" '
+            f'target="_blank">open in the Lab</a>; for people without the Lab: '
+            f'<a href="http://dash.example:8866/?comparison={saved}"') in board.status.value
+    # standalone (quantlab dashboard): the one link, as before
+    monkeypatch.setenv("SCRIPT_NAME", "/")
+    board.save()
+    assert "open in the Lab" not in board.status.value
+    assert f'href="http://dash.example:8866/?comparison={saved}"' in board.status.value
+
+
+# --------------------------------------------------------------------------- from the Lab's server
+
+LAB_BASE = "/team/lab/"  # a base URL, as under JupyterHub: every link must carry it
+
+
+@pytest.fixture(scope="module")
+def lab_server(home: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Any]:
+    """``jupyter server`` (the Lab's server, without the Lab's pages) over the test home, at a
+    base URL, with the quantlab and Voila extensions as this install enables them."""
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    base = tmp_path_factory.mktemp("labserver")
+    (base / "root").mkdir()
+    env = quantlab_env(home[0], base / "jupyter",
+                       {"QUANTLAB_DASHBOARD_URL": "http://stakeholders.example:8866"})
+    server = JupyterProcess(env, base / "root", base / "server.log",
+                            extra_args=(f"--ServerApp.base_url={LAB_BASE}",))
+    server.base += LAB_BASE.rstrip("/")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_labs_server_serves_the_compare_dashboard_offline_under_its_login(
+        home: tuple[Path, list[str]], lab_server: Any) -> None:
+    _, ids = home
+    status, reply = lab_server.request("GET", f"/quantlab/api/compare?ids={ids[0]},{ids[2]}")
+    assert status == 200, reply
+    # the panel opens the dashboard on this server, under its base URL; the stakeholders' link
+    # stays quantlab dashboard's
+    assert reply["dashboard_url"] == (f"{LAB_BASE}quantlab/dashboards/compare/"
+                                      f"?comparison={reply['id']}")
+    assert reply["standalone_url"] == f"http://stakeholders.example:8866/?comparison={reply['id']}"
+
+    path = reply["dashboard_url"][len(LAB_BASE) - 1:]
+    status, page = lab_server.request("GET", path)
+    assert status == 200, lab_server.log_text()[-3000:]
+    # the notebook ran in a kernel of this server: its output is the dashboard's widget (what
+    # the widget shows is read in a browser, below), with no error
+    assert "application/vnd.jupyter.widget-view+json" in page
+    assert '"output_type": "error"' not in page and "Traceback" not in page
+    # QuantLab's template: no CDN stylesheet, page assets from this server's base URL
+    assert "cdn.jsdelivr.net" not in page and "fontawesome" not in page.lower()
+    assert f'src="{LAB_BASE}voila/static/voila.js"' in page
+    assert '"name": "quantlab"' not in page  # the side panel's extension stays out
+    assert '"fullMathjaxUrl": null' in page  # else the page would fetch MathJax from cdnjs
+    status, script = lab_server.request("GET", "/voila/templates/quantlab/static/voila-style.js")
+    assert status == 200 and script
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["compare", "analytics", "nonsense"])
+def test_a_dashboard_without_login_is_refused_not_a_server_error(lab_server: Any,
+                                                                 name: str) -> None:
+    status, page = lab_server.request("GET", f"/quantlab/dashboards/{name}?comparison=x",
+                                      token=False)
+    assert status == 403, page
+    assert "not logged in to Jupyter" in page and "token" in page
+    status, page = lab_server.request("GET", "/quantlab/dashboards/comapre")
+    assert status == 404 and "no dashboard &#x27;comapre&#x27; — did you mean " in page
+
+
+@pytest.mark.slow
+def test_without_voilas_extension_the_dashboard_says_how_to_enable_it(
+        home: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from tests.support.server import JupyterProcess, quantlab_env
+
+    (tmp_path / "root").mkdir()
+    # the user's Jupyter config turns Voila's extension off (JUPYTER_PREFER_ENV_PATH=0: over
+    # the environment's conf.d, which enables it)
+    config = tmp_path / "jupyter" / "config"
+    config.mkdir(parents=True)
+    (config / "jupyter_server_config.json").write_text(
+        '{"ServerApp": {"jpserver_extensions": {"voila.server_extension": false}}}')
+    env = quantlab_env(home[0], tmp_path / "jupyter", {"JUPYTER_PREFER_ENV_PATH": "0"})
+    server = JupyterProcess(env, tmp_path / "root", tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        status, page = server.request("GET", "/quantlab/dashboards/compare")
+        assert status == 503, page
+        assert "jupyter server extension enable voila.server_extension" in page
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_labs_server_shows_the_compare_dashboard_in_a_browser_offline(
+        home: tuple[Path, list[str]], lab_server: Any, browser: Any) -> None:
+    _, ids = home
+    comparison_id = ql.compare([ids[1], ids[2]]).save()
+    served = Server(lab_server.proc, lab_server.port, lab_server.log_path)
+    view = Page(browser, served)
+    view.page.goto(f"{lab_server.base}/quantlab/dashboards/compare/?comparison={comparison_id}"
+                   f"&token={lab_server.token}")
+    view.wait_for(".ql-compare-metrics")
+    header = view.text(".ql-compare-metrics thead")
+    names = [ql.get_run(i).record["name"] for i in ids]
+    assert names[1] in header and names[2] in header and names[0] not in header
+    view.wait_for(".ql-section-equity .js-plotly-plot .main-svg")
+    assert view.outside == [], f"the page loaded from the network: {view.outside}"
+    view.page.close()
+
+
 # --------------------------------------------------------------------------- served
 
 
@@ -299,14 +543,24 @@ def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
         "() => document.querySelector('.ql-section-equity .legend').textContent")
     assert records[0]["name"] in legend and records[1]["name"] in legend  # names not cut
 
-    # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1
-    picker = view.page.locator(".ql-run-picker select")
-    labels = {o.get_attribute("value") or o.inner_text(): o.inner_text()
-              for o in picker.locator("option").all()}
-    wanted = [text for text in labels.values() if ids[1] in text or ids[2] in text]
-    picker.select_option(label=wanted)
+    # a change of selection redraws the numbers: runs 1 and 2 instead of 0 and 1, ticked in
+    # the picker's check boxes, the third found by its strategy in the picker's filter
+    picker = view.page.locator(".ql-run-picker")
+
+    def box(run_id: str) -> Any:
+        return picker.locator(".ql-run-choice", has_text=run_id).locator("input")
+
+    expect_checked = "el => el.checked"
+    assert box(ids[0]).evaluate(expect_checked) and box(ids[1]).evaluate(expect_checked)
+    box(ids[0]).uncheck()
+    view.wait_for("text=select 2 to 5 runs to compare (1 selected; tick more boxes)")
+    picker.locator(".ql-run-search input").fill("rsi_reversion")
     view.page.wait_for_function(
-        "name => document.querySelector('.ql-compare-metrics thead').innerText.includes(name)",
+        "() => document.querySelectorAll('.ql-run-picker .ql-run-choice').length === 2")
+    box(ids[2]).check()
+    view.page.wait_for_function(
+        "name => (document.querySelector('.ql-compare-metrics thead') || {innerText: ''})"
+        ".innerText.includes(name)",
         arg=records[2]["name"])
     header = view.text(".ql-compare-metrics thead")
     assert records[0]["name"] not in header
@@ -321,7 +575,7 @@ def test_compare_dashboard_opens_a_saved_comparison_and_follows_the_selection(
     assert "rsi_reversion" in diff and "params.fast" in diff
 
     # one run is not a comparison: the page says what to do
-    picker.select_option(label=[wanted[0]])
+    box(ids[2]).uncheck()
     view.wait_for("text=select 2 to 5 runs to compare")
     assert view.page.locator(".ql-compare-metrics").count() == 0
     assert view.outside == [], f"the page loaded from the network: {view.outside}"

@@ -33,8 +33,10 @@ SWEEP = {"strategy": "sma_crossover", "symbols": SYMBOLS,
          "params": {"fast": list(range(2, 50)), "slow": list(range(50, 400, 5))}}
 SMALL = {"strategy": "sma_crossover", "symbols": ["AAA"], "params": {"fast": 10, "slow": 50}}
 TAB = '.jp-SideBar .lm-TabBar-tab[data-id="quantlab-backtests"]'
-# Where the compare dashboard would be; the browser test answers it with a stub page.
+# `quantlab dashboard compare`'s address for stakeholders, where nothing runs in this test: the
+# panel must open the dashboard on the Lab's own server instead.
 DASHBOARD = "http://127.0.0.1:8866"
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +143,34 @@ RECORDER = """
 """
 
 
+def offline(context: Any) -> list[str]:
+    """Cut ``context`` off from everything but this machine; returns the list of what its pages
+    asked for elsewhere (refused)."""
+    from urllib.parse import urlsplit
+
+    refused: list[str] = []
+
+    def route(route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in LOCAL_HOSTS or not url.startswith("http"):
+            route.continue_()
+        else:
+            refused.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", route)
+    return refused
+
+
 def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            elsewhere = offline(context)
+            page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             # Stored while no browser was open: shown as a toast when the page comes, then read.
@@ -204,9 +227,8 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             expect(sweep_row.locator('[data-metric="sharpe"]')).to_contain_text(
                 f"{done['metrics']['sharpe']:.2f}")
 
-            # Compare selected: the comparison is saved and its dashboard opens in a new tab.
-            page.context.route(f"{DASHBOARD}/**", lambda route: route.fulfill(
-                status=200, content_type="text/html", body="<html><body>dashboard</body></html>"))
+            # Compare selected: the comparison is saved and its dashboard opens in a new tab,
+            # served by the Lab's own server (nothing else runs), showing both runs, offline.
             compare = panel.locator(".jp-QuantlabPanel-compare")
             expect(compare).to_be_disabled()
             warm.locator(".jp-QuantlabRun-select").check()
@@ -215,11 +237,18 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             with page.context.expect_page() as opened:
                 compare.click()
             dashboard = opened.value
-            dashboard.wait_for_url(f"{DASHBOARD}/?comparison=*", timeout=60_000)
+            dashboard.wait_for_url(f"{lab.base}/quantlab/dashboards/compare/?comparison=*",
+                                   timeout=60_000)
             comparison_id = dashboard.url.split("comparison=")[1]
             assert sorted(saved_comparison(lab, comparison_id)["run_ids"]) == sorted(
                 [warm_id, sweep["id"]])
             expect(page.get_by_text(f"Comparison of 2 runs saved ({comparison_id})")).to_be_visible()
+            header = dashboard.locator(".ql-compare-metrics thead")
+            expect(header).to_contain_text("warm-up", timeout=180_000)
+            expect(header).to_contain_text("browser sweep")
+            expect(dashboard.locator(".ql-run-picker .ql-run-choice input:checked")).to_have_count(2)
+            expect(dashboard.locator(".ql-section-equity .js-plotly-plot .main-svg").first).to_be_visible()
+            assert elsewhere == [], f"pages asked for more than this machine: {elsewhere}"
             dashboard.close()
 
             # Diff (exactly two selected): the run diff, older run first, as text in a dialog.
@@ -268,6 +297,7 @@ def test_the_panel_follows_runs_live_cancels_and_toasts(lab: JupyterProcess) -> 
             assert status == 201, after_restart
             row = panel.locator(f'.jp-QuantlabRun[data-run-id="{after_restart["id"]}"]')
             expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
+            assert elsewhere == [], f"pages asked for more than this machine: {elsewhere}"
             assert errors == []
         finally:
             browser.close()
@@ -308,6 +338,24 @@ def insert_failed_run(server: JupyterProcess) -> str:
     return run_id
 
 
+LONG_NAME = ("momentum with a volatility filter on the whole universe, rebalanced weekly, "
+             "costs of 5 bp, walk-forward 2015-2024, second try after the data fix")
+
+
+def insert_long_named_run(server: JupyterProcess) -> str:
+    from quantlab.jobs.orchestrator import new_run_id
+    from quantlab.registry import open_registry
+
+    run_id = new_run_id()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTLAB_HOME", server.env["QUANTLAB_HOME"])
+        open_registry().insert_run({
+            "id": run_id, "name": LONG_NAME, "user": "tester", "status": "completed",
+            "strategy": "sma_crossover", "symbols": ["AAA"], "config": dict(SMALL),
+            "queued_at": time.time(), "finished_at": time.time()})
+    return run_id
+
+
 def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -317,6 +365,7 @@ def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
         "type": "notebook", "format": "json", "content": notebook})
     assert status in (200, 201)
     failed_id = insert_failed_run(lab)
+    long_id = insert_long_named_run(lab)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -353,6 +402,19 @@ def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
             box.fill("")
             box.press("Enter")
             expect(message).to_be_hidden()
+
+            # 7. A long name ends in an ellipsis, the status stays in view, and the name's
+            # tooltip holds the whole name and the id.
+            long_row = panel.locator(f'.jp-QuantlabRun[data-run-id="{long_id}"]')
+            name = long_row.locator(".jp-QuantlabRun-name")
+            expect(name).to_have_attribute(
+                "title", f"{LONG_NAME}\nid {long_id}\nsma_crossover on AAA", timeout=30_000)
+            assert name.evaluate("el => getComputedStyle(el).textOverflow") == "ellipsis"
+            assert name.evaluate("el => el.scrollWidth > el.clientWidth")  # it is cut short
+            badge = long_row.locator(".jp-QuantlabRun-status").bounding_box()
+            row_box = long_row.bounding_box()
+            assert badge and row_box and badge["x"] + badge["width"] <= row_box["x"] + row_box[
+                "width"], (badge, row_box)
 
             # 6. A failed run shows its traceback (folded, fetched when unfolded).
             failed = panel.locator(f'.jp-QuantlabRun[data-run-id="{failed_id}"]')

@@ -63,7 +63,10 @@ export interface IComparison {
   run_ids: string[];
   labels: { [id: string]: string };
   metrics: { [id: string]: { [metric: string]: unknown } };
+  /** The compare dashboard on the Lab's own server (``<base_url>quantlab/dashboards/compare``). */
   dashboard_url: string | null;
+  /** The same comparison on ``quantlab dashboard compare`` (for people without the Lab). */
+  standalone_url?: string | null;
 }
 
 /** GET diff?a=&b=: why two runs differ (quantlab.research.diff.RunDiff.as_dict). */

@@ -112,3 +112,18 @@ export function toastText(
   const text = `Backtest "${shortName}${tail}`;
   return text.length > TOAST_MAX ? `${text.slice(0, TOAST_MAX - 1)}…` : text;
 }
+
+/**
+ * The tooltip of a run's name in the panel: the full name (the row ellipsizes a long one), the
+ * id, then what it ran on.
+ */
+export function runTooltip(run: {
+  id: string;
+  name?: string | null;
+  strategy?: string | null;
+  symbols?: string[] | null;
+}): string {
+  const symbols = (run.symbols ?? []).join(', ');
+  const ran = run.strategy || symbols ? `${run.strategy ?? '?'}${symbols ? ` on ${symbols}` : ''}` : '';
+  return [run.name || '(unnamed)', `id ${run.id}`, ran].filter(line => line).join('\n');
+}

@@ -19,6 +19,7 @@ import {
   formatNumber,
   isTerminal,
   KEY_METRICS,
+  runTooltip,
   timeAgo
 } from './format';
 import { EventStream, StreamState } from './stream';
@@ -365,7 +366,11 @@ export class BacktestsPanel extends Widget {
     return this._act('Compare', async () => {
       try {
         const comparison = await this._api.compare(ids);
-        const url = comparison.dashboard_url;
+        // the server's own dashboard page (a path under its base URL): made absolute here, as
+        // the blank tab opened above has no page to resolve it against
+        const url = comparison.dashboard_url
+          ? new URL(comparison.dashboard_url, window.location.href).href
+          : null;
         if (tab && url) {
           tab.location.href = url;
         } else {
@@ -523,7 +528,7 @@ export class BacktestsPanel extends Widget {
     const part = (name: string) => row!.querySelector(`.jp-QuantlabRun-${name}`) as HTMLElement;
     row.dataset.status = run.status;
     part('name').textContent = run.name || run.id;
-    part('name').title = `${run.id}\n${run.strategy ?? ''} on ${(run.symbols ?? []).join(', ')}`;
+    part('name').title = runTooltip(run);
     part('status').textContent = this._statusText(run);
     part('status').dataset.status = run.status;
     part('audit').textContent = auditBadge(run);

@@ -99,3 +99,11 @@ test('a toast has one wording, whole metrics, and fits what a toast shows', () =
   assert.equal(toastText('x', 'failed', null, 'boom'), 'Backtest "x" failed: boom');
   assert.equal(toastText('x', 'completed', {}), 'Backtest "x" completed');
 });
+
+test('a run name\'s tooltip holds the whole name and the id', () => {
+  const { runTooltip } = require('../lib-test/format.js');
+  const name = 'momentum on the whole S&P 500 universe, '.repeat(4).trim();
+  assert.equal(runTooltip({ id: '01ABC', name, strategy: 'sma_crossover', symbols: ['AAA', 'BBB'] }),
+               `${name}\nid 01ABC\nsma_crossover on AAA, BBB`);
+  assert.equal(runTooltip({ id: '01ABC', name: null }), '(unnamed)\nid 01ABC');
+});

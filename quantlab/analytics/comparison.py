@@ -408,10 +408,12 @@ def _equity_of(result: Any, run_id: str) -> pd.Series:
     return equity
 
 
-def dashboard_url(comparison_id: str) -> str:
-    """``$QUANTLAB_DASHBOARD_URL`` (default http://localhost:8866, where ``quantlab dashboard
-    compare`` serves) with ``?comparison=<id>``."""
-    base = (os.environ.get("QUANTLAB_DASHBOARD_URL") or DEFAULT_DASHBOARD_URL).rstrip("/")
+def dashboard_url(comparison_id: str, base: str | None = None) -> str:
+    """The compare dashboard's address for a saved comparison: ``base`` with
+    ``?comparison=<id>``. ``base`` defaults to ``$QUANTLAB_DASHBOARD_URL`` (default
+    http://localhost:8866, where ``quantlab dashboard compare`` serves stakeholders); the Lab's
+    server passes its own page (``<base_url>quantlab/dashboards/compare``)."""
+    base = (base or os.environ.get("QUANTLAB_DASHBOARD_URL") or DEFAULT_DASHBOARD_URL).rstrip("/")
     return f"{base}/?comparison={quote(comparison_id)}"
 
 

@@ -5,5 +5,7 @@
 - ``analytics.ipynb``: statistics over all runs, filtered by period, strategy, tag and user.
 
 ``quantlab dashboard compare|analytics`` serves one with Voila (:mod:`quantlab.dashboards.serve`);
-the widgets are in :mod:`quantlab.dashboards.app`.
+the Lab's own Jupyter server serves both too, at ``<base_url>quantlab/dashboards/<name>``
+(:mod:`quantlab.server.dashboards`). The widgets are in :mod:`quantlab.dashboards.app`, the
+compare dashboard's run picker in :mod:`quantlab.dashboards.picker`.
 """

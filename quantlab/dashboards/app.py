@@ -9,7 +9,6 @@ URL's query string (``?comparison=<id>``, ``?runs=<id>,<id>``, ``?period=6M&stra
 from __future__ import annotations
 
 import html
-import math
 import os
 import time
 import warnings
@@ -19,7 +18,9 @@ from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
-from quantlab.analytics import COMPARISONS, MAX_RUNS, MIN_RUNS, compare, stats
+from quantlab.analytics import COMPARISONS, compare, dashboard_url, stats
+from quantlab.dashboards.picker import RunPicker, selection_message
+from quantlab.dashboards.serve import LAB_ROUTE
 from quantlab.errors import QuantlabError, did_you_mean, nearest
 from quantlab.registry import open_registry
 from quantlab.render.figures import plotly_js_html
@@ -55,7 +56,7 @@ class HTMLView(widgets.Output):
 def _html_output(text: str) -> dict[str, Any]:
     return {"output_type": "display_data", "data": {"text/html": text}, "metadata": {}}
 
-RUN_CHOICES = 300  # the most recent completed runs offered in the picker
+RUN_CHOICES = 1000  # the most recent completed runs the picker searches (it draws 30)
 ALL = "(all)"
 PERIODS = (("last 30 days", "30D"), ("last 3 months", "3M"), ("last 6 months", "6M"),
            ("last year", "1Y"), ("year to date", "YTD"), ("all time", "all"))
@@ -74,14 +75,6 @@ def _message(text: str, error: bool = False) -> str:
            f"{html.escape(text)}</p>"
 
 
-def _run_label(doc: Mapping[str, Any]) -> str:
-    metrics = doc.get("metrics") or {}
-    ret = metrics.get("total_return_pct")
-    shown = "—" if ret is None or (isinstance(ret, float) and math.isnan(ret)) else f"{ret:+.2f} %"
-    name = doc.get("name") or "(unnamed)"
-    return f"{name} · {doc.get('strategy') or '?'} · {shown} · {doc['id']}"
-
-
 # --------------------------------------------------------------------------- compare
 
 
@@ -90,10 +83,7 @@ class CompareDashboard(widgets.VBox):
     and config differences; save the comparison to share its URL."""
 
     def __init__(self, query: str | None = None) -> None:
-        self.picker = widgets.SelectMultiple(
-            options=[], rows=10, description="Runs", layout=widgets.Layout(width="95%"),
-        )
-        self.picker.add_class("ql-run-picker")
+        self.picker = RunPicker()
         self.refresh_button = widgets.Button(description="Refresh list", icon="refresh")
         self.save_button = widgets.Button(description="Save comparison", icon="save",
                                           disabled=True)
@@ -132,11 +122,9 @@ class CompareDashboard(widgets.VBox):
                     docs.append(registry.get_run(run_id))
                 except QuantlabError:
                     continue
-        selected = self.picker.value
         self._loading = True
         try:
-            self.picker.options = [(_run_label(d), d["id"]) for d in docs]
-            self.picker.value = tuple(v for v in selected if v in {d["id"] for d in docs})
+            self.picker.set_runs(docs)
         finally:
             self._loading = False
         if not docs:
@@ -159,7 +147,7 @@ class CompareDashboard(widgets.VBox):
             run_ids = [r.strip() for r in params["runs"].split(",") if r.strip()]
         if run_ids:
             self.load_choices(extra_ids=run_ids)
-            available = {value for _, value in self.picker.options}
+            available = self.picker.run_ids()
             self.picker.value = tuple(r for r in run_ids if r in available)
 
     def _on_pick(self, change: Mapping[str, Any]) -> None:
@@ -169,12 +157,11 @@ class CompareDashboard(widgets.VBox):
     def update(self, run_ids: Sequence[str]) -> None:
         """Recompute the comparison for ``run_ids`` and redraw."""
         self.save_button.disabled = True
-        if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
+        problem = selection_message(len(run_ids))
+        if problem is not None:
             self.comparison = None
             self.view.value = ""
-            self.status.value = _message(
-                f"select {MIN_RUNS} to {MAX_RUNS} runs to compare ({len(run_ids)} selected; "
-                f"ctrl/cmd-click adds a run)")
+            self.status.value = _message(problem)
             return
         self.status.value = _message(f"comparing {len(run_ids)} runs…")
         saved = self.comparison_id
@@ -205,12 +192,27 @@ class CompareDashboard(widgets.VBox):
             return None
         comparison_id = str(self.comparison.save())
         self.comparison_id, self.title = comparison_id, self.comparison.title
-        url = self.comparison.url
+        url = str(self.comparison.url)
+        link = f'<a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a>'
+        here = lab_page()
+        if here is not None:
+            # served by the Lab's server: the link that works here first, then the stakeholders'
+            lab_url = dashboard_url(comparison_id, here)
+            link = (f'<a href="{html.escape(lab_url)}" target="_blank">open in the Lab</a>; for '
+                    f"people without the Lab: {link}")
         self.status.value = (
             f'<p class="ql-saved" style="{MESSAGE_STYLE}">saved as <code>{html.escape(comparison_id)}'
-            f'</code>: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></p>'
+            f"</code>: {link}</p>"
         )
         return comparison_id
+
+
+def lab_page() -> str | None:
+    """The page's own path when the Lab's Jupyter server serves it
+    (``<base_url>quantlab/dashboards/compare``, from the request Voila gives the kernel), else
+    None (``quantlab dashboard``, or no Voila)."""
+    path = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    return path if path.endswith(f"/{LAB_ROUTE}/compare") else None
 
 
 # --------------------------------------------------------------------------- analytics

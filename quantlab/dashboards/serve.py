@@ -28,6 +28,9 @@ DASHBOARDS = {
     "analytics": Path(__file__).with_name("analytics.ipynb"),
 }
 DEFAULT_PORT = 8866
+# Where the Lab's own Jupyter server serves them too (quantlab.server.dashboards), under its
+# base URL: the panel's "Compare selected" opens <base_url>quantlab/dashboards/compare.
+LAB_ROUTE = "quantlab/dashboards"
 # Holds voila/templates/quantlab: Voila's lab template without its CDN stylesheets.
 TEMPLATE_ROOT = Path(__file__).with_name("share")
 TEMPLATE = "quantlab"

@@ -9,7 +9,9 @@ Enabled by ``jupyter-config/server-config/quantlab.json`` (installed with the pa
   as a page), ``GET compare?ids=a,b``, ``GET notifications``, ``POST notifications/{id}/read``;
 - the WebSocket ``events?after=<seq>&run_id=<id>``;
 
-and Prometheus metrics at ``<base_url>quantlab/metrics`` (docs/operations.md).
+the Voila dashboards at ``<base_url>quantlab/dashboards/compare|analytics?<query>``
+(:mod:`quantlab.server.dashboards`), and Prometheus metrics at ``<base_url>quantlab/metrics``
+(docs/operations.md).
 
 The handlers call the same Python API a notebook does; docs/lab.md describes every endpoint.
 """
@@ -41,6 +43,15 @@ def setup_handlers(web_app: Any) -> None:
     ])
 
 
+def setup_dashboards(serverapp: Any) -> None:
+    """Serve the Voila dashboards from this server (the panel's "Compare selected" opens one)."""
+    from quantlab.server.dashboards import handlers
+
+    web_app = serverapp.web_app
+    web_app.add_handlers(".*$", handlers(serverapp, web_app.settings.get("base_url", "/")))
+
+
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     setup_handlers(serverapp.web_app)
+    setup_dashboards(serverapp)
     serverapp.log.info("QuantLab API enabled at %s%s/", serverapp.base_url, API_PATH)

@@ -341,7 +341,13 @@ class CompareHandler(QuantlabHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(await self.call(service.compare, self.query()))
+        from jupyter_server.utils import url_path_join
+
+        from quantlab.server.dashboards import dashboard_path
+
+        # the dashboard this server serves: the panel's link works with nothing else running
+        dashboard = url_path_join(self.base_url, dashboard_path("compare"))
+        self.reply(await self.call(service.compare, self.query(), dashboard))
 
 
 def run_diff(params: dict[str, list[str]]) -> dict[str, Any]:

@@ -277,10 +277,12 @@ def compare_ids(params: Mapping[str, list[str]]) -> list[str]:
     return ids
 
 
-def compare(params: Mapping[str, list[str]]) -> dict[str, Any]:
+def compare(params: Mapping[str, list[str]], dashboard: str | None = None) -> dict[str, Any]:
     """GET /compare?ids=a,b: the comparison's metrics, saved so the dashboard can open it.
     Comparing the same runs again reuses their saved comparison (a panel click must not add a
-    document each time)."""
+    document each time). ``dashboard_url`` opens it on ``dashboard`` (the compare dashboard
+    this server serves, when given); ``standalone_url`` on ``quantlab dashboard compare``'s
+    address (``$QUANTLAB_DASHBOARD_URL``), the link for people without the Lab."""
     ids = compare_ids(params)
     comparison = analytics.compare(ids)
     comparison.id = next((doc["id"] for doc in analytics.saved_comparisons(limit=1000)
@@ -290,7 +292,8 @@ def compare(params: Mapping[str, list[str]]) -> dict[str, Any]:
     rows = {str(index): dict(row) for index, row in metrics.iterrows()}
     return json_safe({"id": comparison_id, "run_ids": list(comparison.run_ids),
                       "labels": dict(comparison.labels), "metrics": rows,
-                      "dashboard_url": comparison.url})
+                      "dashboard_url": analytics.dashboard_url(comparison_id, dashboard),
+                      "standalone_url": comparison.url})
 
 
 # -- notifications -------------------------------------------------------------------------------
