@@ -189,11 +189,11 @@ class ShardBoard:
         (positions in the whole sweep) whose strategy raised, left out of the table. All their
         positions are kept, and the errors of the first ``FAILURES_SHOWN`` (the merged config
         lists no more), so that the merge accounts for them as one worker's sweep would."""
-        failed = failed or {}
-        at = sorted(failed)
-        self._put(self._key(index, "result"), {
-            "rows": rows, "complete": complete, "failed_at": at,
-            "errors": [failed[k] for k in at[:FAILURES_SHOWN]]})
+        record: dict[str, Any] = {"rows": rows, "complete": complete}
+        if failed:
+            at = sorted(failed)
+            record.update(failed_at=at, errors=[failed[k] for k in at[:FAILURES_SHOWN]])
+        self._put(self._key(index, "result"), record)
 
     def fail(self, index: int, worker: str, error: str, trace: str) -> None:
         self._put(self._key(index, "result"), {"rows": 0, "complete": False, "worker": worker,
