@@ -291,10 +291,14 @@ class Simulation:
         """The signals of ``combos`` (combinations ``first``, ``first + 1``, ...). One that
         raises is recorded in ``self.failed`` and trades nothing here (its row is dropped from
         the table): a bad corner of the grid must not cost the rest of the sweep."""
-        out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
+        bars, ind, strategy = self.bars, self.ind, self.strategy
+        out = np.empty((len(combos), bars.n_symbols, bars.n_bars), np.int8)
+        # a sweep that carries no option: a combination is the strategy's params as it is
+        own = self._own if self.swept else _as_is
         for j, combo in enumerate(combos):
             try:
-                out[j] = self.strategy.signals(self.bars, self._own(combo), self.ind)
+                V.store_signals(strategy.raw_signals(bars, own(combo), ind), bars,
+                                strategy.name, out[j])
             except StrategyError as exc:
                 if not self.failed:
                     self._first_failure = exc  # the cause shown if every combination fails
@@ -599,6 +603,10 @@ def _option_configs(cfg: np.ndarray, combos: Sequence[Mapping[str, Any]], swept:
 
 # the failed combinations listed (with their error) in a sweep's config; all are counted
 FAILURES_SHOWN = 10
+
+
+def _as_is(combo: Mapping[str, Any]) -> Mapping[str, Any]:
+    return combo
 
 
 def _jsonable_combo(combo: Mapping[str, Any]) -> dict[str, Any]:
