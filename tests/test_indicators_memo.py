@@ -437,6 +437,30 @@ def test_sma_ema_std_zscore_match_pandas() -> None:
         CLOSE, lambda s: (s - s.rolling(n).mean()) / s.rolling(n).std()), rtol=1e-9)
 
 
+def test_rolling_std_is_the_two_pass_sum_of_each_window_bit_for_bit() -> None:
+    # windows summed four at a time must give the bits of each window summed alone, in
+    # order: mean = (x_1 + ... + x_n) / n, then sqrt(((x_1 - mean)^2 + ...) / (n - 1)),
+    # over each row's valid bars (written here in plain Python, one window at a time)
+    rng = np.random.default_rng(5)
+    rows = 100 + np.cumsum(rng.normal(size=(2, 157)), axis=1)
+    rows[1, rng.choice(157, 30, replace=False)] = np.nan
+    for n in (1, 2, 3, 4, 5, 7, 20, 120, 150):
+        expected = np.full(rows.shape, np.nan)
+        for r, row in enumerate(rows):
+            at = [i for i, value in enumerate(row) if not np.isnan(value)]
+            for j in range(n - 1, len(at)):
+                window = [float(row[i]) for i in at[j - n + 1:j + 1]]
+                mean = 0.0
+                for value in window:
+                    mean += value
+                mean /= n
+                ss = 0.0
+                for value in window:
+                    ss += (value - mean) * (value - mean)
+                expected[r, at[j]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+        np.testing.assert_array_equal(ql.ind.rolling_std(rows, n), expected, err_msg=str(n))
+
+
 def test_bollinger_matches_pandas() -> None:
     n, k = 20, 2.5
     mid, upper, lower = ql.ind.bollinger(CLOSE, n, k)
