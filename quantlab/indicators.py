@@ -234,16 +234,16 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
             out[r, pos[j + 2]] = np.sqrt(s2 / (n - 1)) if n > 1 else 0.0
             out[r, pos[j + 3]] = np.sqrt(s3 / (n - 1)) if n > 1 else 0.0
             j += 4
-        for j in range(j, k):  # the last windows, one at a time
+        for end in range(j, k):  # the last windows, one at a time
             mean = 0.0
-            for q in range(j - n + 1, j + 1):
+            for q in range(end - n + 1, end + 1):
                 mean += v[q]
             mean /= n
             ss = 0.0
-            for q in range(j - n + 1, j + 1):
+            for q in range(end - n + 1, end + 1):
                 d = v[q] - mean
                 ss += d * d
-            out[r, pos[j]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+            out[r, pos[end]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
     return out
 
 
@@ -489,8 +489,11 @@ class IndicatorMemo:
         guards: list[Any] = []
         part = self._key_part
         try:
-            key: tuple[Any, ...] = (func, *[(type(a), a) if type(a) in _PLAIN
-                                            else part(a, arrays, guards) for a in args])
+            parts: list[Any] = [func]
+            for a in args:  # (a loop, not a comprehension: no frame of its own)
+                kind = type(a)
+                parts.append((kind, a) if kind in _PLAIN else part(a, arrays, guards))
+            key: tuple[Any, ...] = tuple(parts)
             if kwargs:
                 # after a marker no positional part can equal (parts are tuples)
                 key += ("**", *[(k, part(kwargs[k], arrays, guards)) for k in sorted(kwargs)])
