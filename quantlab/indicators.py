@@ -185,7 +185,11 @@ def ema(x: np.ndarray, n: int) -> np.ndarray:
 
 @njit(cache=True)
 def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
-    """Sample standard deviation (ddof=1) of the last ``n`` valid bars (two-pass per window)."""
+    """Sample standard deviation (ddof=1) of the last ``n`` valid bars (two-pass per window).
+
+    Each window's two sums are chains of dependent additions, in window order; four windows
+    are summed at once (four independent chains, each in the same order as alone: the same
+    bits), which takes about the time of one."""
     out = np.full_like(x, np.nan)
     for r in range(x.shape[0]):
         pos = np.empty(x.shape[1], np.int64)
@@ -194,16 +198,52 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
             if not np.isnan(x[r, i]):
                 pos[k] = i
                 k += 1
-        for j in range(n - 1, k):
-            mean = 0.0
+        v = np.empty(k)  # the row's valid values, gathered once
+        for q in range(k):
+            v[q] = x[r, pos[q]]
+        j = n - 1
+        while j + 3 < k:  # the windows ending at j, j+1, j+2, j+3
+            m0 = 0.0
+            m1 = 0.0
+            m2 = 0.0
+            m3 = 0.0
             for q in range(j - n + 1, j + 1):
-                mean += x[r, pos[q]]
+                m0 += v[q]
+                m1 += v[q + 1]
+                m2 += v[q + 2]
+                m3 += v[q + 3]
+            m0 /= n
+            m1 /= n
+            m2 /= n
+            m3 /= n
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for q in range(j - n + 1, j + 1):
+                d0 = v[q] - m0
+                s0 += d0 * d0
+                d1 = v[q + 1] - m1
+                s1 += d1 * d1
+                d2 = v[q + 2] - m2
+                s2 += d2 * d2
+                d3 = v[q + 3] - m3
+                s3 += d3 * d3
+            out[r, pos[j]] = np.sqrt(s0 / (n - 1)) if n > 1 else 0.0
+            out[r, pos[j + 1]] = np.sqrt(s1 / (n - 1)) if n > 1 else 0.0
+            out[r, pos[j + 2]] = np.sqrt(s2 / (n - 1)) if n > 1 else 0.0
+            out[r, pos[j + 3]] = np.sqrt(s3 / (n - 1)) if n > 1 else 0.0
+            j += 4
+        for end in range(j, k):  # the last windows, one at a time
+            mean = 0.0
+            for q in range(end - n + 1, end + 1):
+                mean += v[q]
             mean /= n
             ss = 0.0
-            for q in range(j - n + 1, j + 1):
-                d = x[r, pos[q]] - mean
+            for q in range(end - n + 1, end + 1):
+                d = v[q] - mean
                 ss += d * d
-            out[r, pos[j]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+            out[r, pos[end]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
     return out
 
 
@@ -299,25 +339,74 @@ def band_breakout(close: np.ndarray, mid: np.ndarray, sd: np.ndarray, k: float) 
 # on only some of the params (``zscore(bars.close[0], lookback)`` in a lookback x entry sweep)
 # would be recomputed for every value of the others. ``@indicator`` remembers its results for
 # the duration of one run or sweep (the engine opens the scope: see ``memo_scope``), keyed by
-# the arguments: an array by *where its data lives* (the root buffer it is a view of, its
-# offset, shape, strides and dtype, plus a small sample of its values), so a fresh view of the
-# same bars (``bars.close[0]`` on every call) is a hit without hashing the data.
+# the arguments: an array by *where its data lives* (the address of its first element, its
+# shape, strides and dtype), so a fresh view of the same bars (``bars.close[0]`` on every call)
+# is a hit without hashing the data, plus a guard of its values that notices data changed in
+# place: a checksum of every value for the usual arrays (8-byte numbers laid out contiguously,
+# as bars and their rows are), a sample of 16 values for others.
 #
-# Safety of an address as a key: the memo holds a reference to every root array it keyed, so
-# that buffer cannot be freed and its address reused by other data while an entry names it; the
-# sample of values catches data changed in place; and the whole memo is emptied when a run or
-# sweep starts and when it ends, so nothing outlives the data it was computed from.
+# Safety of an address as a key: the memo holds a reference to every root array (the buffer an
+# argument views) that an entry names, so that buffer cannot be freed and its address reused by
+# other data while an entry names it; the guard catches data changed in place; and the whole
+# memo is emptied when a run or sweep starts and when it ends, so nothing outlives the data it
+# was computed from.
+#
+# The lookup is paid by every combination of a sweep, hit or not: one Numba call per array
+# gives its address and checksum (~0.3 us for a 2,000-bar row; ``__array_interface__`` alone
+# costs ~1 us), and the array's root is looked for only when a result is stored.
 
 MEMO_MAX_BYTES = 256 << 20
 """Default bound of the memo (results plus the input arrays it holds), per thread: least
 recently used entries go first. ``QUANTLAB_INDICATOR_MEMO_MB`` overrides it."""
 
-_SAMPLE = 16  # values sampled from an input array to notice data changed in place
+_SAMPLE = 16  # values sampled from an input array the checksum does not cover
 _SCALARS = (int, float, complex, str, bytes, bool, type(None))
+_PLAIN = frozenset(_SCALARS)  # exactly these types (a subclass goes the long way)
+# the dtypes (by character) whose values the checksum reads as 64-bit words: float64, int64,
+# uint64 (a dtype's ``char`` is cheaper to test than the dtype's hash)
+_WORD_CHARS = "".join(sorted({np.dtype(t).char for t in (np.float64, np.int64, np.uint64,
+                                                          np.longlong, np.ulonglong)}))
 
 
 class _Uncacheable(Exception):
     """An argument the memo cannot key (a DataFrame, a list of arrays...): call through."""
+
+
+@njit(cache=True, nogil=True)
+def _address_and_checksum(a: np.ndarray) -> tuple[int, Any, Any]:
+    """The address of ``a``'s first element and two checksums of all its values, read as
+    64-bit words (``a``: C-contiguous, 8-byte items): their wrapping sum, which any change
+    of one value alters, and the wrapping sum of each word times an odd weight that grows
+    with its position, which values that trade places also alter (words ``a`` and ``b`` at
+    ``i`` and ``j`` swapped change it by ``2 (a - b)(j - i)``, zero mod 2**64 only in
+    contrived cases). The loop has no branch and vectorises."""
+    words = a.reshape(a.size).view(np.uint64)
+    total = np.uint64(0)
+    placed = np.uint64(0)
+    weight = np.uint64(1)
+    for i in range(words.shape[0]):
+        w = words[i]
+        total += w
+        placed += w * weight
+        weight += np.uint64(2)
+    return a.ctypes.data, total, placed
+
+
+def _contiguous_words(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """Whether the checksum can read an array of 8-byte numbers: C-contiguous, not empty, 1 or
+    2 dimensions (judged from the shape and strides the key reads anyway: ``a.flags`` costs
+    more)."""
+    if len(shape) == 1:
+        return strides[0] == 8 and shape[0] > 0
+    return (len(shape) == 2 and strides[1] == 8 and strides[0] == 8 * shape[1]
+            and shape[0] * shape[1] > 0)
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array whose buffer ``a`` views (``a`` itself when it owns its data)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 
 class IndicatorMemo:
@@ -329,8 +418,8 @@ class IndicatorMemo:
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
-        self._entries: dict[tuple[Any, ...], tuple[bytes, Any, int]] = {}
-        # id(root) -> [root, how many entries name it, its data address]
+        self._entries: dict[tuple[Any, ...], tuple[Any, Any, int]] = {}
+        # id(root) -> [root, how many entries name it]
         self._roots: dict[int, list[Any]] = {}
         self._entry_roots: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self.nbytes = 0
@@ -368,62 +457,64 @@ class IndicatorMemo:
         self.computed = self.hits = self.bypassed = 0
 
     # -- keys -------------------------------------------------------------------------------
-    def _key_part(self, value: Any, roots: list[np.ndarray], stamp: list[bytes]) -> Any:
+    def _key_part(self, value: Any, arrays: list[np.ndarray], guards: list[Any]) -> Any:
+        kind = type(value)
+        if kind in _PLAIN:  # the usual parameter (a window, a threshold): first and fast
+            return (kind, value)
         if isinstance(value, np.ndarray):
-            root = value
-            while isinstance(root.base, np.ndarray):
-                root = root.base
-            held = self._roots.get(id(root))
-            # a root the memo holds is that very object (its id cannot be reused meanwhile):
-            # its address is known (each __array_interface__ costs ~2 us, a sweep pays it often)
-            if held is not None and held[0] is root:
-                address = held[2]
+            shape, strides, dtype = value.shape, value.strides, value.dtype
+            if dtype.char in _WORD_CHARS and _contiguous_words(shape, strides):
+                address, total, placed = _address_and_checksum(value)
+                guards.append((total, placed))
             else:
-                address = root.__array_interface__["data"][0]
-            data = value.__array_interface__["data"][0] if value is not root else address
-            roots.append(root)
-            stamp.append(_sample(value))
-            # while the root is held no other buffer can sit at its address: the address, the
-            # view's offset, shape, strides and dtype say which data it is
-            return (address, data - address, value.shape, value.strides, value.dtype)
+                address = value.__array_interface__["data"][0]
+                guards.append(_sample(value))
+            arrays.append(value)
+            # while an entry holds the root no other buffer can sit at this address: the
+            # address, shape, strides and dtype say which data it is, the guard its values
+            return (address, shape, strides, dtype)
         if isinstance(value, np.generic):
             value = value.item()  # np.int64(20) and 20 are the same argument
         if isinstance(value, _SCALARS):
-            return (type(value).__name__, value)
+            return (type(value), value)
         if isinstance(value, tuple | list):
             return (type(value).__name__,
-                    tuple(self._key_part(v, roots, stamp) for v in value))
+                    tuple(self._key_part(v, arrays, guards) for v in value))
         raise _Uncacheable
 
     # -- lookup -----------------------------------------------------------------------------
     def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> Any:
-        roots: list[np.ndarray] = []
-        stamp: list[bytes] = []
+        arrays: list[np.ndarray] = []
+        guards: list[Any] = []
         part = self._key_part
         try:
-            key: tuple[Any, ...] = (func, *[part(a, roots, stamp) for a in args])
+            parts: list[Any] = [func]
+            for a in args:  # (a loop, not a comprehension: no frame of its own)
+                kind = type(a)
+                parts.append((kind, a) if kind in _PLAIN else part(a, arrays, guards))
+            key: tuple[Any, ...] = tuple(parts)
             if kwargs:
                 # after a marker no positional part can equal (parts are tuples)
-                key += ("**", *[(k, part(kwargs[k], roots, stamp)) for k in sorted(kwargs)])
+                key += ("**", *[(k, part(kwargs[k], arrays, guards)) for k in sorted(kwargs)])
             found = self._entries.pop(key, None)
         except (_Uncacheable, TypeError):  # TypeError: a value that cannot be hashed
             self.bypassed += 1
             self.computed += 1
             return func(*args, **kwargs)
-        sample = b"".join(stamp)
         if found is not None:
-            if found[0] == sample:
+            if found[0] == guards:
                 self._entries[key] = found  # most recently used last
                 self.hits += 1
                 return found[1]
             self._forget(key, found)  # the same buffer holds other values now
+        roots = [_root(a) for a in arrays]
         value = _read_only(_not_an_input(func(*args, **kwargs), roots))
         self.computed += 1
-        self._store(key, sample, value, roots)
+        self._store(key, guards, value, roots)
         return value
 
-    def _store(self, key: tuple[Any, ...], sample: bytes, value: Any,
+    def _store(self, key: tuple[Any, ...], guard: Any, value: Any,
                roots: list[np.ndarray]) -> None:
         size = _nbytes(value)
         new_roots = {id(r): r for r in roots if id(r) not in self._roots}
@@ -437,20 +528,20 @@ class IndicatorMemo:
             # a root freed by that eviction may be one of ours: count it again
             new_roots = {id(r): r for r in roots if id(r) not in self._roots}
             size_with_roots = size + sum(r.nbytes for r in new_roots.values())
-        self._entries[key] = (sample, value, size)
+        self._entries[key] = (guard, value, size)
         ids = tuple(dict.fromkeys(id(r) for r in roots))
         for rid in ids:
             held = self._roots.get(rid)
             if held is None:
                 root = new_roots[rid]
-                self._roots[rid] = [root, 1, root.__array_interface__["data"][0]]
+                self._roots[rid] = [root, 1]
                 self.nbytes += root.nbytes
             else:
                 held[1] += 1
         self._entry_roots[key] = ids
         self.nbytes += size
 
-    def _forget(self, key: tuple[Any, ...], entry: tuple[bytes, Any, int]) -> None:
+    def _forget(self, key: tuple[Any, ...], entry: tuple[Any, Any, int]) -> None:
         self.nbytes -= entry[2]
         for rid in self._entry_roots.pop(key, ()):
             held = self._roots[rid]
@@ -465,7 +556,7 @@ def _sample(a: np.ndarray) -> bytes:
     n = a.size
     if n <= _SAMPLE:
         return a.tobytes()
-    if a.ndim == 1:  # the usual case (bars.close[0]): a strided view, no index array
+    if a.ndim == 1:  # a strided view, no index array
         step = (n - 1) // (_SAMPLE - 1)
         return a[::step].tobytes() + a[-1:].tobytes()
     at = _SAMPLE_AT.get(n)
@@ -581,8 +672,9 @@ def indicator(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def memoised(*args: P.args, **kwargs: P.kwargs) -> R:
-        memo = current_memo()
-        if memo.owner is None:
+        # (current_memo() inlined: this runs once per combination of a sweep)
+        memo = getattr(_local, "memo", None)
+        if memo is None or memo.owner is None:
             return func(*args, **kwargs)
         return cast(R, memo.call(func, args, kwargs))
 

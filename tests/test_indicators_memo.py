@@ -106,6 +106,53 @@ def test_data_changed_in_place_is_recomputed() -> None:
     assert after[-1] != before[-1]
 
 
+def test_any_value_changed_in_place_or_moved_is_recomputed() -> None:
+    # the usual arrays (8-byte numbers, contiguous) are guarded by a checksum of every value,
+    # not a sample: a change anywhere misses, and so do two values that trade places
+    close = BARS.close[0].copy()
+    rows = np.ascontiguousarray(BARS.close.repeat(2, axis=0))  # (2, n): a 2-d input too
+
+    @ql.indicator
+    def total(x: np.ndarray) -> float:
+        CALLS["total"] += 1
+        return float(np.nansum(x * np.arange(x.shape[-1])))
+
+    with I.memo_scope() as memo:
+        before = counted_zscore(close, 10)
+        close[123] += 1.0  # a value the old 16-value sample never read
+        changed = counted_zscore(close, 10)
+        close[200], close[201] = close[201], close[200]
+        swapped = counted_zscore(close, 10)
+        counted_zscore(close, 10)  # unchanged since: a hit
+        assert total(rows) == total(rows)
+        rows[1, 7] = 0.0
+        total(rows)
+        assert memo.hits == 2
+    assert CALLS[("zscore", 10)] == 3 and CALLS["total"] == 2
+    assert changed[123] != before[123] and swapped[200] != changed[200]
+
+
+def test_views_the_checksum_does_not_read_are_keyed_and_guarded_too() -> None:
+    # a strided view, a float32 copy and a bool mask: keyed by address, guarded by a sample
+    @ql.indicator
+    def mean(x: np.ndarray) -> float:
+        CALLS[("mean", x.dtype.name, x.strides)] += 1
+        return float(np.mean(x))
+
+    with I.memo_scope() as memo:
+        for _ in range(2):
+            mean(BARS.close[0][::2])  # a fresh strided view each time: a hit
+            mean(BARS.close[:, 1:])  # not C-contiguous
+        small = BARS.close[0].astype(np.float32)
+        assert mean(small) == mean(small)
+        mask = BARS.close[0] > np.nanmedian(BARS.close[0])
+        assert mean(mask) == mean(mask)
+        mask[-1] = not mask[-1]  # the last value is sampled
+        mean(mask)
+        assert memo.hits == 4
+    assert sum(CALLS.values()) == 5
+
+
 def test_results_are_read_only_and_arguments_it_cannot_key_bypass_the_memo() -> None:
     with I.memo_scope() as memo:
         z = counted_zscore(BARS.close[0], 20)
@@ -193,6 +240,69 @@ def test_a_chunked_sweep_keeps_its_memo_across_chunks_and_resumes_from_a_checkpo
     whole = sim.result()
     assert len(I.current_memo()) == 0
     pd.testing.assert_frame_equal(whole.table, ql.backtest(DATA, "plain_zrev", params).table)
+
+
+# -- the sweep path: signals checked as they are stored, idle signals skipped ------------------
+
+
+@ql.strategy(name="memo_answers")
+def memo_answers(bars: Any, kind: str = "int8", k: int = 0) -> Any:
+    """Signals held for runs of bars (a position's direction repeated), in several dtypes and
+    shapes, or a wrong answer."""
+    z = counted_zscore(bars.close[0], 10 + k)
+    held = np.where(z < -0.5, 1, np.where(z > 0.5, -1, 0))
+    answers = {"int8": held.astype(np.int8), "int64": held, "float": held.astype(float),
+               "bool": held > 0, "rows": held[None, :].astype(np.int16),
+               "list": held.tolist(), "half": held / 2, "nan": np.where(held > 0, np.nan, 0.0),
+               "two": held * 2, "shape": held[1:]}
+    return answers[kind]
+
+
+GOOD = ["int8", "int64", "float", "bool", "rows"]
+WRONG = ["half", "nan", "two", "shape", "list"]
+
+
+def test_a_sweep_checks_each_answer_as_a_single_run_does() -> None:
+    # each combination's row equals its single run; a wrong answer fails its combination
+    # with the single run's own message
+    res = ql.backtest(DATA, "memo_answers", {"kind": GOOD + WRONG, "k": [0, 5]})
+    assert res.config["failed"] == 2 * len(WRONG)
+    for row in res.table.itertuples(index=False):
+        single = ql.backtest(DATA, "memo_answers", {"kind": row.kind, "k": row.k})
+        for metric in ("total_return_pct", "n_trades", "sharpe"):
+            assert getattr(row, metric) == single.metrics[metric] or (
+                np.isnan(getattr(row, metric)) and np.isnan(single.metrics[metric]))
+    for failure in res.config["failures"]:
+        with pytest.raises(StrategyError) as single_error:
+            ql.backtest(DATA, "memo_answers", failure["params"])
+        assert failure["error"] == str(single_error.value)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"allow_short": True}, {"fill": "close", "allow_short": True},
+    {"stop_loss": 0.02, "take_profit": 0.03, "allow_short": True},
+    {"cash": 300.0, "allow_short": True, "commission": 0.01}, {"units": "fractional"}],
+    ids=lambda o: ",".join(o) or "defaults")
+def test_signals_held_for_many_bars_give_what_the_general_kernel_gives(options: dict) -> None:
+    # the one-symbol kernel skips a signal that repeats the held position's direction (or a
+    # sell while flat without shorts) with the bars where nothing happens; run in chunks
+    # that end anywhere, it must equal the general kernel, which takes every signal
+    results = []
+    for fast_path in (True, False):
+        sim = Simulation(DATA, "memo_answers", {"kind": "int8", "k": 3}, **options)
+        sim.fast_path = fast_path
+        sim.prepare()
+        while not sim.finished:
+            sim.run(29 if fast_path else len(DATA))
+        results.append(sim.result())
+    fast, general = results
+    assert general.metrics["n_trades"] > 5
+    assert fast.metrics.keys() == general.metrics.keys()
+    for key, value in fast.metrics.items():
+        assert value == general.metrics[key] or (np.isnan(value)
+                                                 and np.isnan(general.metrics[key])), key
+    pd.testing.assert_series_equal(fast.equity, general.equity)
+    pd.testing.assert_frame_equal(fast.trades, general.trades)
 
 
 # -- failing combinations ----------------------------------------------------------------------
@@ -325,6 +435,30 @@ def test_sma_ema_std_zscore_match_pandas() -> None:
                                _on_valid(CLOSE, lambda s: s.rolling(n).std()), rtol=1e-9)
     np.testing.assert_allclose(ql.ind.zscore(CLOSE, n), _on_valid(
         CLOSE, lambda s: (s - s.rolling(n).mean()) / s.rolling(n).std()), rtol=1e-9)
+
+
+def test_rolling_std_is_the_two_pass_sum_of_each_window_bit_for_bit() -> None:
+    # windows summed four at a time must give the bits of each window summed alone, in
+    # order: mean = (x_1 + ... + x_n) / n, then sqrt(((x_1 - mean)^2 + ...) / (n - 1)),
+    # over each row's valid bars (written here in plain Python, one window at a time)
+    rng = np.random.default_rng(5)
+    rows = 100 + np.cumsum(rng.normal(size=(2, 157)), axis=1)
+    rows[1, rng.choice(157, 30, replace=False)] = np.nan
+    for n in (1, 2, 3, 4, 5, 7, 20, 120, 150):
+        expected = np.full(rows.shape, np.nan)
+        for r, row in enumerate(rows):
+            at = [i for i, value in enumerate(row) if not np.isnan(value)]
+            for j in range(n - 1, len(at)):
+                window = [float(row[i]) for i in at[j - n + 1:j + 1]]
+                mean = 0.0
+                for value in window:
+                    mean += value
+                mean /= n
+                ss = 0.0
+                for value in window:
+                    ss += (value - mean) * (value - mean)
+                expected[r, at[j]] = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+        np.testing.assert_array_equal(ql.ind.rolling_std(rows, n), expected, err_msg=str(n))
 
 
 def test_bollinger_matches_pandas() -> None:

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import quantlab as ql
 from quantlab import settings
-from quantlab.jobs import execution, orchestrator, queue, shards
+from quantlab.jobs import execution, orchestrator, queue, runner, shards
 from quantlab.jobs.api import Run
 from quantlab.jobs.shards import ShardBoard
 from quantlab.registry import open_registry
@@ -320,3 +321,75 @@ def test_a_shard_of_a_sweep_being_stopped_returns_at_once(home: Path, no_worker:
         board.cancel()
     shards.execute_shard(run.id, 1, SHARDS)
     assert board.claimed_by(1) is None and board.result(1) is None and board.done(1) == 0
+
+
+# -- combinations that raise, in a split sweep ---------------------------------------------------
+
+
+@ql.strategy(name="shards_picky")
+def shards_picky(bars: Any, fast: int = 5, slow: int = 50) -> Any:
+    if fast >= slow:
+        raise ValueError(f"fast={fast} must be below slow={slow}")
+    if fast > 30:
+        raise ValueError(f"fast={fast} is over 30")
+    close = bars.close[0]
+    return np.where(ql.ind.sma(close, fast) > ql.ind.sma(close, slow), 1, -1)
+
+
+PICKY = {**SWEEP, "strategy": "shards_picky",
+         # 8 x 3 = 24 combinations, 14 of them invalid, in each of the 4 shards of 6: every
+         # one of the last shard's (fast 35 and 40), which must not fail the sweep
+         "params": {"fast": list(range(5, 45, 5)), "slow": [10, 20, 50]}}
+
+
+def _unsplit(config: dict[str, Any]) -> Any:
+    return ql.backtest(config["symbols"], config["strategy"], config["params"],
+                       start=config["start"], end=config["end"], interval="1d")
+
+
+@pytest.fixture
+def by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs name ``shards_picky`` without its source, as a team's strategy module that the
+    worker imports (``--import``) is named by a submitter: only such a sweep is split (a
+    notebook strategy's source runs whole in one sandbox). The worker is this process (the
+    test module registered the strategy), which runs every shard itself as the coordinator."""
+    monkeypatch.setattr(orchestrator, "attach_strategy_source", lambda config: config)
+
+
+def _executed(config: dict[str, Any]) -> Run:
+    run = ql.submit(config)
+    assert not run.record["config"].get("strategy_source")
+    runner.execute(run.id)
+    return run
+
+
+def test_a_split_sweep_counts_the_combinations_that_raised_as_an_unsplit_one(
+        backend: str, no_worker: None, by_name: None) -> None:
+    unsplit = _unsplit(PICKY)
+    assert unsplit.config["failed"] == 14 and len(unsplit.table) == 10
+    run = _executed(PICKY)
+    assert run.status == "completed", run.record.get("error")
+    assert any(f"split into {SPLIT} shards" in line["message"] for line in run.logs())
+    result = run.result()
+    pd.testing.assert_frame_equal(result.table, unsplit.table)
+    assert result.params == unsplit.params
+    for key in ("n_combinations", "skipped", "failed", "failures"):
+        assert result.config[key] == unsplit.config[key], key
+    assert len(result.config["failures"]) == 10  # the first 10 by position, with their error
+    assert result.config["failures"][0] == {
+        "params": {"fast": 10, "slow": 10},
+        "error": "strategy 'shards_picky' raised ValueError: fast=10 must be below slow=10 "
+                 "(with params {'fast': 10, 'slow': 10}); its traceback shows where"}
+
+
+def test_a_split_sweep_whose_every_combination_raised_fails_as_an_unsplit_one(
+        backend: str, no_worker: None, by_name: None) -> None:
+    hopeless = {**PICKY, "params": {"fast": list(range(50, 110, 10)), "slow": [10, 20, 30, 40]}}
+    with pytest.raises(ql.StrategyError) as unsplit:
+        _unsplit(hopeless)
+    run = _executed(hopeless)
+    assert any(f"split into {SPLIT} shards" in line["message"] for line in run.logs())
+    assert run.status == "failed"
+    assert str(unsplit.value) in run.record["error"]
+    assert "every one of the 24 combinations of strategy 'shards_picky' failed" \
+        in run.record["error"]

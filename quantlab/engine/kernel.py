@@ -515,20 +515,21 @@ def _next_cross(fast, slow, j, end, either):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _next_signal(sig, j, end):
-    """The first bar in ``j..end-1`` with a signal, else ``end``."""
+def _next_signal(sig, j, end, idle):
+    """The first bar in ``j..end-1`` with a signal other than ``idle`` (a signal that changes
+    nothing in the position's state: see ``simulate1``; 0 for none), else ``end``."""
     uj = np.uint64(j)
     ue = np.uint64(end)
     while uj + _SCAN_U <= ue:
         first = _NONE
         for t in range(_SCAN):
             u = uj + np.uint64(t)
-            first = min(first, u if sig[u] != 0 else _NONE)
+            first = min(first, u if sig[u] != 0 and sig[u] != idle else _NONE)
         if first != _NONE:
             return np.int64(first)
         uj += _SCAN_U
     while uj < ue:
-        if sig[uj] != 0:
+        if sig[uj] != 0 and sig[uj] != idle:
             return np.int64(uj)
         uj += _U1
     return end
@@ -751,12 +752,19 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
             equity_out[i] = equity
         i += 1
         # -- then the bars up to the next signal: nothing happens on them but the marking
-        # to market
-        if ruined or pending != 0.0 or i >= end:
+        # to market. A signal in the held position's direction (or a sell when flat and
+        # shorts are not allowed) changes nothing either: a sweep's signals often repeat
+        # for many bars, and each would otherwise take the full path.
+        idle = 0
+        if units > 0.0:
+            idle = 1
+        elif units < 0.0 or not allow_short:
+            idle = -1
+        if ruined or (pending != 0.0 and pending != idle) or i >= end:
             continue
         stretch = end
         if sig is not None:
-            stretch = _next_signal(sig, i, end)
+            stretch = _next_signal(sig, i, end, idle)
         if fast is not None:
             stretch = _next_cross(fast, slow, i, end, allow_short or units != 0.0)
         if units == 0.0:
@@ -769,6 +777,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
                 if close[t] == close[t]:
                     last = close[t]
                     break
+            if sig is not None and not fill_close and stretch > i:
+                pending = float(sig[stretch - 1])  # the idle signal the next open sees
             i = stretch
             continue
         # a held stretch ends early at a bar that touches a stop (the full path exits there)
@@ -809,6 +819,8 @@ def simulate1(open_, high, low, close, sig, fast, slow, start, stop, cfg, weight
                 equity_out[u] = equity
             u += _U1
         n_exposed += np.int64(u) - i
+        if sig is not None and not fill_close and np.int64(u) > i:
+            pending = float(sig[u - _U1])  # the idle signal the next open sees
         i = np.int64(u)
     # the drawdown still running at the end of the chunk: measured as if a peak came now
     _, m_max_dd, _, max_dd_len, _ = _drawdown_step(np.inf, m_peak, m_max_dd, dd_len,

@@ -132,6 +132,9 @@ class Simulation:
         # the single-symbol kernels (simulate1, sweep_cross1); False forces the general ones
         # (tests compare the two)
         self.fast_path = True
+        # a finished sweep whose every combination raised fails (False: a shard of a split
+        # sweep, whose merge judges the sweep whole)
+        self.all_failed_raises = True
         self._arrays = tuple(np.ascontiguousarray(getattr(self.bars, f))
                              for f in ("open", "high", "low", "close"))
 
@@ -237,16 +240,13 @@ class Simulation:
         return stop - start
 
     def _raise_if_all_failed(self) -> None:
-        """A finished sweep whose every combination raised has nothing to show: say why."""
-        if not (self.finished and self.failed and len(self.failed) == len(self.combos)):
+        """A finished sweep whose every combination raised has nothing to show: say why
+        (unless ``all_failed_raises`` is off: a shard of a split sweep, judged whole)."""
+        if not (self.all_failed_raises and self.finished and self.failed
+                and len(self.failed) == len(self.combos)):
             return
-        first = min(self.failed)
-        raise StrategyError(
-            f"every one of the {len(self.combos)} combinations of strategy "
-            f"'{self.strategy.name}' failed, so the sweep has no result; the first "
-            f"({_jsonable_combo(self.combos[first])}): {self.failed[first]}",
-            strategy=self.strategy.name,
-        ) from getattr(self, "_first_failure", None)
+        raise all_failed_error(self.strategy.name, self.combos, self.failed) \
+            from getattr(self, "_first_failure", None)
 
     def _run_bars(self, start: int, stop: int) -> None:
         o, h, lo, c = self._arrays
@@ -291,10 +291,14 @@ class Simulation:
         """The signals of ``combos`` (combinations ``first``, ``first + 1``, ...). One that
         raises is recorded in ``self.failed`` and trades nothing here (its row is dropped from
         the table): a bad corner of the grid must not cost the rest of the sweep."""
-        out = np.empty((len(combos), self.bars.n_symbols, self.bars.n_bars), np.int8)
+        bars, ind, strategy = self.bars, self.ind, self.strategy
+        out = np.empty((len(combos), bars.n_symbols, bars.n_bars), np.int8)
+        # a sweep that carries no option: a combination is the strategy's params as it is
+        own = self._own if self.swept else _as_is
         for j, combo in enumerate(combos):
             try:
-                out[j] = self.strategy.signals(self.bars, self._own(combo), self.ind)
+                V.store_signals(strategy.raw_signals(bars, own(combo), ind), bars,
+                                strategy.name, out[j])
             except StrategyError as exc:
                 if not self.failed:
                     self._first_failure = exc  # the cause shown if every combination fails
@@ -503,14 +507,32 @@ class Simulation:
         return best_res
 
     def _failures(self) -> dict[str, Any]:
-        """The config's account of combinations that raised: how many, and the first few with
-        their error (empty when none did)."""
-        if not self.failed:
-            return {}
-        shown = sorted(self.failed)[:_FAILURES_SHOWN]
-        return {"failed": len(self.failed),
-                "failures": [{"params": _jsonable_combo(self.combos[k]), "error": self.failed[k]}
-                             for k in shown]}
+        """The config's account of combinations that raised (see :func:`failure_summary`)."""
+        return failure_summary(self.combos, self.failed, len(self.failed))
+
+
+def failure_summary(combos: Sequence[Mapping[str, Any]], failed: Mapping[int, str],
+                    count: int) -> dict[str, Any]:
+    """A sweep config's account of the combinations that raised: ``failed``, how many
+    (``count``), and ``failures``, the first ``FAILURES_SHOWN`` by position with their error
+    (``failed`` maps a position in ``combos`` to its error and holds at least those first
+    ones); empty when none did. A split sweep's merge builds it from its shards' parts."""
+    if not count:
+        return {}
+    shown = sorted(failed)[:FAILURES_SHOWN]
+    return {"failed": count,
+            "failures": [{"params": _jsonable_combo(combos[k]), "error": failed[k]}
+                         for k in shown]}
+
+
+def all_failed_error(strategy: str, combos: Sequence[Mapping[str, Any]],
+                     failed: Mapping[int, str]) -> StrategyError:
+    """The error of a finished sweep whose every combination raised: the first one's."""
+    first = min(failed)
+    return StrategyError(
+        f"every one of the {len(combos)} combinations of strategy '{strategy}' failed, so "
+        f"the sweep has no result; the first ({_jsonable_combo(combos[first])}): "
+        f"{failed[first]}", strategy=strategy)
 
 
 def total_return_at(bars: Bars, strategy: str | Strategy, params: Mapping[str, Any],
@@ -580,7 +602,11 @@ def _option_configs(cfg: np.ndarray, combos: Sequence[Mapping[str, Any]], swept:
 
 
 # the failed combinations listed (with their error) in a sweep's config; all are counted
-_FAILURES_SHOWN = 10
+FAILURES_SHOWN = 10
+
+
+def _as_is(combo: Mapping[str, Any]) -> Mapping[str, Any]:
+    return combo
 
 
 def _jsonable_combo(combo: Mapping[str, Any]) -> dict[str, Any]:
@@ -653,4 +679,5 @@ def _jsonable_params(params: Any) -> Any:
 # a stored Result re-simulates through this module (Result.break_even_cost)
 RESIMULATION.total_return_at = total_return_at
 
-__all__ = ["Simulation", "total_return_at"]
+__all__ = ["FAILURES_SHOWN", "Simulation", "all_failed_error", "failure_summary",
+           "total_return_at"]

@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numba import njit
 
+from quantlab.bars import Bars
 from quantlab.errors import ConfigError, did_you_mean, nearest
 from quantlab.strategies import Strategy, get_strategy
+from quantlab.strategies.base import check_signals
 
 FILLS = ("next_open", "close")
 UNITS = ("whole", "fractional")
@@ -568,3 +571,38 @@ def _no_valid(strat: Strategy, skipped: int) -> ConfigError:
     return ConfigError(
         f"the sweep has no valid combination: all {skipped} violate strategy "
         f"'{strat.name}''s rule{rule}; widen the ranges", field="params")
+
+
+# -- a sweep's signals, checked as they are stored ----------------------------------------------
+
+# dtypes of signals the one-pass check reads (bool, integers, float32/64): others, and
+# anything not an array, take ``check_signals``
+_SIGNAL_CHARS = frozenset("?bBhHiIlLqQfd")
+
+
+@njit(cache=True, nogil=True)
+def _copy_signals(raw: np.ndarray, out: np.ndarray) -> bool:
+    """``raw`` (n_symbols, n_bars) written into ``out`` (int8, same shape); whether every value
+    was exactly -1, 0 or +1 (a NaN, 1.5 or 2 is not: written as 0). No early exit and no
+    branch, so that the loop vectorises (a wrong answer is rare, and costs this one pass)."""
+    bad = False
+    for r in range(raw.shape[0]):
+        for i in range(raw.shape[1]):
+            v = raw[r, i]
+            ok = (v == 0) | (v == 1) | (v == -1)
+            bad |= not ok
+            out[r, i] = v if ok else 0
+    return not bad
+
+
+def store_signals(raw: Any, bars: Bars, strategy: str, out: np.ndarray) -> None:
+    """A strategy's answer checked as ``check_signals`` does, written into ``out`` (int8
+    ``(n_symbols, n_bars)``, a sweep's row of signals). A sweep checks every combination's
+    signals: one Numba pass that checks and copies costs ~0.3 us for 2,000 bars, where the
+    reductions of ``check_signals`` cost ~3 us; any answer it cannot take, or a wrong one,
+    goes through ``check_signals`` (the same rule, and its message)."""
+    if type(raw) is np.ndarray and raw.dtype.char in _SIGNAL_CHARS:
+        rows = raw if raw.ndim == 2 else raw[None, :] if raw.ndim == 1 else None
+        if rows is not None and rows.shape == out.shape and _copy_signals(rows, out):
+            return
+    out[...] = check_signals(raw, bars, strategy)

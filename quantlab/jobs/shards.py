@@ -50,6 +50,7 @@ from huey.constants import EmptyData
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
 from quantlab.engine import Result, Simulation
+from quantlab.engine.simulation import FAILURES_SHOWN, all_failed_error, failure_summary
 from quantlab.engine.validate import sweep_combinations
 from quantlab.errors import RunNotFound
 from quantlab.jobs import queue
@@ -158,8 +159,8 @@ class ShardBoard:
 
     def done(self, index: int) -> int:
         result = self.result(index)
-        if result is not None:
-            return int(result["rows"])
+        if result is not None:  # its table's rows and the combinations that raised
+            return int(result["rows"]) + len(result.get("failed_at", ()))
         beat = self._get(self._key(index, "beat"))
         return int(beat["done"]) if beat else 0
 
@@ -182,8 +183,17 @@ class ShardBoard:
         self.storage.delete_data(self._key(index, "result"))
         self.release(index)
 
-    def finish(self, index: int, rows: int, complete: bool) -> None:
-        self._put(self._key(index, "result"), {"rows": rows, "complete": complete})
+    def finish(self, index: int, rows: int, complete: bool,
+               failed: Mapping[int, str] | None = None) -> None:
+        """Shard ``index`` recorded its table of ``rows`` rows; ``failed``: the combinations
+        (positions in the whole sweep) whose strategy raised, left out of the table. All their
+        positions are kept, and the errors of the first ``FAILURES_SHOWN`` (the merged config
+        lists no more), so that the merge accounts for them as one worker's sweep would."""
+        record: dict[str, Any] = {"rows": rows, "complete": complete}
+        if failed:
+            at = sorted(failed)
+            record.update(failed_at=at, errors=[failed[k] for k in at[:FAILURES_SHOWN]])
+        self._put(self._key(index, "result"), record)
 
     def fail(self, index: int, worker: str, error: str, trace: str) -> None:
         self._put(self._key(index, "result"), {"rows": 0, "complete": False, "worker": worker,
@@ -226,6 +236,9 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
     combos, _ = sweep_combinations(kwargs["strategy"], cfg.params, kwargs)
     start, stop = bounds(index, count, len(combos))
     sim = Simulation(bars, **{**kwargs, "params": combos[start:stop]})
+    # a shard whose every combination raised is a part of the sweep like any other: the
+    # merge fails the sweep if all of its combinations did (as one worker's sweep fails)
+    sim.all_failed_raises = False
     board = ShardBoard(doc["id"], count, settings)
     registry = open_registry(settings)
     board.beat(index, 0)
@@ -253,7 +266,8 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
         registry.put_blob(blob_key(doc["id"], index), buf.getvalue())
-        board.finish(index, len(table), bool(sim.finished))
+        failed = {start + k: error for k, error in sim.failed.items()}
+        board.finish(index, len(table), bool(sim.finished), failed)
         if between is None:
             _drop_if_too_late(board, registry, doc["id"], index)
     elif between is None:  # a helper: tell the coordinator, which fails the run
@@ -317,6 +331,9 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
     tables: list[pd.DataFrame] = []
     positions: list[int] = []
     partial = False
+    # the combinations whose strategy raised: how many, and the errors of the first ones
+    n_failed = 0
+    failed: dict[int, str] = {}
     for index in range(count):
         found = board.result(index)
         if found is None:
@@ -326,12 +343,17 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
         table = pd.read_parquet(io.BytesIO(registry.get_blob(blob_key(doc["id"], index))))
         start, stop = bounds(index, count, len(sweep.combos))
         tables.append(table)
-        positions.extend(range(start, stop) if len(table) == stop - start else
-                         _positions(table, sweep.combos, start,
-                                    [*sweep.strategy.params, *sweep.swept]))
+        failed_at = [int(k) for k in found.get("failed_at", ())]
+        n_failed += len(failed_at)
+        failed.update(zip(failed_at, found.get("errors", ()), strict=False))
+        positions.extend(_table_positions(table, sweep, start, stop, failed_at))
+    if n_failed and not partial and n_failed == len(sweep.combos):
+        raise all_failed_error(sweep.strategy.name, sweep.combos, failed)
     if not positions:
         return None
-    table = pd.concat(tables, ignore_index=True)
+    # a shard whose every combination raised has an empty table, whose columns would turn
+    # the others' int64 into float64 in the concatenation
+    table = pd.concat([t for t in tables if len(t)], ignore_index=True)
     select = sweep.select
     values = table[select].to_numpy(dtype=float)
     lower = select in LOWER_IS_BETTER
@@ -343,12 +365,26 @@ def merge(doc: Mapping[str, Any], count: int, bars: Any, sweep: Any, settings: S
     single.prepare()
     single.run(single.total_units)
     res = single.result()
-    config = {**sweep.config, "n_combinations": len(sweep.combos), "skipped": sweep.skipped}
+    config = {**sweep.config, "n_combinations": len(sweep.combos), "skipped": sweep.skipped,
+              **failure_summary(sweep.combos, failed, n_failed)}
     return Result(
         metrics=res.metrics, params=params, config=config, index=bars.index,
         symbols=bars.symbols, equity=res.equity, trades=res.trades,
         open_trades=res.open_trades, table=table, partial=partial,
     )
+
+
+def _table_positions(table: pd.DataFrame, sweep: Any, start: int, stop: int,
+                     failed_at: list[int]) -> list[int]:
+    """The sweep positions of a shard's table rows: its combinations from ``start`` in order,
+    less those that raised (``failed_at``; a shard recorded before they were kept: found by
+    their values, ``_positions``)."""
+    if len(table) == stop - start:
+        return list(range(start, stop))
+    if failed_at:
+        skip = set(failed_at)
+        return [k for k in range(start, start + len(table) + len(skip)) if k not in skip]
+    return _positions(table, sweep.combos, start, [*sweep.strategy.params, *sweep.swept])
 
 
 def _positions(table: pd.DataFrame, combos: Any, start: int, names: list[str]) -> list[int]:

@@ -193,17 +193,21 @@ class Strategy:
     def signals(self, bars: Bars, params: Mapping[str, Any], ind: Indicators | None = None
                 ) -> np.ndarray:
         """Call the strategy and check its answer: int8 ``(n_symbols, n_bars)`` of -1/0/+1."""
+        return check_signals(self.raw_signals(bars, params, ind), bars, self.name)
+
+    def raw_signals(self, bars: Bars, params: Mapping[str, Any],
+                    ind: Indicators | None = None) -> Any:
+        """The strategy's answer, not checked yet (a sweep checks it as it stores it)."""
         kwargs = dict(params)
         if self.wants_ind:
             kwargs["ind"] = ind if ind is not None else Indicators(bars)
         try:
-            raw = self.func(bars, **kwargs)
+            return self.func(bars, **kwargs)
         except Exception as exc:
             raise StrategyError(
                 f"strategy '{self.name}' raised {type(exc).__name__}: {exc} (with params "
                 f"{dict(params)}); its traceback shows where", strategy=self.name,
             ) from exc
-        return check_signals(raw, bars, self.name)
 
 
 def check_signals(raw: Any, bars: Bars, name: str) -> np.ndarray:
