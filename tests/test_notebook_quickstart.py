@@ -301,8 +301,9 @@ def test_a_restarted_kernel_gets_the_run_back(in_home: Any, tmp_path: Path) -> N
     tree = WidgetTree(fresh)
     root = tree.root(fresh.cells[1])
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
-    (heatmap,) = tree.find(root, "AnyModel")
-    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
+    (heatmap,) = tree.with_class(root, "ql-heatmap")  # plotly's output of the heatmap
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
     original = WidgetTree(nb)
     sweep_root = original.root(_cell(nb, "%%backtest --name \"SMA sweep on AAA\""))
     assert (tree.with_class(root, "ql-metrics")[0]["value"]
