@@ -892,6 +892,9 @@ def test_a_fresh_workers_first_run_reports_compiling_the_engine(
     progress = [p["progress"] for p in told]
     assert progress == sorted(progress)
     assert compiling[-1]["progress"] > compiling[0]["progress"]  # the bar moves meanwhile
+    # the compile's seconds are not taken for simulating ones: no ETA from that chunk
+    after_compile = told[max(i for i, s in enumerate(steps) if s == STEP_COMPILING) + 1]
+    assert after_compile["step"] == STEP_SIMULATING and after_compile["eta_seconds"] is None
 
     again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
     assert again.status == "completed", again.record["error"]

@@ -212,6 +212,7 @@ class Job:
         self.bars_told = 0  # bars_done in the last progress event (for bars_delta)
         self.step_told = ""  # the step of the last progress told (a new one is always told)
         self.progress_told = 0.0  # the bar never goes back (a compile in a later chunk)
+        self.compiled_at = 0.0  # when Numba last finished compiling for this run (the ETA)
         self.last_checkpoint = time.monotonic()
         self.sim: Any = None
         self.bars_per_unit = 1
@@ -318,6 +319,10 @@ class Job:
             self.step(STEP_SIMULATING, sim.done_units, sim.total_units)
 
         def between() -> None:
+            nonlocal started_units, sim_start
+            if self.compiled_at > sim_start:
+                # that chunk's time was the compile's: the rate is measured from here on
+                started_units, sim_start = sim.done_units, time.monotonic()
             rate = (sim.done_units - started_units) / max(time.monotonic() - sim_start, 1e-9)
             eta = (sim.total_units - sim.done_units) / rate if rate > 0 else None
             self.tell(StepProgress(STEP_SIMULATING, sim.done_units, sim.total_units, eta))
@@ -334,6 +339,8 @@ class Job:
         """Numba compiles the engine in this chunk (told by quantlab.engine.compiling): say so,
         counting the functions compiled; the next chunk's progress says "simulating" again."""
         self.tell(StepProgress(STEP_COMPILING, done, total))
+        if done >= total:
+            self.compiled_at = time.monotonic()
 
     # -- between chunks ----------------------------------------------------------------------------
 
