@@ -14,6 +14,7 @@ from quantlab.engine import Simulation, sweep_combinations
 from quantlab.engine import validate as V
 from quantlab.errors import ConfigError
 from quantlab.metrics import METRICS
+from quantlab.strategies import Indicators
 from tests.support.engine import random_walk
 
 
@@ -195,8 +196,8 @@ def test_a_small_indicator_budget_splits_the_grid_without_changing_it() -> None:
     params = {"fast": range(2, 12), "slow": range(5, 40, 2)}
     whole = ql.backtest(data, "sma_crossover", params)
     sim = Simulation(data, "sma_crossover", params)
-    sim.prepare()
-    sim.ind.max_bytes = 6 * 1000 * 8  # room for 6 averages: many groups, many evictions
+    # room for 6 averages: many groups, many evictions (and none computed ahead by prepare)
+    sim.prepare(Indicators(sim.bars, max_bytes=6 * 1000 * 8))
     sim.run(sim.total_units)
     assert sim.ind._bytes <= sim.ind.max_bytes
     pd.testing.assert_frame_equal(sim.result().table, whole.table)
@@ -312,3 +313,27 @@ def test_a_sweeps_thread_count_does_not_stay_with_later_runs(monkeypatch: pytest
     monkeypatch.setenv("QUANTLAB_THREADS", "two")
     with pytest.raises(ConfigError, match="QUANTLAB_THREADS"):
         ql.backtest(data, "sma_crossover", {"fast": [3, 5], "slow": [10, 20]})
+
+
+def test_prepare_computes_a_crossover_sweeps_averages_ahead_and_counts_them() -> None:
+    """Each distinct look-back of the grid, computed before the first chunk, told as done of
+    total; the chunks then compute none (the memo holds them), and the table is the same."""
+    data = random_walk(600, seed=9)
+    params = {"fast": [3, 5, 8], "slow": [20, 30]}
+    told: list[tuple[int, int]] = []
+    sim = Simulation(data, "sma_crossover", params)
+    sim.prepare(progress=lambda done, total: told.append((done, total)))
+    assert told[0] == (0, 5) and told[-1] == (5, 5)
+    assert [d for d, _ in told] == sorted(d for d, _ in told)
+    computed = sim.ind.computed
+    assert computed == 5
+    sim.run(sim.total_units)
+    assert sim.ind.computed == computed
+    pd.testing.assert_frame_equal(sim.result().table,
+                                  ql.backtest(data, "sma_crossover", params).table)
+    # too many look-backs for the memo's budget: computed chunk by chunk, told as 0 of 0
+    told.clear()
+    small = Simulation(data, "sma_crossover", params)
+    small.prepare(Indicators(small.bars, max_bytes=2 * 600 * 8), progress=lambda d, t:
+                  told.append((d, t)))
+    assert told == [(0, 0)] and small.ind.computed == 0

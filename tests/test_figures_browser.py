@@ -228,13 +228,20 @@ df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "vo
 view = display_result(ql.backtest(df, params={"fast": [5, 10], "slow": [30, 60]}))"""
 
 
+# A saved notebook with a sweep view stays under this (as tests/test_notebook_widget.py): one
+# copy of plotly.js (4.8 MB) in its widget state would be far over it.
+SAVED_NOTEBOOK_BYTES = 1_000_000
+
+
 def test_the_notebook_results_view_draws_in_jupyterlab(browser: Any, tmp_path: Path) -> None:
     """Run in a real JupyterLab: the figures draw through plotly's own renderer (installed with
-    plotly), the heatmap widget draws, and the trades table's script runs in its output."""
+    plotly), the heatmap draws and its clicks reach Python, and the trades table's script runs
+    in its output. Saved with its widget state, the notebook is small: no plotly.js in it."""
     import json
 
     import nbformat
 
+    from tests.support.procs import wait_for
     from tests.support.server import JupyterProcess, quantlab_env
 
     root, jupyter = tmp_path / "root", tmp_path / "jupyter"
@@ -246,9 +253,15 @@ def test_the_notebook_results_view_draws_in_jupyterlab(browser: Any, tmp_path: P
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "view.ipynb")
+    # Lab saves the widget state with the notebook (as nbclient and papermill do)
+    manager = jupyter / "config" / "lab" / "user-settings" / "@jupyter-widgets" / \
+        "jupyterlab-manager"
+    manager.mkdir(parents=True)
+    (manager / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
     server = JupyterProcess(
         quantlab_env(tmp_path / "home", jupyter), root, tmp_path / "lab.log", app="jupyterlab",
-        extra_args=("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",))
+        extra_args=("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                    "--LabApp.expose_app_in_browser=True"))  # the save, by its command
     try:
         server.wait_ready()
         page, refused, _ = offline_page(browser)
@@ -293,6 +306,14 @@ def test_the_notebook_results_view_draws_in_jupyterlab(browser: Any, tmp_path: P
         header.click()
         assert header.get_attribute("data-sort") == "asc"  # set by the table's own script
         assert refused == []
+        # saved with its widget state, the notebook holds the view but no copy of plotly.js
+        before = (root / "view.ipynb").stat().st_mtime
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        wait_for(lambda: (root / "view.ipynb").stat().st_mtime > before, 60, "the save")
+        wait_for(lambda: "widget-state" in (root / "view.ipynb").read_text(), 60, "the state")
+        saved = root / "view.ipynb"
+        assert saved.stat().st_size < SAVED_NOTEBOOK_BYTES, saved.stat().st_size
+        assert "ql-heatmap" in saved.read_text()
         page.close()
     finally:
         server.stop()

@@ -837,3 +837,65 @@ def test_a_queue_that_refuses_the_message_creates_nothing_and_shows_no_password(
                               "redis://:***@127.0.0.1:1/0); nothing was created.")
     assert "s3cret" not in message
     assert open_registry().count_runs() == 0
+
+
+# -- what a run's first seconds say (issue 17, rough edge 15) ---------------------------------------
+
+
+def _progress(run: Any) -> list[dict[str, Any]]:
+    return [e.data for e in run.events() if e.type == "progress"]
+
+
+def test_a_sweep_tells_its_indicators_with_increasing_counts_before_simulating(
+        home: Path) -> None:
+    from quantlab.jobs.execution import STEP_INDICATORS, STEP_SIMULATING
+
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    told = _progress(run)
+    steps = [p["step"] for p in told]
+    indicators = [p for p in told if p["step"] == STEP_INDICATORS]
+    # every distinct look-back of the grid, counted as computed: fast 5..40, slow 50/100/150
+    windows = len(set(SWEEP["params"]["fast"]) | set(SWEEP["params"]["slow"]))  # type: ignore[index]
+    counts = [p["step_done"] for p in indicators]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == windows
+    assert indicators[-1]["step_total"] == windows
+    # the bar moves through the step, and the step ends before the first simulated chunk
+    fractions = [p["progress"] for p in indicators]
+    assert fractions == sorted(fractions) and fractions[-1] > fractions[0]
+    assert max(i for i, s in enumerate(steps) if s == STEP_INDICATORS) \
+        < steps.index(STEP_SIMULATING)
+    # the step's counts never pass for simulated units or bars
+    assert all(p["bars_done"] == 0 and p["done_units"] == 0 for p in indicators)
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress)
+
+
+def test_a_fresh_workers_first_run_reports_compiling_the_engine(
+        home: Path, workers: Workers, tmp_path: Path) -> None:
+    """A worker with an empty Numba cache and no warm-up compiles the engine in its first
+    chunk: the run says so (Numba's own compile event, never a guess from the time taken),
+    counting the functions compiled; the next run of the same kind compiles nothing."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_INDICATORS, STEP_SIMULATING
+
+    workers.start(env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}, warm_up=False)
+    first = ql.submit(SINGLE).wait(timeout=WAIT)
+    assert first.status == "completed", first.record["error"]
+    told = _progress(first)
+    steps = [p["step"] for p in told]
+    compiling = [p for p in told if p["step"] == STEP_COMPILING]
+    assert compiling, steps
+    counts = [p["step_done"] for p in compiling]
+    assert counts == sorted(counts) and counts[-1] == compiling[-1]["step_total"] > 1
+    first_compile = steps.index(STEP_COMPILING)
+    assert steps.index(STEP_INDICATORS) < first_compile < steps.index(STEP_SIMULATING)
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress)
+    assert compiling[-1]["progress"] > compiling[0]["progress"]  # the bar moves meanwhile
+    # the compile's seconds are not taken for simulating ones: no ETA from that chunk
+    after_compile = told[max(i for i, s in enumerate(steps) if s == STEP_COMPILING) + 1]
+    assert after_compile["step"] == STEP_SIMULATING and after_compile["eta_seconds"] is None
+
+    again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
+    assert again.status == "completed", again.record["error"]
+    assert STEP_COMPILING not in [p["step"] for p in _progress(again)]

@@ -32,7 +32,7 @@ no_worker = support.no_worker
 ROOT = Path(__file__).resolve().parent.parent
 # The progress fields of the contract (notes of issue 14), one spelling each.
 PROGRESS_FIELDS = {"progress", "step", "bars_done", "bars_delta", "done_units", "total_units",
-                   "eta_seconds"}
+                   "eta_seconds", "step_done", "step_total"}
 ENDING = {"strategy", "seconds", "cached", "reason", "partial"}
 
 

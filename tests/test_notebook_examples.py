@@ -45,8 +45,9 @@ def test_portfolio_and_risk_example(nb_home: Path, tmp_path: Path) -> None:
     tree = WidgetTree(nb)
     rotation_view = tree.root(nb.cells[3])
     assert "ql-run-completed" in tree.model(rotation_view)["_dom_classes"]
-    (heatmap,) = tree.find(rotation_view, "AnyModel")  # the sweep's heatmap (FigureWidget)
-    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by lookback × top_n"
+    (heatmap,) = tree.with_class(rotation_view, "ql-heatmap")  # the sweep's heatmap
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by lookback × top_n"
 
     compare = cell_html(nb.cells[6])
     labels, rows = support.comparison_metrics(compare)

@@ -77,8 +77,9 @@ def test_the_widget_updates_itself_while_other_cells_run(nb_home: Path, slow_wor
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
     html = tree.html(root)
     assert format_metric("sharpe", run.result().metrics["sharpe"]) in html
-    (heatmap,) = tree.find(root, "AnyModel")  # the sweep's heatmap (a plotly FigureWidget)
-    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"  # ranked by DSR
+    (heatmap,) = tree.with_class(root, "ql-heatmap")  # the sweep's heatmap (plotly's output)
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"  # ranked by DSR
 
 
 def test_listing_quantlab_in_ipython_extensions_loads_it_at_kernel_start(

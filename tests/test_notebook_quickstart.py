@@ -169,9 +169,10 @@ def test_sweep_shows_a_heatmap_of_sharpe_over_fast_and_slow(in_home: Any) -> Non
     assert dropdowns["x"]["_options_labels"][dropdowns["x"]["index"]] == "fast"
     assert dropdowns["y"]["_options_labels"][dropdowns["y"]["index"]] == "slow"
     html = tree.html(root)
-    (heatmap,) = tree.find(root, "AnyModel")  # the clickable heatmap (plotly FigureWidget)
-    (trace,) = heatmap["_widget_data"]
-    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
+    (heatmap,) = tree.with_class(root, "ql-heatmap")  # plotly's output; clicks: a small widget
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    (trace,) = figure["data"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
     # every valid cell of the heatmap carries its value; the skipped fast=50, slow=50 is n/a
     from quantlab.render.overfitting import sweep_view
 
@@ -300,8 +301,9 @@ def test_a_restarted_kernel_gets_the_run_back(in_home: Any, tmp_path: Path) -> N
     tree = WidgetTree(fresh)
     root = tree.root(fresh.cells[1])
     assert "ql-run-completed" in tree.model(root)["_dom_classes"]
-    (heatmap,) = tree.find(root, "AnyModel")
-    assert heatmap["_widget_layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
+    (heatmap,) = tree.with_class(root, "ql-heatmap")  # plotly's output of the heatmap
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
     original = WidgetTree(nb)
     sweep_root = original.root(_cell(nb, "%%backtest --name \"SMA sweep on AAA\""))
     assert (tree.with_class(root, "ql-metrics")[0]["value"]

@@ -9,6 +9,7 @@ end to end, including the Cancel button.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -311,3 +312,105 @@ def test_a_widget_keeps_following_the_home_its_run_was_created_under(
             widget.stop()
     finally:
         os.close(lock)
+
+
+# -- a run's first seconds and a saved sweep view (issue 17: rough edge 15, the view's size) ------
+
+
+def test_the_widget_says_which_step_runs_and_how_far_before_any_bar(
+        nb_home: Path, no_worker: None) -> None:
+    """Before its first simulated chunk a run says what it does (computing indicators,
+    compiling the engine) with the step's own count, not "0 bars"."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_INDICATORS, step_progress
+
+    run = ql.submit(SINGLE)
+    widget = RunWidget(run)
+    script = ScriptedWorker(run.id)
+    script.start()
+    for step, done, total in ((STEP_INDICATORS, 120, 300), (STEP_COMPILING, 7, 22)):
+        lifecycle.publish(run.id, lifecycle.Progress(
+            progress=step_progress(step, done, total), step=step, bars_done=0, bars_delta=0,
+            done_units=0, total_units=500, eta_seconds=None, step_done=done, step_total=total))
+        wait_for(lambda s=step, d=done, t=total: f"{s} · {d}/{t}" in widget.info.value, 10,
+                 f"the {step} line")
+        assert "0 bars" not in widget.info.value
+        assert 0 < widget.progress.value < 0.05
+    widget.stop()
+
+
+def test_step_progress_moves_between_the_step_start_points() -> None:
+    from quantlab.jobs.execution import (
+        STEP_COMPILING,
+        STEP_DATA,
+        STEP_INDICATORS,
+        STEP_PROGRESS,
+        STEP_SAVING,
+        STEP_SIMULATING,
+        step_progress,
+    )
+
+    order = [STEP_DATA, STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING, STEP_SAVING]
+    assert [STEP_PROGRESS[s] for s in order] == sorted(STEP_PROGRESS[s] for s in order)
+    for step, after in ((STEP_INDICATORS, STEP_COMPILING), (STEP_COMPILING, STEP_SIMULATING),
+                        (STEP_SIMULATING, STEP_SAVING)):
+        assert step_progress(step, 0, 10) == STEP_PROGRESS[step]
+        assert STEP_PROGRESS[step] < step_progress(step, 5, 10) < STEP_PROGRESS[after]
+        assert step_progress(step, 10, 10) == pytest.approx(STEP_PROGRESS[after])
+    assert step_progress(STEP_INDICATORS, 0, 0) == STEP_PROGRESS[STEP_INDICATORS]
+    assert step_progress(STEP_SAVING, 7, 7) == STEP_PROGRESS[STEP_SAVING]  # not a counted step
+
+
+# A saved notebook with a sweep view stays under this: its own content (a 600-bar chart's data,
+# ~0.2 MB, the heatmap and tables) is well under it, and one copy of plotly.js (4.8 MB, in
+# plotly/package_data/plotly.min.js) in the widget state is far over it.
+SAVED_SWEEP_NOTEBOOK_BYTES = 1_000_000
+SWEEP_CELL = """import numpy as np, pandas as pd, quantlab as ql
+from quantlab.notebook.display import display_result
+rng = np.random.default_rng(3); n = 600
+c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
+df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
+                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
+view = display_result(ql.backtest(df, params={"fast": [5, 10, 20], "slow": [30, 60, 90]}))"""
+
+
+def test_a_saved_notebook_with_a_sweep_view_carries_no_plotly_js(
+        nb_home: Path, tmp_path: Path) -> None:
+    import nbformat
+
+    from tests.support.notebook import WidgetTree, execute_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SWEEP_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    execute_notebook(nb, tmp_path)
+    path = tmp_path / "sweep.ipynb"
+    nbformat.write(nb, path)
+    text = path.read_text()
+    assert path.stat().st_size < SAVED_SWEEP_NOTEBOOK_BYTES, path.stat().st_size
+    assert "plotly.js v" not in text  # the library's banner: no copy of it is saved
+    # the heatmap is saved as plotly's own output (its data only), with its click widget
+    tree = WidgetTree(nb)
+    root = tree.root(nb.cells[0])
+    (heatmap,) = tree.with_class(root, "ql-heatmap")
+    figure = heatmap["outputs"][0]["data"]["application/vnd.plotly.v1+json"]
+    assert figure["layout"]["title"]["text"] == "Deflated Sharpe by fast × slow"
+    (clicks,) = tree.find(root, "AnyModel")
+    assert clicks["target"] in heatmap["_dom_classes"]
+    assert len(clicks["_esm"]) < 2_000
+
+
+def test_a_click_on_the_heatmap_reaches_python_through_its_small_widget(
+        nb_home: Path) -> None:
+    from quantlab.notebook.results import SweepPanel
+
+    sweep = ql.backtest("AAA", params={"fast": [5, 10], "slow": [30, 60]}, start="2020-01-01",
+                        end="2021-12-31")
+    panel = SweepPanel(sweep)
+    assert panel.clicks.target in panel.map_output._dom_classes
+    # what the browser side sends for a click on the cell fast=10, slow=60
+    panel.clicks._message(panel.clicks, {"x": "10", "y": "60"}, [])
+    assert len(panel.detail.children) == 2
+    single = ql.backtest("AAA", params={"fast": 10, "slow": 60}, start="2020-01-01",
+                         end="2021-12-31")
+    assert "Equity of fast=10, slow=60" in json.dumps(panel.detail.children[0].outputs[0]["data"])
+    assert sweep.combination(fast=10, slow=60).metrics == single.metrics

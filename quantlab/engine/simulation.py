@@ -177,12 +177,18 @@ class Simulation:
             numba.set_num_threads(before)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def prepare(self, indicators: Indicators | None = None) -> None:
-        """Compute indicators and signals (a single run) or set up the sweep's table.
+    def prepare(self, indicators: Indicators | None = None,
+                progress: Callable[[int, int], None] | None = None) -> None:
+        """Compute indicators and signals (a single run) or set up the sweep's table and
+        compute the averages a crossover sweep crosses (:meth:`_sweep_lines`).
 
         ``indicators``: a memo of indicators over these same bars shared between runs (a worker
         keeps one per cached data set, so a run reuses the averages an earlier run computed);
         a fresh one when not given. Results never depend on it.
+        ``progress``: called as ``progress(done, total)`` first with ``done == 0`` and then as
+        the indicators are computed (per distinct look-back of a sweep; a single run counts
+        its indicators and signals as one); a worker tells it as its "computing indicators"
+        step. A sweep whose indicators are computed chunk by chunk tells ``(0, 0)``.
         """
         if indicators is not None and indicators.bars is not self.bars:
             raise ConfigError("prepare(indicators=...) was given indicators over other bars; "
@@ -193,7 +199,10 @@ class Simulation:
             self.rows = np.full((len(self.combos), len(M.METRICS)), np.nan)
             # combinations whose signals raised: index -> the error (skipped, not in the table)
             self.failed: dict[int, str] = {}
+            self._sweep_lines(progress)
         else:
+            if progress is not None:
+                progress(0, 1)
             own = self._own(self.params)
             if self.strategy.prefetch is not None:
                 self.strategy.prefetch(self.ind, own)
@@ -213,7 +222,31 @@ class Simulation:
             self.log = np.empty((3 * self.bars.n_symbols + 8 + max(1024, self.bars.n_bars // 32),
                                  K.L_N))
             self.weights = self._weights(self.params)
+            if progress is not None:
+                progress(1, 1)
         self._prepared = True
+
+    def _sweep_lines(self, progress: Callable[[int, int], None] | None) -> None:
+        """Compute into the memo, before the first chunk, every average a crossover sweep
+        crosses, a pair of look-backs at a time (``progress`` after each), when they all fit in
+        the memo's budget for lines (the one the sweep's chunks group their combinations by):
+        the chunks then find them computed. Otherwise (too many to hold at once, or a strategy
+        that is not a crossover) the chunks compute what they need as they go."""
+        kind = self.strategy.crossover_of
+        per_params = self.weights_given is None and self.strategy.weights_follow_params
+        windows: list[int] = []
+        if kind is not None and not per_params and len(self.combos):
+            windows = sorted({int(w) for name in ("fast", "slow")
+                              for w in V.column(self.combos, name)})
+            line_bytes = self.bars.n_symbols * self.bars.n_bars * 8
+            if len(windows) > max(2, (self.ind.max_bytes // 2) // max(1, line_bytes)):
+                windows = []  # as _line_groups splits them: computed group by group
+        if progress is not None:
+            progress(0, len(windows))
+        for k in range(0, len(windows), 2):  # simple averages are computed two in one pass
+            self.ind.many(kind, windows[k:k + 2])  # type: ignore[arg-type]
+            if progress is not None:
+                progress(min(k + 2, len(windows)), len(windows))
 
     def run(self, max_units: int) -> int:
         """Advance by up to ``max_units`` bars (or combinations); returns how many were done."""

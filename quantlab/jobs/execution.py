@@ -8,19 +8,21 @@ a Numba call cannot be interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from quantlab import data
 from quantlab.config import BacktestConfig, iso
-from quantlab.engine import Simulation
+from quantlab.engine import Simulation, compiling
+from quantlab.engine.compiling import CompileReport
 from quantlab.errors import RunError
 from quantlab.jobs.isolation import SandboxedSimulation
 from quantlab.settings import env_number
@@ -28,10 +30,26 @@ from quantlab.strategies.base import Indicators
 
 STEP_DATA = "collecting market data"
 STEP_INDICATORS = "computing indicators"
+# told only when Numba really compiles (quantlab.engine.compiling): a worker's first run of a
+# kind, e.g. its first multi-symbol sweep, or any run on a cold compile cache
+STEP_COMPILING = "compiling the engine (first run of this kind on this worker)"
 STEP_SIMULATING = "simulating"
 STEP_SAVING = "saving results"
 # Where each step starts on the run's 0..1 progress bar; simulating spans 0.05..0.95.
-STEP_PROGRESS = {STEP_DATA: 0.0, STEP_INDICATORS: 0.02, STEP_SIMULATING: 0.05, STEP_SAVING: 0.95}
+STEP_PROGRESS = {STEP_DATA: 0.0, STEP_INDICATORS: 0.02, STEP_COMPILING: 0.035,
+                 STEP_SIMULATING: 0.05, STEP_SAVING: 0.95}
+# The steps that count their work (done of total): the bar moves from the step's start point
+# to the next one's as they go.
+COUNTED_STEPS = (STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING)
+
+
+def step_progress(step: str, done: int, total: int) -> float:
+    """Where ``done`` of ``total`` of ``step`` puts the run's 0..1 progress bar."""
+    start = STEP_PROGRESS[step]
+    if step not in COUNTED_STEPS or not total:
+        return start
+    after = min(p for p in STEP_PROGRESS.values() if p > start)
+    return start + min(done / total, 1.0) * (after - start)
 
 CHUNK_TARGET_SECONDS = 0.05
 FIRST_CHUNK_UNITS = 64
@@ -103,16 +121,34 @@ class ChunkSizer:
             self.units = min(self.units, self.cap)
 
 
+_REPORTS = threading.local()
+
+
+@contextlib.contextmanager
+def compile_reports(report: CompileReport | None) -> Iterator[None]:
+    """Within the block, every :func:`drive` of this thread tells ``report(done, total)`` when
+    Numba compiles the engine during a chunk (:mod:`quantlab.engine.compiling`); a split
+    sweep's coordinator runs its shards through :func:`drive` as well."""
+    before = getattr(_REPORTS, "compile", None)
+    _REPORTS.compile = report
+    try:
+        yield
+    finally:
+        _REPORTS.compile = before
+
+
 def drive(simulation: Any, between: Callable[[], None]) -> None:
     """Run a prepared ``Simulation`` to its end in chunks of about 50 ms, calling ``between``
     after every chunk (the last one too). ``between`` stops the loop by raising (a cancel, the
-    time limit, a lost run); the simulation keeps what it finished."""
+    time limit, a lost run); the simulation keeps what it finished. A chunk that makes Numba
+    compile is told to the report of :func:`compile_reports`, if any."""
     cap, delay = chunk_knobs()
     sizer = ChunkSizer(cap=cap)
     while not simulation.finished:
         units = sizer.next(simulation.total_units - simulation.done_units)
         t0 = time.perf_counter()
-        simulation.run(units)
+        with compiling.watching(getattr(_REPORTS, "compile", None)):
+            simulation.run(units)
         sizer.observe(units, time.perf_counter() - t0)
         if delay:
             time.sleep(delay)  # test/demo knob: makes a short run long enough to watch

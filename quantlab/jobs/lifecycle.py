@@ -112,7 +112,9 @@ class Progress(EventPayload):
     """Where a running run is: ``progress`` is the 0..1 bar across every step, ``step`` the
     step's name, ``bars_done`` the bars simulated so far (bars x combinations for a sweep) and
     ``bars_delta`` those since the previous progress event, ``done_units``/``total_units`` the
-    engine's units (bars, or combinations of a sweep), ``eta_seconds`` the estimate left."""
+    engine's units (bars, or combinations of a sweep), ``eta_seconds`` the estimate left;
+    ``step_done``/``step_total`` count the step's own work where it has a count of its own
+    (indicator series computed, engine functions compiled; 0/0 otherwise)."""
 
     type: ClassVar[str] = "progress"
     progress: float
@@ -122,6 +124,8 @@ class Progress(EventPayload):
     done_units: int
     total_units: int
     eta_seconds: float | None
+    step_done: int = 0
+    step_total: int = 0
 
 
 @dataclass(frozen=True)

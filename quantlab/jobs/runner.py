@@ -7,7 +7,8 @@ now owns). The chunked loop and what it shares with a split sweep's shards are i
 :mod:`quantlab.jobs.execution`; the coordinator of a split sweep is in :mod:`quantlab.jobs.shards`.
 
 Steps, each reported as ``step`` in the run document and in progress events:
-collecting market data -> computing indicators -> simulating -> saving results.
+collecting market data -> computing indicators -> simulating -> saving results, with
+"compiling the engine (...)" while a chunk makes Numba compile (a worker's first run of a kind).
 """
 
 from __future__ import annotations
@@ -28,20 +29,22 @@ from quantlab.config import BacktestConfig
 from quantlab.errors import HomeNotWritable, RunNotFound
 from quantlab.jobs import lifecycle, queue, shards, slots, validation
 from quantlab.jobs.execution import (
+    STEP_COMPILING,
     STEP_DATA,
     STEP_INDICATORS,
-    STEP_PROGRESS,
     STEP_SAVING,
     STEP_SIMULATING,
     CancelRequested,
     OwnershipLost,
     StepProgress,
     TimedOut,
+    compile_reports,
     drive,
     heartbeat_every,
     load_bars,
     shared_indicators,
     simulation,
+    step_progress,
     worker_id,
 )
 from quantlab.jobs.fingerprint import config_hash
@@ -207,6 +210,9 @@ class Job:
         self.last_event = 0.0
         self.last_record = 0.0
         self.bars_told = 0  # bars_done in the last progress event (for bars_delta)
+        self.step_told = ""  # the step of the last progress told (a new one is always told)
+        self.progress_told = 0.0  # the bar never goes back (a compile in a later chunk)
+        self.compiled_at = 0.0  # when Numba last finished compiling for this run (the ETA)
         self.last_checkpoint = time.monotonic()
         self.sim: Any = None
         self.bars_per_unit = 1
@@ -218,7 +224,8 @@ class Job:
 
     def run(self) -> None:
         try:
-            self._run()
+            with compile_reports(self._compiling):  # Numba compiling a chunk is told
+                self._run()
         except OwnershipLost:
             log.warning("run %s: no longer owned by %s; stopped without recording", self.run_id,
                         self.me)
@@ -267,7 +274,10 @@ class Job:
         self.step(STEP_INDICATORS)
         indicators = shared_indicators(bars)
         computed_before = indicators.computed
-        sim.prepare(indicators)
+        if cfg.strategy_source:  # prepared in its sandbox's process, uncounted
+            sim.prepare(indicators)
+        else:
+            sim.prepare(indicators, progress=self._computing_indicators)
         self.check_control()
         self._resume(sim)
         self._simulate(sim)
@@ -307,9 +317,15 @@ class Job:
     def _simulate(self, sim: Any) -> None:
         started_units = sim.done_units
         sim_start = time.monotonic()
-        self.step(STEP_SIMULATING, sim.done_units, sim.total_units)
+        if sim.done_units:  # resumed; a fresh run says "simulating" after its first chunk,
+            # which may first be "compiling the engine" (that step's bar lies before this one)
+            self.step(STEP_SIMULATING, sim.done_units, sim.total_units)
 
         def between() -> None:
+            nonlocal started_units, sim_start
+            if self.compiled_at > sim_start:
+                # that chunk's time was the compile's: the rate is measured from here on
+                started_units, sim_start = sim.done_units, time.monotonic()
             rate = (sim.done_units - started_units) / max(time.monotonic() - sim_start, 1e-9)
             eta = (sim.total_units - sim.done_units) / rate if rate > 0 else None
             self.tell(StepProgress(STEP_SIMULATING, sim.done_units, sim.total_units, eta))
@@ -318,6 +334,16 @@ class Job:
                 self.check_control()
 
         drive(sim, between)
+
+    def _computing_indicators(self, done: int, total: int) -> None:
+        self.tell(StepProgress(STEP_INDICATORS, done, total))
+
+    def _compiling(self, done: int, total: int) -> None:
+        """Numba compiles the engine in this chunk (told by quantlab.engine.compiling): say so,
+        counting the functions compiled; the next chunk's progress says "simulating" again."""
+        self.tell(StepProgress(STEP_COMPILING, done, total))
+        if done >= total:
+            self.compiled_at = time.monotonic()
 
     # -- between chunks ----------------------------------------------------------------------------
 
@@ -348,27 +374,38 @@ class Job:
 
     def tell(self, p: StepProgress) -> None:
         """Publish progress (at most every ``PROGRESS_EVERY`` s) and record it in the run
-        document (at most every ``RECORD_EVERY`` s); the last of a step is always told."""
+        document (at most every ``RECORD_EVERY`` s); the first and the last of a step are
+        always told. Simulating counts engine units (bars or combinations: ``done_units``);
+        computing indicators and compiling count their own work (``step_done``)."""
         now = time.monotonic()
         last = p.done >= p.total
-        fraction = p.done / p.total if p.total else 0.0
-        progress = STEP_PROGRESS[p.step]
-        if p.step == STEP_SIMULATING:  # simulating spans its share of the bar by units done
-            progress += fraction * (STEP_PROGRESS[STEP_SAVING] - STEP_PROGRESS[STEP_SIMULATING])
-        bars_done = int(p.done * self.bars_per_unit)
+        changed = p.step != self.step_told
+        progress = max(step_progress(p.step, p.done, p.total), self.progress_told)
+        units = p.step in (STEP_SIMULATING, STEP_SAVING)
+        bars_done = int(p.done * self.bars_per_unit) if units else self.bars_told
+        done, total = (p.done, p.total) if units else (self._units_done(), self._units_total())
         eta = None if p.eta is None else round(p.eta, 3)
-        if last or now - self.last_event >= PROGRESS_EVERY or self.last_event == 0.0:
+        if last or changed or now - self.last_event >= PROGRESS_EVERY or self.last_event == 0.0:
             self.last_event = now
+            self.step_told = p.step
+            self.progress_told = progress
             bars_delta = max(bars_done - self.bars_told, 0) if p.step == STEP_SIMULATING else 0
             self.bars_told = bars_done if p.step == STEP_SIMULATING else self.bars_told
             publish(self.run_id, lifecycle.Progress(
                 progress=progress, step=p.step, bars_done=bars_done, bars_delta=bars_delta,
-                done_units=p.done, total_units=p.total, eta_seconds=eta,
+                done_units=done, total_units=total, eta_seconds=eta,
+                step_done=0 if units else p.done, step_total=0 if units else p.total,
             ), self.settings)
-        if last or now - self.last_record >= RECORD_EVERY:
+        if last or changed or now - self.last_record >= RECORD_EVERY:
             self.last_record = now
             self._update({"progress": progress, "step": p.step, "bars_done": bars_done,
                           "eta_seconds": eta, "heartbeat_at": time.time()})
+
+    def _units_done(self) -> int:
+        return int(getattr(self.sim, "done_units", 0) or 0)
+
+    def _units_total(self) -> int:
+        return int(getattr(self.sim, "total_units", 0) or 0)
 
     def step(self, step: str, done: int = 0, total: int = 0) -> None:
         """Enter ``step``: always told, whatever the rate limits."""

@@ -4,21 +4,26 @@ parameter stability.
 
 The figures are :mod:`quantlab.render.figures`' plotly figures, shown as plotly's own output
 (``application/vnd.plotly.v1+json``, drawn by the jupyterlab-plotly extension that ships with
-plotly: offline, and only the figure's data is kept in the notebook). The sweep's heatmap alone
-is a ``FigureWidget``, whose clicks reach Python (its widget carries plotly.js, ~5 MB, so there
-is one per view). The trades table is the reports' own HTML table (sorts, filters, pages).
+plotly: offline, plotly.js loaded once per page by that renderer, and only the figure's data
+kept in the notebook). The sweep's heatmap too: its clicks reach Python through
+:class:`HeatmapClicks`, a widget of a few hundred bytes that listens to the drawn map (a
+plotly ``FigureWidget`` would carry plotly.js, ~5 MB, into the notebook's widget state with
+every view). The trades table is the reports' own HTML table (sorts, filters, pages).
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import threading
 from typing import Any
 
+import anywidget
 import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
+import traitlets
 
 from quantlab.render import figures
 from quantlab.render.confidence import confidence_html
@@ -65,13 +70,68 @@ def html_output(text: str) -> widgets.Output:
     return out
 
 
+def figure_outputs(fig: go.Figure) -> tuple[dict[str, Any], ...]:
+    """An Output's outputs showing ``fig`` as plotly's mime type (what ``fig.show()`` shows
+    in Lab): the figure's data only, drawn by plotly's renderer."""
+    return ({"output_type": "display_data", "metadata": {},
+             "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+                      "text/plain": str(fig.layout.title.text or "figure")}},)
+
+
 def figure_output(fig: go.Figure) -> widgets.Output:
-    """An Output showing ``fig`` as plotly's mime type (what ``fig.show()`` shows in Lab)."""
+    """An Output showing ``fig`` as plotly's mime type."""
     out = widgets.Output()
-    out.outputs = ({"output_type": "display_data", "metadata": {},
-                    "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
-                             "text/plain": str(fig.layout.title.text or "figure")}},)
+    out.outputs = figure_outputs(fig)
     return out
+
+
+# the plot drawn by plotly's renderer in the Output whose class is `target`: its clicks are sent
+# to Python as {x, y} (strings, as the axes print them). The renderer may draw the plot late (a
+# hidden tab) or anew (a redraw), so the widget keeps looking for a plot it has not hooked yet.
+_CLICKS_ESM = """
+function hook(model, el) {
+  const holder = document.querySelector('.' + model.get('target'));
+  const gd = holder && holder.querySelector('.js-plotly-plot');
+  if (!gd || gd.__qlClicks === model || typeof gd.on !== 'function') return;
+  gd.__qlClicks = model;
+  gd.on('plotly_click', (event) => {
+    const point = event && event.points && event.points[0];
+    if (!point) return;
+    model.send({x: String(point.x), y: point.y === undefined ? null : String(point.y)});
+  });
+}
+export default {
+  render({ model, el }) {
+    hook(model, el);
+    const timer = setInterval(() => hook(model, el), 300);
+    return () => clearInterval(timer);
+  }
+};
+"""
+_TARGETS = itertools.count(1)
+
+
+class HeatmapClicks(anywidget.AnyWidget):
+    """Sends the clicks on the heatmap drawn in the Output of class ``target`` to Python
+    (``on_click(x, y)``); its own state is a few hundred bytes, the map is drawn by plotly's
+    renderer."""
+
+    _esm = traitlets.Unicode(_CLICKS_ESM).tag(sync=True)
+    target = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target=target)
+        self.layout.display = "none"
+        self._handlers: list[Any] = []
+        self.on_msg(self._message)
+
+    def on_click(self, handler: Any) -> None:
+        self._handlers.append(handler)
+
+    def _message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and "x" in content:
+            for handler in self._handlers:
+                handler(content["x"], content.get("y"))
 
 
 class ChartPanel(widgets.VBox):
@@ -107,8 +167,16 @@ class SweepPanel(widgets.VBox):
         self.x_param = widgets.Dropdown(options=self.params, value=x_default, description="x")
         self.y_param = widgets.Dropdown(options=y_options, value=y_default, description="y")
         self.message = widgets.HTML()
-        self.figure: go.FigureWidget | None = None
-        self.map_box = widgets.Box()
+        self.figure: go.Figure | None = None
+        # the map: plotly's own output (its renderer brings plotly.js, once per page) and the
+        # small widget that brings its clicks here
+        target = f"ql-heatmap-{next(_TARGETS)}"
+        self.map_output = widgets.Output()
+        self.map_output.add_class("ql-heatmap")
+        self.map_output.add_class(target)
+        self.clicks = HeatmapClicks(target)
+        self.clicks.on_click(self._on_click)
+        self.map_box = widgets.Box([self.map_output, self.clicks])
         self.extra = widgets.VBox()
         self.detail = widgets.VBox()
         self.best = widgets.HTML()
@@ -156,13 +224,8 @@ class SweepPanel(widgets.VBox):
                                   f"{html.escape(str(exc))}</div>")
             return
         self.message.value = ""
-        # a new widget built from the figure: its data is then in the widget's state (saved
-        # with the notebook); data added to an existing one reaches only a live frontend
-        old, self.figure = self.figure, go.FigureWidget(fig)
-        self.figure.data[0].on_click(self._on_click)
-        self.map_box.children = [self.figure]
-        if old is not None:
-            old.close()
+        self.figure = fig
+        self.map_output.outputs = figure_outputs(fig)
         extra: list[widgets.Widget] = []
         if len(self.params) > 2:
             extra.append(figure_output(figures.parallel_figure(self.table, self.params, metric)))
@@ -178,9 +241,8 @@ class SweepPanel(widgets.VBox):
         header = [*self.params, *(metric_label(m) for m in columns[len(self.params):])]
         self.best.value = html_table(header, rows, left_columns=len(self.params))
 
-    def _on_click(self, _trace: Any, points: Any, _state: Any) -> None:
-        if points.xs:
-            self.show_cell(points.xs[0], points.ys[0])
+    def _on_click(self, x_value: Any, y_value: Any) -> None:
+        self.show_cell(x_value, y_value)
 
     def show_cell(self, x_value: Any, y_value: Any) -> Any:
         """Show the combination of the heatmap cell at (``x_value``, ``y_value``) (as the

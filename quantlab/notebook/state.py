@@ -47,6 +47,9 @@ class RunState:
     step: str | None = None
     bars_done: int | None = None
     total_units: int | None = None
+    # the step's own count where it has one (indicator series, engine functions compiled)
+    step_done: int = 0
+    step_total: int = 0
     eta_seconds: float | None = None
     queued_at: float | None = None
     started_at: float | None = None
@@ -176,6 +179,8 @@ def _on_progress(state: RunState, ts: float, data: dict[str, Any]) -> None:
     state.step = data.get("step") or state.step
     state.bars_done = _int_or(data.get("bars_done"), state.bars_done)
     state.total_units = _int_or(data.get("total_units"), state.total_units)
+    state.step_done = _int_or(data.get("step_done"), 0) or 0
+    state.step_total = _int_or(data.get("step_total"), 0) or 0
     state.eta_seconds = _float_or(data.get("eta_seconds"), None)
 
 
@@ -253,9 +258,12 @@ def summary_line(state: RunState, now: float | None = None) -> str:
     parts = []
     if state.status == "running":
         parts.append(state.step or "starting")
+        if state.step_total:  # e.g. computing indicators · 120/300
+            parts.append(f"{state.step_done:,}/{state.step_total:,}")
     else:
         parts.append(state.status + (" (partial)" if state.partial else ""))
-    if state.bars_done is not None:
+    # "0 bars" before the first chunk says nothing: the step says what is going on
+    if state.bars_done is not None and (state.bars_done or state.status != "running"):
         parts.append(f"{format_count(state.bars_done)} bars")
     if state.cached_from:
         parts.append(f"from cache of run {state.cached_from}")

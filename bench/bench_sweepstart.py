@@ -1,0 +1,95 @@
+"""A big sweep's first seconds, and the size of a saved sweep view (issue 17).
+
+    .venv/bin/python bench/bench_sweepstart.py [--symbols AAA,BBB,CCC,DDD,EEE] [--no-notebook]
+
+1. Timeline: a 20,000-combination SMA-crossover sweep (fast 2..201 x slow 203..302) submitted in
+   a throwaway QUANTLAB_HOME (sample data) whose worker QuantLab starts itself with an empty
+   Numba cache (``NUMBA_CACHE_DIR`` in a temporary folder): every progress event, with the
+   seconds since submit, step, bar position and the step's own count. Not split into shards
+   (``QUANTLAB_SHARD_COMBINATIONS`` above the grid), as a sweep on fewer workers runs.
+2. Size: a notebook with one sweep view (600 bars, 3 x 3 combinations) executed by nbclient with
+   its widget state stored, as papermill and the reports do, then written to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP_CELL = """import numpy as np, pandas as pd, quantlab as ql
+from quantlab.notebook.display import display_result
+rng = np.random.default_rng(3); n = 600
+c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
+df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
+                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
+view = display_result(ql.backtest(df, params={"fast": [5, 10, 20], "slow": [30, 60, 90]}))"""
+
+
+def timeline(symbols: list[str], tmp: Path) -> None:
+    os.environ["QUANTLAB_HOME"] = str(tmp / "home")
+    os.environ["NUMBA_CACHE_DIR"] = str(tmp / "numba")  # the worker compiles from nothing
+    os.environ["QUANTLAB_SHARD_COMBINATIONS"] = "1000000"
+    import quantlab as ql
+
+    ql.data.sample(minute=False)
+    config = {"strategy": "sma_crossover", "symbols": symbols, "start": "2015-01-01",
+              "params": {"fast": list(range(2, 202)), "slow": list(range(203, 303))}}
+    t0 = time.monotonic()
+    run = ql.submit(config)
+    print(f"run {run.id}: 20,000 combinations on {len(symbols)} symbol(s), cold Numba cache")
+    last_step = None
+    for event in run.follow():
+        data = event.data
+        at = time.monotonic() - t0
+        if event.type != "progress":
+            print(f"{at:7.2f} s  {event.type}")
+            continue
+        if data["step"] == "simulating" and last_step == "simulating" \
+                and data["done_units"] < data["total_units"]:
+            continue  # one line per simulating stretch is enough
+        last_step = data["step"]
+        count = f" {data.get('step_done')}/{data.get('step_total')}" if data.get(
+            "step_total") else ""
+        print(f"{at:7.2f} s  {data['progress'] * 100:5.1f} %  {data['step']}{count}  "
+              f"{data['done_units']}/{data['total_units']} units")
+
+
+def notebook_size(tmp: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SWEEP_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    NotebookClient(nb, kernel_name="python3", timeout=600, store_widget_state=True).execute()
+    path = tmp / "sweep.ipynb"
+    nbformat.write(nb, path)
+    print(f"saved notebook with one sweep view: {path.stat().st_size:,} bytes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", default="AAA,BBB,CCC,DDD,EEE")
+    parser.add_argument("--no-notebook", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="ql-bench-sweepstart-") as tmp:
+        timeline(args.symbols.split(","), Path(tmp))
+        if not args.no_notebook:
+            notebook_size(Path(tmp))
+        pid_file = Path(tmp) / "home" / "worker.pid"
+        if pid_file.exists():  # the worker QuantLab started for this home (its own session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    main()
