@@ -13,6 +13,9 @@ export interface IRun {
   status: string;
   progress: number;
   step: string | null;
+  /** How far the step is, when it counts something (indicators, functions compiled). */
+  step_done?: number;
+  step_total?: number;
   bars_done: number;
   eta_seconds: number | null;
   queued_at: number | null;

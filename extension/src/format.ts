@@ -127,3 +127,12 @@ export function runTooltip(run: {
   const ran = run.strategy || symbols ? `${run.strategy ?? '?'}${symbols ? ` on ${symbols}` : ''}` : '';
   return [run.name || '(unnamed)', `id ${run.id}`, ran].filter(line => line).join('\n');
 }
+
+/** A running step with its count when it has one: "computing indicators 120/300". */
+export function formatStep(step: string | null | undefined, done?: number, total?: number): string {
+  const name = step ?? '';
+  if (!name || typeof total !== 'number' || !(total > 0) || typeof done !== 'number') {
+    return name;
+  }
+  return `${name} ${Math.min(done, total)}/${total}`;
+}

@@ -17,6 +17,7 @@ import {
   formatBars,
   formatDuration,
   formatNumber,
+  formatStep,
   isTerminal,
   KEY_METRICS,
   runTooltip,
@@ -183,6 +184,8 @@ export class BacktestsPanel extends Widget {
           run.progress = data.progress;
         }
         run.step = (data.step as string) ?? run.step;
+        run.step_done = typeof data.step_done === 'number' ? data.step_done : undefined;
+        run.step_total = typeof data.step_total === 'number' ? data.step_total : undefined;
         if (typeof data.bars_done === 'number') {
           run.bars_done = data.bars_done;
         }
@@ -546,7 +549,7 @@ export class BacktestsPanel extends Widget {
     const queuedAt = run.status === 'queued' && run.position ? `#${run.position} in the queue` : '';
     const stepBits = [
       run.status === 'running' ? `${percent.toFixed(0)}%` : '',
-      run.status === 'running' ? run.step ?? '' : '',
+      run.status === 'running' ? formatStep(run.step, run.step_done, run.step_total) : '',
       run.status === 'queued' ? queuedAt || 'queued' : '',
       run.status === 'running' ? formatBars(run.bars_done) : '',
       run.status === 'running' && eta ? `~${eta} left` : '',

@@ -3,7 +3,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 
 const { parseFilter, toSearchParams } = require('../lib-test/filter.js');
-const { formatBars, formatDuration, formatNumber, isTerminal, timeAgo, toastText } = require('../lib-test/format.js');
+const { formatBars, formatDuration, formatNumber, formatStep, isTerminal, timeAgo, toastText } = require('../lib-test/format.js');
 const { closest } = require('../lib-test/filter.js');
 
 test('key:value pairs, thresholds, sort and words', () => {
@@ -106,4 +106,12 @@ test('a run name\'s tooltip holds the whole name and the id', () => {
   assert.equal(runTooltip({ id: '01ABC', name, strategy: 'sma_crossover', symbols: ['AAA', 'BBB'] }),
                `${name}\nid 01ABC\nsma_crossover on AAA, BBB`);
   assert.equal(runTooltip({ id: '01ABC', name: null }), '(unnamed)\nid 01ABC');
+});
+
+test('a step with a count shows it; without one, the step alone', () => {
+  assert.equal(formatStep('computing indicators', 120, 300), 'computing indicators 120/300');
+  assert.equal(formatStep('compiling the engine', 25, 22), 'compiling the engine 22/22');
+  assert.equal(formatStep('simulating', 0, 0), 'simulating');
+  assert.equal(formatStep('simulating'), 'simulating');
+  assert.equal(formatStep(null, 1, 2), '');
 });
