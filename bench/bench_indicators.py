@@ -1,6 +1,6 @@
 """Memoised indicators (issue 15 §2): a user strategy's sweep with and without ``@ql.indicator``.
 
-Run:  .venv/bin/python bench/bench_indicators.py [--repeats N]
+Run:  .venv/bin/python bench/bench_indicators.py [--repeats N] [--breakdown]
 
 The strategy is the quickstart's z-score reversion, its z-score in a helper function as a
 researcher writes it, swept over lookback 10..100 x entry 0.5..3.0 step 0.1 (91 x 26 = 2,366
@@ -103,6 +103,14 @@ def zscore_ind(bars: Any, lookback: int = 20, entry: float = 1.5) -> Any:
     return signals
 
 
+SIGNALS: dict[str, np.ndarray] = {}  # "fixed": the signals of one combination, precomputed
+
+
+@ql.strategy(name="bench_fixed_signals")
+def fixed_signals(bars: Any, lookback: int = 20, entry: float = 1.5) -> Any:
+    return SIGNALS["fixed"]  # the engine's own cost: no work in the strategy
+
+
 GRID = {"lookback": list(range(10, 101)),
         "entry": [round(0.5 + 0.1 * k, 1) for k in range(26)]}
 
@@ -116,9 +124,90 @@ VERSIONS = {  # name -> (label, the name of its version without @ql.indicator)
 }
 
 
+def _cpu_per_combination(run: Any, n: int, repeats: int) -> float:
+    """Median CPU time of ``run()`` over ``repeats`` runs, per combination."""
+    spent = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        run()
+        spent.append(time.process_time() - c0)
+    return statistics.median(spent) / n
+
+
+def breakdown(df: pd.DataFrame, repeats: int) -> None:
+    """Where a combination's time goes in the pandas helper's memoised sweep (CPU, µs a
+    combination, each part measured apart in this process)."""
+    from quantlab.bars import as_bars
+    from quantlab.engine import simulation
+
+    bars = as_bars(df)
+    n = len(GRID["lookback"]) * len(GRID["entry"])
+    combos = [(lb, e) for lb in GRID["lookback"] for e in GRID["entry"]]
+    SIGNALS["fixed"] = np.zeros(bars.close.shape, np.int8)
+    _reversion(zscore(bars.close[0], 20), 1.5, SIGNALS["fixed"], 0)
+
+    def sweep(name: str) -> None:
+        ql.backtest(df, strategy=name, params=GRID, commission=0.002, threads=1)
+
+    sweep("bench_fixed_signals")
+    parts: dict[str, float] = {}
+    parts["memoised sweep, in all"] = _cpu_per_combination(
+        lambda: sweep("bench_zscore_memo"), n, repeats)
+    parts["engine: a sweep of fixed signals, in all"] = _cpu_per_combination(
+        lambda: sweep("bench_fixed_signals"), n, repeats)
+    kernel_time: list[float] = []
+    kernel = simulation.K.sweep_batch
+
+    def timed_kernel(*a: Any) -> Any:
+        c0 = time.process_time()
+        out = kernel(*a)
+        kernel_time.append(time.process_time() - c0)
+        return out
+
+    simulation.K.sweep_batch = timed_kernel  # type: ignore[assignment]
+    try:
+        for _ in range(repeats):
+            sweep("bench_fixed_signals")
+    finally:
+        simulation.K.sweep_batch = kernel
+    parts["  of which the simulation (kernel)"] = statistics.median(kernel_time) / n
+    hits: list[float] = []
+    clock = time.perf_counter
+
+    @ql.strategy(name="bench_hit_timed")
+    def hit_timed(bars: Any, lookback: int = 20, entry: float = 1.5) -> Any:
+        for close in bars.close:
+            t0 = clock()
+            memo_zscore(close, lookback)
+            hits.append(clock() - t0)
+        return SIGNALS["fixed"]
+
+    for _ in range(repeats):
+        sweep("bench_hit_timed")
+    parts["@ql.indicator's lookup (median call in the sweep)"] = statistics.median(hits)
+    parts["pandas z-scores, once per lookback"] = _cpu_per_combination(
+        lambda: [zscore(bars.close[0], lb) for lb in GRID["lookback"]], n, repeats)
+    z = {lb: zscore(bars.close[0], lb) for lb in GRID["lookback"]}
+
+    def own_lines() -> None:
+        for lb, entry in combos:
+            signals = np.zeros(bars.close.shape, dtype=np.int8)
+            for i, _close in enumerate(bars.close):
+                _reversion(z[lb], entry, signals, i)
+
+    parts["the strategy's own lines (zeros, loop, 2 compares, 2 masked sets)"] = \
+        _cpu_per_combination(own_lines, n, repeats)
+    print(f"\nWhere a combination's time goes (pandas helper, @ql.indicator; CPU, median of "
+          f"{repeats}, each part measured apart):")
+    for label, seconds in parts.items():
+        print(f"  {label:<68} {seconds * 1e6:7.2f} µs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5, help="sweeps of each version")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also measure where the memoised sweep's time goes")
     args = parser.parse_args()
     print("QuantLab memoised indicators benchmark —", common.machine())
     df = common.goog()
@@ -151,6 +240,8 @@ def main() -> None:
               f"{ratios[0]:>6}   {common.fmt_seconds(work):>10} "
               f"{common.fmt_seconds(work / n):>10} {ratios[1]:>6}")
     print("  each helper's tables with and without @ql.indicator: identical")
+    if args.breakdown:
+        breakdown(df, args.repeats)
 
 
 if __name__ == "__main__":

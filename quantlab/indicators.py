@@ -483,6 +483,39 @@ class IndicatorMemo:
         raise _Uncacheable
 
     # -- lookup -----------------------------------------------------------------------------
+    def call_positional(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``call(func, args, {})`` for the usual call (positional numbers, strings and
+        C-contiguous 8-byte arrays), inlined: every combination of a sweep pays this path, hit
+        or not. The key and the guards are exactly ``call``'s; anything else goes to ``call``."""
+        parts: list[Any] = [func]
+        guards: list[Any] = []
+        for a in args:
+            kind = type(a)
+            if kind in _PLAIN:
+                parts.append((kind, a))
+                continue
+            if kind is not np.ndarray:
+                return self.call(func, args, {})
+            shape, strides, dtype = a.shape, a.strides, a.dtype
+            # a series (bars.close[0]) tested here, other shapes by _contiguous_words
+            if dtype.char not in _WORD_CHARS or not (
+                    (len(shape) == 1 and strides[0] == 8 and shape[0] > 0)
+                    or _contiguous_words(shape, strides)):
+                return self.call(func, args, {})
+            address, total, placed = _address_and_checksum(a)
+            guards.append((total, placed))
+            parts.append((address, shape, strides, dtype))
+        key = tuple(parts)
+        found = self._entries.pop(key, None)
+        if found is not None:
+            if found[0] == guards:
+                self._entries[key] = found  # most recently used last
+                self.hits += 1
+                return found[1]
+            self._forget(key, found)  # the same buffer holds other values now
+        return self._compute(func, args, {}, key, guards,
+                             [a for a in args if type(a) is np.ndarray])
+
     def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
              ) -> Any:
         arrays: list[np.ndarray] = []
@@ -508,6 +541,12 @@ class IndicatorMemo:
                 self.hits += 1
                 return found[1]
             self._forget(key, found)  # the same buffer holds other values now
+        return self._compute(func, args, kwargs, key, guards, arrays)
+
+    def _compute(self, func: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any], key: tuple[Any, ...], guards: list[Any],
+                 arrays: list[np.ndarray]) -> Any:
+        """A miss: call ``func``, keep its result under ``key`` with the arrays' roots."""
         roots = [_root(a) for a in arrays]
         value = _read_only(_not_an_input(func(*args, **kwargs), roots))
         self.computed += 1
@@ -676,7 +715,9 @@ def indicator(func: Callable[P, R]) -> Callable[P, R]:
         memo = getattr(_local, "memo", None)
         if memo is None or memo.owner is None:
             return func(*args, **kwargs)
-        return cast(R, memo.call(func, args, kwargs))
+        if kwargs:
+            return cast(R, memo.call(func, args, kwargs))
+        return cast(R, memo.call_positional(func, args))
 
     memoised.__wrapped_indicator__ = True  # type: ignore[attr-defined]
     return memoised

@@ -153,6 +153,28 @@ def test_views_the_checksum_does_not_read_are_keyed_and_guarded_too() -> None:
     assert sum(CALLS.values()) == 5
 
 
+def test_positional_calls_take_the_short_path_with_the_general_path_s_keys() -> None:
+    # counted_zscore(x, n) is looked up by call_positional, which must key and guard exactly as
+    # call() does: an entry stored by one is found by the other; what it cannot key (a
+    # strided view, a float32 array, a list, a Series) goes the general way
+    close = BARS.close[0]
+    general = counted_zscore.__wrapped__  # type: ignore[attr-defined]
+    with I.memo_scope() as memo:
+        stored = memo.call(general, (close, 20), {})
+        assert counted_zscore(BARS.close[0], 20) is stored
+        assert memo.call(general, (BARS.close[0], 20), {}) is stored
+        assert memo.hits == 2 and CALLS[("zscore", 20)] == 1
+        for other in (close[::2], close.astype(np.float32), list(close), pd.Series(close)):
+            counted_zscore(other, 20)
+            counted_zscore(other, 20)  # a hit, but for the Series (not keyed)
+        assert memo.hits == 5 and memo.bypassed == 2
+        changed = close.copy()
+        first = counted_zscore(changed, 20)
+        changed[5] += 1.0  # in place: the short path's guard misses too
+        assert counted_zscore(changed, 20) is not first
+    assert CALLS[("zscore", 20)] == 1 + 3 + 2 + 2
+
+
 def test_results_are_read_only_and_arguments_it_cannot_key_bypass_the_memo() -> None:
     with I.memo_scope() as memo:
         z = counted_zscore(BARS.close[0], 20)
@@ -254,12 +276,17 @@ def memo_answers(bars: Any, kind: str = "int8", k: int = 0) -> Any:
     answers = {"int8": held.astype(np.int8), "int64": held, "float": held.astype(float),
                "bool": held > 0, "rows": held[None, :].astype(np.int16),
                "list": held.tolist(), "half": held / 2, "nan": np.where(held > 0, np.nan, 0.0),
-               "two": held * 2, "shape": held[1:]}
+               "two": held * 2, "shape": held[1:], "int8_rows": held[None, :].astype(np.int8),
+               "int8_two": (held * 2).astype(np.int8), "int8_min": np.full_like(held, -128,
+                                                                            dtype=np.int8),
+               "int8_shape": held[1:].astype(np.int8)}
     return answers[kind]
 
 
-GOOD = ["int8", "int64", "float", "bool", "rows"]
-WRONG = ["half", "nan", "two", "shape", "list"]
+# (int8 and bool answers of the right shape are copied as they are and their values checked
+# for the whole batch at once; the others take the one-pass check of each answer)
+GOOD = ["int8", "int64", "float", "bool", "rows", "int8_rows"]
+WRONG = ["half", "nan", "two", "shape", "list", "int8_two", "int8_min", "int8_shape"]
 
 
 def test_a_sweep_checks_each_answer_as_a_single_run_does() -> None:
@@ -356,6 +383,22 @@ def test_a_sweep_whose_every_combination_fails_says_why() -> None:
     assert "ValueError: lookback 60 is too long for this data" in message
     assert isinstance(info.value.__cause__, StrategyError)
     assert len(I.current_memo()) == 0
+
+
+@ql.strategy(name="memo_bad_then_raising")
+def memo_bad_then_raising(bars: Any, k: int = 0) -> Any:
+    if k == 0:  # a wrong int8 answer: found by the check of the batch, after every call
+        return np.full(bars.close.shape, 2, dtype=np.int8)
+    raise ValueError(f"k {k} raises at once")
+
+
+def test_the_first_failure_is_the_first_combination_even_when_found_after_the_batch() -> None:
+    with pytest.raises(StrategyError) as info:
+        ql.backtest(DATA, "memo_bad_then_raising", {"k": [0, 1, 2]})
+    message = str(info.value)
+    assert "the first ({'k': 0}): strategy 'memo_bad_then_raising' returned the signal value 2" \
+        in message
+    assert "returned the signal value 2" in str(info.value.__cause__)
 
 
 def test_a_single_run_that_fails_still_raises() -> None:

@@ -35,7 +35,7 @@ from quantlab.engine.result import RESIMULATION, Result
 from quantlab.engine.version import ENGINE_VERSION
 from quantlab.errors import ConfigError, RunError, StrategyError
 from quantlab.settings import env_number
-from quantlab.strategies import Indicators, Strategy, get_strategy
+from quantlab.strategies import Indicators, Strategy, check_signals, get_strategy
 
 # a sweep batch holds at most this many signal bytes (k x symbols x bars int8)
 _BATCH_BYTES = 8 << 20
@@ -328,16 +328,47 @@ class Simulation:
         out = np.empty((len(combos), bars.n_symbols, bars.n_bars), np.int8)
         # a sweep that carries no option: a combination is the strategy's params as it is
         own = self._own if self.swept else _as_is
+        shapes = (out.shape[1:], out.shape[2:] if bars.n_symbols == 1 else None)
+        copied: list[int] = []  # rows copied as they are (int8): their values checked below
         for j, combo in enumerate(combos):
             try:
-                V.store_signals(strategy.raw_signals(bars, own(combo), ind), bars,
-                                strategy.name, out[j])
+                raw = strategy.raw_signals(bars, own(combo), ind)
+                if type(raw) is np.ndarray and raw.dtype.char in "b?" and raw.shape in shapes:
+                    # the usual answer: a plain copy (bool is 0/1; int8 checked for the batch
+                    # at once below, where a per-combination check costs ~1 us a call)
+                    out[j] = raw
+                    if raw.dtype.char == "b":
+                        copied.append(j)
+                else:
+                    V.store_signals(raw, bars, strategy.name, out[j])
             except StrategyError as exc:
-                if not self.failed:
-                    self._first_failure = exc  # the cause shown if every combination fails
-                self.failed[first + j] = str(exc)
+                self._record_failure(first + j, exc)
                 out[j] = 0
+        if copied:
+            self._check_copied(out, copied, first)
         return out
+
+    def _check_copied(self, out: np.ndarray, copied: list[int], first: int) -> None:
+        """The int8 rows ``copied`` as they were returned: each value must be -1, 0 or +1. One
+        pass over the batch; a row that fails is judged by ``check_signals`` (its message)."""
+        if int(out.min()) >= -1 and int(out.max()) <= 1:
+            return
+        flat = out.reshape(len(out), -1)
+        for j in copied:
+            if int(flat[j].min()) >= -1 and int(flat[j].max()) <= 1:
+                continue
+            try:
+                check_signals(out[j], self.bars, self.strategy.name)
+            except StrategyError as exc:
+                self._record_failure(first + j, exc)
+                out[j] = 0
+
+    def _record_failure(self, index: int, exc: StrategyError) -> None:
+        """Combination ``index`` raised: skipped; the lowest such index's error is the cause
+        shown if every combination fails (a batch's bad values are found after its calls)."""
+        if not self.failed or index < getattr(self, "_first_failure_at", -1):
+            self._first_failure, self._first_failure_at = exc, index
+        self.failed[index] = str(exc)
 
     def _run_sweep(self, start: int, stop: int) -> None:
         with self._threads():

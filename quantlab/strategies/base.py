@@ -198,11 +198,11 @@ class Strategy:
     def raw_signals(self, bars: Bars, params: Mapping[str, Any],
                     ind: Indicators | None = None) -> Any:
         """The strategy's answer, not checked yet (a sweep checks it as it stores it)."""
-        kwargs = dict(params)
+        kwargs = params
         if self.wants_ind:
-            kwargs["ind"] = ind if ind is not None else Indicators(bars)
+            kwargs = {**params, "ind": ind if ind is not None else Indicators(bars)}
         try:
-            return self.func(bars, **kwargs)
+            return self.func(bars, **kwargs)  # (** gives the function its own dict)
         except Exception as exc:
             raise StrategyError(
                 f"strategy '{self.name}' raised {type(exc).__name__}: {exc} (with params "
