@@ -17,7 +17,6 @@ Every combination's bar returns are those of its run over all the bars (the metr
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from quantlab.engine.api import load_bars
 from quantlab.engine.options import reject_unknown
 from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
+from quantlab.research.blobs import frame_of, parquet_bytes, plain
 from quantlab.research.blocksums import block_sums
 from quantlab.research.walkforward import VIEW
 
@@ -93,7 +93,7 @@ class CrossValidation:
             return {}
         chosen = self.splits[self.param_names].astype(object).apply(tuple, axis=1)
         best = chosen.value_counts(sort=True).index[0]
-        return {name: _plain(v) for name, v in zip(self.param_names, best, strict=True)}
+        return {name: plain(v) for name, v in zip(self.param_names, best, strict=True)}
 
     def __repr__(self) -> str:
         found = self.summary()
@@ -126,13 +126,13 @@ class CrossValidation:
                    "test_groups": self.test_groups, "purge": self.purge, "embargo": self.embargo,
                    "param_names": self.param_names, "partial": self.partial,
                    "n_splits": self.n_splits}
-        return {"paths.parquet": _parquet(self.paths), "splits.parquet": _parquet(splits),
-                "groups.parquet": _parquet(self.groups), BLOB_NAME: json.dumps(summary).encode()}
+        return {"paths.parquet": parquet_bytes(self.paths), "splits.parquet": parquet_bytes(splits),
+                "groups.parquet": parquet_bytes(self.groups), BLOB_NAME: json.dumps(summary).encode()}
 
     @classmethod
     def from_blobs(cls, blobs: Mapping[str, bytes]) -> CrossValidation:
         summary = json.loads(blobs[BLOB_NAME])
-        frames = {name: pd.read_parquet(io.BytesIO(blobs[f"{name}.parquet"]))
+        frames = {name: frame_of(blobs[f"{name}.parquet"])
                   for name in ("paths", "splits", "groups")}
         splits = frames["splits"]
         if "test_groups" in splits:
@@ -147,17 +147,6 @@ class CrossValidation:
 
 #: the summary blob of a queued cross-validation's result
 BLOB_NAME = "cross_validate.json"
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=True)
-    return buf.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
 
 
 def path_count(groups: int, test_groups: int) -> int:

@@ -13,7 +13,6 @@ out-of-sample curve.
 from __future__ import annotations
 
 import html
-import io
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ from quantlab.engine.options import DEFAULTS, reject_unknown
 from quantlab.engine.result import Result
 from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
+from quantlab.research.blobs import frame_of, parquet_bytes, plain
 from quantlab.research.confidence import PATH_METRICS, bar_returns, path_metrics
 from quantlab.strategies import Strategy
 from quantlab.strategies.registry import get_strategy
@@ -84,7 +84,7 @@ class WalkForward:
         if not len(self.folds):
             return {}
         last = self.folds.iloc[-1]
-        return {name: _plain(last[name]) for name in self.param_names}
+        return {name: plain(last[name]) for name in self.param_names}
 
     def __repr__(self) -> str:
         done = (f"{len(self.folds)} of {self.n_folds} folds (PARTIAL)" if self.partial
@@ -114,16 +114,16 @@ class WalkForward:
                    "efficiency": self.efficiency, "select": self.select,
                    "param_names": self.param_names, "partial": self.partial,
                    "n_folds": self.n_folds}
-        return {"folds.parquet": _parquet(self.folds),
-                "equity.parquet": _parquet(self.equity.to_frame()),
+        return {"folds.parquet": parquet_bytes(self.folds),
+                "equity.parquet": parquet_bytes(self.equity.to_frame()),
                 BLOB_NAME: json.dumps(summary).encode()}
 
     @classmethod
     def from_blobs(cls, blobs: Mapping[str, bytes]) -> WalkForward:
         summary = json.loads(blobs[BLOB_NAME])
-        equity = pd.read_parquet(io.BytesIO(blobs["equity.parquet"]))["equity"]
+        equity = frame_of(blobs["equity.parquet"])["equity"]
         equity.index = pd.DatetimeIndex(equity.index, freq=None)  # type: ignore[arg-type]
-        return cls(pd.read_parquet(io.BytesIO(blobs["folds.parquet"])), equity,
+        return cls(frame_of(blobs["folds.parquet"]), equity,
                    summary["metrics"], float(summary["efficiency"]), summary["select"],
                    list(summary["param_names"]), partial=bool(summary["partial"]),
                    n_folds=summary.get("n_folds"))
@@ -149,17 +149,6 @@ class _View:
 VIEW = _View()
 #: the summary blob of a queued walk-forward's result
 BLOB_NAME = "walk_forward.json"
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=True)
-    return buf.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
 
 
 # ------------------------------------------------------------------------------ the folds
