@@ -14,6 +14,7 @@ table's ``sharpe / sqrt(periods_per_year)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ from quantlab.metrics import M_N_ACC, M_SUM, M_SUM2, M_SUM3, M_SUM4
 
 # a batch of user-strategy signals holds at most this many bytes (k x symbols x bars int8)
 _BATCH_BYTES = 8 << 20
+# combinations re-simulated between two reports of block_sums(progress=): a 20,000-combination
+# sweep on 5 symbols re-simulates ~1,000 of them in ~0.1 s here
+PART_COMBINATIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -92,20 +96,34 @@ def _crossovers(open_, high, low, close, lines, fast_row, slow_row, cfgs, rows, 
         _one(open_, high, low, close, sig, cfgs[rows[j]], weights, bounds, out[j])
 
 
+def parts(count: int) -> int:
+    """How many parts :func:`block_sums` with ``progress`` computes ``count`` combinations in."""
+    return max(1, -(-int(count) // PART_COMBINATIONS))
+
+
 def block_sums(sim: Simulation, bounds: np.ndarray, count: int | None = None,
-               first: int = 0) -> BlockSums:
+               first: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> BlockSums:
     """The block sums of the combinations ``first:count`` of the sweep ``sim`` (all by
     default), blocks ``bounds[b]:bounds[b+1]`` of the bars. ``sim`` is prepared if it is not.
     Each combination's sums are its own (no combination depends on another): computed in
     parts (a queued cross-validation's chunks, between which it may be cancelled), they are
-    the same numbers."""
+    the same numbers. ``progress(done, total)``: told after each part of
+    ``PART_COMBINATIONS`` combinations (``total`` = :func:`parts`), into one output array."""
     if not sim._prepared:
         sim.prepare()
     stop = len(sim.combos) if count is None else int(count)
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     out = np.zeros((stop, len(bounds) - 1, 4))
     with sim._threads():
-        _fill(sim, bounds, stop, out, first)
+        if progress is None:
+            _fill(sim, bounds, stop, out, first)
+        else:
+            total = parts(stop - first)
+            for k in range(total):
+                start = first + k * PART_COMBINATIONS
+                _fill(sim, bounds, min(stop, start + PART_COMBINATIONS), out, start)
+                progress(k + 1, total)
     return BlockSums(n=np.diff(bounds).astype(float), sums=out[first:].transpose(1, 0, 2))
 
 
@@ -142,4 +160,4 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
                      out[b0:b1])
 
 
-__all__ = ["BlockSums", "block_sums"]
+__all__ = ["PART_COMBINATIONS", "BlockSums", "block_sums", "parts"]
