@@ -470,7 +470,9 @@ class Job:
         time.sleep(delay)
 
     def _overfitting(self, done: int, total: int) -> None:
-        self.tell(StepProgress(STEP_OVERFITTING, done, total))
+        """Every part is told: a part is ~0.1 s of a big sweep, and there are at most
+        ``3 + combinations / 1,000`` of them (quantlab.research.blocksums.PART_COMBINATIONS)."""
+        self.step(STEP_OVERFITTING, done, total)
 
     def _completed(self, result: Any) -> None:
         fields = self._save_result(result, told=True)
