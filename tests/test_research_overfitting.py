@@ -512,3 +512,23 @@ def test_block_sums_in_parts_tell_each_part_and_give_the_same_numbers(
     ov = overfitting(sweep._source, sweep.table, 8, progress=lambda d, t: told.append((d, t)))
     assert steps(6) == 3 and told == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert ov.pbo == sweep.overfitting(blocks=8).pbo
+
+
+def test_a_sweeps_trial_keys_are_the_digest_of_its_settings_and_params() -> None:
+    """The ledger's keys, written once per sweep for speed, stay the digest they always were
+    (the sorted JSON of settings and params: trials recorded before keep matching)."""
+    import hashlib
+    import json
+
+    sweep = ql.backtest(random_walk(300, seed=6), "sma_crossover",
+                        {"fast": [3, 5], "slow": [20, 30]}, commission=0.001)
+    keys = ledger.trials_of(sweep)
+    assert len(keys) == 4
+    settings = {k: v for k, v in sweep.config.items()
+                if k not in ("params", "select", "n_combinations", "skipped", "engine_version")}
+    for row in sweep.table[["fast", "slow"]].to_dict("records"):
+        params = {k: int(v) for k, v in row.items()}
+        text = json.dumps({"settings": settings, "params": params}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        assert hashlib.sha256(text.encode()).hexdigest() in keys
+        assert ledger.trial_key(sweep.config, params) in keys
