@@ -7,8 +7,9 @@ now owns). The chunked loop and what it shares with a split sweep's shards are i
 :mod:`quantlab.jobs.execution`; the coordinator of a split sweep is in :mod:`quantlab.jobs.shards`.
 
 Steps, each reported as ``step`` in the run document and in progress events:
-collecting market data -> computing indicators -> simulating -> saving results, with
-"compiling the engine (...)" while a chunk makes Numba compile (a worker's first run of a kind).
+collecting market data -> computing indicators -> simulating -> overfitting statistics (a
+sweep: ledger, re-simulation, CSCV, counted) -> saving results, with "compiling the engine (...)"
+while a chunk makes Numba compile (a worker's first run of a kind).
 """
 
 from __future__ import annotations
