@@ -65,9 +65,10 @@ def timeline(symbols: list[str], tmp: Path, shards: int) -> None:
             continue
         if data["step"] == "simulating" and data["done_units"] == data["total_units"]:
             simulated_at = at
-        if data["step"] == last_step and data["step"] in ("simulating", "computing indicators") \
-                and data["done_units"] < data["total_units"] \
-                and data.get("step_done") != data.get("step_total"):
+        if data["step"] == last_step and (
+                (data["step"] == "simulating" and data["done_units"] < data["total_units"])
+                or (data["step"] == "computing indicators"
+                    and data.get("step_done", 0) < data.get("step_total", 0))):
             continue  # one line per simulating (or indicators) stretch is enough
         last_step = data["step"]
         count = f" {data.get('step_done')}/{data.get('step_total')}" if data.get(
