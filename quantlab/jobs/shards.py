@@ -500,6 +500,7 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
     job.log(f"sweep of {total} combinations split into {count} shards "
             f"({count - len(pending)} already done)")
     sim_start = time.monotonic()
+    done_at_start = 0
     # the shards' first seconds (indicators, a compile) are told until they simulate
     started = [_done(board) > 0]
     last_start: list[StepProgress | None] = [None]
@@ -509,18 +510,20 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
         job.step(STEP_INDICATORS)
 
     def tell() -> None:
-        nonlocal sim_start
+        nonlocal sim_start, done_at_start
         done = _done(board)
         found = start_step(board, simulating=started[0] or done > 0)
         if found is not None:
             if found != last_start[0]:  # an idle coordinator polls: only news is told
                 last_start[0] = found
                 job.tell(found)
-            sim_start = time.monotonic()  # the ETA is measured from the first simulated chunk
+            # the simulating rate is measured from after the indicators and any compile
+            sim_start, done_at_start = time.monotonic(), done
             return
         started[0] = True
         elapsed = time.monotonic() - sim_start
-        eta = (total - done) * elapsed / done if done else None
+        rate = (done - done_at_start) / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else None
         job.tell(StepProgress(STEP_SIMULATING, done, total, eta))
 
     def tick() -> None:
