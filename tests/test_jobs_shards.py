@@ -453,3 +453,24 @@ def test_a_split_sweeps_first_steps_are_summed_over_its_shards(backend: str,
     assert shards.start_step(board, simulating=False) == StepProgress(STEP_INDICATORS, 10, 16)
     board.clear()
     assert board.step_counts(0, STEP_INDICATORS) is None
+
+
+def test_a_helpers_shard_writes_its_indicator_counts_on_the_board(home: Path,
+                                                                   no_worker: None) -> None:
+    """A helper worker's shard tells its coordinator what it computed first (the counts the
+    coordinator sums): shard 0 of 2 is fast 5..20 x slow 50, 100, 150, 7 look-backs."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_INDICATORS
+
+    run = ql.submit(SWEEP)
+    _taken_by_a_coordinator_that_dies(run.id)  # a coordinator that is running it
+    board = ShardBoard(run.id, SHARDS, settings.current())
+    shards.execute_shard(run.id, 0, SHARDS)
+    assert board.result(0) is not None and board.result(0)["complete"]
+    assert board.step_counts(0, STEP_INDICATORS) == (7, 7)
+    # this process has the engine compiled (or loads it from Numba's cache): nothing compiled
+    compiled = board.step_counts(0, STEP_COMPILING)
+    assert compiled is None or compiled[0] == compiled[1]
+    assert shards.start_step(board, simulating=False) == shards.StepProgress(
+        STEP_INDICATORS, 7, 7)
+    shards.cleanup(run.id, SHARDS, settings.current())
+    assert board.step_counts(0, STEP_INDICATORS) is None
