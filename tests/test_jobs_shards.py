@@ -450,6 +450,10 @@ def test_a_split_sweeps_first_steps_are_summed_over_its_shards(backend: str,
     assert shards.start_step(board, simulating=True) == StepProgress(STEP_COMPILING, 3, 20)
     board.tell_step(2, STEP_COMPILING, 20, 20)  # compiled: no longer compiling
     assert shards.start_step(board, simulating=True) is None
+    # a shard whose worker went silent mid-compile is released: its compile is over
+    board.tell_step(2, STEP_COMPILING, 5, 20)
+    board.release(2)
+    assert shards.start_step(board, simulating=True) is None
     assert shards.start_step(board, simulating=False) == StepProgress(STEP_INDICATORS, 10, 16)
     board.clear()
     assert board.step_counts(0, STEP_INDICATORS) is None

@@ -185,6 +185,8 @@ class ShardBoard:
         between is never taken for dead (``stale`` falls back to its fresh claim)."""
         self.storage.delete_data(self._key(index, "claim"))
         self.storage.delete_data(self._key(index, "beat"))
+        for what in SHARD_STEPS.values():  # a worker lost mid-compile is compiling no more
+            self.storage.delete_data(self._key(index, what))
 
     def reset(self, index: int) -> None:
         """Forget shard ``index`` (result, claim, beat): it is to be run again from its start."""
