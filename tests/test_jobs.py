@@ -936,3 +936,26 @@ def test_a_single_runs_end_has_no_overfitting_step(home: Path, no_worker: None) 
     assert run.status == "completed", run.record["error"]
     steps = [p["step"] for p in _progress(run)]
     assert STEP_OVERFITTING not in steps and steps[-1] == STEP_SAVING
+
+
+def test_a_fresh_workers_sweep_end_tells_the_statistics_compile_and_never_goes_back(
+        home: Path, workers: Workers, tmp_path: Path) -> None:
+    """On an empty Numba cache the overfitting statistics' kernels (block sums, CSCV) compile
+    at the sweep's end: told as the engine's compile (Numba's own event) between the parts of
+    the step, the bar staying where it is."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_OVERFITTING, STEP_SAVING
+
+    workers.start(env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}, warm_up=False)
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    told = _progress(run)
+    steps = [p["step"] for p in told]
+    first_end = steps.index(STEP_OVERFITTING)
+    compiled = [p for p in told[first_end:] if p["step"] == STEP_COMPILING]
+    assert compiled, steps[first_end:]
+    assert compiled[-1]["step_done"] == compiled[-1]["step_total"] >= 1
+    assert steps[-1] == STEP_SAVING
+    assert steps.index(STEP_SAVING) > max(i for i, s in enumerate(steps) if s == STEP_COMPILING)
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress)
+    assert all(p["progress"] >= 0.95 for p in compiled)

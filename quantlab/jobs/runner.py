@@ -27,6 +27,7 @@ from typing import Any
 from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
+from quantlab.engine import compiling
 from quantlab.errors import HomeNotWritable, RunNotFound
 from quantlab.jobs import lifecycle, queue, shards, slots, validation
 from quantlab.jobs.execution import (
@@ -438,9 +439,11 @@ class Job:
         prefix = f"runs/{self.run_id}/"
         # the run's trials join the ledger; a sweep's overfitting summary is stored with it
         # (a walk-forward or cross-validation has no sweep table: no ledger, no overfitting)
-        ending = ({} if validation.is_validation(result)
-                  else research.run_end_fields(self.registry, self.sim, result, self.log,
-                                               progress=self._overfitting if told else None))
+        # Numba compiling the statistics' kernels (a cold cache: seconds) is told as at the start
+        with compiling.watching(self._compiling if told else None):
+            ending = ({} if validation.is_validation(result)
+                      else research.run_end_fields(self.registry, self.sim, result, self.log,
+                                                   progress=self._overfitting if told else None))
         if told and self.step_told != STEP_SAVING:  # a validation told it after its folds
             units = self._units_total()
             self.step(STEP_SAVING, units, units)
