@@ -17,7 +17,7 @@ import pytest
 import quantlab as ql
 from quantlab.errors import ConfigError, QueueFull, RunError, RunNotFound, StoreUnavailable
 from quantlab.events import open_events
-from quantlab.jobs import orchestrator, queue
+from quantlab.jobs import orchestrator, queue, runner
 from quantlab.jobs.supervisor import worker_alive
 from quantlab.registry import open_registry
 from quantlab.settings import current
@@ -899,3 +899,63 @@ def test_a_fresh_workers_first_run_reports_compiling_the_engine(
     again = ql.submit({**SINGLE, "params": {"fast": 5, "slow": 40}}).wait(timeout=WAIT)
     assert again.status == "completed", again.record["error"]
     assert STEP_COMPILING not in [p["step"] for p in _progress(again)]
+
+
+def test_a_sweeps_end_tells_its_overfitting_statistics_part_by_part_then_saving(
+        home: Path, no_worker: None) -> None:
+    from quantlab.jobs.execution import STEP_OVERFITTING, STEP_SAVING, STEP_SIMULATING
+    from quantlab.research.overfitting import steps as overfitting_steps
+
+    run = ql.submit(SWEEP)
+    runner.execute(run.id)
+    assert run.status == "completed", run.record["error"]
+    told = _progress(run)
+    steps = [p["step"] for p in told]
+    end = [p for p in told if p["step"] == STEP_OVERFITTING]
+    n = len(run.result().table)
+    # the ledger, then the re-simulation's parts, then the CSCV
+    assert end[-1]["step_total"] == 1 + overfitting_steps(n)
+    parts = [p["step_done"] for p in end]
+    assert parts == sorted(parts) and parts[0] == 0 and parts[-1] == end[-1]["step_total"]
+    fractions = [p["progress"] for p in end]
+    assert fractions[0] == pytest.approx(0.95) and fractions[-1] == pytest.approx(0.99)
+    assert fractions == sorted(fractions) and len(set(fractions)) > 2  # the bar moves
+    assert steps.index(STEP_OVERFITTING) > max(i for i, s in enumerate(steps)
+                                               if s == STEP_SIMULATING)
+    assert steps[-1] == STEP_SAVING and STEP_OVERFITTING not in steps[steps.index(STEP_SAVING):]
+    assert all(p["done_units"] == p["total_units"] == n for p in end)
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress)
+
+
+def test_a_single_runs_end_has_no_overfitting_step(home: Path, no_worker: None) -> None:
+    from quantlab.jobs.execution import STEP_OVERFITTING, STEP_SAVING
+
+    run = ql.submit(SINGLE)
+    runner.execute(run.id)
+    assert run.status == "completed", run.record["error"]
+    steps = [p["step"] for p in _progress(run)]
+    assert STEP_OVERFITTING not in steps and steps[-1] == STEP_SAVING
+
+
+def test_a_fresh_workers_sweep_end_tells_the_statistics_compile_and_never_goes_back(
+        home: Path, workers: Workers, tmp_path: Path) -> None:
+    """On an empty Numba cache the overfitting statistics' kernels (block sums, CSCV) compile
+    at the sweep's end: told as the engine's compile (Numba's own event) between the parts of
+    the step, the bar staying where it is."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_OVERFITTING, STEP_SAVING
+
+    workers.start(env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}, warm_up=False)
+    run = ql.submit(SWEEP).wait(timeout=WAIT)
+    assert run.status == "completed", run.record["error"]
+    told = _progress(run)
+    steps = [p["step"] for p in told]
+    first_end = steps.index(STEP_OVERFITTING)
+    compiled = [p for p in told[first_end:] if p["step"] == STEP_COMPILING]
+    assert compiled, steps[first_end:]
+    assert compiled[-1]["step_done"] == compiled[-1]["step_total"] >= 1
+    assert steps[-1] == STEP_SAVING
+    assert steps.index(STEP_SAVING) > max(i for i, s in enumerate(steps) if s == STEP_COMPILING)
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress)
+    assert all(p["progress"] >= 0.95 for p in compiled)

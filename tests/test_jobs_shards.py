@@ -393,3 +393,88 @@ def test_a_split_sweep_whose_every_combination_raised_fails_as_an_unsplit_one(
     assert str(unsplit.value) in run.record["error"]
     assert "every one of the 24 combinations of strategy 'shards_picky' failed" \
         in run.record["error"]
+
+
+# -- what a split sweep's progress says (issue 17, rough edge 15) --------------------------------
+
+
+def test_a_split_sweep_tells_its_indicators_then_simulates_then_its_overfitting_never_back(
+        backend: str, no_worker: None) -> None:
+    from quantlab.jobs.execution import (
+        STEP_INDICATORS,
+        STEP_OVERFITTING,
+        STEP_SAVING,
+        STEP_SIMULATING,
+    )
+
+    run = ql.submit(SWEEP)
+    runner.execute(run.id)
+    assert run.status == "completed", run.record.get("error")
+    assert any(f"split into {SPLIT} shards" in line["message"] for line in run.logs())
+    told = [e.data for e in run.events() if e.type == "progress"]
+    steps = [p["step"] for p in told]
+    first_simulating = steps.index(STEP_SIMULATING)
+    # the shard the coordinator prepares first: its look-backs counted as computed, before
+    # any combination is simulated (fast 5, 10 x slow 50, 100, 150: 5 look-backs)
+    indicators = [p for p in told[:first_simulating] if p["step"] == STEP_INDICATORS]
+    counts = [p["step_done"] for p in indicators]
+    assert len(indicators) >= 2 and counts == sorted(counts) and counts[-1] == 5
+    assert indicators[-1]["step_total"] == 5
+    assert steps[:2] == ["collecting market data", STEP_INDICATORS]
+    assert STEP_INDICATORS not in steps[first_simulating:]  # never back to the first steps
+    # the end: the overfitting statistics counted part by part, then the save
+    end = [p for p in told if p["step"] == STEP_OVERFITTING]
+    parts = [p["step_done"] for p in end]
+    assert parts == sorted(parts) and parts[0] == 0 and parts[-1] == end[-1]["step_total"] >= 3
+    assert steps[-1] == STEP_SAVING
+    assert max(i for i, s in enumerate(steps) if s == STEP_SIMULATING) \
+        < steps.index(STEP_OVERFITTING) < steps.index(STEP_SAVING)
+    assert all(p["done_units"] == COMBINATIONS for p in end)  # the shards' units, not 0
+    progress = [p["progress"] for p in told]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(0.99)
+    assert run.record["overfitting"]["n_sweep"] == COMBINATIONS
+
+
+def test_a_split_sweeps_first_steps_are_summed_over_its_shards(backend: str,
+                                                                no_worker: None) -> None:
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_INDICATORS, StepProgress
+
+    board = ShardBoard("r-steps", 3, settings.current())
+    assert shards.start_step(board, simulating=False) == StepProgress(STEP_INDICATORS, 0, 0)
+    board.tell_step(0, STEP_INDICATORS, 4, 10)
+    board.tell_step(1, STEP_INDICATORS, 6, 6)
+    assert shards.start_step(board, simulating=False) == StepProgress(STEP_INDICATORS, 10, 16)
+    # a shard that compiles: the compile is told, summed over the shards compiling
+    board.tell_step(2, STEP_COMPILING, 3, 20)
+    assert shards.start_step(board, simulating=False) == StepProgress(STEP_COMPILING, 3, 20)
+    assert shards.start_step(board, simulating=True) == StepProgress(STEP_COMPILING, 3, 20)
+    board.tell_step(2, STEP_COMPILING, 20, 20)  # compiled: no longer compiling
+    assert shards.start_step(board, simulating=True) is None
+    # a shard whose worker went silent mid-compile is released: its compile is over
+    board.tell_step(2, STEP_COMPILING, 5, 20)
+    board.release(2)
+    assert shards.start_step(board, simulating=True) is None
+    assert shards.start_step(board, simulating=False) == StepProgress(STEP_INDICATORS, 10, 16)
+    board.clear()
+    assert board.step_counts(0, STEP_INDICATORS) is None
+
+
+def test_a_helpers_shard_writes_its_indicator_counts_on_the_board(home: Path,
+                                                                   no_worker: None) -> None:
+    """A helper worker's shard tells its coordinator what it computed first (the counts the
+    coordinator sums): shard 0 of 2 is fast 5..20 x slow 50, 100, 150, 7 look-backs."""
+    from quantlab.jobs.execution import STEP_COMPILING, STEP_INDICATORS
+
+    run = ql.submit(SWEEP)
+    _taken_by_a_coordinator_that_dies(run.id)  # a coordinator that is running it
+    board = ShardBoard(run.id, SHARDS, settings.current())
+    shards.execute_shard(run.id, 0, SHARDS)
+    assert board.result(0) is not None and board.result(0)["complete"]
+    assert board.step_counts(0, STEP_INDICATORS) == (7, 7)
+    # this process has the engine compiled (or loads it from Numba's cache): nothing compiled
+    compiled = board.step_counts(0, STEP_COMPILING)
+    assert compiled is None or compiled[0] == compiled[1]
+    assert shards.start_step(board, simulating=False) == shards.StepProgress(
+        STEP_INDICATORS, 7, 7)
+    shards.cleanup(run.id, SHARDS, settings.current())
+    assert board.step_counts(0, STEP_INDICATORS) is None

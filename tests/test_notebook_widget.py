@@ -343,16 +343,18 @@ def test_step_progress_moves_between_the_step_start_points() -> None:
         STEP_COMPILING,
         STEP_DATA,
         STEP_INDICATORS,
+        STEP_OVERFITTING,
         STEP_PROGRESS,
         STEP_SAVING,
         STEP_SIMULATING,
         step_progress,
     )
 
-    order = [STEP_DATA, STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING, STEP_SAVING]
+    order = [STEP_DATA, STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING, STEP_OVERFITTING,
+             STEP_SAVING]
     assert [STEP_PROGRESS[s] for s in order] == sorted(STEP_PROGRESS[s] for s in order)
     for step, after in ((STEP_INDICATORS, STEP_COMPILING), (STEP_COMPILING, STEP_SIMULATING),
-                        (STEP_SIMULATING, STEP_SAVING)):
+                        (STEP_SIMULATING, STEP_OVERFITTING), (STEP_OVERFITTING, STEP_SAVING)):
         assert step_progress(step, 0, 10) == STEP_PROGRESS[step]
         assert STEP_PROGRESS[step] < step_progress(step, 5, 10) < STEP_PROGRESS[after]
         assert step_progress(step, 10, 10) == pytest.approx(STEP_PROGRESS[after])

@@ -451,3 +451,84 @@ def test_a_single_run_cancelled_before_its_result_is_a_trial(home: object,
                        start=SWEEP["start"], end=SWEEP["end"], interval="1d")
     group = open_registry().trial_ledger(ledger.group_key(here.config))
     assert group == {ledger.trial_key(here.config, here.params): None}
+
+
+# ---- block sums: each kernel variant, and in parts -------------------------------------------
+
+
+def _paper_block_sums(equity: np.ndarray, cash: float, bounds: np.ndarray) -> np.ndarray:
+    """Per block, the sums of r, r^2, r^3, r^4 of a run's bar returns (docs/metrics.md: the
+    first bar's measured from the cash), written from the definition."""
+    eq = np.concatenate(([cash], equity))
+    r = eq[1:] / eq[:-1] - 1
+    return np.array([[np.sum(r[a:b] ** p) for p in (1, 2, 3, 4)]
+                     for a, b in itertools.pairwise(bounds)])
+
+
+@pytest.mark.parametrize("case", ["two symbols", "stops swept"])
+def test_block_sums_of_every_kernel_variant_equal_the_single_runs(home: object,
+                                                                   case: str) -> None:
+    """The re-simulation compiles only the kernel a sweep needs (several symbols: simulate;
+    one symbol with stops: simulate1 with highs and lows; without: simulate1 alone); each
+    gives the single runs' returns, block by block."""
+    from quantlab.research.blocksums import block_sums
+
+    symbols = ["AAA", "BBB"] if case == "two symbols" else ["AAA"]
+    options: dict[str, object] = {} if case == "two symbols" else {"stop_loss": [None, 0.02]}
+    grid = {"fast": [5, 10], "slow": [50]}
+    dates = {"start": SWEEP["start"], "end": SWEEP["end"], "interval": "1d"}
+    sweep = ql.backtest(symbols, "sma_crossover", grid, cash=10_000, **options, **dates)
+    bounds = ss.block_bounds(len(sweep.equity), 4)
+    sums = block_sums(sweep._source, bounds)
+    rows = sweep.table.to_dict("records")
+    for j, row in enumerate(rows):
+        stop = row.get("stop_loss")
+        stop = None if stop is None or stop != stop else float(stop)
+        single = ql.backtest(symbols, "sma_crossover", {"fast": row["fast"], "slow": row["slow"]},
+                             cash=10_000, stop_loss=stop, **dates)
+        np.testing.assert_allclose(sums.sums[:, j, :],
+                                   _paper_block_sums(single.equity.to_numpy(), 10_000, bounds),
+                                   rtol=1e-9, atol=1e-15)
+
+
+def test_block_sums_in_parts_tell_each_part_and_give_the_same_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantlab.research import blocksums
+    from quantlab.research.overfitting import steps
+
+    sweep = ql.backtest(random_walk(400, seed=4), "sma_crossover",
+                        {"fast": [3, 5, 8], "slow": [20, 30]})
+    bounds = ss.block_bounds(400, 8)
+    whole = blocksums.block_sums(sweep._source, bounds)
+    monkeypatch.setattr(blocksums, "PART_COMBINATIONS", 4)
+    told: list[tuple[int, int]] = []
+    parts = blocksums.block_sums(sweep._source, bounds, progress=lambda d, t: told.append((d, t)))
+    assert told == [(1, 2), (2, 2)]
+    np.testing.assert_array_equal(parts.sums, whole.sums)
+    # the statistics: the re-simulation's two parts, then the CSCV, from 0
+    told.clear()
+    from quantlab.research import overfitting
+
+    ov = overfitting(sweep._source, sweep.table, 8, progress=lambda d, t: told.append((d, t)))
+    assert steps(6) == 3 and told == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert ov.pbo == sweep.overfitting(blocks=8).pbo
+
+
+def test_a_sweeps_trial_keys_are_the_digest_of_its_settings_and_params() -> None:
+    """The ledger's keys, written once per sweep for speed, stay the digest they always were
+    (the sorted JSON of settings and params: trials recorded before keep matching)."""
+    import hashlib
+    import json
+
+    sweep = ql.backtest(random_walk(300, seed=6), "sma_crossover",
+                        {"fast": [3, 5], "slow": [20, 30]}, commission=0.001)
+    keys = ledger.trials_of(sweep)
+    assert len(keys) == 4
+    settings = {k: v for k, v in sweep.config.items()
+                if k not in ("params", "select", "n_combinations", "skipped", "engine_version")}
+    for row in sweep.table[["fast", "slow"]].to_dict("records"):
+        params = {k: int(v) for k, v in row.items()}
+        text = json.dumps({"settings": settings, "params": params}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        assert hashlib.sha256(text.encode()).hexdigest() in keys
+        assert ledger.trial_key(sweep.config, params) in keys

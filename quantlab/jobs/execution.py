@@ -34,13 +34,16 @@ STEP_INDICATORS = "computing indicators"
 # kind, e.g. its first multi-symbol sweep, or any run on a cold compile cache
 STEP_COMPILING = "compiling the engine (first run of this kind on this worker)"
 STEP_SIMULATING = "simulating"
+# a sweep's end: its trials join the ledger, its combinations are re-simulated block by block
+# and CSCV splits them (quantlab.research.run_end_fields), seconds for a big sweep
+STEP_OVERFITTING = "overfitting statistics (PBO, deflated Sharpe)"
 STEP_SAVING = "saving results"
 # Where each step starts on the run's 0..1 progress bar; simulating spans 0.05..0.95.
 STEP_PROGRESS = {STEP_DATA: 0.0, STEP_INDICATORS: 0.02, STEP_COMPILING: 0.035,
-                 STEP_SIMULATING: 0.05, STEP_SAVING: 0.95}
+                 STEP_SIMULATING: 0.05, STEP_OVERFITTING: 0.95, STEP_SAVING: 0.99}
 # The steps that count their work (done of total): the bar moves from the step's start point
 # to the next one's as they go.
-COUNTED_STEPS = (STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING)
+COUNTED_STEPS = (STEP_INDICATORS, STEP_COMPILING, STEP_SIMULATING, STEP_OVERFITTING)
 
 
 def step_progress(step: str, done: int, total: int) -> float:

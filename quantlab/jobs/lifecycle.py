@@ -114,7 +114,8 @@ class Progress(EventPayload):
     ``bars_delta`` those since the previous progress event, ``done_units``/``total_units`` the
     engine's units (bars, or combinations of a sweep), ``eta_seconds`` the estimate left;
     ``step_done``/``step_total`` count the step's own work where it has a count of its own
-    (indicator series computed, engine functions compiled; 0/0 otherwise)."""
+    (indicator series computed, engine functions compiled, parts of a sweep's
+    overfitting statistics; 0/0 otherwise)."""
 
     type: ClassVar[str] = "progress"
     progress: float

@@ -7,8 +7,9 @@ now owns). The chunked loop and what it shares with a split sweep's shards are i
 :mod:`quantlab.jobs.execution`; the coordinator of a split sweep is in :mod:`quantlab.jobs.shards`.
 
 Steps, each reported as ``step`` in the run document and in progress events:
-collecting market data -> computing indicators -> simulating -> saving results, with
-"compiling the engine (...)" while a chunk makes Numba compile (a worker's first run of a kind).
+collecting market data -> computing indicators -> simulating -> overfitting statistics (a
+sweep: ledger, re-simulation, CSCV, counted) -> saving results, with "compiling the engine (...)"
+while a chunk makes Numba compile (a worker's first run of a kind).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any
 from quantlab import data, research
 from quantlab import settings as settings_mod
 from quantlab.config import BacktestConfig
+from quantlab.engine import compiling
 from quantlab.errors import HomeNotWritable, RunNotFound
 from quantlab.jobs import lifecycle, queue, shards, slots, validation
 from quantlab.jobs.execution import (
     STEP_COMPILING,
     STEP_DATA,
     STEP_INDICATORS,
+    STEP_OVERFITTING,
     STEP_SAVING,
     STEP_SIMULATING,
     CancelRequested,
@@ -213,6 +216,7 @@ class Job:
         self.step_told = ""  # the step of the last progress told (a new one is always told)
         self.progress_told = 0.0  # the bar never goes back (a compile in a later chunk)
         self.compiled_at = 0.0  # when Numba last finished compiling for this run (the ETA)
+        self.units_told: tuple[int, int] | None = None  # (done, total) engine units last told
         self.last_checkpoint = time.monotonic()
         self.sim: Any = None
         self.bars_per_unit = 1
@@ -283,7 +287,6 @@ class Job:
         self._simulate(sim)
         self.log(f"indicators computed: {indicators.computed - computed_before} (those that "
                  f"earlier runs on the same data computed come from this worker's cache)")
-        self.step(STEP_SAVING, sim.done_units, sim.total_units)
         self._completed(sim.result())
 
     def _load_bars(self, cfg: BacktestConfig) -> Any:
@@ -383,7 +386,12 @@ class Job:
         progress = max(step_progress(p.step, p.done, p.total), self.progress_told)
         units = p.step in (STEP_SIMULATING, STEP_SAVING)
         bars_done = int(p.done * self.bars_per_unit) if units else self.bars_told
-        done, total = (p.done, p.total) if units else (self._units_done(), self._units_total())
+        if units:
+            self.units_told = (p.done, p.total)
+        # the other steps keep the engine's units as last told (a split sweep's coordinator
+        # counts its shards' combinations, not its own unrun sweep's)
+        done, total = (p.done, p.total) if units else self.units_told or (
+            self._units_done(), self._units_total())
         eta = None if p.eta is None else round(p.eta, 3)
         if last or changed or now - self.last_event >= PROGRESS_EVERY or self.last_event == 0.0:
             self.last_event = now
@@ -422,15 +430,23 @@ class Job:
 
     # -- endings -----------------------------------------------------------------------------------
 
-    def _save_result(self, result: Any) -> dict[str, Any]:
+    def _save_result(self, result: Any, told: bool = False) -> dict[str, Any]:
         """Write the result's blobs. A home that turned read-only or full keeps the work: the
         save is tried again (backing off to ``SAVE_RETRY_MAX`` s, each time logged with the
-        path) until it succeeds, while this worker owns the run and no cancel is asked."""
+        path) until it succeeds, while this worker owns the run and no cancel is asked.
+        ``told``: say so in progress (a completed run): a sweep's "overfitting statistics"
+        with its parts counted, then "saving results"."""
         prefix = f"runs/{self.run_id}/"
         # the run's trials join the ledger; a sweep's overfitting summary is stored with it
         # (a walk-forward or cross-validation has no sweep table: no ledger, no overfitting)
-        ending = ({} if validation.is_validation(result)
-                  else research.run_end_fields(self.registry, self.sim, result, self.log))
+        # Numba compiling the statistics' kernels (a cold cache: seconds) is told as at the start
+        with compiling.watching(self._compiling if told else None):
+            ending = ({} if validation.is_validation(result)
+                      else research.run_end_fields(self.registry, self.sim, result, self.log,
+                                                   progress=self._overfitting if told else None))
+        if told and self.step_told != STEP_SAVING:  # a validation told it after its folds
+            units = self._units_total()
+            self.step(STEP_SAVING, units, units)
         blobs = result.to_blobs()
         delay = SAVE_RETRY_FIRST
         while True:
@@ -457,8 +473,13 @@ class Job:
             self.log(line, "warning")
         time.sleep(delay)
 
+    def _overfitting(self, done: int, total: int) -> None:
+        """Every part is told: a part is ~0.1 s of a big sweep, and there are at most
+        ``3 + combinations / 1,000`` of them (quantlab.research.blocksums.PART_COMBINATIONS)."""
+        self.step(STEP_OVERFITTING, done, total)
+
     def _completed(self, result: Any) -> None:
-        fields = self._save_result(result)
+        fields = self._save_result(result, told=True)
         self._own_or_raise()
         # a merged sweep tells whether a shard's part is missing: never claim it whole then
         partial = bool(getattr(result, "partial", False))

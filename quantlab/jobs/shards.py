@@ -34,6 +34,7 @@ and is never split; only parameter sweeps are.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -55,12 +56,14 @@ from quantlab.engine.validate import sweep_combinations
 from quantlab.errors import RunNotFound
 from quantlab.jobs import queue
 from quantlab.jobs.execution import (
-    STEP_SAVING,
+    STEP_COMPILING,
+    STEP_INDICATORS,
     STEP_SIMULATING,
     CancelRequested,
     OwnershipLost,
     StepProgress,
     TimedOut,
+    compile_reports,
     drive,
     engine_kwargs,
     load_bars,
@@ -89,6 +92,11 @@ IDLE_POLL = 0.05
 # SHARD_SECONDS each (a shard re-computes its indicators, so tiny shards would waste work).
 SHARD_MIN_SECONDS = 10.0
 SHARD_SECONDS = 5.0
+# Seconds between two writes of a shard's step counts (indicators, compiling) to the board;
+# the first and the last of a step are always written.
+STEP_WRITE_EVERY = 0.05
+# What a shard tells of its first seconds on the board (summed over shards by the coordinator)
+SHARD_STEPS = {STEP_INDICATORS: "indicators", STEP_COMPILING: "compiling"}
 
 
 class ShardFailed(Exception):
@@ -177,11 +185,23 @@ class ShardBoard:
         between is never taken for dead (``stale`` falls back to its fresh claim)."""
         self.storage.delete_data(self._key(index, "claim"))
         self.storage.delete_data(self._key(index, "beat"))
+        for what in SHARD_STEPS.values():  # a worker lost mid-compile is compiling no more
+            self.storage.delete_data(self._key(index, what))
 
     def reset(self, index: int) -> None:
         """Forget shard ``index`` (result, claim, beat): it is to be run again from its start."""
         self.storage.delete_data(self._key(index, "result"))
         self.release(index)
+
+    def tell_step(self, index: int, step: str, done: int, total: int) -> None:
+        """Shard ``index`` did ``done`` of ``total`` of ``step`` (computing indicators, or
+        compiling the engine): the coordinator sums them over shards (:func:`start_step`)."""
+        self._put(self._key(index, SHARD_STEPS[step]), [int(done), int(total)])
+
+    def step_counts(self, index: int, step: str) -> tuple[int, int] | None:
+        """What shard ``index`` last told of ``step``, if anything."""
+        found = self._get(self._key(index, SHARD_STEPS[step]))
+        return None if found is None else (int(found[0]), int(found[1]))
 
     def finish(self, index: int, rows: int, complete: bool,
                failed: Mapping[int, str] | None = None) -> None:
@@ -214,13 +234,33 @@ class ShardBoard:
 
     def clear(self) -> None:
         for index in range(self.count):
-            for what in ("claim", "beat", "result"):
+            for what in ("claim", "beat", "result", *SHARD_STEPS.values()):
                 self.storage.delete_data(self._key(index, what))
         self.storage.delete_data(self._key(None, "cancel"))
 
 
+class StepWriter:
+    """Writes a shard's counts of a step to the board: the first and the last of each step,
+    and between them at most every ``STEP_WRITE_EVERY`` s (a crossover shard tells its
+    indicators per pair of look-backs: hundreds of calls in a fraction of a second)."""
+
+    def __init__(self, board: ShardBoard, index: int, step: str,
+                 then: Callable[[], None] | None = None) -> None:
+        self.board, self.index, self.step, self.then = board, index, step, then
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 0 or done >= total or now - self.last >= STEP_WRITE_EVERY:
+            self.last = now
+            self.board.tell_step(self.index, self.step, done, total)
+            if self.then is not None:
+                self.then()
+
+
 def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, settings: Settings, *,
-              between: Callable[[], None] | None = None) -> None:
+              between: Callable[[], None] | None = None,
+              told: Callable[[], None] | None = None) -> None:
     """Run shard ``index`` of the sweep of run ``doc`` and record its table.
 
     ``between`` is called after every engine chunk (the coordinator publishes progress and
@@ -229,6 +269,11 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
     part is recorded) or no longer running, e.g. re-queued because its coordinator died: then
     nothing is recorded and the shard is released, to be run whole by the next coordinator (a
     part recorded then would be taken for the shard's final result).
+
+    The shard's indicators, and a helper's compile of the engine, are counted on the board
+    (:class:`StepWriter`); ``told`` is called after each write (the coordinator tells the
+    sum over shards at once: it cannot tick while it prepares a shard itself). The
+    coordinator's own compile is told by its job (``compile_reports``).
     """
     cfg = BacktestConfig.from_any(doc["config"], check=False)
     kwargs = engine_kwargs(cfg)
@@ -251,9 +296,14 @@ def run_shard(doc: Mapping[str, Any], index: int, count: int, bars: Any, setting
             _stop_if_asked(board, registry, doc["id"])
 
     stopped: Exception | None = None
+    compiled = None if between is not None else StepWriter(board, index, STEP_COMPILING)
     try:
-        sim.prepare(shared_indicators(bars))
-        drive(sim, after_chunk)
+        sim.prepare(shared_indicators(bars),
+                    progress=StepWriter(board, index, STEP_INDICATORS, told))
+        with contextlib.ExitStack() as stack:
+            if compiled is not None:  # a helper: its compile is told on the board
+                stack.enter_context(compile_reports(compiled))
+            drive(sim, after_chunk)
     except Exception as exc:
         stopped = exc
     lost = isinstance(stopped, OwnershipLost)
@@ -451,18 +501,39 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
         queue.enqueue_shard(job.run_id, shard, count, job.doc.get("priority") or 0, job.settings)
     job.log(f"sweep of {total} combinations split into {count} shards "
             f"({count - len(pending)} already done)")
-    job.step(STEP_SIMULATING, _done(board), total)
     sim_start = time.monotonic()
+    done_at_start = 0
+    # the shards' first seconds (indicators, a compile) are told until they simulate
+    started = [_done(board) > 0]
+    last_start: list[StepProgress | None] = [None]
+    if started[0]:  # a successor's: some shards are done
+        job.step(STEP_SIMULATING, _done(board), total)
+    else:
+        job.step(STEP_INDICATORS)
+
+    def tell() -> None:
+        nonlocal sim_start, done_at_start
+        done = _done(board)
+        found = start_step(board, simulating=started[0] or done > 0)
+        if found is not None:
+            if found != last_start[0]:  # an idle coordinator polls: only news is told
+                last_start[0] = found
+                job.tell(found)
+            # the simulating rate is measured from after the indicators and any compile
+            sim_start, done_at_start = time.monotonic(), done
+            return
+        started[0] = True
+        elapsed = time.monotonic() - sim_start
+        rate = (done - done_at_start) / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else None
+        job.tell(StepProgress(STEP_SIMULATING, done, total, eta))
 
     def tick() -> None:
-        done = _done(board)
-        elapsed = time.monotonic() - sim_start
-        eta = (total - done) * elapsed / done if done else None
-        job.tell(StepProgress(STEP_SIMULATING, done, total, eta))
+        tell()
         job.check_control()
 
     try:
-        _coordinate(job, board, count, bars, total, tick)
+        _coordinate(job, board, count, bars, total, tick, tell)
     except (CancelRequested, TimedOut):
         _stop_shards(board, job.settings)
         job.partial_result = merge(job.doc, count, bars, sweep, job.settings)
@@ -475,15 +546,35 @@ def run_sharded(job: Coordinator, count: int, bars: Any, sweep: Any) -> Any:
         raise
     # the shards this worker ran itself may still have a message waiting
     _off_the_queue(job.run_id, job.settings)
-    job.step(STEP_SAVING, total, total)
     result = merge(job.doc, count, bars, sweep, job.settings)
+    # the overfitting statistics re-simulate the sweep: from this worker's memo of the lines
+    # its own shards computed, not a fresh one
+    if not sweep._prepared:
+        sweep.prepare(shared_indicators(bars))
     # the merged result is about to be saved: the shards' parts are no longer needed
     cleanup(job.run_id, count, job.settings)
     return result
 
 
+def start_step(board: ShardBoard, simulating: bool) -> StepProgress | None:
+    """What the shards do before they simulate, summed over the shards that told it: the
+    engine compiling while any shard compiles (functions compiled, of those the compiles may
+    reach), else, until a first combination is simulated (``simulating``), the indicators
+    computed of those their shards need. None: simulating."""
+    compiling = [c for i in range(board.count)
+                 if (c := board.step_counts(i, STEP_COMPILING)) is not None and c[0] < c[1]]
+    if compiling:
+        return StepProgress(STEP_COMPILING, sum(d for d, _ in compiling),
+                            sum(t for _, t in compiling))
+    if simulating:
+        return None
+    told = [c for i in range(board.count)
+            if (c := board.step_counts(i, STEP_INDICATORS)) is not None]
+    return StepProgress(STEP_INDICATORS, sum(d for d, _ in told), sum(t for _, t in told))
+
+
 def _coordinate(job: Coordinator, board: ShardBoard, count: int, bars: Any, total: int,
-                tick: Callable[[], None]) -> None:
+                tick: Callable[[], None], told: Callable[[], None]) -> None:
     """Until every shard has its result: run here a shard no worker claimed (or whose worker
     went silent), else tell the progress and check cancel and the time limit (``tick``)."""
     while True:
@@ -500,7 +591,7 @@ def _coordinate(job: Coordinator, board: ShardBoard, count: int, bars: Any, tota
             if index is not None:
                 job.log(f"shard {index} lost its worker; running it here", "warning")
         if index is not None:
-            run_shard(job.doc, index, count, bars, job.settings, between=tick)
+            run_shard(job.doc, index, count, bars, job.settings, between=tick, told=told)
             continue
         tick()
         time.sleep(IDLE_POLL)

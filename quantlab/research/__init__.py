@@ -14,6 +14,7 @@ from quantlab.research import ledger
 from quantlab.research.audit import Audit, audit
 from quantlab.research.crossval import CrossValidation, cross_validate
 from quantlab.research.overfitting import VIEW, Overfitting, overfitting
+from quantlab.research.overfitting import steps as overfitting_steps
 from quantlab.research.walkforward import WalkForward, walk_forward
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,33 @@ def record_unfinished(registry: Registry, sim: Any) -> None:
 
 
 def run_end_fields(registry: Registry, sim: Any, result: Any,
-                   note: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+                   note: Callable[[str, str], None] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """When a queued run ends with a result (completed, or a cancelled sweep's finished part):
     record its trials in the ledger and, for a sweep, return its overfitting summary as
     registry fields (N counted over the ledger). A statistic that cannot be had (too few bars
-    for the blocks) is told, never a reason to lose the run."""
+    for the blocks) is told, never a reason to lose the run.
+
+    ``progress(done, total)``, for a sweep only: its parts as they end, the ledger first, then
+    the re-simulation's parts and the CSCV (:func:`quantlab.research.overfitting.steps`)."""
+    sweep = result.table is not None and sim is not None and len(result.table) > 0
+    total = 1 + overfitting_steps(len(result.table)) if sweep else 0
+    if sweep and progress is not None:
+        progress(0, total)
     try:
         ledger.record(registry, result)
     except Exception as exc:  # the ledger is a courtesy to later runs, not this run's outcome
         log.warning("trial ledger not updated: %s", exc)
-    if result.table is None or sim is None or not len(result.table):
+    if not sweep:
         return {}
+
+    def after_ledger(done: int, _total: int) -> None:
+        if progress is not None:
+            progress(1 + done, total)
+
     try:
         found = overfitting(sim, result.table, SUMMARY_BLOCKS, "registry",
-                            ledger.stats(registry, result.config))
+                            ledger.stats(registry, result.config), progress=after_ledger)
     except Exception as exc:  # too few bars for the blocks, a sandbox gone: the run is kept
         if note is not None:
             note(f"overfitting statistics skipped: {exc}", "warning")

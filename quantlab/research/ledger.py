@@ -25,9 +25,12 @@ from quantlab.registry import Registry
 _NOT_SETTINGS = ("params", "select", "n_combinations", "skipped", "engine_version")
 
 
+def _json(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _digest(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_json(payload).encode()).hexdigest()
 
 
 def group_key(config: Mapping[str, Any]) -> str:
@@ -38,8 +41,21 @@ def group_key(config: Mapping[str, Any]) -> str:
 
 def trial_key(config: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """One combination's identity: the settings of ``config`` with ``params`` as its params."""
-    settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
-    return _digest({"settings": settings, "params": dict(params)})
+    return _TrialKeys(config)(params)
+
+
+class _TrialKeys:
+    """:func:`trial_key` for many combinations of one config: the settings' JSON is written
+    once (a 20,000-combination sweep wrote it 20,000 times: ~0.4 s of its end). The text is
+    the one ``_digest({"settings": ..., "params": ...})`` hashes, keys sorted: "params" first."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+        self.tail = ',"settings":' + _json(settings) + "}"
+
+    def __call__(self, params: Mapping[str, Any]) -> str:
+        text = '{"params":' + _json(dict(params)) + self.tail
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def trials_of(result: Any) -> dict[str, float | None]:
@@ -51,13 +67,14 @@ def trials_of(result: Any) -> dict[str, float | None]:
         sharpe = result.metrics.get("sharpe")
         return {trial_key(config, result.params): _per_bar(sharpe, root)}
     names = [n for n in _param_names(config) if n in table.columns]
+    key = _TrialKeys(config)
     out: dict[str, float | None] = {}
     sharpe = table["sharpe"].to_numpy(dtype=float) if "sharpe" in table else np.full(
         len(table), np.nan)
     for values, value in zip(table[names].itertuples(index=False, name=None), sharpe,
                              strict=True):
         params = {n: _plain(v) for n, v in zip(names, values, strict=True)}
-        out[trial_key(config, params)] = _per_bar(value, root)
+        out[key(params)] = _per_bar(value, root)
     return out
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from quantlab import sharpe_stats as ss
 from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
+from quantlab.research import blocksums
 from quantlab.research.blocksums import block_sums
 
 
@@ -88,9 +89,16 @@ class _View:
 VIEW = _View()
 
 
+def steps(count: int) -> int:
+    """How many parts :func:`overfitting` with ``progress`` tells for ``count`` combinations:
+    the re-simulation's parts, then the CSCV."""
+    return blocksums.parts(count) + 1
+
+
 def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
                 trials: int | str | None = None,
-                ledger: tuple[int, float] | None = None) -> Overfitting:
+                ledger: tuple[int, float] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Overfitting:
     """The overfitting statistics of the sweep ``sim`` whose result table is ``table`` (its first
     ``len(table)`` combinations: a cancelled sweep's finished ones).
 
@@ -98,6 +106,8 @@ def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
     that many trials in all (at least this sweep's); ``"registry"``: ``ledger`` = (trials
     recorded for this strategy on this data, the variance of their SRs or NaN), N the larger
     of the two counts and the ledger's variance where it has one.
+    ``progress(done, total)``: told after each part of the re-simulation and after the CSCV
+    (``total`` = :func:`steps`; a notebook strategy's sandbox re-simulates in one part).
     """
     count = len(table)
     if count < 1:
@@ -106,10 +116,24 @@ def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
     bounds = ss.block_bounds(int(sim.bars.n_bars), int(blocks))
     # a notebook strategy's sweep re-simulates in its sandbox (jobs.isolation): it runs user code
     own_sums = getattr(sim, "block_sums", None)
-    sums = own_sums(bounds, count) if own_sums is not None else block_sums(sim, bounds, count)
+    total = steps(count)
+
+    def resimulated(done: int, _parts: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    if own_sums is not None:
+        sums = own_sums(bounds, count)
+        resimulated(total - 1, total - 1)
+    else:
+        sums = block_sums(sim, bounds, count, progress=resimulated if progress else None)
     t, s1, s2, s3, s4 = sums.totals()
     mom = ss.moments_from_sums(t, s1, s2, s3, s4)
     splits = ss.cscv(sums.n, sums.sums[:, :, 0], sums.sums[:, :, 1])
+    if progress is not None:
+        progress(total, total)
     n_trials, variance, source = _trials(mom.sr, trials, ledger)
     threshold = ss.sr0(variance, n_trials)
     dsr = ss.psr(mom.sr, mom.skew, mom.kurt, t, threshold)
@@ -170,4 +194,4 @@ def table_dsr(table: pd.DataFrame, periods_per_year: float, n_trials: int | None
     return ss.psr_from_se(sr, se, ss.sr0(sr_variance, max(n, 1)))
 
 
-__all__ = ["VIEW", "Overfitting", "overfitting", "table_dsr"]
+__all__ = ["VIEW", "Overfitting", "overfitting", "steps", "table_dsr"]
