@@ -532,3 +532,19 @@ def test_a_sweeps_trial_keys_are_the_digest_of_its_settings_and_params() -> None
                           separators=(",", ":"), default=str)
         assert hashlib.sha256(text.encode()).hexdigest() in keys
         assert ledger.trial_key(sweep.config, params) in keys
+
+
+def test_a_swept_option_makes_each_value_its_own_trial_keyed_as_its_single_run() -> None:
+    """commission=[0, 0.001] and stop_loss=[None, 0.05] over a 2 x 2 grid are 16 trials, not
+    4: each row's key is the key of the single run with that row's params and options."""
+    data = random_walk(300, seed=7)
+    grid = {"fast": [3, 5], "slow": [20, 30]}
+    sweep = ql.backtest(data, "sma_crossover", grid, commission=[0.0, 0.001],
+                        stop_loss=[None, 0.05])
+    keys = ledger.trials_of(sweep)
+    assert len(sweep.table) == 16 and len(keys) == 16
+    for commission, stop_loss in ((0.0, None), (0.001, 0.05)):
+        one = ql.backtest(data, "sma_crossover", {"fast": 5, "slow": 30},
+                          commission=commission, stop_loss=stop_loss)
+        (key, sharpe), = ledger.trials_of(one).items()
+        assert key in keys and keys[key] == pytest.approx(sharpe)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from quantlab.engine.options import OPTION_NAMES, is_swept
 from quantlab.registry import Registry
 
 # the engine config's keys that are not a trial's settings: the grid (replaced by one
@@ -67,13 +68,21 @@ def trials_of(result: Any) -> dict[str, float | None]:
         sharpe = result.metrics.get("sharpe")
         return {trial_key(config, result.params): _per_bar(sharpe, root)}
     names = [n for n in _param_names(config) if n in table.columns]
-    key = _TrialKeys(config)
+    # a swept option (commission=[0, 0.001]) is a column too: each row is a trial with the
+    # option's value of that row, keyed as the single run with that value is
+    swept = [n for n in OPTION_NAMES if is_swept(config.get(n)) and n in table.columns]
+    keys: dict[tuple[Any, ...], _TrialKeys] = {}
     out: dict[str, float | None] = {}
     sharpe = table["sharpe"].to_numpy(dtype=float) if "sharpe" in table else np.full(
         len(table), np.nan)
-    for values, value in zip(table[names].itertuples(index=False, name=None), sharpe,
-                             strict=True):
-        params = {n: _plain(v) for n, v in zip(names, values, strict=True)}
+    rows = table[names + swept].itertuples(index=False, name=None)
+    for values, value in zip(rows, sharpe, strict=True):
+        params = {n: _plain(v) for n, v in zip(names, values[:len(names)], strict=True)}
+        options = tuple(_option(v) for v in values[len(names):])
+        key = keys.get(options)
+        if key is None:
+            key = keys[options] = _TrialKeys({**config, **dict(zip(swept, options,
+                                                                    strict=True))})
         out[key(params)] = _per_bar(value, root)
     return out
 
@@ -89,6 +98,16 @@ def _param_names(config: Mapping[str, Any]) -> list[str]:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _option(value: Any) -> Any:
+    """A swept option's value in a table row as a single run's config holds it: a number as a
+    float, no stop (a missing value in the column) as None."""
+    value = _plain(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else value
 
 
 def _per_bar(sharpe: Any, root: float) -> float | None:
