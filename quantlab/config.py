@@ -393,6 +393,11 @@ class BacktestConfig(_WithEngineOptions):
                 self._check_strategy()
         return self._combinations or 1
 
+    def data_window(self) -> tuple[str | None, str | None]:
+        """``start`` and ``end`` as the data store takes them (ISO dates, a time only when it
+        has one), None where the config leaves the window open."""
+        return (iso(self.start) if self.start else None, iso(self.end) if self.end else None)
+
     def options_given(self) -> dict[str, Any]:
         """The engine options this config sets (the others take the engine's defaults)."""
         given = {name: getattr(self, name) for name in ENGINE_KEYS}

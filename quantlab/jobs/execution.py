@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantlab import data
-from quantlab.config import BacktestConfig, iso
+from quantlab.config import BacktestConfig
 from quantlab.engine import Simulation, compiling
 from quantlab.engine.compiling import CompileReport
 from quantlab.errors import RunError
@@ -189,8 +189,7 @@ def load_bars(doc: Mapping[str, Any]) -> tuple[Any, str]:
     """The run's bars from the store, through this worker's cache (LRU by data fingerprint),
     and their fingerprint."""
     cfg = BacktestConfig.from_any(doc["config"], check=False)
-    start = iso(cfg.start) if cfg.start else None
-    end = iso(cfg.end) if cfg.end else None
+    start, end = cfg.data_window()
     fingerprint = str(data.fingerprint(list(cfg.symbols), start, end, cfg.interval))
     return BARS_CACHE.get(
         fingerprint, lambda: data.load(list(cfg.symbols), start, end, cfg.interval)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from quantlab import data, settings
-from quantlab.config import LABEL_KEYS, BacktestConfig, iso
+from quantlab.config import LABEL_KEYS, BacktestConfig
 from quantlab.engine import ENGINE_VERSION
 from quantlab.errors import DataError
 from quantlab.strategies import get_strategy
@@ -59,8 +59,7 @@ def strategy_source_hash(config: BacktestConfig) -> str:
 def data_fingerprint(config: BacktestConfig) -> str:
     """The fingerprint of the bars the config's run will use; a range without bars is a
     ConfigError on ``start``."""
-    start = iso(config.start) if config.start else None
-    end = iso(config.end) if config.end else None
+    start, end = config.data_window()
     try:
         return str(data.fingerprint(list(config.symbols), start, end, config.interval))
     except DataError as exc:
@@ -75,8 +74,7 @@ def data_chunks(config: BacktestConfig) -> dict[str, Any]:
     (:mod:`quantlab.data.chunks`)."""
     from quantlab.data.chunks import chunk_fingerprints
 
-    start = iso(config.start) if config.start else None
-    end = iso(config.end) if config.end else None
+    start, end = config.data_window()
     return chunk_fingerprints(data.load(list(config.symbols), start, end, config.interval))
 
 

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from quantlab import data
 from quantlab import settings as settings_mod
-from quantlab.config import BacktestConfig, iso
+from quantlab.config import BacktestConfig
 from quantlab.engine import ENGINE_VERSION, sweep_combinations, validate
 from quantlab.errors import (
     ConfigError,
@@ -352,8 +352,7 @@ def _check_windows(cfg: BacktestConfig, to_fetch: list[str]) -> None:
     if to_fetch or cfg.strategy_source is not None \
             or cfg.strategy not in validate.WINDOW_PARAMS:
         return
-    start = iso(cfg.start) if cfg.start else None
-    end = iso(cfg.end) if cfg.end else None
+    start, end = cfg.data_window()
     counts = data.bar_counts(list(cfg.symbols), start, end, cfg.interval)
     span = "".join((f" from {start}" if start else "", f" to {end}" if end else ""))
     validate.check_windows(cfg.strategy, cfg.params, counts, f"{cfg.interval} bars{span}")

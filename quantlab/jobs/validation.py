@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from quantlab import data
-from quantlab.config import BacktestConfig, iso
+from quantlab.config import BacktestConfig
 from quantlab.errors import ConfigError
 from quantlab.jobs import lifecycle
 from quantlab.jobs.execution import STEP_PROGRESS, STEP_SAVING, CancelRequested, TimedOut, drive
@@ -108,9 +108,7 @@ def run_here(cfg: BacktestConfig) -> WalkForward | CrossValidation:
     """The analysis of ``cfg`` run at once in this process (what ``ql.walk_forward`` /
     ``ql.cross_validate`` compute with the same arguments): for a strategy defined in a notebook,
     which is not queued (see :func:`check_before_queue`)."""
-    start = iso(cfg.start) if cfg.start else None
-    end = iso(cfg.end) if cfg.end else None
-    plan = plan_of(data.load(list(cfg.symbols), start, end, cfg.interval), cfg)
+    plan = plan_of(_bars_of(cfg), cfg)
     if isinstance(plan, WalkForwardPlan):
         return plan.assemble([plan.run_fold(k) for k in range(len(plan.folds))])
     plan.prepare()
@@ -135,9 +133,12 @@ def check_before_queue(cfg: BacktestConfig, with_data: bool = True) -> float:
                           field=kind)
     if not with_data:
         return 1.0
-    start = iso(cfg.start) if cfg.start else None
-    end = iso(cfg.end) if cfg.end else None
-    return work_factor(plan_of(data.load(list(cfg.symbols), start, end, cfg.interval), cfg))
+    return work_factor(plan_of(_bars_of(cfg), cfg))
+
+
+def _bars_of(cfg: BacktestConfig) -> Any:
+    """The bars of ``cfg``'s symbols and window, from the data store."""
+    return data.load(list(cfg.symbols), *cfg.data_window(), cfg.interval)
 
 
 def work_factor(plan: WalkForwardPlan | CrossValidationPlan) -> float:

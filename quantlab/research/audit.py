@@ -44,7 +44,7 @@ import numpy as np
 from quantlab import data as data_mod
 from quantlab import settings as settings_mod
 from quantlab.bars import Bars, as_bars, symbol_list
-from quantlab.config import BacktestConfig, iso
+from quantlab.config import BacktestConfig
 from quantlab.engine import validate
 from quantlab.errors import ConfigError, QuantlabError, RunError, StrategyError
 from quantlab.strategies import Strategy, get_strategy
@@ -511,9 +511,7 @@ def _audit_submitted(cfg: BacktestConfig, run_shipped: ShippedAuditRunner | None
         raise RunError(f"strategy '{cfg.strategy}' is only shipped source: its look-ahead audit "
                        f"must run apart (pass run_shipped=quantlab.jobs.isolation."
                        f"audit_in_sandbox), never in this process")
-    start = iso(cfg.start) if cfg.start else None
-    end = iso(cfg.end) if cfg.end else None
-    bars = data_mod.load(list(cfg.symbols), start, end, cfg.interval)
+    bars = data_mod.load(list(cfg.symbols), *cfg.data_window(), cfg.interval)
     if own is not None:
         return audit_combinations(own, bars, edge_combinations(own, cfg.params))
     assert run_shipped is not None
