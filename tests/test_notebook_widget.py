@@ -416,3 +416,19 @@ def test_a_click_on_the_heatmap_reaches_python_through_its_small_widget(
                          end="2021-12-31")
     assert "Equity of fast=10, slow=60" in json.dumps(panel.detail.children[0].outputs[0]["data"])
     assert sweep.combination(fast=10, slow=60).metrics == single.metrics
+
+
+def test_two_kernels_sweep_views_target_different_maps(nb_home: Path) -> None:
+    """The click widget finds its map by a class on the page, and two notebooks (two kernels)
+    share the page in a Lab: each kernel's first sweep view must still have its own class
+    (a per-kernel counter gave both "ql-heatmap-1")."""
+    import subprocess
+    import sys
+
+    first_view = ("import quantlab as ql\nfrom quantlab.notebook.results import SweepPanel\n"
+                  "s = ql.backtest('AAA', params={'fast': [5, 10], 'slow': [30, 60]}, "
+                  "start='2020-01-01', end='2020-12-31')\nprint(SweepPanel(s).clicks.target)")
+    targets = [subprocess.run([sys.executable, "-c", first_view], capture_output=True,
+                              text=True, check=True, timeout=300).stdout.split()[-1]
+               for _ in range(2)]
+    assert targets[0] != targets[1] and all(t.startswith("ql-heatmap-") for t in targets)

@@ -14,9 +14,9 @@ every view). The trades table is the reports' own HTML table (sorts, filters, pa
 from __future__ import annotations
 
 import html
-import itertools
 import json
 import threading
+import uuid
 from typing import Any
 
 import anywidget
@@ -108,7 +108,6 @@ export default {
   }
 };
 """
-_TARGETS = itertools.count(1)
 
 
 class HeatmapClicks(anywidget.AnyWidget):
@@ -170,7 +169,9 @@ class SweepPanel(widgets.VBox):
         self.figure: go.Figure | None = None
         # the map: plotly's own output (its renderer brings plotly.js, once per page) and the
         # small widget that brings its clicks here
-        target = f"ql-heatmap-{next(_TARGETS)}"
+        # unique on the page, across kernels: two notebooks' sweep views must not find each
+        # other's map (a per-kernel counter gave both "ql-heatmap-1")
+        target = f"ql-heatmap-{uuid.uuid4().hex}"
         self.map_output = widgets.Output()
         self.map_output.add_class("ql-heatmap")
         self.map_output.add_class(target)
