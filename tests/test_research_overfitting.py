@@ -548,3 +548,24 @@ def test_a_swept_option_makes_each_value_its_own_trial_keyed_as_its_single_run()
                           commission=commission, stop_loss=stop_loss)
         (key, sharpe), = ledger.trials_of(one).items()
         assert key in keys and keys[key] == pytest.approx(sharpe)
+
+
+@ql.strategy(name="fails_at_three")
+def fails_at_three(bars, n=2):
+    if n == 3:
+        raise ValueError("n=3 is refused")
+    close = bars.close[0]
+    mean = pd.Series(close).rolling(n).mean().to_numpy()
+    return np.where(close > mean, 1, 0)
+
+
+def test_a_sweep_with_a_failed_combination_keeps_each_rows_own_statistics() -> None:
+    """The table leaves out the combination that raised; row i of the statistics must still be
+    row i's combination, not grid position i: the same numbers as the grid without it."""
+    data = random_walk(400, seed=11)
+    sweep = ql.backtest(data, "fails_at_three", {"n": [2, 3, 4, 5, 6]})
+    assert list(sweep.table["n"]) == [2, 4, 5, 6]
+    without = ql.backtest(data, "fails_at_three", {"n": [2, 4, 5, 6]})
+    got, want = sweep.overfitting(blocks=4), without.overfitting(blocks=4)
+    pd.testing.assert_frame_equal(got.table, want.table)
+    assert got.pbo == want.pbo and len(set(got.table["sr"])) == 4

@@ -41,7 +41,7 @@ from quantlab.bars import Bars
 from quantlab.config import BacktestConfig
 from quantlab.engine import Result, Simulation
 from quantlab.research.audit import Audit, shipped_audit
-from quantlab.research.blocksums import BlockSums, block_sums
+from quantlab.research.blocksums import BlockSums, table_block_sums
 from quantlab.settings import env_number
 from quantlab.strategies import sandbox
 from quantlab.strategies.usercode import load_shipped_strategy
@@ -169,8 +169,8 @@ class SandboxedSimulation:
         return ShippedResult(self._blobs)  # type: ignore[return-value]
 
     def block_sums(self, bounds: np.ndarray, count: int) -> BlockSums:
-        """The per-block return sums of the first ``count`` combinations (a sweep's overfitting
-        statistics), re-simulated in the sandbox: they run the user's signals."""
+        """The per-block return sums of the result table's first ``count`` rows (a sweep's
+        overfitting statistics), re-simulated in the sandbox: they run the user's signals."""
         reply = self._request({"op": "block_sums", "bounds": [int(b) for b in bounds],
                                "count": int(count)})
         sums = np.frombuffer(self._blobs["sums"], dtype=np.float64).reshape(reply["shape"])
@@ -385,7 +385,7 @@ class _Session:
             return {}, sim.result(partial=bool(message.header.get("partial"))).to_blobs()
         if op == "block_sums":
             bounds = np.asarray(message.header["bounds"], dtype=np.int64)
-            sums = block_sums(sim, bounds, int(message.header["count"])).sums
+            sums = table_block_sums(sim, bounds, int(message.header["count"])).sums
             return {"shape": list(sums.shape)}, {"sums": np.ascontiguousarray(sums).tobytes()}
         raise errors.RunError(f"unknown sandbox request {op!r}")
 

@@ -134,6 +134,22 @@ def block_sums(sim: Simulation, bounds: np.ndarray, count: int | None = None,
     return BlockSums(n=np.diff(bounds).astype(float), sums=out[first:].transpose(1, 0, 2))
 
 
+def table_block_sums(sim: Simulation, bounds: np.ndarray, rows: int,
+                     progress: Callable[[int, int], None] | None = None) -> BlockSums:
+    """The block sums of the first ``rows`` rows of the sweep's result table, in its order.
+    The table leaves out the combinations that raised (``sim.failed``), so row ``i`` is not
+    combination ``i`` once one did: the grid is re-simulated up to the last row's combination
+    and the rows' columns kept."""
+    failed = getattr(sim, "failed", None) or {}
+    positions = np.array([k for k in range(len(sim.combos)) if k not in failed][:rows],
+                         dtype=np.int64)
+    stop = int(positions[-1]) + 1 if len(positions) else 0
+    whole = block_sums(sim, bounds, stop, progress=progress)
+    if len(positions) == stop:
+        return whole
+    return BlockSums(n=whole.n, sums=whole.sums[:, positions, :])
+
+
 def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
           first: int = 0) -> None:
     """As ``Simulation._run_sweep_steps``: crossover lines computed once per window, or user

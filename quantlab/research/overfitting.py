@@ -20,7 +20,7 @@ from quantlab import sharpe_stats as ss
 from quantlab.engine.simulation import Simulation
 from quantlab.errors import ConfigError
 from quantlab.research import blocksums
-from quantlab.research.blocksums import block_sums
+from quantlab.research.blocksums import table_block_sums
 
 
 @dataclass
@@ -99,8 +99,8 @@ def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
                 trials: int | str | None = None,
                 ledger: tuple[int, float] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Overfitting:
-    """The overfitting statistics of the sweep ``sim`` whose result table is ``table`` (its first
-    ``len(table)`` combinations: a cancelled sweep's finished ones).
+    """The overfitting statistics of the sweep ``sim`` whose result table is ``table`` (its
+    finished combinations but those that raised: a cancelled sweep's are the first ones).
 
     ``trials``: the N of the deflated Sharpe ratio. None: this sweep's combinations; an int:
     that many trials in all (at least this sweep's); ``"registry"``: ``ledger`` = (trials
@@ -128,7 +128,8 @@ def overfitting(sim: Simulation, table: pd.DataFrame, blocks: int = 16,
         sums = own_sums(bounds, count)
         resimulated(total - 1, total - 1)
     else:
-        sums = block_sums(sim, bounds, count, progress=resimulated if progress else None)
+        sums = table_block_sums(sim, bounds, count,
+                                progress=resimulated if progress else None)
     t, s1, s2, s3, s4 = sums.totals()
     mom = ss.moments_from_sums(t, s1, s2, s3, s4)
     splits = ss.cscv(sums.n, sums.sums[:, :, 0], sums.sums[:, :, 1])
