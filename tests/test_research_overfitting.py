@@ -569,3 +569,16 @@ def test_a_sweep_with_a_failed_combination_keeps_each_rows_own_statistics() -> N
     got, want = sweep.overfitting(blocks=4), without.overfitting(blocks=4)
     pd.testing.assert_frame_equal(got.table, want.table)
     assert got.pbo == want.pbo and len(set(got.table["sr"])) == 4
+
+
+def test_the_same_trial_has_one_key_whatever_failed_beside_it_or_carried_it() -> None:
+    """A sweep with a failed combination, and a single run given the sweep's best with its
+    option carried in params, key each trial as the plain single run does."""
+    data = random_walk(400, seed=12)
+    sweep = ql.backtest(data, "fails_at_three", {"n": [2, 3, 4]}, commission=[0.0, 0.001])
+    keys = ledger.trials_of(sweep)
+    assert len(keys) == 4  # n in (2, 4) x two commissions; n=3 raised
+    plain = ql.backtest(data, "fails_at_three", {"n": 4}, commission=0.001)
+    carried = ql.backtest(data, "fails_at_three", {"n": 4, "commission": 0.001})
+    (key, _), = ledger.trials_of(plain).items()
+    assert key in keys and set(ledger.trials_of(carried)) == {key}

@@ -23,7 +23,8 @@ from quantlab.registry import Registry
 
 # the engine config's keys that are not a trial's settings: the grid (replaced by one
 # combination's params), how the best is chosen and the sweep's bookkeeping
-_NOT_SETTINGS = ("params", "select", "n_combinations", "skipped", "engine_version")
+_NOT_SETTINGS = ("params", "select", "n_combinations", "skipped", "failed", "failures",
+                 "engine_version")
 
 
 def _json(payload: Any) -> str:
@@ -41,8 +42,12 @@ def group_key(config: Mapping[str, Any]) -> str:
 
 
 def trial_key(config: Mapping[str, Any], params: Mapping[str, Any]) -> str:
-    """One combination's identity: the settings of ``config`` with ``params`` as its params."""
-    return _TrialKeys(config)(params)
+    """One combination's identity: the settings of ``config`` with ``params`` as its params.
+    An engine option among ``params`` (a sweep's best re-run as ``{"n": 4, "commission": 0}``)
+    is a setting, as in the sweep's row: the same trial gets the same key."""
+    carried = {k: _option(v) for k, v in params.items() if k in OPTION_NAMES}
+    own = {k: v for k, v in params.items() if k not in OPTION_NAMES}
+    return _TrialKeys({**config, **carried})(own)
 
 
 class _TrialKeys:
