@@ -372,6 +372,26 @@ def test_a_bad_search_is_a_400_that_names_the_fix(lab: Lab, query: str, message:
     assert message in reply["message"] and hint in reply["message"]
 
 
+def test_an_empty_search_never_denies_a_value_older_runs_have(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The did-you-mean scan reads recent runs only; a tag on an older run is looked up
+    before the search is refused with "no run has tag …"."""
+    from quantlab.errors import ConfigError
+    from quantlab.registry import open_registry
+    from quantlab.server import handlers
+
+    monkeypatch.setenv("QUANTLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("QUANTLAB_MONGO_URL", raising=False)
+    registry = open_registry()
+    for n, tags in enumerate((["old-idea"], [], [])):
+        registry.insert_run({"id": f"R{n}", "status": "completed", "queued_at": float(n),
+                             "strategy": "sma_crossover", "tags": tags})
+    monkeypatch.setattr(handlers, "EXPLAIN_SCAN", 2)  # the two newest: neither has the tag
+    handlers.explain_empty_search({"tag": ["old-idea"], "status": ["failed"]})  # no refusal
+    with pytest.raises(ConfigError, match="no run has tag 'old-ide'; filter by one of"):
+        handlers.explain_empty_search({"tag": ["old-ide"]})
+
+
 def test_one_run_has_its_config_and_an_unknown_one_is_a_404(lab: Lab) -> None:
     run_id = insert_run(lab, name="single")
     status, record = lab.server.request("GET", f"{API}/runs/{run_id}")

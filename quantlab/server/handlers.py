@@ -203,8 +203,16 @@ def explain_empty_search(query: dict[str, Any]) -> None:
         seen["symbol"].update(str(s) for s in run.get("symbols") or ())
         seen["tag"].update(str(t) for t in run.get("tags") or ())
     for key, values in asked.items():
-        check_known_values(key, values, seen[key],
+        # the scan sees recent runs only: a value it missed is looked up before it is refused
+        unseen = [v for v in values if v not in seen[key] and not _any_run_has(registry, key, v)]
+        check_known_values(key, unseen, seen[key],
                            f"filter by one of the {key}s runs have, or clear the filter")
+
+
+def _any_run_has(registry: Any, key: str, value: str) -> bool:
+    """Whether some run has ``value`` as its strategy, a symbol or a tag (an indexed count)."""
+    only: dict[str, Any] = {key: [value]}
+    return bool(registry.count_runs(**only))
 
 
 class ApiError(web.HTTPError):
