@@ -88,6 +88,9 @@ def test_bad_analytics_filters_in_the_url_say_what_is_wrong(
             "&#x27;sma_crossover&#x27;?") in shown
     assert board.filters()["period"] == "1Y" and board.filters()["strategy"] is None
     assert "ql-dashboard-message" in shown and board.view.value  # the statistics still show
+    # once the visitor picks a filter, the URL's problems are no longer said
+    board.period.value = "6M"
+    assert board.status.value == ""
     assert AnalyticsDashboard("period=all").status.value == ""
 
 

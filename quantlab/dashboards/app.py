@@ -259,8 +259,14 @@ class AnalyticsDashboard(widgets.VBox):
         self.load_choices()
         self._apply_query(params)
         for box in (self.period, self.strategy, self.tag, self.user):
-            box.observe(lambda _: self.update(), names="value")
+            box.observe(self._on_filter, names="value")
         self.refresh_button.on_click(self._refresh)
+        self.update()
+
+    def _on_filter(self, _: Any = None) -> None:
+        # the visitor chose a filter: what the URL asked for no longer stands above the view
+        if not self._loading:
+            self.query_problems = []
         self.update()
 
     def _refresh(self, _: Any = None) -> None:
