@@ -361,9 +361,10 @@ def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
 
     notebook = {"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {
         "name": "python3", "display_name": "Python 3", "language": "python"}}}
-    status, _ = lab.request("PUT", "/api/contents/edges.ipynb", {
-        "type": "notebook", "format": "json", "content": notebook})
-    assert status in (200, 201)
+    for name in ("edges.ipynb", "second.ipynb"):
+        status, _ = lab.request("PUT", f"/api/contents/{name}", {
+            "type": "notebook", "format": "json", "content": notebook})
+        assert status in (200, 201)
     failed_id = insert_failed_run(lab)
     long_id = insert_long_named_run(lab)
     with sync_playwright() as pw:
@@ -433,6 +434,25 @@ def test_the_panels_rough_edges(lab: JupyterProcess) -> None:
             failed.locator(".jp-QuantlabRun-open").click()
             expect(page.locator(".jp-Notebook .jp-Cell",
                                 has_text=f'ql.get_run("{failed_id}")')).to_be_visible()
+            # with another kind of tab in front, it goes to the notebook last in focus (here
+            # the second one opened, not the first tab)
+            page.locator('.jp-SideBar .lm-TabBar-tab[data-id="filebrowser"]').click()
+            page.locator(".jp-DirListing-item", has_text="second.ipynb").dblclick()
+            current = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+            expect(current).to_contain_text("second.ipynb", timeout=60_000)
+            page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook", timeout=60_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
+            page.locator(".lm-Menu-itemLabel", has_text="New").first.hover()
+            page.locator(".lm-Menu-itemLabel", has_text="Text File").first.click()
+            expect(page.locator(".jp-FileEditor").first).to_be_visible(timeout=30_000)
+            page.click(TAB)  # the Backtests panel again, in place of the file browser
+            expect(panel).to_be_visible()
+            failed.locator(".jp-QuantlabRun-open").click()
+            expect(current).to_contain_text("second.ipynb")
+            expect(page.locator(".jp-NotebookPanel:visible .jp-Cell",
+                                has_text=f'ql.get_run("{failed_id}")')).to_have_count(1)
+            expect(page.locator(".jp-Notebook .jp-Cell",
+                                has_text=f'ql.get_run("{failed_id}")')).to_have_count(2)
             failed.locator(".jp-QuantlabRun-copy").click()
             wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == failed_id, 30,
                      "the run id on the clipboard", interval=0.2)

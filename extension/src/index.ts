@@ -56,6 +56,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       insertCode: (code: string) => insertIntoNotebook(app, code)
     });
+    rememberLastNotebook(app);
     panel.title.icon = backtestsIcon;
     app.shell.add(panel, 'left', { rank: 650 });
     if (restorer) {
@@ -101,17 +102,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
+const isNotebook = (widget: any) =>
+  !!widget && !widget.isDisposed && !!widget.content &&
+  typeof widget.content.activeCellIndex === 'number';
+
+/** The notebook the user last worked in (the main area may have moved on to another tab). */
+let lastNotebook: any = null;
+
+function rememberLastNotebook(app: JupyterFrontEnd): void {
+  const changed = (app.shell as any).currentChanged;
+  changed?.connect((_: unknown, args: { newValue: unknown }) => {
+    if (isNotebook(args.newValue)) {
+      lastNotebook = args.newValue;
+    }
+  });
+}
+
 /**
  * Insert `code` as a new cell below the active cell of the notebook last in focus, and select
  * it. False when no notebook is open.
  */
 async function insertIntoNotebook(app: JupyterFrontEnd, code: string): Promise<boolean> {
-  const isNotebook = (widget: any) =>
-    !!widget && !!widget.content && typeof widget.content.activeCellIndex === 'number';
   let target: any = app.shell.currentWidget;
   if (!isNotebook(target)) {
-    // the panel has focus: the most recently used notebook tab in the main area
-    target = Array.from(app.shell.widgets('main')).find(isNotebook) ?? null;
+    // another kind of tab is current: the notebook last in focus, else the first one open
+    target = isNotebook(lastNotebook)
+      ? lastNotebook
+      : (Array.from(app.shell.widgets('main')).find(isNotebook) ?? null);
   }
   if (!target) {
     return false;
