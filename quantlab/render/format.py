@@ -53,6 +53,13 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+def format_number(value: Any, digits: int = 3) -> str:
+    """A statistic with ``digits`` decimals (a PBO, a Sharpe ratio), ``—`` when undefined."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{float(value):.{digits}f}"
+
+
 def format_metric(name: str, value: Any) -> str:
     """A metric as a researcher reads it: ``12.34 %``, ``1.52``, ``153``, ``—`` when undefined."""
     if value is None:

@@ -10,7 +10,6 @@ imports it with ``ql.backtest``.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,16 +17,11 @@ import pandas as pd
 
 from quantlab.errors import ConfigError
 from quantlab.hooks import RESEARCH
+from quantlab.render.format import format_number
 from quantlab.research import VIEW, Overfitting, result_overfitting
 from quantlab.research.overfitting import table_dsr
 
 _CSS = ("font-family:sans-serif;font-size:12px;border-collapse:collapse;margin:4px 0")
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
 
 
 def trials_text(n_sweep: int, n_trials: int) -> str:
@@ -44,9 +38,9 @@ def badge_html(summary: Mapping[str, Any] | None) -> str:
         "#c62828" if pbo is not None and pbo >= 0.5 else "#ef6c00")
     n = trials_text(int(summary.get("n_sweep") or 0), int(summary.get("n_trials") or 0))
     return (f"<div class='ql-overfit' style='{_CSS};border:1px solid #ddd;padding:4px 8px'>"
-            f"<b style='color:{color}'>PBO {_num(pbo)}</b> · DSR of best "
-            f"{_num(summary.get('dsr_best'))} · degradation {_num(summary.get('degradation'))}"
-            f" · P(OOS loss) {_num(summary.get('p_loss'))}<br><small>{html.escape(n)} · "
+            f"<b style='color:{color}'>PBO {format_number(pbo)}</b> · DSR of best "
+            f"{format_number(summary.get('dsr_best'))} · degradation {format_number(summary.get('degradation'))}"
+            f" · P(OOS loss) {format_number(summary.get('p_loss'))}<br><small>{html.escape(n)} · "
             f"CSCV over {summary.get('blocks')} blocks</small></div>")
 
 
@@ -83,7 +77,7 @@ def figures(ov: Overfitting) -> tuple[Any, Any]:
     scatter = go.Figure(go.Scattergl(x=ov.is_sr, y=ov.oos_sr, mode="markers",
                                      marker=dict(size=4, opacity=0.5, color="#26a69a")))
     scatter.update_layout(
-        title=f"Selected combination: in vs out of sample (slope {_num(ov.degradation)})",
+        title=f"Selected combination: in vs out of sample (slope {format_number(ov.degradation)})",
         xaxis_title="in-sample SR (per bar)", yaxis_title="out-of-sample SR (per bar)",
         width=460, height=320, margin=dict(l=50, r=10, t=40, b=40))
     return hist, scatter
@@ -108,12 +102,12 @@ def overfitting_html(ov: Overfitting) -> str:
         f"{pio.to_html(hist, include_plotlyjs=True, full_html=False)}"
         f"{pio.to_html(scatter, include_plotlyjs=False, full_html=False)}</div>"
         f"<table style='{_CSS}'><caption style='text-align:left'>Best by deflated Sharpe "
-        f"(SR0 = {_num(ov.sr0, 4)} per bar)</caption><tr>{head}</tr>{rows}</table></div>")
+        f"(SR0 = {format_number(ov.sr0, 4)} per bar)</caption><tr>{head}</tr>{rows}</table></div>")
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return _num(value, 4)
+        return format_number(value, 4)
     return str(value)
 
 

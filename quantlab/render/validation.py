@@ -15,7 +15,6 @@ queued run of either kind ends.
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from quantlab.render.figures import color, figure_html, time_breaks
-from quantlab.render.format import frame_html, html_table, metrics_table_html
+from quantlab.render.format import format_number, frame_html, html_table, metrics_table_html
 from quantlab.research.crossval import CrossValidation
 from quantlab.research.walkforward import VIEW, WalkForward
 
@@ -84,9 +83,9 @@ def walk_forward_parts(wf: WalkForward) -> tuple[str, go.Figure, str]:
     """The view's parts: the headline with the out-of-sample metrics, the figure, the folds
     table (the run widget shows the figure as plotly's own output)."""
     head = (f"<p><b>Walk-forward</b>: {html.escape(_wf_title(wf).split(': ', 1)[1])}; "
-            f"out-of-sample Sharpe {_num(wf.metrics.get('sharpe'))}, total return "
-            f"{_num(wf.metrics.get('total_return_pct'), 2)}%, efficiency "
-            f"{_num(wf.efficiency)}</p>{metrics_table_html(wf.metrics)}")
+            f"out-of-sample Sharpe {format_number(wf.metrics.get('sharpe'))}, total return "
+            f"{format_number(wf.metrics.get('total_return_pct'), 2)}%, efficiency "
+            f"{format_number(wf.efficiency)}</p>{metrics_table_html(wf.metrics)}")
     return head, walk_forward_figure(wf), frame_html(wf.folds)
 
 
@@ -170,12 +169,6 @@ def validation_html(found: Any) -> str:
     if isinstance(found, CrossValidation):
         return cross_validation_html(found)
     return walk_forward_html(found)
-
-
-def _num(value: Any, decimals: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{float(value):.{decimals}f}"
 
 
 # the research layer's objects get their views from here
