@@ -300,3 +300,24 @@ def test_the_worker_refuses_to_build_a_shipped_strategy_in_its_own_process(home:
     with pytest.raises(RunError, match="'sandbox_witness' travelled as source: it runs in a "
                                        "sandbox process"):
         engine_kwargs(cfg)
+
+
+def test_a_sandboxed_sweeps_saved_result_keeps_its_overfitting_summary() -> None:
+    """The runner saves a sandbox's result from the sandbox's blobs; the overfitting summary it
+    computes after the sweep must go into summary.json as a Result's does, or the stored
+    result's view shows no PBO."""
+    import pandas as pd
+
+    from quantlab.engine import Result
+    from quantlab.jobs.isolation import ShippedResult
+    from tests.support.engine import random_walk
+
+    sweep = ql.backtest(random_walk(300, seed=3), "sma_crossover",
+                        {"fast": [3, 5], "slow": [20, 30]})
+    shipped = ShippedResult(sweep.to_blobs())
+    pd.testing.assert_frame_equal(shipped.table, sweep.table)
+    assert shipped.overfitting_summary is None
+    shipped.overfitting_summary = {"pbo": 0.25, "n_sweep": 4}
+    saved = Result.from_blobs(shipped.to_blobs())
+    assert saved.overfitting_summary == {"pbo": 0.25, "n_sweep": 4}
+    pd.testing.assert_frame_equal(saved.table, sweep.table)

@@ -27,6 +27,8 @@ This module is also the sandbox server's *handler*: :func:`warm` runs once in th
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
 import time
 import traceback
@@ -261,18 +263,26 @@ class ShippedResult:
 
     def __init__(self, blobs: Mapping[str, bytes]) -> None:
         self._blobs = dict(blobs)
-        summary = json.loads(self._blobs["summary.json"])
-        self.metrics: dict[str, Any] = summary["metrics"]
-        self.params: dict[str, Any] = summary["params"]
-        self.config: dict[str, Any] = summary["config"]
-        self.partial = bool(summary["partial"])
+        self._summary = json.loads(self._blobs["summary.json"])
+        self.metrics: dict[str, Any] = self._summary["metrics"]
+        self.params: dict[str, Any] = self._summary["params"]
+        self.config: dict[str, Any] = self._summary["config"]
+        self.partial = bool(self._summary["partial"])
+        # set by the runner (research.run_end_fields) and saved with the result, as a Result's
+        self.overfitting_summary: dict[str, Any] | None = self._summary.get("overfitting")
 
     def to_blobs(self) -> dict[str, bytes]:
-        return dict(self._blobs)
+        blobs = dict(self._blobs)
+        if self.overfitting_summary is not None:
+            summary = {**self._summary, "overfitting": self.overfitting_summary}
+            blobs["summary.json"] = json.dumps(summary, default=lambda v: v.item()).encode()
+        return blobs
 
-    @property
+    @functools.cached_property
     def table(self) -> pd.DataFrame | None:
-        return Result.from_blobs(self._blobs).table
+        """The sweep's table (parsed once: the ledger and the statistics each read it)."""
+        blob = self._blobs.get("table.parquet")
+        return None if blob is None else pd.read_parquet(io.BytesIO(blob))
 
 
 def _bars_header(bars: Bars) -> dict[str, Any]:
