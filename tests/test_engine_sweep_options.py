@@ -385,6 +385,22 @@ def test_break_even_cost_is_where_total_return_crosses_zero(options: dict[str, A
     assert costly.break_even_cost(tol=1e-8) == pytest.approx(cost, abs=2e-8)
 
 
+def test_break_even_cost_is_found_once_per_run() -> None:
+    # the results view, its re-renders and the user's own call share the ~20 re-simulations
+    _, res = _winning_run()
+    simulate = res._total_return_at
+    assert simulate is not None
+    calls: list[float] = []
+    res._total_return_at = lambda commission: calls.append(commission) or simulate(commission)
+    first = res.break_even_cost()
+    made = len(calls)
+    assert made > 10
+    assert res.break_even_cost() == first and res.break_even_cost(strict=True) == first
+    assert len(calls) == made
+    res.break_even_cost(tol=1e-3)  # another precision is another search
+    assert len(calls) > made
+
+
 def test_break_even_cost_of_a_sweep_is_its_chosen_combination() -> None:
     data, _ = _winning_run()
     sweep = ql.backtest(data, "sma_crossover", {"fast": [5, 8], "slow": 30},

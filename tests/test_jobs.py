@@ -708,6 +708,39 @@ def test_a_worker_that_cannot_start_is_reported_by_submit(
     assert open_registry().count_runs() == 0  # a submit that raises created nothing
 
 
+def test_another_probes_instant_is_not_taken_for_a_live_worker(home: Path) -> None:
+    # A probe holds the worker lock exclusively for an instant. Another probe (the kernel's
+    # prestart thread beside a submit, a second kernel) in that instant answered "alive", and
+    # no worker was started. Here another process's probe stays in its instant until released.
+    import fcntl
+    import threading
+
+    from quantlab.jobs.supervisor import LOCK_FILE, PROBE_LOCK_FILE
+
+    probe = os.open(home / PROBE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    answers: list[bool] = []
+    asking = threading.Thread(target=lambda: answers.append(worker_alive(current())))
+    asking.start()
+    try:
+        asking.join(0.3)
+        assert answers == []  # it waits for the other probe to finish instead of answering
+    finally:
+        os.close(lock)
+        os.close(probe)
+    asking.join(10)
+    assert answers == [False]
+    # a worker's own (shared) lock is alive
+    held = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(held, fcntl.LOCK_SH)
+    try:
+        assert worker_alive(current())
+    finally:
+        os.close(held)
+
+
 def test_the_self_started_worker_leaves_when_idle(home: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUANTLAB_WORKER_IDLE_EXIT", "1")

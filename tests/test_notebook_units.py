@@ -612,7 +612,9 @@ def test_the_root_cause_is_named_only_when_the_error_does_not_say_it() -> None:
 
 
 def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import logging
     import os
     import signal
 
@@ -627,15 +629,23 @@ def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
     # off (as for every other test): nothing starts
     assert prestart_worker() is None
     assert not worker_alive(current())
+    def why() -> str:  # what the starting thread logged, and the worker's own log
+        log_file = ql_home / "worker.log"
+        return (f"logged: {caplog.text or 'nothing'}\nworker.log: "
+                f"{log_file.read_text()[-2000:] if log_file.exists() else 'none'}")
+
+    caplog.set_level(logging.WARNING, logger="quantlab.notebook")
     monkeypatch.setenv("QUANTLAB_PRESTART_WORKER", "1")
     quantlab.load_ipython_extension(InteractiveShell.instance())
     try:
-        # %load_ext returned at once; the worker comes up by itself, before any submit
+        # %load_ext returned at once; the worker comes up by itself, before any submit. This
+        # thread's probes of the worker lock run beside the starting thread's (they once took
+        # each other for a live worker, and none was started)
         wait_for(lambda: worker_alive(current()), 120, "the worker started at %load_ext",
-                 interval=0.05)
+                 interval=0.05, detail=why)
     finally:
         pid_file = ql_home / PID_FILE
-        wait_for(pid_file.exists, 60, "the worker's pid file", interval=0.05)
+        wait_for(pid_file.exists, 60, "the worker's pid file", interval=0.05, detail=why)
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
         wait_for(lambda: not worker_alive(current()), 60, "the worker to stop", interval=0.05)
     # team mode: workers are services, none is started

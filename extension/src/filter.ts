@@ -121,3 +121,19 @@ export function closest(word: string, choices: readonly string[]): string | null
   }
   return best !== null && bestDistance <= Math.max(1, Math.floor(best.length / 3)) ? best : null;
 }
+
+/**
+ * The ids of ``runs`` oldest first, by when each was queued: a diff reads "older → newer"
+ * whatever order the list is sorted in (by a metric, say). Runs never queued (null) and ties
+ * keep their given order.
+ */
+export function olderFirst(runs: ReadonlyArray<{ id: string; queued_at: number | null }>): string[] {
+  return runs
+    .map((run, index) => ({ run, index }))
+    .sort((a, b) => {
+      const ta = a.run.queued_at ?? Number.POSITIVE_INFINITY;
+      const tb = b.run.queued_at ?? Number.POSITIVE_INFINITY;
+      return ta !== tb ? ta - tb : a.index - b.index;
+    })
+    .map(({ run }) => run.id);
+}

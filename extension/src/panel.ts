@@ -10,7 +10,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, IRun, IRunEvent, QuantlabApi } from './api';
-import { IRunQuery, parseFilter, toSearchParams } from './filter';
+import { IRunQuery, olderFirst, parseFilter, toSearchParams } from './filter';
 import {
   auditBadge,
   CLOCK_MS,
@@ -394,7 +394,13 @@ export class BacktestsPanel extends Widget {
 
   /** "Diff": the run diff of the two selected runs (older first), as text in a dialog. */
   private _diff(): Promise<void> {
-    const ids = this._order.filter(id => this._selected.has(id)).reverse();
+    // the list is newest first unless sorted by a metric: order by when each run was queued
+    const ids = olderFirst(
+      this._order.flatMap(id => {
+        const run = this._selected.has(id) ? this._runs.get(id) : undefined;
+        return run ? [run] : [];
+      }).reverse() // newest first in the list: ties and unqueued runs then read older first
+    );
     return this._act('Diff', async () => {
       const diff = await this._api.diff(ids[0], ids[1]);
       const body = document.createElement('pre');

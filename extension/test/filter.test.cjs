@@ -115,3 +115,15 @@ test('a step with a count shows it; without one, the step alone', () => {
   assert.equal(formatStep('simulating'), 'simulating');
   assert.equal(formatStep(null, 1, 2), '');
 });
+
+test('a diff takes the two runs oldest first, whatever the list order', () => {
+  const { olderFirst } = require('../lib-test/filter.js');
+  // listed by a metric: the newer run first
+  assert.deepEqual(olderFirst([{ id: 'new', queued_at: 200 }, { id: 'old', queued_at: 100 }]),
+                   ['old', 'new']);
+  assert.deepEqual(olderFirst([{ id: 'old', queued_at: 100 }, { id: 'new', queued_at: 200 }]),
+                   ['old', 'new']);
+  // never queued (a cached copy, an imported run) and ties keep the given order
+  assert.deepEqual(olderFirst([{ id: 'a', queued_at: null }, { id: 'b', queued_at: 5 }]), ['b', 'a']);
+  assert.deepEqual(olderFirst([{ id: 'a', queued_at: 5 }, { id: 'b', queued_at: 5 }]), ['a', 'b']);
+});

@@ -120,6 +120,9 @@ class Result:
         self._source: Any = None
         # a queued sweep's overfitting summary (PBO, DSR of the best, N), stored with it
         self.overfitting_summary: dict[str, Any] | None = None
+        # break_even_cost's answer by tolerance (~20 re-simulations each: the results view,
+        # its re-renders and the user's own call ask once): the commission, or why there is none
+        self._break_even: dict[float, float | str] = {}
 
     # -- the run's data -------------------------------------------------------------------
     def attach_bars(self, bars: Any) -> Result:
@@ -352,15 +355,24 @@ class Result:
         break-even: the run never trades (commission cannot change it), or it does not make
         money even at zero commission. ``inf`` when it still makes money at the largest
         commission the engine accepts."""
+        if tol not in self._break_even:
+            self._break_even[tol] = self._find_break_even(tol)
+        found = self._break_even[tol]
+        if isinstance(found, str):  # why there is no break-even
+            if strict:
+                raise RunError(f"no break-even commission: {found}", reason=found)
+            return math.nan
+        return found
+
+    def _find_break_even(self, tol: float) -> float | str:
+        """The break-even commission within ``tol``, or the reason there is none."""
         reason = self._no_break_even()
         total_return = self._total_return_at or self._total_return_from_config()
         if reason is None and not total_return(0.0) > 0.0:
             reason = ("it does not make money even at zero commission (total return "
                       f"{total_return(0.0):.4g}% before proportional costs)")
         if reason is not None:
-            if strict:
-                raise RunError(f"no break-even commission: {reason}", reason=reason)
-            return math.nan
+            return reason
         lo, hi = 0.0, _MAX_COMMISSION
         if total_return(hi) > 0.0:
             return math.inf

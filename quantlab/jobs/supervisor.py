@@ -3,7 +3,8 @@
 ``submit`` calls :func:`ensure_worker`, which spawns a detached worker when none holds the lock
 file ``QUANTLAB_HOME/worker.lock``. Every running worker holds a *shared* lock on it, so one
 exclusive attempt tells whether any worker is alive; a second lock file serialises the spawners
-so that two kernels never start two workers. The spawned worker is the ``quantlab worker``
+so that two kernels never start two workers, and a third serialises those attempts (a probe
+holds the lock for an instant, which another probe would take for a live worker). The spawned worker is the ``quantlab worker``
 command (``python -m quantlab worker``), so that it runs the same side services (notification
 dispatcher, metrics subscriber) as a worker started by hand; it leaves after
 :func:`idle_exit` seconds without work.
@@ -37,6 +38,8 @@ from quantlab.settings import Settings, env_number
 
 LOCK_FILE = "worker.lock"
 SPAWN_LOCK_FILE = "worker.spawn.lock"
+PROBE_LOCK_FILE = "worker.probe.lock"
+PROBE_WAIT = 2.0  # seconds a probe waits for another one to finish before it looks anyway
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
 WATCH_EVERY = 1.0  # seconds between two looks of the watchdog at the embedded worker
@@ -57,16 +60,44 @@ def _open_lock(path: Path) -> int:
 def worker_alive(settings: Settings | None = None) -> bool:
     """Whether some worker process holds the lock of this QUANTLAB_HOME."""
     settings = settings or settings_mod.current()
-    fd = _open_lock(settings.home / LOCK_FILE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    with _one_probe_at_a_time(settings.home):
+        fd = _open_lock(settings.home / LOCK_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+
+_probing_here = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_probe_at_a_time(home: Path) -> Iterator[None]:
+    """Probes of the worker lock take turns: a probe holds it exclusively for an instant, and
+    another probe in that instant (the kernel's prestart thread beside a submit, a second
+    kernel) would answer "alive" and start no worker. A thread lock in this process, a lock
+    file across processes; the wait for the file is bounded, since a forked child may inherit
+    a probe's lock (then only that rare race is back)."""
+    with _probing_here:
+        fd = _open_lock(home / PROBE_LOCK_FILE)
+        try:
+            deadline = time.monotonic() + PROBE_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.001)
+            yield
+        finally:
+            os.close(fd)
 
 
 def hold_worker_lock(settings: Settings) -> int:
