@@ -159,6 +159,55 @@ def test_cancel_mid_way_keeps_the_finished_folds(home: Path, workers: Workers) -
     assert "PARTIAL" in repr(found)
 
 
+def test_a_walk_forwards_finished_folds_round_trip_through_its_checkpoint(home: Path) -> None:
+    from quantlab.research.walkforward import WalkForwardPlan, folds_bytes, folds_from_bytes
+
+    plan = WalkForwardPlan(in_kernel_bars(WF), WF["strategy"], GRID, train=250, test=120,
+                           select="sortino", commission=0.001)
+    outcomes = [plan.run_fold(k) for k in range(len(plan.folds))]
+    half = len(outcomes) // 2
+    assert half >= 2
+    saved = folds_from_bytes(folds_bytes(outcomes[:half]))
+    assert [o.chosen for o in saved] == [o.chosen for o in outcomes[:half]]
+    whole, resumed = plan.assemble(outcomes), plan.assemble(saved + outcomes[half:])
+    pd.testing.assert_frame_equal(resumed.folds, whole.folds)
+    pd.testing.assert_series_equal(resumed.equity, whole.equity)
+    assert resumed.metrics == whole.metrics and resumed.efficiency == whole.efficiency
+
+
+def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
+        home: Path, workers: Workers) -> None:
+    env = {**SLOW, "QUANTLAB_HEARTBEAT_TIMEOUT": "3", "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
+    procs = [workers.start(env=env), workers.start(env=env)]
+    config = {**WF, "params": {"fast": [5, 10, 15, 20], "slow": [30, 60, 90]}}
+    run = ql.submit(config)
+    wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "a fold's checkpoint")
+    victim_pid = int(run.record["worker"].split(":")[1])
+    victim = next(p for p in procs if p.pid == victim_pid)
+    victim.kill()
+    victim.wait(timeout=10)
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed", record.get("error")
+    assert record["attempts"] == 2
+    resumed = [line["message"] for line in run.logs()
+               if "resumed from checkpoint at fold" in line["message"]]
+    assert len(resumed) == 1
+    kept = int(re.search(r"at fold (\d+) of", resumed[0]).group(1))  # type: ignore[union-attr]
+    assert kept >= 1
+    # the second attempt began at the fold after the checkpoint's
+    events = run.events()
+    second = [i for i, e in enumerate(events) if e.type == "started"][1]
+    later = [e.data["step"] for e in events[second:]
+             if e.type == "progress" and str(e.data.get("step", "")).startswith("fold")]
+    assert later[0].startswith(f"fold {kept + 1} of")
+    found, direct = run.result(), in_kernel_walk_forward(config)
+    assert isinstance(found, WalkForward) and not found.partial
+    pd.testing.assert_frame_equal(found.folds, direct.folds)
+    pd.testing.assert_series_equal(found.equity, direct.equity)
+    assert found.metrics == direct.metrics and found.efficiency == direct.efficiency
+
+
 def test_the_time_limit_ends_a_walk_forward_failed_with_its_finished_folds(
         home: Path, workers: Workers) -> None:
     # 2 combinations per engine call, 0.3 s between calls: a fold takes about 2 s

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from quantlab import data, research
@@ -306,13 +306,21 @@ class Job:
         self.log(f"{bars.n_symbols} symbol(s) x {bars.n_bars} bars loaded")
         return bars
 
-    def _resume(self, sim: Any) -> None:
+    def resume_state(self) -> bytes | None:
+        """The state an earlier attempt's last checkpoint saved (None: there is none); the
+        time that attempt spent counts towards the time limit."""
         found = self.registry.load_checkpoint(self.run_id)
         if found is None:
-            return
+            return None
         state, meta = found
-        sim.load_state(state)
         self.elapsed_before = float(meta.get("elapsed") or 0.0)
+        return state
+
+    def _resume(self, sim: Any) -> None:
+        state = self.resume_state()
+        if state is None:
+            return
+        sim.load_state(state)
         self.bars_told = int(sim.done_units * self.bars_per_unit)  # counted by the earlier attempt
         self.log(f"resumed from checkpoint at {sim.done_units}/{sim.total_units} "
                  f"(attempt {self.doc['attempts']})", "warning")
@@ -365,15 +373,20 @@ class Job:
         return self.elapsed_before + time.monotonic() - self.attempt_start
 
     def _maybe_checkpoint(self, sim: Any) -> None:
+        self.checkpoint_if_due(sim.state_bytes, sim.done_units, sim.total_units)
+
+    def checkpoint_if_due(self, state: Callable[[], bytes], done: int, total: int) -> None:
+        """Save ``state()`` (what a later attempt resumes from: :meth:`resume_state`) when
+        ``QUANTLAB_CHECKPOINT_SECONDS`` passed since the last one; ``done`` of ``total`` units
+        (combinations, folds) are in it."""
         now = time.monotonic()
         if now - self.last_checkpoint < checkpoint_every():
             return
         self.last_checkpoint = now
-        meta = {"done_units": sim.done_units, "total_units": sim.total_units,
+        meta = {"done_units": done, "total_units": total,
                 "attempt": self.doc["attempts"], "elapsed": self.elapsed(), "worker": self.me}
-        self.registry.save_checkpoint(self.run_id, sim.state_bytes(), meta)
-        publish(self.run_id, lifecycle.Checkpoint(sim.done_units, sim.total_units),
-                self.settings)
+        self.registry.save_checkpoint(self.run_id, state(), meta)
+        publish(self.run_id, lifecycle.Checkpoint(done, total), self.settings)
 
     def tell(self, p: StepProgress) -> None:
         """Publish progress (at most every ``PROGRESS_EVERY`` s) and record it in the run

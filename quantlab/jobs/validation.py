@@ -7,7 +7,8 @@ layer's own plan (:class:`~quantlab.research.walkforward.WalkForwardPlan`,
 ``ql.cross_validate`` take in a kernel, run one at a time:
 
 - walk-forward: fold by fold, each fold's in-sample sweep driven in chunks by
-  :func:`~quantlab.jobs.execution.drive`;
+  :func:`~quantlab.jobs.execution.drive`; the finished folds are checkpointed (every
+  ``QUANTLAB_CHECKPOINT_SECONDS``), so a run whose worker died resumes at its next fold;
 - cross-validation: the full-sample sweep of the default purge (driven in chunks), the
   re-simulation summing every combination's returns per block (one engine call: no cancel
   within it), then split by split.
@@ -253,18 +254,31 @@ def _walk_forward(job: Any, plan: WalkForwardPlan) -> WalkForward:
     n = len(plan.folds)
     job.log(f"walk-forward: {n} folds, chosen by {plan.select}")
     progress = FoldProgress(job, "fold", n, LOOP_START, LOOP_END)
-    outcomes: list[walkforward.FoldOutcome] = []
+    outcomes = _resumed_folds(job, n)
     try:
-        for k in range(n):
+        for k in range(len(outcomes), n):
             progress.tell(k, force=True)
             job.check_control()
             outcomes.append(plan.run_fold(k, run=progress.driver(k)))
+            if k + 1 < n:  # the finished folds, for an attempt after this worker died
+                job.checkpoint_if_due(lambda: walkforward.folds_bytes(outcomes), k + 1, n)
     except (CancelRequested, TimedOut):
         if outcomes:
             job.partial_result = plan.assemble(outcomes, partial=True)
         raise
     job.step(STEP_SAVING, n, n)
     return plan.assemble(outcomes)
+
+
+def _resumed_folds(job: Any, n: int) -> list[walkforward.FoldOutcome]:
+    """The folds an earlier attempt finished, from its last checkpoint (none: [])."""
+    state = job.resume_state()
+    if state is None:
+        return []
+    outcomes = walkforward.folds_from_bytes(state)
+    job.log(f"resumed from checkpoint at fold {len(outcomes)} of {n} "
+            f"(attempt {job.doc['attempts']})", "warning")
+    return outcomes
 
 
 def _cross_validate(job: Any, plan: CrossValidationPlan) -> CrossValidation:

@@ -13,8 +13,10 @@ out-of-sample curve.
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -274,6 +276,37 @@ class FoldOutcome:
     row: dict[str, Any]
     chosen: dict[str, Any]
     result: Result
+
+
+def folds_bytes(outcomes: Sequence[FoldOutcome]) -> bytes:
+    """The finished folds of a walk-forward as one blob (a zip of the folds' rows, each fold's
+    param names and its out-of-sample Result's blobs): a queued run's checkpoint, from which
+    :func:`folds_from_bytes` gives the same folds back, so a run resumed after its worker
+    died ends as one that never stopped."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:  # Parquet is compressed
+        archive.writestr("folds.parquet", parquet_bytes(pd.DataFrame([o.row for o in outcomes])))
+        archive.writestr("chosen.json", json.dumps([list(o.chosen) for o in outcomes]))
+        for k, outcome in enumerate(outcomes):
+            for name, blob in outcome.result.to_blobs().items():
+                archive.writestr(f"fold-{k}/{name}", blob)
+    return buf.getvalue()
+
+
+def folds_from_bytes(blob: bytes) -> list[FoldOutcome]:
+    """The folds :func:`folds_bytes` saved."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        rows = frame_of(archive.read("folds.parquet")).to_dict("records")
+        names = json.loads(archive.read("chosen.json"))
+        outcomes = []
+        for k, (record, keys) in enumerate(zip(rows, names, strict=True)):
+            prefix = f"fold-{k}/"
+            blobs = {name.removeprefix(prefix): archive.read(name)
+                     for name in archive.namelist() if name.startswith(prefix)}
+            row = {str(key): value for key, value in record.items()}
+            outcomes.append(FoldOutcome(row, {key: row[key] for key in keys},
+                                        Result.from_blobs(blobs)))
+    return outcomes
 
 
 class WalkForwardPlan:
