@@ -309,10 +309,7 @@ def test_kill_9_mid_run_resumes_from_the_checkpoint_on_another_worker(
     procs = [workers.start(env=env), workers.start(env=env)]
     run = ql.submit(config)
     wait_for(lambda: "checkpoint" in event_types(run), WAIT, "a checkpoint")
-    victim_pid = int(run.record["worker"].split(":")[1])
-    victim = next(p for p in procs if p.pid == victim_pid)
-    victim.kill()
-    victim.wait(timeout=10)
+    victim_pid = support.kill_the_runs_worker(run, procs)
     run.wait(timeout=WAIT)
     record = run.record
     assert record["status"] == "completed", record["error"]

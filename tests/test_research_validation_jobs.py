@@ -182,10 +182,7 @@ def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
     config = {**WF, "params": {"fast": [5, 10, 15, 20], "slow": [30, 60, 90]}}
     run = ql.submit(config)
     wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "a fold's checkpoint")
-    victim_pid = int(run.record["worker"].split(":")[1])
-    victim = next(p for p in procs if p.pid == victim_pid)
-    victim.kill()
-    victim.wait(timeout=10)
+    support.kill_the_runs_worker(run, procs)
     run.wait(timeout=WAIT)
     record = run.record
     assert record["status"] == "completed", record.get("error")

@@ -116,6 +116,15 @@ def no_worker(home: Path) -> Iterator[None]:
 
 
 
+def kill_the_runs_worker(run: Any, procs: list[subprocess.Popen[bytes]]) -> int:
+    """kill -9 the worker process (of ``procs``) that holds ``run`` now; returns its pid."""
+    victim_pid = int(run.record["worker"].split(":")[1])
+    victim = next(p for p in procs if p.pid == victim_pid)
+    victim.kill()
+    victim.wait(timeout=10)
+    return victim_pid
+
+
 def event_types(run: Any) -> list[str]:
     return [e.type for e in run.events()]
 
