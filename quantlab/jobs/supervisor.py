@@ -82,9 +82,15 @@ def _one_probe_at_a_time(home: Path) -> Iterator[None]:
     another probe in that instant (the kernel's prestart thread beside a submit, a second
     kernel) would answer "alive" and start no worker. A thread lock in this process, a lock
     file across processes; the wait for the file is bounded, since a forked child may inherit
-    a probe's lock (then only that rare race is back)."""
+    a probe's lock (then only that rare race is back), and a home where the file cannot be
+    made (turned read-only) is probed without it: the worker lock's own error says why."""
     with _probing_here:
-        fd = _open_lock(home / PROBE_LOCK_FILE)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(home / PROBE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
         try:
             deadline = time.monotonic() + PROBE_WAIT
             while True:
