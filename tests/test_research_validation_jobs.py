@@ -188,9 +188,11 @@ def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
     assert record["status"] == "completed", record.get("error")
     assert record["attempts"] == 2
     resumed = [line["message"] for line in run.logs()
-               if "resumed from checkpoint at fold" in line["message"]]
+               if "resumed from checkpoint:" in line["message"]]
     assert len(resumed) == 1
-    kept = int(re.search(r"at fold (\d+) of", resumed[0]).group(1))  # type: ignore[union-attr]
+    done = re.search(r": (\d+) of \d+ folds done", resumed[0])
+    assert done is not None
+    kept = int(done.group(1))
     assert kept >= 1
     # the second attempt began at the fold after the checkpoint's
     events = run.events()

@@ -4,10 +4,10 @@
 file ``QUANTLAB_HOME/worker.lock``. Every running worker holds a *shared* lock on it, so one
 exclusive attempt tells whether any worker is alive; a second lock file serialises the spawners
 so that two kernels never start two workers, and a third serialises those attempts (a probe
-holds the lock for an instant, which another probe would take for a live worker). The spawned worker is the ``quantlab worker``
-command (``python -m quantlab worker``), so that it runs the same side services (notification
-dispatcher, metrics subscriber) as a worker started by hand; it leaves after
-:func:`idle_exit` seconds without work.
+holds the lock for an instant, which another probe would take for a live worker). The spawned
+worker is the ``quantlab worker`` command (``python -m quantlab worker``), so that it runs the
+same side services (notification dispatcher, metrics subscriber) as a worker started by hand;
+it leaves after :func:`idle_exit` seconds without work.
 
 A kernel that submitted runs also keeps that worker alive (:func:`watch_worker`): a thread that
 looks every second, while this home has runs queued or running, and starts a new worker when

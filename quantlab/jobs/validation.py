@@ -276,7 +276,7 @@ def _resumed_folds(job: Any, n: int) -> list[walkforward.FoldOutcome]:
     if state is None:
         return []
     outcomes = walkforward.folds_from_bytes(state)
-    job.log(f"resumed from checkpoint at fold {len(outcomes)} of {n} "
+    job.log(f"resumed from checkpoint: {len(outcomes)} of {n} folds done "
             f"(attempt {job.doc['attempts']})", "warning")
     return outcomes
 
