@@ -629,6 +629,7 @@ def test_load_ext_starts_the_worker_in_the_background(ql_home: Any,
     # off (as for every other test): nothing starts
     assert prestart_worker() is None
     assert not worker_alive(current())
+
     def why() -> str:  # what the starting thread logged, and the worker's own log
         log_file = ql_home / "worker.log"
         return (f"logged: {caplog.text or 'nothing'}\nworker.log: "
