@@ -738,6 +738,35 @@ def test_another_probes_instant_is_not_taken_for_a_live_worker(home: Path) -> No
         os.close(held)
 
 
+def test_a_child_forked_during_a_probe_can_probe(home: Path) -> None:
+    from quantlab.jobs import supervisor
+
+    with supervisor._probing_here:  # another thread of this process is probing
+        pid = os.fork()
+        if pid == 0:  # the child: its copy of the lock was taken by a thread it does not have
+            code = 1
+            try:
+                supervisor.worker_alive(current())
+                code = 0
+            finally:
+                os._exit(code)
+    statuses: list[int] = []
+
+    def ended() -> bool:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            statuses.append(status)
+        return bool(statuses)
+
+    try:
+        wait_for(ended, 30, "the forked child's probe")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)  # it hangs on the lock: fail, leaving nothing behind
+        os.waitpid(pid, 0)
+        raise
+    assert os.waitstatus_to_exitcode(statuses[0]) == 0
+
+
 def test_the_self_started_worker_leaves_when_idle(home: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUANTLAB_WORKER_IDLE_EXIT", "1")

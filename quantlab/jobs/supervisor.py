@@ -76,6 +76,15 @@ def worker_alive(settings: Settings | None = None) -> bool:
 _probing_here = threading.Lock()
 
 
+def _new_probe_lock() -> None:
+    global _probing_here
+    _probing_here = threading.Lock()
+
+
+# a child forked while another thread probed would find the lock taken for good
+os.register_at_fork(after_in_child=_new_probe_lock)
+
+
 @contextlib.contextmanager
 def _one_probe_at_a_time(home: Path) -> Iterator[None]:
     """Probes of the worker lock take turns: a probe holds it exclusively for an instant, and
