@@ -207,6 +207,56 @@ def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
     assert found.metrics == direct.metrics and found.efficiency == direct.efficiency
 
 
+def test_a_cross_validations_block_sums_round_trip_through_its_checkpoint(home: Path) -> None:
+    from quantlab.research.crossval import CrossValidationPlan
+
+    def plan(params: Any = GRID) -> CrossValidationPlan:
+        return CrossValidationPlan(in_kernel_bars(CV), CV["strategy"], params,
+                                   **CV["cross_validate"])
+
+    done = plan()
+    done.prepare()
+    whole = done.assemble([done.run_split(i) for i in range(len(done.splits))])
+    resumed = plan()
+    assert resumed.load_sums(done.sums_bytes())
+    assert resumed.purge == done.purge
+    again = resumed.assemble([resumed.run_split(i) for i in range(len(resumed.splits))])
+    pd.testing.assert_frame_equal(again.splits, whole.splits)
+    pd.testing.assert_frame_equal(again.paths, whole.paths)
+    # sums of another grid are not taken up
+    other = plan({"fast": [5, 10, 20], "slow": [30, 60]})
+    assert not other.load_sums(done.sums_bytes())
+    assert other.purge is None
+
+
+def test_a_cross_validation_whose_worker_is_killed_resumes_at_its_splits(
+        home: Path, workers: Workers) -> None:
+    # 2 combinations per engine call and 0.2 s between calls and between splits: the 15
+    # splits after the checkpoint of the sums take 3 s
+    env = {**SLOW, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2", "QUANTLAB_HEARTBEAT_TIMEOUT": "3",
+           "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
+    procs = [workers.start(env=env), workers.start(env=env)]
+    run = ql.submit(CV)
+    wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "the sums' checkpoint")
+    support.kill_the_runs_worker(run, procs)
+    run.wait(timeout=WAIT)
+    record = run.record
+    assert record["status"] == "completed", record.get("error")
+    assert record["attempts"] == 2
+    assert any("resumed from checkpoint: the returns of all 4 combinations summed per block"
+               in line["message"] for line in run.logs())
+    # the second attempt did not sum the blocks again
+    events = run.events()
+    second = [i for i, e in enumerate(events) if e.type == "started"][1]
+    assert not [e for e in events[second:] if e.type == "progress"
+                and e.data.get("step") == "returns summed per block"]
+    found, direct = run.result(), in_kernel_cross_validation(CV)
+    assert isinstance(found, CrossValidation) and not found.partial
+    pd.testing.assert_frame_equal(found.splits, direct.splits)
+    pd.testing.assert_frame_equal(found.paths, direct.paths)
+    assert found.purge == direct.purge
+
+
 def test_the_time_limit_ends_a_walk_forward_failed_with_its_finished_folds(
         home: Path, workers: Workers) -> None:
     # 2 combinations per engine call, 0.3 s between calls: a fold takes about 2 s

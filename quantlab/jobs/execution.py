@@ -99,8 +99,8 @@ class StepProgress:
 
 def chunk_knobs() -> tuple[int | None, float]:
     """Test/demo knobs: ``QUANTLAB_JOBS_MAX_CHUNK`` caps the units per engine call and
-    ``QUANTLAB_JOBS_CHUNK_DELAY`` sleeps between calls, to make a short run long enough to
-    watch, cancel or kill."""
+    ``QUANTLAB_JOBS_CHUNK_DELAY`` sleeps between calls (and between a queued
+    cross-validation's splits), to make a short run long enough to watch, cancel or kill."""
     cap = int(env_number("QUANTLAB_JOBS_MAX_CHUNK", 0, integer=True, minimum=0))
     return cap or None, env_number("QUANTLAB_JOBS_CHUNK_DELAY", 0.0, minimum=0)
 

@@ -10,8 +10,8 @@ layer's own plan (:class:`~quantlab.research.walkforward.WalkForwardPlan`,
   :func:`~quantlab.jobs.execution.drive`; the finished folds are checkpointed (every
   ``QUANTLAB_CHECKPOINT_SECONDS``), so a run whose worker died resumes at its next fold;
 - cross-validation: the full-sample sweep of the default purge (driven in chunks), the
-  re-simulation summing every combination's returns per block (one engine call: no cancel
-  within it), then split by split.
+  re-simulation summing every combination's returns per block (in chunks of combinations), then
+  split by split; the sums are checkpointed, so a run whose worker died goes on to the splits.
 
 Between folds (splits) and between the chunks of a fold's sweep, a progress event tells where
 the run is (``step`` such as ``"fold 3 of 12"``, ``done_units``/``total_units`` the folds) and the
@@ -30,7 +30,14 @@ from quantlab import data
 from quantlab.config import BacktestConfig
 from quantlab.errors import ConfigError
 from quantlab.jobs import lifecycle
-from quantlab.jobs.execution import STEP_PROGRESS, STEP_SAVING, CancelRequested, TimedOut, drive
+from quantlab.jobs.execution import (
+    STEP_PROGRESS,
+    STEP_SAVING,
+    CancelRequested,
+    TimedOut,
+    chunk_knobs,
+    drive,
+)
 from quantlab.research import crossval, walkforward
 from quantlab.research.crossval import CrossValidation, CrossValidationPlan
 from quantlab.research.walkforward import WalkForward, WalkForwardPlan
@@ -287,6 +294,37 @@ def _cross_validate(job: Any, plan: CrossValidationPlan) -> CrossValidation:
             f"{m} splits")
     middle = LOOP_START + (LOOP_END - LOOP_START) * CV_PREPARE_SHARE
     before = FoldProgress(job, "preparing", 2, LOOP_START, middle)
+    state = job.resume_state()
+    if state is not None and plan.load_sums(state):
+        job.log(f"resumed from checkpoint: the returns of all {plan.n_combos} combinations "
+                f"summed per block (attempt {job.doc['attempts']})", "warning")
+    else:
+        _sum_blocks(job, plan, before)
+        # nearly all of the work: kept for an attempt after this worker died
+        job.checkpoint_if_due(plan.sums_bytes, 0, m)
+    progress = FoldProgress(job, "split", m, middle, LOOP_END)
+    progress.bars_done = before.bars_done
+    outcomes: list[crossval.SplitOutcome] = []
+    _, pause = chunk_knobs()  # the test knob's pause, between splits too
+    try:
+        for i in range(m):
+            progress.tell(i)  # splits are quick: rate-limited, the first and last told
+            job.check_control()
+            if pause:
+                time.sleep(pause)
+            outcomes.append(plan.run_split(i))
+    except (CancelRequested, TimedOut):
+        if outcomes:
+            job.partial_result = plan.assemble(outcomes, partial=True)
+        raise
+    progress.tell(m, force=True, step=f"split {m} of {m}")
+    job.step(STEP_SAVING, m, m)
+    return plan.assemble(outcomes)
+
+
+def _sum_blocks(job: Any, plan: CrossValidationPlan, before: FoldProgress) -> None:
+    """The default purge's full-sample sweep, then every combination's returns summed per
+    block: both in chunks, the run's control checked between them."""
     purge_step = "full-sample sweep (default purge)"
     if plan.purge is None:
         before.tell(0, force=True, step=purge_step)
@@ -296,25 +334,9 @@ def _cross_validate(job: Any, plan: CrossValidationPlan) -> CrossValidation:
     sums_step = "returns summed per block"
     before.tell(1, force=True, step=sums_step)
     job.check_control()
-    # the re-simulation in chunks of combinations too, the run's control checked between them
     parts = BlockSumsInParts(plan)
     drive(parts, before.between(1, parts, sums_step))
     plan.finish_sums()
-    progress = FoldProgress(job, "split", m, middle, LOOP_END)
-    progress.bars_done = before.bars_done
-    outcomes: list[crossval.SplitOutcome] = []
-    try:
-        for i in range(m):
-            progress.tell(i)  # splits are quick: rate-limited, the first and last told
-            job.check_control()
-            outcomes.append(plan.run_split(i))
-    except (CancelRequested, TimedOut):
-        if outcomes:
-            job.partial_result = plan.assemble(outcomes, partial=True)
-        raise
-    progress.tell(m, force=True, step=f"split {m} of {m}")
-    job.step(STEP_SAVING, m, m)
-    return plan.assemble(outcomes)
 
 
 __all__ = ["CROSS_VALIDATE", "WALK_FORWARD", "FoldProgress", "check_before_queue",

@@ -17,6 +17,7 @@ Every combination's bar returns are those of its run over all the bars (the metr
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -271,11 +272,15 @@ class CrossValidationPlan:
         sim = Simulation(self.bars, self.strategy, cast(Any, self.params), **self.options)
         sim.prepare()
         self._sums_sim = sim
-        self.combos = sim.combos
-        self.n_combos = len(sim.combos)
+        self._set_blocks(sim.combos)
+        self._parts: list[np.ndarray] = []
+
+    def _set_blocks(self, combos: Sequence[Mapping[str, Any]]) -> None:
+        """The combinations and the blocks' edges (by the purge and embargo)."""
+        self.combos = combos
+        self.n_combos = len(combos)
         self.cuts = _cuts(self.bounds, int(cast(int, self.purge)), self.embargo,
                           self.bars.n_bars)
-        self._parts: list[np.ndarray] = []
 
     def sum_blocks(self, first: int, stop: int) -> None:
         """The block sums of combinations ``first:stop`` (parts in order, each after the
@@ -285,11 +290,40 @@ class CrossValidationPlan:
     def finish_sums(self) -> None:
         sums = np.concatenate(self._parts, axis=1)  # (blocks, combos, 4)
         self._parts = []
+        self._set_sums(sums[:, :, 0], sums[:, :, 1])
+
+    def _set_sums(self, s1: np.ndarray, s2: np.ndarray) -> None:
         self.n = np.diff(self.cuts).astype(float)
-        self.s1, self.s2 = sums[:, :, 0], sums[:, :, 1]
+        self.s1, self.s2 = s1, s2
         self.starts = self.cuts[:-1]
         # group of each block (blocks never straddle a group's edge)
         self.block_group = np.searchsorted(self.bounds, self.starts, "right") - 1
+
+    def sums_bytes(self) -> bytes:
+        """The purge and every combination's block sums (what :meth:`prepare` computes, nearly
+        all of the work): a queued run's checkpoint, from which :meth:`load_sums` goes on to
+        the splits; they are recomputed from the sums in milliseconds."""
+        buf = io.BytesIO()
+        np.savez(buf, purge=np.int64(cast(int, self.purge)), s1=self.s1, s2=self.s2)
+        return buf.getvalue()
+
+    def load_sums(self, blob: bytes) -> bool:
+        """Take up the sums :meth:`sums_bytes` saved instead of :meth:`prepare`; False (and
+        nothing taken) when they do not fit this plan's grid and bars."""
+        with np.load(io.BytesIO(blob)) as saved:
+            purge, s1, s2 = int(saved["purge"]), saved["s1"], saved["s2"]
+        if self.purge is not None and purge != self.purge:
+            return False
+        kept = self.purge
+        self.purge = purge
+        combos = Simulation(self.bars, self.strategy, cast(Any, self.params),
+                            **self.options).combos
+        self._set_blocks(combos)
+        if s1.shape != s2.shape or s1.shape != (len(self.cuts) - 1, len(combos)):
+            self.purge = kept
+            return False
+        self._set_sums(s1, s2)
+        return True
 
     def run_split(self, i: int) -> SplitOutcome:
         """Split ``i``: the combination with the best Sharpe ratio on its training blocks and
