@@ -175,13 +175,15 @@ def test_a_walk_forwards_finished_folds_round_trip_through_its_checkpoint(home: 
     assert resumed.metrics == whole.metrics and resumed.efficiency == whole.efficiency
 
 
-def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
-        home: Path, workers: Workers) -> None:
-    env = {**SLOW, "QUANTLAB_HEARTBEAT_TIMEOUT": "3", "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
+def killed_after_its_checkpoint(workers: Workers, config: dict[str, Any], env: dict[str, str]
+                                ) -> tuple[ql.Run, str, list[Any]]:
+    """Run ``config`` on one of two workers, kill -9 that one once the run has a checkpoint,
+    and wait for the other to finish it: the run, its one "resumed from checkpoint" log line,
+    and the events of its second attempt."""
+    env = {**env, "QUANTLAB_HEARTBEAT_TIMEOUT": "3", "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
     procs = [workers.start(env=env), workers.start(env=env)]
-    config = {**WF, "params": {"fast": [5, 10, 15, 20], "slow": [30, 60, 90]}}
     run = ql.submit(config)
-    wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "a fold's checkpoint")
+    wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "the run's checkpoint")
     support.kill_the_runs_worker(run, procs)
     run.wait(timeout=WAIT)
     record = run.record
@@ -190,16 +192,23 @@ def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
     resumed = [line["message"] for line in run.logs()
                if "resumed from checkpoint:" in line["message"]]
     assert len(resumed) == 1
-    done = re.search(r": (\d+) of \d+ folds done", resumed[0])
+    events = run.events()
+    second = [i for i, e in enumerate(events) if e.type == "started"][1]
+    return run, resumed[0], events[second:]
+
+
+def test_a_walk_forward_whose_worker_is_killed_resumes_at_its_next_fold(
+        home: Path, workers: Workers) -> None:
+    config = {**WF, "params": {"fast": [5, 10, 15, 20], "slow": [30, 60, 90]}}
+    run, resumed, later = killed_after_its_checkpoint(workers, config, SLOW)
+    done = re.search(r": (\d+) of \d+ folds done", resumed)
     assert done is not None
     kept = int(done.group(1))
     assert kept >= 1
     # the second attempt began at the fold after the checkpoint's
-    events = run.events()
-    second = [i for i, e in enumerate(events) if e.type == "started"][1]
-    later = [e.data["step"] for e in events[second:]
+    steps = [e.data["step"] for e in later
              if e.type == "progress" and str(e.data.get("step", "")).startswith("fold")]
-    assert later[0].startswith(f"fold {kept + 1} of")
+    assert steps[0].startswith(f"fold {kept + 1} of")
     found, direct = run.result(), in_kernel_walk_forward(config)
     assert isinstance(found, WalkForward) and not found.partial
     pd.testing.assert_frame_equal(found.folds, direct.folds)
@@ -233,22 +242,11 @@ def test_a_cross_validation_whose_worker_is_killed_resumes_at_its_splits(
         home: Path, workers: Workers) -> None:
     # 2 combinations per engine call and 0.2 s between calls and between splits: the 15
     # splits after the checkpoint of the sums take 3 s
-    env = {**SLOW, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2", "QUANTLAB_HEARTBEAT_TIMEOUT": "3",
-           "QUANTLAB_CHECKPOINT_SECONDS": "0.2"}
-    procs = [workers.start(env=env), workers.start(env=env)]
-    run = ql.submit(CV)
-    wait_for(lambda: "checkpoint" in support.event_types(run), WAIT, "the sums' checkpoint")
-    support.kill_the_runs_worker(run, procs)
-    run.wait(timeout=WAIT)
-    record = run.record
-    assert record["status"] == "completed", record.get("error")
-    assert record["attempts"] == 2
-    assert any("resumed from checkpoint: the returns of all 4 combinations summed per block"
-               in line["message"] for line in run.logs())
+    run, resumed, later = killed_after_its_checkpoint(
+        workers, CV, {**SLOW, "QUANTLAB_JOBS_CHUNK_DELAY": "0.2"})
+    assert "the returns of all 4 combinations summed per block" in resumed
     # the second attempt did not sum the blocks again
-    events = run.events()
-    second = [i for i, e in enumerate(events) if e.type == "started"][1]
-    assert not [e for e in events[second:] if e.type == "progress"
+    assert not [e for e in later if e.type == "progress"
                 and e.data.get("step") == "returns summed per block"]
     found, direct = run.result(), in_kernel_cross_validation(CV)
     assert isinstance(found, CrossValidation) and not found.partial
