@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -263,12 +264,48 @@ def bench_startup() -> None:
     row("warm Numba cache", min(warm), f"best of 3; import + read alone {colds[0][1]} s")
 
 
+# The first sweep of a kind on an empty Numba cache: what a fresh install's (or a fresh
+# worker's) first such run waits for. GOOG's bars, once as one symbol and once as three.
+FIRST_SWEEP = """
+import time
+import pandas as pd
+import quantlab as ql
+GOOG = pd.read_csv(__import__("sys").argv[1], index_col=0, parse_dates=True)
+data = {"one": GOOG, "many": {s: GOOG for s in ("A", "B", "C")}}[__import__("sys").argv[2]]
+strategy, params = __import__("sys").argv[3], __import__("json").loads(__import__("sys").argv[4])
+t0 = time.perf_counter()
+ql.backtest(data, strategy=strategy, params=params)
+print(f"{time.perf_counter() - t0:.3f}")
+"""
+FIRST_SWEEPS = (("one", "rsi_reversion", {"period": [10, 14]}),
+                ("many", "rsi_reversion", {"period": [10, 14]}),
+                ("many", "sma_crossover", {"fast": [5, 10], "slow": 20}))
+
+
+def bench_first_sweeps() -> None:
+    print("\n5b. The first sweep of a kind in a fresh process, on an empty Numba cache")
+    csv = os.path.join(os.path.dirname(importlib.util.find_spec("backtesting").origin or ""),
+                       "test", "GOOG.csv")
+    for symbols, strategy, params in FIRST_SWEEPS:
+        times = []
+        for _ in range(3):
+            with tempfile.TemporaryDirectory() as cache:
+                command = [sys.executable, "-c", FIRST_SWEEP, csv, symbols, strategy,
+                           json.dumps(params)]
+                times.append(float(subprocess.run(
+                    command, env=dict(os.environ, NUMBA_CACHE_DIR=cache), capture_output=True,
+                    text=True, check=True).stdout.split()[-1]))
+        times.sort()
+        row(f"{strategy} sweep, {symbols} symbol(s)", times[1],
+            f"median of 3 (all: {', '.join(f'{t:.2f}' for t in times)} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the slowest peer runs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="the multi-threaded sweep's thread count (default: all cores)")
-    parser.add_argument("--only", choices=("stops",), help="run one workload only")
+    parser.add_argument("--only", choices=("stops", "startup"), help="run one workload only")
     args = parser.parse_args()
     import quantlab as ql
 
@@ -278,12 +315,17 @@ def main() -> None:
     if args.only == "stops":
         bench_stops(ql, df)
         return
+    if args.only == "startup":
+        bench_startup()
+        bench_first_sweeps()
+        return
     bench_single(ql, df)
     bench_sweep(ql, df, args.quick, args.threads)
     bench_stops(ql, df)
     bench_portfolio(ql)
     bench_minutes(ql)
     bench_startup()
+    bench_first_sweeps()
 
 
 if __name__ == "__main__":

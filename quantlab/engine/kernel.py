@@ -885,8 +885,9 @@ def has_stops(cfg: np.ndarray) -> bool:
 
 
 @njit(cache=True, error_model="numpy")
-def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
-    """One combination over all bars with fresh state, metrics only (no equity, no log)."""
+def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row, one, many):
+    """One combination over all bars with fresh state, metrics only (no equity, no log).
+    ``one``, ``many``: which kernel runs, from :func:`symbol_kind`."""
     n_sym = close.shape[0]
     n_bars = close.shape[1]
     acct = np.empty(A_N)
@@ -898,15 +899,16 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
     # start and detail as variables: a literal argument would compile another specialisation
     start = np.int64(0)
     detail = np.bool_(False)
-    if n_sym == 1 and cfg[C_SL] <= 0 and cfg[C_TP] <= 0:
-        simulate1(open_[0], None, None, close[0], sig[0], None, None, start, n_bars, cfg,
-                  weights[0], acct, pos, acc, detail, no_eq, no_log)
-    elif n_sym == 1:
-        simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, start, n_bars, cfg,
-                  weights[0], acct, pos, acc, detail, no_eq, no_log)
-    else:
+    if many is not None:
         simulate(open_, high, low, close, sig, start, n_bars, cfg, weights, acct, pos, acc,
                  detail, no_eq, no_log)
+    if one is not None:
+        if cfg[C_SL] <= 0 and cfg[C_TP] <= 0:
+            simulate1(open_[0], None, None, close[0], sig[0], None, None, start, n_bars, cfg,
+                      weights[0], acct, pos, acc, detail, no_eq, no_log)
+        else:
+            simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, start, n_bars,
+                      cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
     open_count = 0.0
     for s in range(n_sym):
         if pos[s, P_UNITS] != 0.0:
@@ -914,27 +916,36 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row):
     finalize(acc, acct, cfg[C_CASH], open_count, ppy, out_row)
 
 
+def symbol_kind(n_symbols: int) -> tuple[bool | None, bool | None]:
+    """``(one, many)`` for the sweep kernels: ``(True, None)`` for one symbol (``simulate1``),
+    ``(None, True)`` for several (``simulate``). Numba drops a branch under ``if x is not None``
+    before compiling when ``x`` *is* None (not when it is a bool), so a sweep compiles only the
+    kernels of its kind: 3-4 s less of a cold cache's first sweep."""
+    return (True, None) if n_symbols == 1 else (None, True)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def sweep_batch(open_, high, low, close, sigs, cfgs, cfg_rows, weights, ppy, out):
+def sweep_batch(open_, high, low, close, sigs, cfgs, cfg_rows, weights, ppy, out, one, many):
     """Run every combination of ``sigs`` (k, n_symbols, n_bars) over all bars, in parallel,
     keeping only streaming accumulators; combination ``j`` runs with the options of
     ``cfgs[cfg_rows[j]]`` (a sweep over options: one config row per distinct combination of
-    them); ``out[j]`` gets its metric row."""
+    them); ``out[j]`` gets its metric row. ``one``, ``many``: :func:`symbol_kind`."""
     for j in prange(sigs.shape[0]):
         _run_combination(open_, high, low, close, sigs[j], cfgs[cfg_rows[j]], weights, ppy,
-                         out[j])
+                         out[j], one, many)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfgs, cfg_rows, weights,
-                    ppy, out):
+                    ppy, out, one, many):
     """A crossover sweep: combination ``j`` trades the cross of ``lines[fast_row[j]]`` over
     ``lines[slow_row[j]]`` (precomputed averages, one per window) with the options of
     ``cfgs[cfg_rows[j]]``. The signals are made inside the parallel loop, one combination at
-    a time, so no batch of signals is ever stored."""
+    a time, so no batch of signals is ever stored. ``one``, ``many``: :func:`symbol_kind`."""
     for j in prange(fast_row.shape[0]):
         sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
-        _run_combination(open_, high, low, close, sig, cfgs[cfg_rows[j]], weights, ppy, out[j])
+        _run_combination(open_, high, low, close, sig, cfgs[cfg_rows[j]], weights, ppy, out[j],
+                         one, many)
 
 
 # combinations per task of the parallel loop: their state arrays are allocated once

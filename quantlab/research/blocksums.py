@@ -48,13 +48,13 @@ class BlockSums:
 
 
 @njit(cache=True, error_model="numpy")
-def _one(open_, high, low, close, sig, cfg, weights, bounds, out, many):
+def _one(open_, high, low, close, sig, cfg, weights, bounds, out, one, many):
     """One combination over all bars, block by block: ``out[b]`` = the sums of block ``b``.
 
-    ``many``: None for one symbol (``simulate1``), else anything (``simulate``); ``high`` and
-    ``low``: None when no combination has stops. Numba prunes the branches a None argument
-    rules out before it compiles, so a call compiles only the kernel it runs (compiling
-    ``simulate1`` twice for nothing cost ~2.5 s of a cold worker's first sweep end)."""
+    ``one``, ``many``: which kernel runs (``kernel.symbol_kind``); ``high`` and ``low``: None
+    when no combination has stops. Numba prunes the branches a None argument rules out before
+    it compiles, so a call compiles only the kernel it runs (compiling ``simulate1`` twice for
+    nothing cost ~2.5 s of a cold worker's first sweep end)."""
     n_sym = close.shape[0]
     acct = np.empty(K.A_N)
     pos = np.empty((n_sym, K.P_N))
@@ -73,15 +73,19 @@ def _one(open_, high, low, close, sig, cfg, weights, bounds, out, many):
         if many is not None:
             K.simulate(open_, high, low, close, sig, bounds[b], bounds[b + 1], cfg, weights,
                        acct, pos, acc, detail, no_eq, no_log)
-        elif high is None:
-            K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
-                        bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
-        elif stops:
-            K.simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, bounds[b],
-                        bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
-        else:
-            K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
-                        bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq, no_log)
+        if one is not None:
+            if high is None:
+                K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
+                            bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
+                            no_log)
+            elif stops:
+                K.simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, bounds[b],
+                            bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
+                            no_log)
+            else:
+                K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
+                            bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
+                            no_log)
         out[b, 0] = acc[M_SUM]
         out[b, 1] = acc[M_SUM2]
         out[b, 2] = acc[M_SUM3]
@@ -89,18 +93,19 @@ def _one(open_, high, low, close, sig, cfg, weights, bounds, out, many):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _signals(open_, high, low, close, sigs, cfgs, rows, weights, bounds, out, many):
+def _signals(open_, high, low, close, sigs, cfgs, rows, weights, bounds, out, one, many):
     """Combination ``j``: signals ``sigs[j]``, config row ``cfgs[rows[j]]`` (swept options)."""
     for j in prange(sigs.shape[0]):
-        _one(open_, high, low, close, sigs[j], cfgs[rows[j]], weights, bounds, out[j], many)
+        _one(open_, high, low, close, sigs[j], cfgs[rows[j]], weights, bounds, out[j], one,
+             many)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _crossovers(open_, high, low, close, lines, fast_row, slow_row, cfgs, rows, weights, bounds,
-                out, many):
+                out, one, many):
     for j in prange(fast_row.shape[0]):
         sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
-        _one(open_, high, low, close, sig, cfgs[rows[j]], weights, bounds, out[j], many)
+        _one(open_, high, low, close, sig, cfgs[rows[j]], weights, bounds, out[j], one, many)
 
 
 def parts(count: int) -> int:
@@ -159,7 +164,7 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
     lo: np.ndarray | None = sim._arrays[2]
     # what the kernels need, as None when they do not (see _one): high and low for several
     # symbols or for stops, simulate for several symbols
-    many = True if sim.bars.n_symbols > 1 else None
+    one, many = K.symbol_kind(sim.bars.n_symbols)
     if many is None and not np.any((sim.cfgs[:, K.C_SL] > 0) | (sim.cfgs[:, K.C_TP] > 0)):
         h = lo = None
     kind = sim.strategy.crossover_of
@@ -174,7 +179,7 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
                                    sim.ind.max_bytes // 2):
             lines, fast, slow = _crossover_grid(sim.ind, kind, sim.combos[g0:g1])
             _crossovers(o, h, lo, c, lines, fast, slow, cfgs, rows[g0:g1], weights, bounds,
-                        out[g0:g1], many)
+                        out[g0:g1], one, many)
         return
     batch = max(1, _BATCH_BYTES // per_combo)
     for b0 in range(first, stop, batch):
@@ -184,10 +189,10 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
         if per_params:
             for j, combo in enumerate(combos):
                 _signals(o, h, lo, c, sigs[j:j + 1], cfgs, rows[b0 + j:b0 + j + 1],
-                         sim._weights(combo), bounds, out[b0 + j:b0 + j + 1], many)
+                         sim._weights(combo), bounds, out[b0 + j:b0 + j + 1], one, many)
         else:
             _signals(o, h, lo, c, sigs, cfgs, rows[b0:b1], sim._weights(combos[0]), bounds,
-                     out[b0:b1], many)
+                     out[b0:b1], one, many)
 
 
 __all__ = ["PART_COMBINATIONS", "BlockSums", "block_sums", "parts"]
