@@ -69,7 +69,8 @@ from tests.support.engine import random_walk
 
 one = random_walk(300, seed=1)
 data = {"A": one, "B": random_walk(300, seed=2)} if sys.argv[1] == "many" else one
-ql.backtest(data, "rsi_reversion", {"period": [10, 14]}).overfitting(blocks=4)
+stops = {"stop_loss": [None, 0.05]} if sys.argv[1] == "one, stops" else {}
+ql.backtest(data, "rsi_reversion", {"period": [10, 14]}, **stops).overfitting(blocks=4)
 print(json.dumps({name: len(getattr(kernel, name).signatures)
                   for name in ("simulate1", "simulate", "sweep_batch")}
                  | {"block sums": len(blocksums._one.signatures)}))
@@ -78,21 +79,23 @@ print(json.dumps({name: len(getattr(kernel, name).signatures)
 
 def test_a_sweep_compiles_the_kernels_of_its_kind_only(tmp_path: Path) -> None:
     # A sweep (and its overfitting statistics) of one symbol compiles simulate1, of several
-    # simulate, not both: a cold cache's first sweep is 3-5 s shorter. Each kind in a fresh
-    # process with an empty cache, the two at once.
+    # simulate, not both, and simulate1's stops only when a combination has one: a cold
+    # cache's first sweep is 3-6 s shorter. Each kind in a fresh process with an empty cache,
+    # all at once.
     runs = {
         kind: subprocess.Popen(
             [sys.executable, "-c", KIND_SCRIPT, kind], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / kind)})
-        for kind in ("one", "many")}
+            env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / kind.replace(", ", "-"))})
+        for kind in ("one", "one, stops", "many")}
     counts = {}
     for kind, proc in runs.items():
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         counts[kind] = json.loads(out.strip().splitlines()[-1])
     assert counts == {
+        "one": {"simulate1": 1, "simulate": 0, "sweep_batch": 1, "block sums": 1},
         # with and without the bars' high and low (stops are per combination)
-        "one": {"simulate1": 2, "simulate": 0, "sweep_batch": 1, "block sums": 1},
+        "one, stops": {"simulate1": 2, "simulate": 0, "sweep_batch": 1, "block sums": 1},
         "many": {"simulate1": 0, "simulate": 1, "sweep_batch": 1, "block sums": 1},
     }

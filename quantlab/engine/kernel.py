@@ -887,7 +887,8 @@ def has_stops(cfg: np.ndarray) -> bool:
 @njit(cache=True, error_model="numpy")
 def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row, one, many):
     """One combination over all bars with fresh state, metrics only (no equity, no log).
-    ``one``, ``many``: which kernel runs, from :func:`symbol_kind`."""
+    ``one``, ``many``: which kernel runs, from :func:`symbol_kind`; ``high`` and ``low``:
+    None for one symbol when no combination has a stop (``simulate1`` then compiles once)."""
     n_sym = close.shape[0]
     n_bars = close.shape[1]
     acct = np.empty(A_N)
@@ -903,7 +904,7 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row, o
         simulate(open_, high, low, close, sig, start, n_bars, cfg, weights, acct, pos, acc,
                  detail, no_eq, no_log)
     if one is not None:
-        if cfg[C_SL] <= 0 and cfg[C_TP] <= 0:
+        if high is None or (cfg[C_SL] <= 0 and cfg[C_TP] <= 0):
             simulate1(open_[0], None, None, close[0], sig[0], None, None, start, n_bars, cfg,
                       weights[0], acct, pos, acc, detail, no_eq, no_log)
         else:
@@ -920,7 +921,7 @@ def symbol_kind(n_symbols: int) -> tuple[bool | None, bool | None]:
     """``(one, many)`` for the sweep kernels: ``(True, None)`` for one symbol (``simulate1``),
     ``(None, True)`` for several (``simulate``). Numba drops a branch under ``if x is not None``
     before compiling when ``x`` *is* None (not when it is a bool), so a sweep compiles only the
-    kernels of its kind: 3-4 s less of a cold cache's first sweep."""
+    kernels of its kind: 3-5 s less of a cold cache's first sweep (bench/README.md)."""
     return (True, None) if n_symbols == 1 else (None, True)
 
 

@@ -383,6 +383,8 @@ class Simulation:
         per_params = self.weights_given is None and self.strategy.weights_follow_params
         cfgs, cfg_rows = self.cfgs, self.cfg_rows
         one, many = K.symbol_kind(self.bars.n_symbols)  # only one kind's kernels compiled
+        # nor the one-symbol kernel's stops when no combination has one
+        high, low = (h, lo) if many is not None or K.has_stops(cfgs) else (None, None)
         if kind is not None and not per_params:
             weights = self._weights(self.combos[start])
             fused = self._fused_crossover()
@@ -397,7 +399,7 @@ class Simulation:
                                    np.ascontiguousarray(lines[:, 0, :]), fast, slow, cfgs, rows,
                                    weights[0], self.ppy, self.rows[g0:g1])
                 else:
-                    K.sweep_crossover(o, h, lo, c, lines, fast, slow, cfgs, rows, weights,
+                    K.sweep_crossover(o, high, low, c, lines, fast, slow, cfgs, rows, weights,
                                       self.ppy, self.rows[g0:g1], one, many)
             self.rows[start:stop, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
             return
@@ -408,11 +410,12 @@ class Simulation:
             if per_params:
                 # weights depend on the params: run combination by combination
                 for j, combo in enumerate(combos):
-                    K.sweep_batch(o, h, lo, c, sigs[j:j + 1], cfgs, cfg_rows[b0 + j:b0 + j + 1],
+                    K.sweep_batch(o, high, low, c, sigs[j:j + 1], cfgs,
+                                  cfg_rows[b0 + j:b0 + j + 1],
                                   self._weights(combo), self.ppy, self.rows[b0 + j:b0 + j + 1],
                                   one, many)
             else:
-                K.sweep_batch(o, h, lo, c, sigs, cfgs, cfg_rows[b0:b1],
+                K.sweep_batch(o, high, low, c, sigs, cfgs, cfg_rows[b0:b1],
                               self._weights(combos[0]), self.ppy, self.rows[b0:b1], one, many)
             self.rows[b0:b1, M.METRIC_INDEX["buy_hold_return_pct"]] = bh
 
