@@ -887,8 +887,7 @@ def has_stops(cfg: np.ndarray) -> bool:
 @njit(cache=True, error_model="numpy")
 def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row, one, many):
     """One combination over all bars with fresh state, metrics only (no equity, no log).
-    ``one``, ``many``: which kernel runs, from :func:`symbol_kind`; ``high`` and ``low``:
-    None for one symbol when no combination has a stop (``simulate1`` then compiles once)."""
+    ``high``, ``low``, ``one``, ``many``: as :func:`sweep_kind` gives them."""
     n_sym = close.shape[0]
     n_bars = close.shape[1]
     acct = np.empty(A_N)
@@ -917,12 +916,19 @@ def _run_combination(open_, high, low, close, sig, cfg, weights, ppy, out_row, o
     finalize(acc, acct, cfg[C_CASH], open_count, ppy, out_row)
 
 
-def symbol_kind(n_symbols: int) -> tuple[bool | None, bool | None]:
-    """``(one, many)`` for the sweep kernels: ``(True, None)`` for one symbol (``simulate1``),
-    ``(None, True)`` for several (``simulate``). Numba drops a branch under ``if x is not None``
-    before compiling when ``x`` *is* None (not when it is a bool), so a sweep compiles only the
-    kernels of its kind: 3-5 s less of a cold cache's first sweep (bench/README.md)."""
-    return (True, None) if n_symbols == 1 else (None, True)
+def sweep_kind(high: np.ndarray, low: np.ndarray, cfgs: np.ndarray
+               ) -> tuple[np.ndarray | None, np.ndarray | None, bool | None, bool | None]:
+    """``(high, low, one, many)`` for the sweep kernels, from the bars' high and low
+    (n_symbols, n_bars) and the sweep's config rows: ``one`` True and ``many`` None for one
+    symbol (``simulate1``), the reverse for several (``simulate``), and for one symbol no high
+    or low when no row has a stop. Numba drops a branch under ``if x is not None`` (or ``is
+    None``) before compiling when ``x`` *is* None (not when it is a bool), so a sweep compiles
+    only the code it runs: 5-6 s less of a cold cache's first sweep (bench/README.md)."""
+    if high.shape[0] > 1:
+        return high, low, None, True
+    if has_stops(cfgs):
+        return high, low, True, None
+    return None, None, True, None
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -930,7 +936,7 @@ def sweep_batch(open_, high, low, close, sigs, cfgs, cfg_rows, weights, ppy, out
     """Run every combination of ``sigs`` (k, n_symbols, n_bars) over all bars, in parallel,
     keeping only streaming accumulators; combination ``j`` runs with the options of
     ``cfgs[cfg_rows[j]]`` (a sweep over options: one config row per distinct combination of
-    them); ``out[j]`` gets its metric row. ``one``, ``many``: :func:`symbol_kind`."""
+    them); ``out[j]`` gets its metric row. ``high``, ``low``, ``one``, ``many``: :func:`sweep_kind`."""
     for j in prange(sigs.shape[0]):
         _run_combination(open_, high, low, close, sigs[j], cfgs[cfg_rows[j]], weights, ppy,
                          out[j], one, many)
@@ -942,7 +948,7 @@ def sweep_crossover(open_, high, low, close, lines, fast_row, slow_row, cfgs, cf
     """A crossover sweep: combination ``j`` trades the cross of ``lines[fast_row[j]]`` over
     ``lines[slow_row[j]]`` (precomputed averages, one per window) with the options of
     ``cfgs[cfg_rows[j]]``. The signals are made inside the parallel loop, one combination at
-    a time, so no batch of signals is ever stored. ``one``, ``many``: :func:`symbol_kind`."""
+    a time, so no batch of signals is ever stored. ``high``, ``low``, ``one``, ``many``: :func:`sweep_kind`."""
     for j in prange(fast_row.shape[0]):
         sig = crossover(lines[fast_row[j]], lines[slow_row[j]])
         _run_combination(open_, high, low, close, sig, cfgs[cfg_rows[j]], weights, ppy, out[j],

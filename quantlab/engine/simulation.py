@@ -382,9 +382,7 @@ class Simulation:
         kind = self.strategy.crossover_of
         per_params = self.weights_given is None and self.strategy.weights_follow_params
         cfgs, cfg_rows = self.cfgs, self.cfg_rows
-        one, many = K.symbol_kind(self.bars.n_symbols)  # only one kind's kernels compiled
-        # nor the one-symbol kernel's stops when no combination has one
-        high, low = (h, lo) if many is not None or K.has_stops(cfgs) else (None, None)
+        high, low, one, many = K.sweep_kind(h, lo, cfgs)  # only the code it runs compiled
         if kind is not None and not per_params:
             weights = self._weights(self.combos[start])
             fused = self._fused_crossover()

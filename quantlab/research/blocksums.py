@@ -51,10 +51,9 @@ class BlockSums:
 def _one(open_, high, low, close, sig, cfg, weights, bounds, out, one, many):
     """One combination over all bars, block by block: ``out[b]`` = the sums of block ``b``.
 
-    ``one``, ``many``: which kernel runs (``kernel.symbol_kind``); ``high`` and ``low``: None
-    when no combination has stops. Numba prunes the branches a None argument rules out before
-    it compiles, so a call compiles only the kernel it runs (compiling ``simulate1`` twice for
-    nothing cost ~2.5 s of a cold worker's first sweep end)."""
+    ``high``, ``low``, ``one``, ``many``: as ``kernel.sweep_kind`` gives them, so a call
+    compiles only the kernel it runs (compiling ``simulate1`` twice for nothing cost ~2.5 s of
+    a cold worker's first sweep end)."""
     n_sym = close.shape[0]
     acct = np.empty(K.A_N)
     pos = np.empty((n_sym, K.P_N))
@@ -74,16 +73,12 @@ def _one(open_, high, low, close, sig, cfg, weights, bounds, out, one, many):
             K.simulate(open_, high, low, close, sig, bounds[b], bounds[b + 1], cfg, weights,
                        acct, pos, acc, detail, no_eq, no_log)
         if one is not None:
-            if high is None:
+            if high is None or not stops:
                 K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
-                            bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
-                            no_log)
-            elif stops:
-                K.simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, bounds[b],
                             bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
                             no_log)
             else:
-                K.simulate1(open_[0], None, None, close[0], sig[0], None, None, bounds[b],
+                K.simulate1(open_[0], high[0], low[0], close[0], sig[0], None, None, bounds[b],
                             bounds[b + 1], cfg, weights[0], acct, pos, acc, detail, no_eq,
                             no_log)
         out[b, 0] = acc[M_SUM]
@@ -160,13 +155,7 @@ def _fill(sim: Simulation, bounds: np.ndarray, stop: int, out: np.ndarray,
     """As ``Simulation._run_sweep_steps``: crossover lines computed once per window, or user
     signals in bounded batches; weights per combination where they follow the params."""
     o, c = sim._arrays[0], sim._arrays[3]
-    h: np.ndarray | None = sim._arrays[1]
-    lo: np.ndarray | None = sim._arrays[2]
-    # what the kernels need, as None when they do not (see _one): high and low for several
-    # symbols or for stops, simulate for several symbols
-    one, many = K.symbol_kind(sim.bars.n_symbols)
-    if many is None and not np.any((sim.cfgs[:, K.C_SL] > 0) | (sim.cfgs[:, K.C_TP] > 0)):
-        h = lo = None
+    h, lo, one, many = K.sweep_kind(sim._arrays[1], sim._arrays[2], sim.cfgs)  # see _one
     kind = sim.strategy.crossover_of
     per_params = sim.weights_given is None and sim.strategy.weights_follow_params
     per_combo = sim.bars.n_symbols * sim.bars.n_bars
