@@ -314,14 +314,13 @@ class CrossValidationPlan:
             purge, s1, s2 = int(saved["purge"]), saved["s1"], saved["s2"]
         if self.purge is not None and purge != self.purge:
             return False
-        kept = self.purge
-        self.purge = purge
         combos = Simulation(self.bars, self.strategy, cast(Any, self.params),
                             **self.options).combos
-        self._set_blocks(combos)
-        if s1.shape != s2.shape or s1.shape != (len(self.cuts) - 1, len(combos)):
-            self.purge = kept
+        blocks = len(_cuts(self.bounds, purge, self.embargo, self.bars.n_bars)) - 1
+        if s1.shape != s2.shape or s1.shape != (blocks, len(combos)):
             return False
+        self.purge = purge
+        self._set_blocks(combos)
         self._set_sums(s1, s2)
         return True
 
