@@ -27,14 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SWEEP_CELL = """import numpy as np, pandas as pd, quantlab as ql
-from quantlab.notebook.display import display_result
-rng = np.random.default_rng(3); n = 600
-c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
-df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
-                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
-view = display_result(ql.backtest(df, params={"fast": [5, 10, 20], "slow": [30, 60, 90]}))"""
-
+sys.path.insert(0, str(ROOT))  # the repository's tests.support and quantlab
+from tests.support.notebook import SWEEP_CELL  # the notebook the tests check
 
 GRID = {"fast": list(range(2, 202)), "slow": list(range(203, 303))}
 
@@ -127,7 +121,6 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--end-only", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="ql-bench-sweepstart-") as tmp:
         if args.end_only:
             end_only(args.symbols.split(","), Path(tmp))

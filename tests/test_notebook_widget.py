@@ -366,20 +366,13 @@ def test_step_progress_moves_between_the_step_start_points() -> None:
 # ~0.2 MB, the heatmap and tables) is well under it, and one copy of plotly.js (4.8 MB, in
 # plotly/package_data/plotly.min.js) in the widget state is far over it.
 SAVED_SWEEP_NOTEBOOK_BYTES = 1_000_000
-SWEEP_CELL = """import numpy as np, pandas as pd, quantlab as ql
-from quantlab.notebook.display import display_result
-rng = np.random.default_rng(3); n = 600
-c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
-df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
-                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
-view = display_result(ql.backtest(df, params={"fast": [5, 10, 20], "slow": [30, 60, 90]}))"""
 
 
 def test_a_saved_notebook_with_a_sweep_view_carries_no_plotly_js(
         nb_home: Path, tmp_path: Path) -> None:
     import nbformat
 
-    from tests.support.notebook import WidgetTree, execute_notebook
+    from tests.support.notebook import SWEEP_CELL, WidgetTree, execute_notebook
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SWEEP_CELL)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",

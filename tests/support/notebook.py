@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 NOTEBOOKS = ROOT / "notebooks"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# A cell that shows one sweep view (600 bars, 3 x 3 combinations): the saved notebook's size is
+# tested (tests/test_notebook_widget.py) and measured (bench/bench_sweepstart.py) with it.
+SWEEP_CELL = """import numpy as np, pandas as pd, quantlab as ql
+from quantlab.notebook.display import display_result
+rng = np.random.default_rng(3); n = 600
+c = 100 * np.exp(np.cumsum(rng.normal(0, 0.012, n)))
+df = pd.DataFrame({"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6},
+                  index=pd.date_range("2019-01-01", periods=n, freq="B"))
+view = display_result(ql.backtest(df, params={"fast": [5, 10, 20], "slow": [30, 60, 90]}))"""
 
 
 @pytest.fixture
